@@ -1,0 +1,47 @@
+# The everyday commands. `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+CORE := packages/boxlite-core
+export CARGO_TARGET_DIR := $(CURDIR)/$(CORE)/target
+
+.PHONY: setup system python guest images demo test test-rust bench lint fmt clean
+
+setup: system python guest
+
+system:            ## QEMU, kernel source and build tools, image tools, uv
+	./scripts/setup-system.sh
+
+python:            ## the uv workspace (builds the Rust extension)
+	uv sync --locked
+
+guest:             ## guest kernel (cached by its inputs) and initramfs with the agent
+	$(CORE)/guest/build.sh
+
+images:            ## the local test images as OCI layouts (cached)
+	uv run --locked python tests/images/build_images.py
+
+demo: setup        ## boot a box on the local Debian+python image and run Python in it
+	uv run --locked python examples/hello.py
+
+test: setup test-rust  ## every test: Rust unit tests, then end-to-end tests booting real VMs
+	uv run --locked pytest -v
+
+test-rust:
+	cargo test --locked --manifest-path $(CORE)/Cargo.toml --workspace --exclude boxlite-python
+
+bench: setup       ## start, exec round trip and boot-reliability figures
+	uv run --locked python benchmarks/bench_engine.py
+
+lint:
+	uv run --locked ruff check .
+	uv run --locked ruff format --check .
+	uv run --locked mypy
+	cargo clippy --locked --manifest-path $(CORE)/Cargo.toml --workspace --all-targets -- -D warnings
+	cargo fmt --manifest-path $(CORE)/Cargo.toml --all --check
+
+fmt:
+	uv run --locked ruff format .
+	uv run --locked ruff check --fix .
+	cargo fmt --manifest-path $(CORE)/Cargo.toml --all
+
+clean:
+	rm -rf $(CORE)/target $(CORE)/python/boxlite/_guest .venv

@@ -1,0 +1,134 @@
+"""Engine benchmarks: start-up against bare boot, exec round trip, boot reliability.
+
+    uv run python benchmarks/bench_engine.py [--starts 10] [--execs 200] [--boots 200]
+
+Prints figures and ratios against baselines measured in the same run; asserts nothing.
+Targets (DESIGN.md): create() to first exec result within 1.25x of the bare boot of the same
+kernel and initramfs; exec round trip of `true` within 1.2x of the guest's own spawn-and-wait of
+/bin/true (p50); 200 consecutive boots with zero hangs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import boxlite
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "images"))
+from build_images import build_images  # noqa: E402
+
+GUEST_SPAWN_LOOP = """
+import subprocess, time, statistics
+samples = []
+for _ in range({n}):
+    t = time.perf_counter()
+    subprocess.run(["/bin/true"])
+    samples.append((time.perf_counter() - t) * 1000)
+samples.sort()
+print(statistics.median(samples), samples[int(len(samples) * 0.95) - 1])
+"""
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def line(label: str, value: str) -> None:
+    print(f"  {label:<46} {value}")
+
+
+async def bench_start(runtime: boxlite.Boxlite, layout: str, starts: int) -> None:
+    print(f"start-up ({starts} runs each, medians)")
+    bare = [await runtime._inner.bare_boot_ms() for _ in range(starts)]
+    create = []
+    for _ in range(starts):
+        t = time.perf_counter()
+        box = await runtime.create(boxlite.BoxOptions(rootfs_path=layout, memory_mib=512))
+        result = await (await box.exec("true")).wait()
+        create.append((time.perf_counter() - t) * 1000)
+        assert result.exit_code == 0
+        await box.stop()
+    b, c = statistics.median(bare), statistics.median(create)
+    line("bare boot: launch to agent hello", f"{b:8.1f} ms  (min {min(bare):.1f}, max {max(bare):.1f})")
+    line("create() to first exec result", f"{c:8.1f} ms  (min {min(create):.1f}, max {max(create):.1f})")
+    line("ratio (target <= 1.25)", f"{c / b:8.2f}x")
+
+
+async def bench_exec(runtime: boxlite.Boxlite, layout: str, execs: int) -> None:
+    print(f"exec round trip of `true` ({execs} runs)")
+    async with boxlite.SimpleBox(rootfs_path=layout, memory_mib=512, runtime=runtime) as box:
+        for _ in range(10):  # warm-up
+            await box.exec("true")
+        samples = []
+        for _ in range(execs):
+            t = time.perf_counter()
+            await box.exec("/bin/true")
+            samples.append((time.perf_counter() - t) * 1000)
+        guest = await box.exec("python3", "-c", GUEST_SPAWN_LOOP.format(n=execs))
+        guest_p50, guest_p95 = (float(x) for x in guest.stdout.split())
+    p50, p95 = statistics.median(samples), pct(samples, 95)
+    line("host exec() of /bin/true, p50 / p95", f"{p50:8.2f} / {p95:.2f} ms")
+    line("guest's own spawn+wait of /bin/true, p50 / p95", f"{guest_p50:8.2f} / {guest_p95:.2f} ms")
+    line("ratio p50 (target <= 1.2)", f"{p50 / guest_p50:8.2f}x")
+
+
+async def bench_boots(runtime: boxlite.Boxlite, layout: str, boots: int) -> None:
+    print(f"boot reliability ({boots} consecutive boots, create + exec + stop)")
+    hangs = failures = 0
+    durations = []
+    for i in range(boots):
+        t = time.perf_counter()
+        try:
+            box = await runtime.create(boxlite.BoxOptions(rootfs_path=layout, memory_mib=256))
+            try:
+                result = await asyncio.wait_for((await box.exec("true")).wait(), timeout=60)
+                if result.exit_code != 0:
+                    failures += 1
+            finally:
+                await box.stop()
+        except boxlite.BoxStartError as e:
+            if "did not answer within" in str(e):
+                hangs += 1
+            else:
+                failures += 1
+            print(f"    boot {i}: {str(e).splitlines()[0]}")
+        except Exception as e:  # every other failure counts too, and is shown
+            failures += 1
+            print(f"    boot {i}: {type(e).__name__}: {e}")
+        durations.append((time.perf_counter() - t) * 1000)
+    line("hangs (target 0)", str(hangs))
+    line("other failures", str(failures))
+    line("cycle time p50 / max", f"{statistics.median(durations):8.1f} / {max(durations):.1f} ms")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--starts", type=int, default=10)
+    parser.add_argument("--execs", type=int, default=200)
+    parser.add_argument("--boots", type=int, default=200)
+    args = parser.parse_args()
+    # Hangs must show as hangs, not as 90-second waits.
+    os.environ.setdefault("BOXLITE_BOOT_TIMEOUT", "30")
+    images = build_images(["busybox", "python"])
+    with tempfile.TemporaryDirectory(prefix="boxlite-bench-") as home:
+        runtime = boxlite.Boxlite(boxlite.Options(home_dir=home))
+        accel = await runtime.accelerator()
+        print(f"host: {os.cpu_count()} CPUs, accelerator {accel['accel']} ({accel['reason']})")
+        await bench_start(runtime, str(images["busybox"]), args.starts)
+        await bench_exec(runtime, str(images["python"]), args.execs)
+        if args.boots:
+            await bench_boots(runtime, str(images["busybox"]), args.boots)
+        await runtime.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,258 @@
+//! The host end of the guest channel: connects to the VM's agent socket, checks the protocol
+//! version, and multiplexes executions over the one stream.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use boxlite_protocol::{
+    nonblocking, ExecRequest, ExitStatus, GuestMessage, HostMessage, OutputStream, PROTOCOL_VERSION,
+};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::hypervisor::VmExit;
+
+/// What happened to an execution, in order.
+#[derive(Debug, Clone)]
+pub enum ExecEvent {
+    Started {
+        pid: u32,
+    },
+    Output {
+        stream: OutputStream,
+        data: Vec<u8>,
+    },
+    Exited(ExitStatus),
+    /// The channel closed before the execution ended (the VM died or the box stopped).
+    Lost(String),
+}
+
+/// The guest's hello.
+#[derive(Debug, Clone)]
+pub struct GuestHello {
+    pub kernel_release: String,
+    pub uptime_ms: u64,
+}
+
+type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<ExecEvent>>>>>;
+
+pub struct AgentClient {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Open executions; `None` once the channel is closed.
+    routes: Routes,
+    next_exec_id: AtomicU32,
+    closed: watch::Receiver<Option<String>>,
+}
+
+/// Why connecting to the agent failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// The VM ended before the agent answered.
+    VmExited(VmExit),
+    TimedOut,
+    Protocol(String),
+}
+
+impl AgentClient {
+    /// Connects to `socket` and waits for the agent's hello, until `deadline` or until the VM
+    /// ends (`vm_exit` turns `Some`), whichever comes first.
+    pub async fn connect(
+        socket: &Path,
+        deadline: Instant,
+        mut vm_exit: watch::Receiver<Option<VmExit>>,
+    ) -> Result<(AgentClient, GuestHello), ConnectError> {
+        let handshake = async {
+            // QEMU creates the socket shortly after it starts.
+            let stream = loop {
+                match UnixStream::connect(socket).await {
+                    Ok(s) => break s,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                }
+            };
+            let (mut reader, mut writer) = stream.into_split();
+            let hello = match nonblocking::read_message::<GuestMessage, _>(&mut reader).await {
+                Ok(Some(GuestMessage::Hello {
+                    version,
+                    kernel_release,
+                    uptime_ms,
+                })) => {
+                    if version != PROTOCOL_VERSION {
+                        return Err(ConnectError::Protocol(format!(
+                            "the guest agent speaks protocol {version}, this engine speaks {PROTOCOL_VERSION}: the guest files do not match the engine; reinstall boxlite-core"
+                        )));
+                    }
+                    GuestHello {
+                        kernel_release,
+                        uptime_ms,
+                    }
+                }
+                Ok(Some(other)) => {
+                    return Err(ConnectError::Protocol(format!(
+                        "expected a hello, got {other:?}"
+                    )))
+                }
+                Ok(None) => {
+                    return Err(ConnectError::Protocol(
+                        "the agent closed the channel before its hello".into(),
+                    ))
+                }
+                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+            };
+            nonblocking::write_message(
+                &mut writer,
+                &HostMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                },
+            )
+            .await
+            .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            Ok((reader, writer, hello))
+        };
+        let vm_ended = async {
+            loop {
+                if let Some(exit) = vm_exit.borrow_and_update().clone() {
+                    return exit;
+                }
+                if vm_exit.changed().await.is_err() {
+                    return VmExit {
+                        code: None,
+                        signal: None,
+                    };
+                }
+            }
+        };
+        let (reader, writer, hello) = tokio::select! {
+            r = tokio::time::timeout_at(deadline, handshake) => r.map_err(|_| ConnectError::TimedOut)??,
+            exit = vm_ended => return Err(ConnectError::VmExited(exit)),
+        };
+
+        let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (closed_tx, closed_rx) = watch::channel(None);
+        tokio::spawn(read_loop(reader, routes.clone(), closed_tx));
+        let client = AgentClient {
+            writer: tokio::sync::Mutex::new(writer),
+            routes,
+            next_exec_id: AtomicU32::new(1),
+            closed: closed_rx,
+        };
+        Ok((client, hello))
+    }
+
+    /// Why the channel closed, once it has.
+    pub fn closed_reason(&self) -> Option<String> {
+        self.closed.borrow().clone()
+    }
+
+    async fn send(&self, msg: &HostMessage) -> Result<(), String> {
+        let mut writer = self.writer.lock().await;
+        nonblocking::write_message(&mut *writer, msg)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts an execution; its events arrive on the returned receiver.
+    pub async fn exec(
+        &self,
+        mut request: ExecRequest,
+    ) -> Result<(u32, mpsc::UnboundedReceiver<ExecEvent>), String> {
+        let exec_id = self.next_exec_id.fetch_add(1, Ordering::Relaxed);
+        request.exec_id = exec_id;
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut routes = self.routes.lock().expect("routes lock");
+            let Some(routes) = routes.as_mut() else {
+                return Err(self
+                    .closed_reason()
+                    .unwrap_or_else(|| "channel closed".into()));
+            };
+            routes.insert(exec_id, tx);
+        }
+        if let Err(e) = self.send(&HostMessage::Exec(request)).await {
+            if let Some(routes) = self.routes.lock().expect("routes lock").as_mut() {
+                routes.remove(&exec_id);
+            }
+            return Err(e);
+        }
+        Ok((exec_id, rx))
+    }
+
+    pub async fn signal(&self, exec_id: u32, signal: i32) -> Result<(), String> {
+        self.send(&HostMessage::Signal { exec_id, signal }).await
+    }
+
+    pub async fn stdin(&self, exec_id: u32, data: Vec<u8>) -> Result<(), String> {
+        self.send(&HostMessage::Stdin { exec_id, data }).await
+    }
+
+    pub async fn close_stdin(&self, exec_id: u32) -> Result<(), String> {
+        self.send(&HostMessage::CloseStdin { exec_id }).await
+    }
+
+    /// Asks the agent to flush and power off; the VM then exits by itself.
+    pub async fn shutdown(&self) -> Result<(), String> {
+        self.send(&HostMessage::Shutdown).await
+    }
+}
+
+async fn read_loop(
+    mut reader: tokio::net::unix::OwnedReadHalf,
+    routes: Routes,
+    closed: watch::Sender<Option<String>>,
+) {
+    let reason = loop {
+        match nonblocking::read_message::<GuestMessage, _>(&mut reader).await {
+            Ok(Some(msg)) => {
+                let (exec_id, event, last) = match msg {
+                    GuestMessage::Started { exec_id, pid } => {
+                        (exec_id, ExecEvent::Started { pid }, false)
+                    }
+                    GuestMessage::Output {
+                        exec_id,
+                        stream,
+                        data,
+                    } => (exec_id, ExecEvent::Output { stream, data }, false),
+                    GuestMessage::Exited { exec_id, status } => {
+                        (exec_id, ExecEvent::Exited(status), true)
+                    }
+                    GuestMessage::Error {
+                        exec_id: Some(exec_id),
+                        message,
+                    } => (exec_id, ExecEvent::Lost(message), true),
+                    GuestMessage::Error {
+                        exec_id: None,
+                        message,
+                    } => {
+                        tracing::warn!(%message, "guest agent reported an error");
+                        continue;
+                    }
+                    GuestMessage::Hello { .. } | GuestMessage::Pong { .. } => continue,
+                };
+                let mut routes = routes.lock().expect("routes lock");
+                if let Some(routes) = routes.as_mut() {
+                    if let Some(tx) = routes.get(&exec_id) {
+                        let _ = tx.send(event);
+                    }
+                    if last {
+                        routes.remove(&exec_id);
+                    }
+                }
+            }
+            Ok(None) => break "the guest closed the channel".to_owned(),
+            Err(e) => break format!("channel read failed: {e}"),
+        }
+    };
+    let open = routes
+        .lock()
+        .expect("routes lock")
+        .take()
+        .unwrap_or_default();
+    for (_, tx) in open {
+        let _ = tx.send(ExecEvent::Lost(reason.clone()));
+    }
+    let _ = closed.send(Some(reason));
+}

@@ -1,0 +1,43 @@
+//! What every VM boots with: the kernel command line and the timeouts.
+
+use std::time::Duration;
+
+use crate::hypervisor::Accel;
+use crate::tsc;
+
+/// How long a boot may take before the box is declared failed.
+pub fn boot_timeout(accel: Accel) -> Duration {
+    if let Some(secs) = std::env::var("BOXLITE_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        return Duration::from_secs(secs);
+    }
+    match accel {
+        // Emulation on a busy 2-core host can be 20x slower than a quiet one.
+        Accel::Tcg => Duration::from_secs(90),
+        _ => Duration::from_secs(30),
+    }
+}
+
+/// The guest kernel command line. `root` is the agent's root disk device, if any.
+pub fn kernel_cmdline(hostname: &str, root: Option<&str>) -> String {
+    let mut parts = vec![
+        "console=ttyS0".to_owned(),
+        "8250.nr_uarts=1".to_owned(),
+        "quiet".to_owned(),
+        // A panic ends the VM at once; `-no-reboot` turns the reboot into a QEMU exit.
+        "panic=-1".to_owned(),
+        "reboot=t".to_owned(),
+        "random.trust_cpu=on".to_owned(),
+    ];
+    // Without it the guest may fail to calibrate its TSC under TCG and hang at boot.
+    if let Some(khz) = tsc::host_tsc_khz() {
+        parts.push(format!("tsc_early_khz={khz}"));
+    }
+    parts.push(format!("boxlite.hostname={hostname}"));
+    if let Some(root) = root {
+        parts.push(format!("boxlite.root={root}"));
+    }
+    parts.join(" ")
+}

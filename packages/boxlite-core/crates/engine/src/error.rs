@@ -1,0 +1,70 @@
+//! Engine errors. Each variant names the problem and, where there is one, the fix; the Python
+//! bindings map each kind to its own exception class.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("QEMU is not installed: `{binary}` was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`; Fedora: `sudo dnf install qemu-system-x86`) or set BOXLITE_QEMU to its path")]
+    QemuNotFound { binary: String },
+
+    #[error("no usable hardware accelerator: {0}")]
+    Accelerator(String),
+
+    #[error("guest kernel or initramfs missing: {0}. The boxlite-core package was built without its guest files; rebuild it with `make guest` or set BOXLITE_GUEST_DIR")]
+    GuestAssets(String),
+
+    #[error("image error for {image}: {reason}")]
+    Image { image: String, reason: String },
+
+    #[error("not an OCI image layout: {path}: {reason}. Point rootfs_path at a directory holding `oci-layout`, `index.json` and `blobs/` (e.g. `skopeo copy docker://IMAGE oci:DIR:TAG`)")]
+    NotOciLayout { path: PathBuf, reason: String },
+
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    #[error("no box with id or name '{0}'")]
+    BoxNotFound(String),
+
+    #[error("box {id} is {state}: {action} needs a running box. Start it again with `start()` or create a new box")]
+    BoxNotRunning {
+        id: String,
+        state: String,
+        action: String,
+    },
+
+    #[error("box {id} failed to boot: {reason}")]
+    BootFailed { id: String, reason: String },
+
+    #[error("box {id} stopped unexpectedly: {reason}")]
+    BoxDied { id: String, reason: String },
+
+    #[error("guest channel error for box {id}: {reason}")]
+    Channel { id: String, reason: String },
+
+    #[error("disk error: {0}")]
+    Disk(String),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds a description of what was being done to an I/O error.
+pub trait IoContext<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: what(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,105 @@
+//! Hypervisor backends behind one trait. `qemu` runs each box as a `qemu-system-*` child
+//! process; an in-process `krun` backend can implement the same trait later.
+
+pub mod accel;
+pub mod qemu;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::Result;
+
+/// CPU virtualisation used for a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Hvf,
+    Whpx,
+    /// Pure emulation: always works, much slower.
+    Tcg,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Hvf => "hvf",
+            Accel::Whpx => "whpx",
+            Accel::Tcg => "tcg",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Accel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "kvm" => Some(Accel::Kvm),
+            "hvf" => Some(Accel::Hvf),
+            "whpx" => Some(Accel::Whpx),
+            "tcg" => Some(Accel::Tcg),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything a backend needs to start one VM.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// The box's root disk (qcow2); `None` boots the agent alone (accelerator probe).
+    pub root_disk: Option<PathBuf>,
+    /// Unix socket the backend serves the agent's port on; the engine connects to it.
+    pub agent_socket: PathBuf,
+    /// Where the guest's serial console is written.
+    pub console_log: PathBuf,
+    /// Where the VMM's own diagnostics go.
+    pub vmm_log: PathBuf,
+}
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmExit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl fmt::Display for VmExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit code {c}"),
+            (_, Some(s)) => write!(f, "signal {s}"),
+            _ => f.write_str("unknown status"),
+        }
+    }
+}
+
+/// A started VM.
+pub trait VmHandle: Send + Sync {
+    /// Host process id of the VMM, where there is one.
+    fn pid(&self) -> Option<u32>;
+    /// Stops the VM at once (no guest shutdown).
+    fn kill(&self);
+    /// Becomes `Some` when the VM has ended.
+    fn exit_watch(&self) -> watch::Receiver<Option<VmExit>>;
+}
+
+pub trait Hypervisor: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Checks that the backend can run at all (its binaries exist), with a fix in the error.
+    fn check_available(&self) -> Result<()>;
+    fn launch(&self, spec: &VmSpec) -> Result<Box<dyn VmHandle>>;
+}

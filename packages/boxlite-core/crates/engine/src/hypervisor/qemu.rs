@@ -1,0 +1,198 @@
+//! The QEMU backend: one `qemu-system-<arch>` child process per box on the `microvm` machine.
+//!
+//! The guest has no ACPI (`acpi=off`: our module-free kernel fails ACPI setup on microvm, and
+//! QEMU then passes the virtio-mmio devices on the kernel command line itself), no PCI, one
+//! serial console written to a file, a virtio-serial port for the agent channel, and the box's
+//! qcow2 overlay as a virtio-blk disk.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use super::{Accel, Hypervisor, VmExit, VmHandle, VmSpec};
+use crate::error::{Error, IoContext, Result};
+
+pub struct QemuBackend {
+    binary_name: String,
+}
+
+impl Default for QemuBackend {
+    fn default() -> Self {
+        QemuBackend {
+            binary_name: format!("qemu-system-{}", std::env::consts::ARCH),
+        }
+    }
+}
+
+impl QemuBackend {
+    /// `BOXLITE_QEMU`, else `qemu-system-<arch>` on PATH.
+    pub fn binary(&self) -> Result<PathBuf> {
+        if let Some(path) = std::env::var_os("BOXLITE_QEMU") {
+            let path = PathBuf::from(path);
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(Error::QemuNotFound {
+                    binary: path.display().to_string(),
+                })
+            };
+        }
+        let dirs = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        dirs.into_iter()
+            .map(|d| d.join(&self.binary_name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::QemuNotFound {
+                binary: self.binary_name.clone(),
+            })
+    }
+
+    /// The command line for `spec` (public for tests and diagnostics).
+    pub fn arguments(&self, spec: &VmSpec) -> Vec<String> {
+        let mut args: Vec<String> = Vec::new();
+        let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
+        let machine = if cfg!(target_arch = "x86_64") {
+            "microvm,acpi=off,x-option-roms=off"
+        } else {
+            "virt"
+        };
+        push(&["-M", machine, "-accel", spec.accel.as_str()]);
+        match spec.accel {
+            Accel::Tcg => {}
+            _ => push(&["-cpu", "host"]),
+        }
+        let memory = format!("{}M", spec.memory_mib);
+        let smp = spec.cpus.to_string();
+        push(&["-m", &memory, "-smp", &smp]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ]);
+        let kernel = spec.kernel.display().to_string();
+        let initrd = spec.initrd.display().to_string();
+        push(&[
+            "-kernel",
+            &kernel,
+            "-initrd",
+            &initrd,
+            "-append",
+            &spec.cmdline,
+        ]);
+        let console = format!(
+            "file,id=console,path={}",
+            escape(&spec.console_log.display().to_string())
+        );
+        push(&["-chardev", &console, "-serial", "chardev:console"]);
+        let agent = format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            escape(&spec.agent_socket.display().to_string())
+        );
+        push(&["-chardev", &agent]);
+        push(&["-device", "virtio-serial-device,max_ports=2"]);
+        let port = format!(
+            "virtserialport,chardev=agent,name={}",
+            boxlite_protocol::AGENT_PORT_NAME
+        );
+        push(&["-device", &port]);
+        if let Some(disk) = &spec.root_disk {
+            let drive = format!(
+                "id=root,if=none,format=qcow2,discard=unmap,file={}",
+                escape(&disk.display().to_string())
+            );
+            push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
+        }
+        args
+    }
+}
+
+/// QEMU option values separate on ','; a literal comma is written twice.
+fn escape(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+struct QemuVm {
+    pid: Option<u32>,
+    exit: watch::Receiver<Option<VmExit>>,
+    killed: Mutex<bool>,
+}
+
+impl VmHandle for QemuVm {
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn kill(&self) {
+        let mut killed = self.killed.lock().expect("kill lock");
+        if let (Some(pid), false, None) = (self.pid, *killed, self.exit.borrow().as_ref()) {
+            // SAFETY: signalling our own child, which is not reaped before exit_watch is set.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            *killed = true;
+        }
+    }
+
+    fn exit_watch(&self) -> watch::Receiver<Option<VmExit>> {
+        self.exit.clone()
+    }
+}
+
+impl Hypervisor for QemuBackend {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn check_available(&self) -> Result<()> {
+        self.binary().map(|_| ())
+    }
+
+    fn launch(&self, spec: &VmSpec) -> Result<Box<dyn VmHandle>> {
+        let binary = self.binary()?;
+        let vmm_log =
+            File::create(&spec.vmm_log).context(|| format!("create {}", spec.vmm_log.display()))?;
+        let mut command = Command::new(&binary);
+        command
+            .args(self.arguments(spec))
+            // A minimal environment: the VMM needs nothing of ours.
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(vmm_log))
+            // Its own process group: a Ctrl-C meant for the Python program must not kill boxes
+            // behind its back; the runtime stops them in order.
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command
+            .spawn()
+            .context(|| format!("start {}", binary.display()))?;
+        let pid = child.id();
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let exit = match child.wait().await {
+                Ok(status) => VmExit {
+                    code: status.code(),
+                    signal: status.signal(),
+                },
+                Err(_) => VmExit {
+                    code: None,
+                    signal: None,
+                },
+            };
+            let _ = tx.send(Some(exit));
+        });
+        tracing::debug!(name = %spec.name, pid, accel = %spec.accel, "launched qemu");
+        Ok(Box::new(QemuVm {
+            pid,
+            exit: rx,
+            killed: Mutex::new(false),
+        }))
+    }
+}

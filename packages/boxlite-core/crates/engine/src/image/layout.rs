@@ -1,0 +1,243 @@
+//! Reading OCI image layouts: index, manifest selection by platform and tag, config, layers.
+//! Every blob read through here is checked against its digest.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{
+    Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Os,
+};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+
+const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the blob as stored.
+    pub digest: String,
+    pub compression: Compression,
+}
+
+/// An image resolved from a layout: what the engine needs to build its base disk and run it.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub manifest_digest: String,
+    pub config: ImageConfiguration,
+    pub layers: Vec<LayerBlob>,
+}
+
+fn not_layout(path: &Path, reason: impl Into<String>) -> Error {
+    Error::NotOciLayout {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Splits `path:tag` when the part after the last ':' is no path component.
+pub fn split_layout_reference(spec: &str) -> (PathBuf, Option<String>) {
+    if let Some((path, tag)) = spec.rsplit_once(':') {
+        if !tag.is_empty() && !tag.contains('/') && Path::new(path).join("oci-layout").exists() {
+            return (PathBuf::from(path), Some(tag.to_owned()));
+        }
+    }
+    (PathBuf::from(spec), None)
+}
+
+/// True when `path` looks like an OCI image layout directory.
+pub fn is_layout(path: &Path) -> bool {
+    path.join("oci-layout").is_file() && path.join("index.json").is_file()
+}
+
+fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
+    let (algorithm, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| not_layout(layout, format!("malformed digest {digest}")))?;
+    if algorithm != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(not_layout(
+            layout,
+            format!("unsupported digest {digest} (only sha256)"),
+        ));
+    }
+    Ok(layout.join("blobs").join(algorithm).join(hex))
+}
+
+/// A reader that hashes what passes through it, to verify a blob while it is consumed.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    expected: String,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, expected_digest: &str) -> Self {
+        VerifyingReader {
+            inner,
+            hasher: Sha256::new(),
+            expected: expected_digest.to_owned(),
+        }
+    }
+
+    /// Reads whatever the consumer left unread, then compares digests.
+    pub fn finish(mut self) -> io::Result<()> {
+        io::copy(&mut self, &mut io::sink())?;
+        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        if actual != self.expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "digest mismatch: expected {}, content hashes to {actual}",
+                    self.expected
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn read_verified_blob(layout: &Path, descriptor: &Descriptor) -> Result<Vec<u8>> {
+    let digest = descriptor.digest().to_string();
+    let path = blob_path(layout, &digest)?;
+    let file = File::open(&path)
+        .map_err(|e| not_layout(layout, format!("blob {digest} unreadable: {e}")))?;
+    let mut reader = VerifyingReader::new(file, &digest);
+    let mut data = Vec::new();
+    reader
+        .read_to_end(&mut data)
+        .map_err(|e| not_layout(layout, format!("blob {digest}: {e}")))?;
+    reader
+        .finish()
+        .map_err(|e| not_layout(layout, format!("blob {digest}: {e}")))?;
+    Ok(data)
+}
+
+fn platform_matches(descriptor: &Descriptor) -> bool {
+    match descriptor.platform() {
+        None => true,
+        Some(p) => *p.os() == Os::Linux && *p.architecture() == host_arch(),
+    }
+}
+
+fn host_arch() -> Arch {
+    match std::env::consts::ARCH {
+        "aarch64" => Arch::ARM64,
+        _ => Arch::Amd64,
+    }
+}
+
+/// Picks the manifest for this host's platform (and `tag`, if given) from an index,
+/// descending into nested indexes.
+fn select_manifest(layout: &Path, index: &ImageIndex, tag: Option<&str>) -> Result<Descriptor> {
+    let tagged: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| match tag {
+            None => true,
+            Some(t) => d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME_ANNOTATION))
+                .is_some_and(|n| n == t),
+        })
+        .collect();
+    if tagged.is_empty() {
+        return Err(not_layout(
+            layout,
+            format!(
+                "no manifest tagged {:?} in index.json",
+                tag.unwrap_or_default()
+            ),
+        ));
+    }
+    for descriptor in tagged.iter().filter(|d| platform_matches(d)) {
+        match descriptor.media_type() {
+            MediaType::ImageManifest => return Ok((*descriptor).clone()),
+            MediaType::ImageIndex => {
+                let nested: ImageIndex =
+                    serde_json::from_slice(&read_verified_blob(layout, descriptor)?)
+                        .map_err(|e| not_layout(layout, format!("nested index: {e}")))?;
+                return select_manifest(layout, &nested, None);
+            }
+            MediaType::Other(t) if t == "application/vnd.docker.distribution.manifest.v2+json" => {
+                return Ok((*descriptor).clone())
+            }
+            _ => continue,
+        }
+    }
+    Err(not_layout(
+        layout,
+        format!(
+            "no manifest for linux/{} in index.json",
+            std::env::consts::ARCH
+        ),
+    ))
+}
+
+/// Resolves the image in the layout at `layout` (optionally the manifest tagged `tag`).
+pub fn resolve(layout: &Path, tag: Option<&str>) -> Result<ResolvedImage> {
+    if !layout.is_dir() {
+        return Err(not_layout(layout, "no such directory"));
+    }
+    if !layout.join("oci-layout").is_file() {
+        return Err(not_layout(layout, "missing the `oci-layout` file"));
+    }
+    let index_bytes = std::fs::read(layout.join("index.json"))
+        .map_err(|e| not_layout(layout, format!("index.json: {e}")))?;
+    let index: ImageIndex = serde_json::from_slice(&index_bytes)
+        .map_err(|e| not_layout(layout, format!("index.json is not an OCI index: {e}")))?;
+    let manifest_descriptor = select_manifest(layout, &index, tag)?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&read_verified_blob(layout, &manifest_descriptor)?)
+            .map_err(|e| not_layout(layout, format!("manifest: {e}")))?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&read_verified_blob(layout, manifest.config())?)
+            .map_err(|e| not_layout(layout, format!("image config: {e}")))?;
+    let layers = manifest
+        .layers()
+        .iter()
+        .map(|d| {
+            let digest = d.digest().to_string();
+            let compression = match d.media_type() {
+                MediaType::ImageLayer => Compression::None,
+                MediaType::ImageLayerGzip => Compression::Gzip,
+                MediaType::Other(t) if t == "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+                    Compression::Gzip
+                }
+                other => {
+                    return Err(not_layout(
+                        layout,
+                        format!("layer {digest} has unsupported media type {other}"),
+                    ));
+                }
+            };
+            Ok(LayerBlob {
+                path: blob_path(layout, &digest)?,
+                digest,
+                compression,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ResolvedImage {
+        manifest_digest: manifest_descriptor.digest().to_string(),
+        config,
+        layers,
+    })
+}

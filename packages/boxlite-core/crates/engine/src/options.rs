@@ -1,0 +1,157 @@
+//! Runtime and box options as the bindings hand them over (JSON from Python), validated here:
+//! the engine is the one place that decides what is in range.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Smallest and largest guest memory, as the reference documentation states.
+pub const MEMORY_MIB_RANGE: (u32, u32) = (128, 65536);
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeOptions {
+    /// `BOXLITE_HOME`, else `~/.boxlite`.
+    pub home_dir: Option<PathBuf>,
+    /// Directory holding `vmlinux` and `initramfs.cpio` (the Python package passes its own).
+    pub guest_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BoxOptions {
+    /// Image reference, or the path of an OCI image layout.
+    pub image: Option<String>,
+    /// Path of an OCI image layout (optionally `path:tag`).
+    pub rootfs_path: Option<String>,
+    pub name: Option<String>,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    /// Working directory of executions (default: the image's, else `/`).
+    pub working_dir: Option<String>,
+    /// Environment of every execution, on top of the image's.
+    pub env: Vec<(String, String)>,
+    /// Delete the box's disk and state when it stops.
+    pub auto_remove: bool,
+}
+
+impl Default for BoxOptions {
+    fn default() -> Self {
+        BoxOptions {
+            image: None,
+            rootfs_path: None,
+            name: None,
+            cpus: 1,
+            memory_mib: 2048,
+            working_dir: None,
+            env: Vec::new(),
+            auto_remove: true,
+        }
+    }
+}
+
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+impl BoxOptions {
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |msg: String| Err(Error::InvalidOption(msg));
+        let max_cpus = host_cpus();
+        if self.cpus < 1 || self.cpus > max_cpus {
+            return invalid(format!(
+                "cpus={} is out of range: use 1 to {max_cpus} (this host's CPU count)",
+                self.cpus
+            ));
+        }
+        let (lo, hi) = MEMORY_MIB_RANGE;
+        if self.memory_mib < lo || self.memory_mib > hi {
+            return invalid(format!(
+                "memory_mib={} is out of range: use {lo} to {hi}",
+                self.memory_mib
+            ));
+        }
+        if self.image.is_none() && self.rootfs_path.is_none() {
+            return invalid("no image: pass image=... (a reference or an OCI layout path) or rootfs_path=... (an OCI layout)".into());
+        }
+        if let Some(dir) = &self.working_dir {
+            if !dir.starts_with('/') {
+                return invalid(format!(
+                    "working_dir={dir:?} must be an absolute path inside the box"
+                ));
+            }
+        }
+        for (key, _) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return invalid(format!("environment variable name {key:?} is not valid"));
+            }
+        }
+        if let Some(name) = &self.name {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+            if !ok {
+                return invalid(format!(
+                    "name={name:?}: use 1 to 63 letters, digits, '-', '_' or '.'"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_image() -> BoxOptions {
+        BoxOptions {
+            rootfs_path: Some("/img".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_reference_documentation() {
+        let o = BoxOptions::default();
+        assert_eq!((o.cpus, o.memory_mib, o.auto_remove), (1, 2048, true));
+        with_image().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_options_name_the_allowed_range() {
+        let err = BoxOptions {
+            memory_mib: 64,
+            ..with_image()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("memory_mib=64") && err.contains("128 to 65536"),
+            "{err}"
+        );
+        let err = BoxOptions {
+            cpus: 0,
+            ..with_image()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cpus=0"), "{err}");
+        let err = BoxOptions {
+            working_dir: Some("rel".into()),
+            ..with_image()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("absolute"), "{err}");
+        let err = BoxOptions::default().validate().unwrap_err().to_string();
+        assert!(err.contains("no image"), "{err}");
+    }
+}

@@ -1,0 +1,114 @@
+//! The guest end of the host channel: a virtio-serial port.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use boxlite_protocol::{blocking, GuestMessage, HostMessage, AGENT_PORT_NAME, PROTOCOL_VERSION};
+
+use crate::system;
+
+pub struct Port {
+    reader: Mutex<BufReader<File>>,
+    writer: Mutex<File>,
+}
+
+fn find_port_device() -> io::Result<PathBuf> {
+    // Ports appear under /sys/class/virtio-ports/vportNpM with their name in `name`.
+    for _ in 0..1000 {
+        if let Ok(entries) = fs::read_dir("/sys/class/virtio-ports") {
+            for entry in entries.flatten() {
+                let name = fs::read_to_string(entry.path().join("name")).unwrap_or_default();
+                if name.trim() == AGENT_PORT_NAME {
+                    return Ok(PathBuf::from("/dev").join(entry.file_name()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no virtio-serial port named {AGENT_PORT_NAME}"),
+    ))
+}
+
+impl Port {
+    pub fn open() -> io::Result<Port> {
+        let path = find_port_device()?;
+        let file = fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        let writer = file.try_clone()?;
+        Ok(Port {
+            reader: Mutex::new(BufReader::with_capacity(256 * 1024, file)),
+            writer: Mutex::new(writer),
+        })
+    }
+
+    /// Blocks until the host side of the port is connected (the port reports POLLHUP until then).
+    pub fn wait_for_host(&self) {
+        let reader = self.reader.lock().expect("port reader lock");
+        let fd = reader.get_ref().as_raw_fd();
+        loop {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if rc > 0 && pfd.revents & libc::POLLHUP == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn send_hello(&self, kernel_release: &str) -> io::Result<()> {
+        self.send(&GuestMessage::Hello {
+            version: PROTOCOL_VERSION,
+            kernel_release: kernel_release.to_owned(),
+            uptime_ms: system::uptime_ms(),
+        })
+    }
+
+    /// Sends one message; frames from different threads never interleave.
+    pub fn send(&self, msg: &GuestMessage) -> io::Result<()> {
+        let mut writer = self.writer.lock().expect("port writer lock");
+        blocking::write_message(&mut *writer, msg).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// The next message from the host; `None` once the host disconnected or spoke an
+    /// incompatible protocol (the caller then waits for a new connection).
+    pub fn receive(&self) -> Option<HostMessage> {
+        let mut reader = self.reader.lock().expect("port reader lock");
+        loop {
+            match blocking::read_message::<HostMessage, _>(&mut *reader) {
+                Ok(Some(HostMessage::Hello { version })) if version != PROTOCOL_VERSION => {
+                    drop(reader);
+                    let _ = self.send(&GuestMessage::Error {
+                        exec_id: None,
+                        message: format!(
+                            "guest speaks protocol {PROTOCOL_VERSION}, host speaks {version}"
+                        ),
+                    });
+                    std::thread::sleep(Duration::from_millis(100));
+                    return None;
+                }
+                Ok(Some(HostMessage::Hello { .. })) => continue,
+                Ok(Some(msg)) => return Some(msg),
+                Ok(None) => return None,
+                Err(e) => {
+                    system::log(&format!("channel read failed: {e}"));
+                    // Resynchronising inside a byte stream is not possible: drop buffered bytes
+                    // and wait for the host to reconnect.
+                    *reader =
+                        BufReader::with_capacity(256 * 1024, reader.get_ref().try_clone().ok()?);
+                    std::thread::sleep(Duration::from_millis(50));
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! Executions: spawning processes in the box, pumping their output, reaping them.
+//!
+//! PID 1 inherits every orphan, so one reaper thread reaps all children. It peeks at a zombie
+//! with `WNOWAIT`, then reaps it under the table lock: a process being spawned is registered
+//! under that same lock, so its exit status can never be lost or stolen from `spawn` itself.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use boxlite_protocol::{
+    ExecRequest, ExitStatus, GuestMessage, HostMessage, OutputStream, OUTPUT_CHUNK_LEN,
+};
+
+use crate::channel::Port;
+use crate::{system, ROOTFS};
+
+/// How long output is still collected after the process exited, for descendants that keep the
+/// pipes open. The execution ends on the process's exit, not on EOF.
+const OUTPUT_GRACE: Duration = Duration::from_millis(50);
+
+enum StdinOp {
+    Data(Vec<u8>),
+    Close,
+}
+
+struct Entry {
+    pid: i32,
+    stdin: Option<mpsc::Sender<StdinOp>>,
+    /// Write end of the pipe on which the reaper hands over the raw wait status.
+    exit_notify: OwnedFd,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<u32, Entry>,
+    by_pid: HashMap<i32, u32>,
+}
+
+#[derive(Clone)]
+pub struct Executions {
+    port: Arc<Port>,
+    has_rootfs: bool,
+    table: Arc<Mutex<Table>>,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+    }
+}
+
+fn decode_wait_status(status: i32) -> ExitStatus {
+    if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
+    }
+}
+
+impl Executions {
+    pub fn new(port: Arc<Port>, has_rootfs: bool) -> Executions {
+        Executions {
+            port,
+            has_rootfs,
+            table: Arc::default(),
+        }
+    }
+
+    fn send(&self, msg: GuestMessage) {
+        if let Err(e) = self.port.send(&msg) {
+            system::log(&format!("send failed: {e}"));
+        }
+    }
+
+    pub fn handle(&self, msg: HostMessage) {
+        match msg {
+            HostMessage::Exec(req) => self.spawn(req),
+            HostMessage::Stdin { exec_id, data } => self.stdin(exec_id, StdinOp::Data(data)),
+            HostMessage::CloseStdin { exec_id } => self.stdin(exec_id, StdinOp::Close),
+            HostMessage::Signal { exec_id, signal } => self.signal(exec_id, signal),
+            HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
+            HostMessage::Hello { .. } | HostMessage::Shutdown => {}
+        }
+    }
+
+    fn stdin(&self, exec_id: u32, op: StdinOp) {
+        let table = self.table.lock().expect("table lock");
+        if let Some(tx) = table.by_id.get(&exec_id).and_then(|e| e.stdin.as_ref()) {
+            let _ = tx.send(op);
+        }
+    }
+
+    fn signal(&self, exec_id: u32, signal: i32) {
+        let pid = self
+            .table
+            .lock()
+            .expect("table lock")
+            .by_id
+            .get(&exec_id)
+            .map(|e| e.pid);
+        match pid {
+            // SAFETY: kill(2) on the execution's process group (it is a session leader), then
+            // on the process itself in case it left its group.
+            Some(pid) => unsafe {
+                libc::kill(-pid, signal);
+                libc::kill(pid, signal);
+            },
+            None => self.send(GuestMessage::Error {
+                exec_id: Some(exec_id),
+                message: "no such execution".into(),
+            }),
+        }
+    }
+
+    /// Kills every process in the box (before shutdown).
+    pub fn kill_all(&self) {
+        // SAFETY: kill(-1) from PID 1 signals every other process.
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    fn spawn_failed(&self, exec_id: u32, code: i32, message: String) {
+        self.send(GuestMessage::Output {
+            exec_id,
+            stream: OutputStream::Stderr,
+            data: format!("boxlite: {message}\n").into_bytes(),
+        });
+        self.send(GuestMessage::Exited {
+            exec_id,
+            status: ExitStatus::SpawnFailed { code, message },
+        });
+    }
+
+    fn spawn(&self, req: ExecRequest) {
+        let exec_id = req.exec_id;
+        if !self.has_rootfs {
+            return self.spawn_failed(exec_id, 127, "this VM has no root file system".into());
+        }
+        if self
+            .table
+            .lock()
+            .expect("table lock")
+            .by_id
+            .contains_key(&exec_id)
+        {
+            return self.send(GuestMessage::Error {
+                exec_id: Some(exec_id),
+                message: "duplicate execution id".into(),
+            });
+        }
+        let working_dir = if req.working_dir.is_empty() {
+            "/".to_owned()
+        } else {
+            req.working_dir.clone()
+        };
+        // Docker creates a missing working directory; so do we.
+        let _ = std::fs::create_dir_all(format!("{ROOTFS}{working_dir}"));
+        let (Ok(root), Ok(cwd)) = (CString::new(ROOTFS), CString::new(working_dir.clone())) else {
+            return self.spawn_failed(exec_id, 126, "working directory contains a NUL byte".into());
+        };
+        let user = req.user;
+
+        let mut command = Command::new(&req.program);
+        command
+            .args(&req.args)
+            .env_clear()
+            .envs(req.env.iter().map(|(k, v)| (k, v)))
+            .stdin(if req.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls between fork and exec; the strings were
+        // allocated before the fork. The program is looked up (execvp) after the chroot, in the
+        // box's PATH.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setsid() < 0
+                    || libc::chroot(root.as_ptr()) != 0
+                    || libc::chdir(cwd.as_ptr()) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some((uid, gid)) = user {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+
+        let (notify_rx, notify_tx) = match pipe() {
+            Ok(p) => p,
+            Err(e) => return self.spawn_failed(exec_id, 126, format!("cannot create a pipe: {e}")),
+        };
+        let mut table = self.table.lock().expect("table lock");
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                drop(table);
+                let (code, message) = match e.raw_os_error() {
+                    Some(libc::ENOENT) => (127, format!("{}: command not found", req.program)),
+                    Some(libc::EACCES) | Some(libc::ENOEXEC) => (
+                        126,
+                        format!("{}: permission denied or not executable", req.program),
+                    ),
+                    _ => (126, format!("{}: cannot start: {e}", req.program)),
+                };
+                return self.spawn_failed(exec_id, code, message);
+            }
+        };
+        let pid = child.id() as i32;
+        let stdin_tx = child.stdin.take().map(|stdin| {
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || pump_stdin(stdin, rx));
+            tx
+        });
+        table.by_id.insert(
+            exec_id,
+            Entry {
+                pid,
+                stdin: stdin_tx,
+                exit_notify: notify_tx,
+            },
+        );
+        table.by_pid.insert(pid, exec_id);
+        drop(table);
+
+        self.send(GuestMessage::Started {
+            exec_id,
+            pid: pid as u32,
+        });
+        let stdout: OwnedFd = child.stdout.take().expect("piped stdout").into();
+        let stderr: OwnedFd = child.stderr.take().expect("piped stderr").into();
+        // The reaper owns the process now; `child` must not wait on it.
+        drop(child);
+        let this = self.clone();
+        std::thread::spawn(move || this.pump_output(exec_id, stdout, stderr, notify_rx));
+    }
+
+    /// Forwards output until the process exited (plus a short grace for trailing output).
+    fn pump_output(&self, exec_id: u32, stdout: OwnedFd, stderr: OwnedFd, notify: OwnedFd) {
+        let mut streams = [
+            (Some(stdout), OutputStream::Stdout),
+            (Some(stderr), OutputStream::Stderr),
+        ];
+        for (fd, _) in &streams {
+            set_nonblocking(fd.as_ref().expect("open").as_raw_fd());
+        }
+        let mut status: Option<ExitStatus> = None;
+        let mut grace_deadline: Option<Instant> = None;
+        let mut buf = vec![0u8; OUTPUT_CHUNK_LEN];
+        loop {
+            let open: Vec<usize> = (0..2).filter(|&i| streams[i].0.is_some()).collect();
+            if status.is_some()
+                && (open.is_empty() || grace_deadline.is_some_and(|d| Instant::now() >= d))
+            {
+                break;
+            }
+            let mut pfds: Vec<libc::pollfd> = open
+                .iter()
+                .map(|&i| libc::pollfd {
+                    fd: streams[i].0.as_ref().expect("open").as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            if status.is_none() {
+                pfds.push(libc::pollfd {
+                    fd: notify.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            let timeout = grace_deadline.map_or(-1, |d| {
+                d.saturating_duration_since(Instant::now()).as_millis() as i32
+            });
+            // SAFETY: pfds is a live array of pollfd.
+            let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+            if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+            for (slot, &i) in open.iter().enumerate() {
+                if pfds[slot].revents == 0 {
+                    continue;
+                }
+                if !self.drain(exec_id, &mut streams[i], &mut buf) {
+                    streams[i].0 = None;
+                }
+            }
+            if status.is_none()
+                && pfds
+                    .last()
+                    .is_some_and(|p| p.fd == notify.as_raw_fd() && p.revents != 0)
+            {
+                let mut raw = [0u8; 4];
+                // SAFETY: reading 4 bytes into a live buffer; the reaper writes them atomically.
+                if unsafe { libc::read(notify.as_raw_fd(), raw.as_mut_ptr().cast(), 4) } == 4 {
+                    status = Some(decode_wait_status(i32::from_ne_bytes(raw)));
+                    grace_deadline = Some(Instant::now() + OUTPUT_GRACE);
+                }
+            }
+        }
+        let mut table = self.table.lock().expect("table lock");
+        if let Some(entry) = table.by_id.remove(&exec_id) {
+            table.by_pid.remove(&entry.pid);
+        }
+        drop(table);
+        self.send(GuestMessage::Exited {
+            exec_id,
+            status: status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)),
+        });
+    }
+
+    /// Reads what is available on one stream; false once it reached EOF.
+    fn drain(
+        &self,
+        exec_id: u32,
+        stream: &mut (Option<OwnedFd>, OutputStream),
+        buf: &mut [u8],
+    ) -> bool {
+        let fd = stream.0.as_ref().expect("open").as_raw_fd();
+        loop {
+            // SAFETY: reading into a live buffer of the given length.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                self.send(GuestMessage::Output {
+                    exec_id,
+                    stream: stream.1,
+                    data: buf[..n as usize].to_vec(),
+                });
+                continue;
+            }
+            if n == 0 {
+                return false;
+            }
+            let err = io::Error::last_os_error();
+            return matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            );
+        }
+    }
+
+    fn reap(&self, pid: i32) {
+        let table = self.table.lock().expect("table lock");
+        let mut status = 0;
+        // SAFETY: waitpid on a specific child; WNOHANG because it may already be gone.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } != pid {
+            return;
+        }
+        if let Some(entry) = table.by_pid.get(&pid).and_then(|id| table.by_id.get(id)) {
+            // A 4-byte write to a pipe is atomic and never blocks here (64 KiB buffer).
+            // SAFETY: writing 4 bytes from a live buffer.
+            unsafe {
+                libc::write(
+                    entry.exit_notify.as_raw_fd(),
+                    status.to_ne_bytes().as_ptr().cast(),
+                    4,
+                )
+            };
+        }
+    }
+}
+
+fn pump_stdin(mut stdin: std::process::ChildStdin, rx: mpsc::Receiver<StdinOp>) {
+    while let Ok(StdinOp::Data(data)) = rx.recv() {
+        if stdin.write_all(&data).is_err() {
+            break;
+        }
+    }
+}
+
+/// Reaps every child of PID 1: executions (reporting their status) and orphans.
+pub fn start_reaper(executions: Executions) {
+    std::thread::spawn(move || loop {
+        // SAFETY: siginfo_t is plain data that waitid fills.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if rc != 0 {
+            // ECHILD: no children yet.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        // SAFETY: waitid succeeded, so si_pid is set.
+        let pid = unsafe { info.si_pid() };
+        executions.reap(pid);
+    });
+}

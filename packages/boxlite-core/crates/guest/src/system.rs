@@ -1,0 +1,319 @@
+//! Early boot and shutdown of the guest: mounts, loopback, hostname, power-off.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::ROOTFS;
+
+/// What boot found out, for the hello message and the executions.
+pub struct Boot {
+    pub kernel_release: String,
+    /// False when the VM was started without a root disk (the accelerator probe does that).
+    pub has_rootfs: bool,
+}
+
+/// Writes a line to the kernel console (the host keeps it in the box's console log).
+pub fn log(msg: &str) {
+    if let Ok(mut kmsg) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(kmsg, "boxlite-guest: {msg}");
+    } else {
+        eprintln!("boxlite-guest: {msg}");
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in mount arguments")
+}
+
+pub fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).create(target)?;
+    let data = data.map(cstr);
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            cstr(source).as_ptr(),
+            cstr(target).as_ptr(),
+            cstr(fstype).as_ptr(),
+            flags,
+            data.as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(
+            err.kind(),
+            format!("mount {fstype} on {target}: {err}"),
+        ));
+    }
+    Ok(())
+}
+
+fn kernel_cmdline() -> String {
+    fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+/// The value of `key=value` on the kernel command line.
+pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+}
+
+fn kernel_release() -> String {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return String::from("unknown");
+    }
+    // SAFETY: uname NUL-terminates release.
+    unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Guest uptime in milliseconds.
+pub fn uptime_ms() -> u64 {
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0, |secs| (secs * 1000.0) as u64)
+}
+
+fn redirect_stdio_to_console() {
+    if let Ok(console) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors of this process.
+            unsafe { libc::dup2(console.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn set_hostname(name: &str) {
+    // SAFETY: pointer and length describe a live buffer.
+    unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
+}
+
+/// Brings the loopback interface up (programs expect 127.0.0.1 to work even without a network).
+fn loopback_up() -> io::Result<()> {
+    #[repr(C)]
+    struct IfReqFlags {
+        name: [u8; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    // SAFETY: plain socket and ioctl calls on a zeroed, correctly sized ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: IfReqFlags = std::mem::zeroed();
+        req.name[..2].copy_from_slice(b"lo");
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_path(path: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if Path::new(path).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Path::new(path).exists()
+}
+
+/// Mounts the kernel file systems and the box's root file system.
+pub fn boot() -> io::Result<Boot> {
+    mount(
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    redirect_stdio_to_console();
+    mount(
+        "proc",
+        "/proc",
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    mount(
+        "sysfs",
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+
+    let cmdline = kernel_cmdline();
+    if let Some(name) = cmdline_value(&cmdline, "boxlite.hostname") {
+        set_hostname(&name);
+    }
+    if let Err(e) = loopback_up() {
+        log(&format!("loopback interface not up: {e}"));
+    }
+
+    let has_rootfs = match cmdline_value(&cmdline, "boxlite.root") {
+        Some(device) => {
+            mount_rootfs(&device)?;
+            true
+        }
+        None => false,
+    };
+    Ok(Boot {
+        kernel_release: kernel_release(),
+        has_rootfs,
+    })
+}
+
+fn mount_rootfs(device: &str) -> io::Result<()> {
+    if !wait_for_path(device, Duration::from_secs(10)) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("root disk {device} never appeared"),
+        ));
+    }
+    mount(device, ROOTFS, "ext4", libc::MS_NOATIME, None)?;
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount(
+        "proc",
+        &format!("{ROOTFS}/proc"),
+        "proc",
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    mount(
+        "sysfs",
+        &format!("{ROOTFS}/sys"),
+        "sysfs",
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    mount(
+        "devtmpfs",
+        &format!("{ROOTFS}/dev"),
+        "devtmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    mount(
+        "devpts",
+        &format!("{ROOTFS}/dev/pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    mount(
+        "tmpfs",
+        &format!("{ROOTFS}/dev/shm"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    // /dev/ptmx must lead to this devpts instance.
+    let ptmx = format!("{ROOTFS}/dev/ptmx");
+    let _ = fs::remove_file(&ptmx);
+    let _ = std::os::unix::fs::symlink("pts/ptmx", &ptmx);
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, format!("{ROOTFS}/dev/{link}"));
+    }
+    let tmp = format!("{ROOTFS}/tmp");
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o1777)
+        .create(&tmp)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
+    Ok(())
+}
+
+/// Ends the VM at once (QEMU runs with `-no-reboot`, so a reboot makes it exit 0).
+pub fn power_off() -> ! {
+    // SAFETY: reboot(2) with a valid command; it does not return on success.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Flushes and unmounts the root file system, then ends the VM.
+pub fn shutdown() -> ! {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { libc::sync() };
+    for sub in ["dev/shm", "dev/pts", "dev", "sys", "proc"] {
+        let target = cstr(&format!("{ROOTFS}/{sub}"));
+        // SAFETY: valid C string.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+    let root = cstr(ROOTFS);
+    // SAFETY: valid C string. A busy root is remounted read-only so the journal is clean.
+    unsafe {
+        if libc::umount2(root.as_ptr(), 0) != 0 {
+            libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            );
+        }
+    }
+    power_off()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cmdline_value;
+
+    #[test]
+    fn reads_values_from_the_kernel_command_line() {
+        let cmdline = "console=ttyS0 boxlite.root=/dev/vda boxlite.hostname=box-1 quiet\n";
+        assert_eq!(
+            cmdline_value(cmdline, "boxlite.root").as_deref(),
+            Some("/dev/vda")
+        );
+        assert_eq!(
+            cmdline_value(cmdline, "boxlite.hostname").as_deref(),
+            Some("box-1")
+        );
+        assert_eq!(cmdline_value(cmdline, "boxlite.missing"), None);
+        assert_eq!(cmdline_value(cmdline, "boxlite"), None);
+    }
+}

@@ -1,0 +1,273 @@
+//! The host-guest wire protocol.
+//!
+//! One byte stream (a virtio-serial port today, vsock later) carries frames in both directions.
+//! A frame is a little-endian `u32` payload length followed by a postcard-encoded message.
+//! Executions are multiplexed over the stream by `exec_id`, chosen by the host.
+//!
+//! The guest speaks first with [`GuestMessage::Hello`]; the host answers with
+//! [`HostMessage::Hello`]. Each side refuses a peer whose [`PROTOCOL_VERSION`] differs.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on every incompatible change of the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
+pub const AGENT_PORT_NAME: &str = "boxlite.agent";
+
+/// Upper bound of one frame's payload; output is chunked well below it.
+pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+/// Largest output chunk the agent puts into one frame.
+pub const OUTPUT_CHUNK_LEN: usize = 64 * 1024;
+
+/// Messages from the host to the guest agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostMessage {
+    /// Answer to the guest's hello: the host's protocol version.
+    Hello { version: u32 },
+    /// Start a process.
+    Exec(ExecRequest),
+    /// Bytes for an execution's standard input.
+    Stdin {
+        exec_id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Close an execution's standard input (EOF for the process).
+    CloseStdin { exec_id: u32 },
+    /// Send a signal to an execution's process group.
+    Signal { exec_id: u32, signal: i32 },
+    /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
+    Ping { token: u64 },
+    /// Flush file systems and power the VM off.
+    Shutdown,
+}
+
+/// A process to run inside the box's root file system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub exec_id: u32,
+    /// Program name (looked up in the box's `PATH`) or absolute path.
+    pub program: String,
+    pub args: Vec<String>,
+    /// The complete environment of the process (image, box and call variables already merged).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the box; created when missing.
+    pub working_dir: String,
+    /// Keep standard input open for [`HostMessage::Stdin`]; otherwise it reads `/dev/null`.
+    pub stdin: bool,
+    /// Numeric user and group to run as; `None` runs as root.
+    pub user: Option<(u32, u32)>,
+}
+
+/// Messages from the guest agent to the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GuestMessage {
+    /// First message after the host connects.
+    Hello {
+        version: u32,
+        /// `uname -r` of the guest kernel.
+        kernel_release: String,
+        /// Guest uptime when the agent became ready, in milliseconds.
+        uptime_ms: u64,
+    },
+    /// The process of an execution is running.
+    Started { exec_id: u32, pid: u32 },
+    /// A chunk of an execution's output.
+    Output {
+        exec_id: u32,
+        stream: OutputStream,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// The execution is over; no more output follows for it.
+    Exited { exec_id: u32, status: ExitStatus },
+    /// Answer to [`HostMessage::Ping`].
+    Pong { token: u64 },
+    /// A request the agent could not act on (unknown execution, malformed message).
+    Error {
+        exec_id: Option<u32>,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// The process exited with this code.
+    Code(i32),
+    /// The process was killed by this signal.
+    Signal(i32),
+    /// The process never started: `code` is 127 (not found) or 126 (not executable).
+    SpawnFailed { code: i32, message: String },
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128 + N for signal N.
+    pub fn code(&self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => *c,
+            ExitStatus::Signal(s) => 128 + s,
+            ExitStatus::SpawnFailed { code, .. } => *code,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("channel I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    FrameTooLarge(usize),
+    #[error("malformed message: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Encodes a message as one complete frame (length prefix included).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
+    // Serialise after a placeholder prefix, then patch the length in: one allocation, no copy.
+    let mut frame = postcard::to_extend(msg, vec![0u8; 4])?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::FrameTooLarge(len));
+    }
+    frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(frame)
+}
+
+/// Decodes a frame payload (without its length prefix).
+pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, ProtocolError> {
+    Ok(postcard::from_bytes(payload)?)
+}
+
+fn checked_len(prefix: [u8; 4]) -> Result<usize, ProtocolError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_FRAME_LEN {
+        return Err(ProtocolError::FrameTooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Blocking frame I/O, used by the guest agent.
+pub mod blocking {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Reads one message; `Ok(None)` on a clean end of stream before a frame starts.
+    pub fn read_message<T: for<'de> Deserialize<'de>, R: Read>(
+        reader: &mut R,
+    ) -> Result<Option<T>, ProtocolError> {
+        let mut prefix = [0u8; 4];
+        match reader.read_exact(&mut prefix) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut payload = vec![0u8; checked_len(prefix)?];
+        reader.read_exact(&mut payload)?;
+        decode_payload(&payload).map(Some)
+    }
+
+    pub fn write_message<T: Serialize, W: Write>(
+        writer: &mut W,
+        msg: &T,
+    ) -> Result<(), ProtocolError> {
+        writer.write_all(&encode_frame(msg)?)?;
+        writer.flush()?;
+        Ok(())
+    }
+}
+
+/// Asynchronous frame I/O on tokio, used by the host engine.
+#[cfg(feature = "async")]
+pub mod nonblocking {
+    use super::*;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    /// Reads one message; `Ok(None)` on a clean end of stream before a frame starts.
+    pub async fn read_message<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
+        reader: &mut R,
+    ) -> Result<Option<T>, ProtocolError> {
+        let mut prefix = [0u8; 4];
+        match reader.read_exact(&mut prefix).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let mut payload = vec![0u8; checked_len(prefix)?];
+        reader.read_exact(&mut payload).await?;
+        decode_payload(&payload).map(Some)
+    }
+
+    pub async fn write_message<T: Serialize, W: AsyncWrite + Unpin>(
+        writer: &mut W,
+        msg: &T,
+    ) -> Result<(), ProtocolError> {
+        writer.write_all(&encode_frame(msg)?).await?;
+        writer.flush().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_through_a_byte_stream() {
+        let messages = vec![
+            GuestMessage::Hello {
+                version: PROTOCOL_VERSION,
+                kernel_release: "6.12".into(),
+                uptime_ms: 5,
+            },
+            GuestMessage::Output {
+                exec_id: 7,
+                stream: OutputStream::Stderr,
+                data: vec![0, 255, 10],
+            },
+            GuestMessage::Exited {
+                exec_id: 7,
+                status: ExitStatus::Signal(9),
+            },
+        ];
+        let mut wire = Vec::new();
+        for m in &messages {
+            blocking::write_message(&mut wire, m).unwrap();
+        }
+        let mut reader = &wire[..];
+        let mut back = Vec::new();
+        while let Some(m) = blocking::read_message::<GuestMessage, _>(&mut reader).unwrap() {
+            back.push(m);
+        }
+        assert_eq!(back, messages);
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_rejected_before_allocating() {
+        let wire = (u32::MAX).to_le_bytes();
+        let err = blocking::read_message::<HostMessage, _>(&mut &wire[..]).unwrap_err();
+        assert!(matches!(err, ProtocolError::FrameTooLarge(_)), "{err}");
+    }
+
+    #[test]
+    fn exit_status_follows_the_shell_convention() {
+        assert_eq!(ExitStatus::Code(3).code(), 3);
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
+        assert_eq!(
+            ExitStatus::SpawnFailed {
+                code: 127,
+                message: String::new()
+            }
+            .code(),
+            127
+        );
+    }
+}

@@ -1,0 +1,76 @@
+"""The BoxLite exception hierarchy.
+
+The engine raises these classes by name (see ``crates/python/src/lib.rs``); every message names
+the problem and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class BoxliteError(Exception):
+    """Base class of every BoxLite error."""
+
+
+class QemuNotFoundError(BoxliteError):
+    """QEMU is not installed; the message carries the install command."""
+
+
+class AcceleratorError(BoxliteError):
+    """The requested accelerator cannot run guests on this host."""
+
+
+class GuestAssetsError(BoxliteError):
+    """The guest kernel or initramfs is missing from the installation."""
+
+
+class ImageError(BoxliteError):
+    """An image could not be resolved, read or prepared."""
+
+
+class InvalidImageError(ImageError):
+    """The given path is not an OCI image layout."""
+
+
+class InvalidOptionError(BoxliteError, ValueError):
+    """An option is malformed or out of range."""
+
+
+class BoxNotFoundError(BoxliteError, LookupError):
+    """No box has the given id or name."""
+
+
+class BoxStoppedError(BoxliteError):
+    """The box is not running (stopped, removed, or not started yet)."""
+
+
+class BoxStartError(BoxliteError):
+    """The box's VM did not boot; the message carries the VMM and console logs."""
+
+
+class BoxDiedError(BoxliteError):
+    """The box's VM ended unexpectedly."""
+
+
+class ChannelError(BoxliteError):
+    """The channel to the guest agent failed."""
+
+
+class DiskError(BoxliteError):
+    """A disk image could not be created or prepared."""
+
+
+__all__ = [
+    "AcceleratorError",
+    "BoxDiedError",
+    "BoxNotFoundError",
+    "BoxStartError",
+    "BoxStoppedError",
+    "BoxliteError",
+    "ChannelError",
+    "DiskError",
+    "GuestAssetsError",
+    "ImageError",
+    "InvalidImageError",
+    "InvalidOptionError",
+    "QemuNotFoundError",
+]

@@ -1,0 +1,239 @@
+"""The runtime and the low-level box API (``Boxlite``, ``Box``, ``Execution``, ``ExecResult``)."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from . import _engine
+from .options import BoxOptions, Options, normalize_env
+
+logger = logging.getLogger("boxlite")
+
+#: Where the wheel keeps the guest kernel and initramfs.
+GUEST_DIR = Path(__file__).parent / "_guest"
+
+#: Seconds allowed at interpreter exit to stop boxes cleanly before their VMs are killed.
+EXIT_STOP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How an execution ended, with its complete output.
+
+    ``exit_code`` follows the shell convention: 128 + N when signal N killed the process,
+    127 when the command was not found in the box, 126 when it could not be executed.
+    """
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    signal: int | None = None
+    #: Why the process never started (exit codes 126 and 127), if it did not.
+    error: str | None = None
+    stdout_bytes: bytes = field(default=b"", repr=False)
+    stderr_bytes: bytes = field(default=b"", repr=False)
+
+    @property
+    def returncode(self) -> int:
+        """Alias of :attr:`exit_code` (as in :mod:`subprocess`)."""
+        return self.exit_code
+
+    @property
+    def success(self) -> bool:
+        return self.exit_code == 0
+
+    @classmethod
+    def _from_engine(cls, output: _engine.ExecOutput) -> ExecResult:
+        out, err = output.stdout, output.stderr
+        return cls(
+            exit_code=output.exit_code,
+            stdout=out.decode("utf-8", errors="replace"),
+            stderr=err.decode("utf-8", errors="replace"),
+            signal=output.signal,
+            error=output.error,
+            stdout_bytes=out,
+            stderr_bytes=err,
+        )
+
+
+class Execution:
+    """A process started with :meth:`Box.exec`."""
+
+    def __init__(self, inner: _engine.Execution) -> None:
+        self._inner = inner
+
+    @property
+    def id(self) -> int:
+        return self._inner.id
+
+    async def wait(self) -> ExecResult:
+        """Waits for the process to end and returns its exit code and output."""
+        return ExecResult._from_engine(await self._inner.wait())
+
+    async def kill(self) -> None:
+        """Kills the process and its process group (SIGKILL)."""
+        await self._inner.kill()
+
+    async def signal(self, signal: int) -> None:
+        """Sends ``signal`` to the process group."""
+        await self._inner.signal(signal)
+
+
+class BoxInfo(BaseModel):
+    """A snapshot of a box (as the engine reports it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str | None
+    status: str
+    image: str
+    image_digest: str
+    cpus: int
+    memory_mib: int
+    auto_remove: bool
+    #: The accelerator the VM runs on: ``kvm``, ``hvf``, ``whpx`` or ``tcg`` (emulation).
+    accel: str
+    accel_reason: str
+    #: ``uname -r`` of the guest kernel, while running.
+    kernel_release: str | None
+    #: Host process id of the VMM, while running.
+    vmm_pid: int | None
+    created_at: str
+    dir: str
+    #: Durations of the stages of the last start, in milliseconds.
+    timings: dict[str, int]
+    last_error: str | None
+
+
+def _exec_args(args: Sequence[str] | str | None) -> list[str]:
+    if args is None:
+        return []
+    if isinstance(args, str):
+        return [args]
+    return [str(a) for a in args]
+
+
+class Box:
+    """A box created by :meth:`Boxlite.create`: one VM with its own kernel."""
+
+    def __init__(self, inner: _engine.Box, runtime: Boxlite) -> None:
+        self._inner = inner
+        self._runtime = runtime
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def name(self) -> str | None:
+        return self._inner.name
+
+    def info(self) -> BoxInfo:
+        """A snapshot of the box's state."""
+        return BoxInfo.model_validate_json(self._inner.info())
+
+    async def exec(
+        self,
+        cmd: str,
+        args: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        *,
+        working_dir: str | None = None,
+        user: str | None = None,
+    ) -> Execution:
+        """Starts ``cmd`` with ``args`` in the box; ``await execution.wait()`` for the result.
+
+        ``env`` adds to the box's and the image's environment. ``user`` is ``uid[:gid]``.
+        """
+        inner = await self._inner.exec(str(cmd), _exec_args(args), normalize_env(env), working_dir, user)
+        return Execution(inner)
+
+    async def start(self) -> None:
+        """Starts a stopped box again (a kept box keeps its files)."""
+        await self._inner.start()
+
+    async def stop(self) -> None:
+        """Shuts the guest down; with ``auto_remove`` the box's files are deleted too."""
+        await self._inner.stop()
+
+    def __repr__(self) -> str:
+        return f"<boxlite.Box id={self.id} status={self.info().status}>"
+
+
+class Boxlite:
+    """The BoxLite runtime: a home directory (``BOXLITE_HOME``) and the boxes in it."""
+
+    _default: Boxlite | None = None
+    _default_lock = threading.Lock()
+
+    def __init__(self, options: Options | None = None) -> None:
+        options = options or Options()
+        payload = {"home_dir": options.home_dir, "guest_dir": str(GUEST_DIR)}
+        self._inner = _engine.Runtime(json.dumps(payload))
+        _live_runtimes.append(self)
+
+    @classmethod
+    def default(cls) -> Boxlite:
+        """The process-wide runtime on the default home directory."""
+        with cls._default_lock:
+            if cls._default is None:
+                cls._default = cls()
+            return cls._default
+
+    @property
+    def home(self) -> Path:
+        return Path(self._inner.home)
+
+    async def create(self, options: BoxOptions) -> Box:
+        """Creates a box from ``options`` and boots it."""
+        return Box(await self._inner.create(options.model_dump_json()), self)
+
+    async def get(self, id_or_name: str) -> Box:
+        """The box with this id or name; :class:`~boxlite.errors.BoxNotFoundError` otherwise."""
+        return Box(self._inner.get(id_or_name), self)
+
+    async def get_info(self, id_or_name: str) -> BoxInfo:
+        return (await self.get(id_or_name)).info()
+
+    async def list_info(self) -> list[BoxInfo]:
+        """Infos of every box of this runtime."""
+        return [BoxInfo.model_validate(d) for d in json.loads(self._inner.list_info())]
+
+    async def remove(self, id_or_name: str, force: bool = False) -> None:
+        """Deletes a box and its files; ``force`` stops a running box first."""
+        await self._inner.remove(id_or_name, force)
+
+    async def accelerator(self) -> dict[str, str]:
+        """The accelerator boxes run on (``accel``) and why (``reason``)."""
+        result: dict[str, str] = json.loads(await self._inner.accelerator())
+        return result
+
+    async def shutdown(self) -> None:
+        """Stops every running box of this runtime."""
+        await self._inner.shutdown()
+
+    def _shutdown_at_exit(self) -> None:
+        self._inner.shutdown_blocking(EXIT_STOP_TIMEOUT)
+
+
+# Strong references: a runtime's boxes must be stopped at exit even if the caller dropped it.
+_live_runtimes: list[Boxlite] = []
+
+
+@atexit.register
+def _stop_boxes_at_exit() -> None:
+    """No VM outlives the interpreter that started it."""
+    for runtime in list(_live_runtimes):
+        try:
+            runtime._shutdown_at_exit()
+        except Exception:  # pragma: no cover - best effort at exit
+            logger.exception("stopping boxes at exit failed")

@@ -1,0 +1,102 @@
+"""``SimpleBox``: a box as an async context manager, with ``exec(cmd, *args)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+
+from .errors import BoxStoppedError
+from .options import BoxOptions
+from .runtime import Box, Boxlite, ExecResult
+
+
+class SimpleBox:
+    """A box you pick the image of and run commands in.
+
+    ``async with SimpleBox(rootfs_path=...) as box: result = await box.exec("echo", "hi")``,
+    or ``await box.start()`` … ``await box.shutdown()``.
+
+    ``cpu`` and ``memory`` are accepted as aliases of ``cpus`` and ``memory_mib``.
+    """
+
+    def __init__(
+        self,
+        image: str | None = None,
+        *,
+        rootfs_path: str | None = None,
+        cpus: int | None = None,
+        memory_mib: int | None = None,
+        working_dir: str | None = None,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        name: str | None = None,
+        auto_remove: bool = True,
+        runtime: Boxlite | None = None,
+        cpu: int | None = None,
+        memory: int | None = None,
+    ) -> None:
+        fields: dict[str, object] = {
+            "image": image,
+            "rootfs_path": rootfs_path,
+            "working_dir": working_dir,
+            "env": env,
+            "name": name,
+            "auto_remove": auto_remove,
+        }
+        if (cpus if cpus is not None else cpu) is not None:
+            fields["cpus"] = cpus if cpus is not None else cpu
+        if (memory_mib if memory_mib is not None else memory) is not None:
+            fields["memory_mib"] = memory_mib if memory_mib is not None else memory
+        self._options = BoxOptions.model_validate(fields)
+        self._runtime = runtime
+        self._box: Box | None = None
+
+    @property
+    def options(self) -> BoxOptions:
+        return self._options
+
+    @property
+    def box(self) -> Box:
+        """The underlying low-level :class:`~boxlite.Box` (once started)."""
+        if self._box is None:
+            raise BoxStoppedError("the box is not started: use `async with` or `await box.start()` first")
+        return self._box
+
+    @property
+    def id(self) -> str:
+        return self.box.id
+
+    async def start(self) -> SimpleBox:
+        """Creates and boots the box (no-op when already started)."""
+        if self._box is None:
+            runtime = self._runtime or Boxlite.default()
+            self._box = await runtime.create(self._options)
+        return self
+
+    async def shutdown(self) -> None:
+        """Stops the box; with ``auto_remove`` (default) its files are deleted."""
+        if self._box is not None:
+            box, self._box = self._box, None
+            await box.stop()
+
+    async def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+    ) -> ExecResult:
+        """Runs ``cmd`` with ``args`` and returns its result (exit code, stdout, stderr)."""
+        execution = await self.box.exec(cmd, list(args), env, working_dir=working_dir, user=user)
+        return await execution.wait()
+
+    async def __aenter__(self) -> SimpleBox:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()

@@ -1,0 +1,3 @@
+"""BoxLite tools for langchain (the tools arrive with the adapters issue; this package reserves the layout)."""
+
+__all__: list[str] = []

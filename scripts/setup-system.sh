@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the project needs from the system and PyPI, once: QEMU, the kernel source and
+# build tools for our guest kernel, image-building tools for the tests, and uv.
+# Fast when everything is there already (it only checks).
+set -euo pipefail
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# QEMU comes from bookworm-backports: it must match the qemu-utils these machines ship.
+backports_pkgs=(qemu-system-x86 qemu-utils)
+pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
+      e2fsprogs xz-utils util-linux binutils make)
+
+missing=()
+for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  if . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] \
+     && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' | sudo_if_needed tee /etc/apt/sources.list.d/boxlite-backports.list >/dev/null
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_if_needed apt-get update -qq
+  if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    sudo_if_needed apt-get install -y -qq --no-install-recommends -t bookworm-backports "${backports_pkgs[@]}"
+  else
+    sudo_if_needed apt-get install -y -qq --no-install-recommends "${backports_pkgs[@]}"
+  fi
+  sudo_if_needed apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+fi
+
+if ! command -v uv >/dev/null 2>&1; then
+  echo "installing uv"
+  python3 -m pip install --quiet uv
+fi

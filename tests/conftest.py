@@ -1,0 +1,83 @@
+"""Fixtures shared by the end-to-end tests: every test here boots real VMs (under TCG on our
+machines), from OCI images built locally by ``tests/images/build_images.py``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import boxlite
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "images"))
+
+from build_images import build_images  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    guest = boxlite.runtime.GUEST_DIR
+    missing = [f for f in ("vmlinux", "initramfs.cpio") if not (guest / f).is_file()]
+    if missing:
+        raise pytest.UsageError(
+            f"the guest files {missing} are missing from {guest}: run `make guest` (or `make test`, which builds them)"
+        )
+    if shutil.which("qemu-system-x86_64") is None:
+        raise pytest.UsageError("qemu-system-x86_64 is not installed: run `make setup`")
+
+
+@pytest.fixture(scope="session")
+def images() -> dict[str, Path]:
+    """OCI layouts of the test images: ``busybox``, ``python``, ``layered``."""
+    return build_images()
+
+
+@pytest.fixture(scope="session")
+def busybox(images: dict[str, Path]) -> str:
+    return str(images["busybox"])
+
+
+@pytest.fixture(scope="session")
+def python_image(images: dict[str, Path]) -> str:
+    return str(images["python"])
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("boxlite-home")
+
+
+@pytest.fixture(scope="session")
+def runtime(home: Path) -> Iterator[boxlite.Boxlite]:
+    """One runtime for the session, on its own home directory."""
+    yield boxlite.Boxlite(boxlite.Options(home_dir=str(home)))
+
+
+@pytest.fixture(scope="session")
+async def shared_box(runtime: boxlite.Boxlite, busybox: str) -> AsyncIterator[boxlite.Box]:
+    """One busybox box for the tests that only run commands."""
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    yield box
+    await box.stop()
+
+
+@pytest.fixture(scope="session")
+async def python_box(runtime: boxlite.Boxlite, python_image: str) -> AsyncIterator[boxlite.SimpleBox]:
+    """One Debian box with python3, as a SimpleBox."""
+    async with boxlite.SimpleBox(rootfs_path=python_image, memory_mib=512, runtime=runtime) as box:
+        yield box
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

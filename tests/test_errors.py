@@ -1,0 +1,57 @@
+"""Bad input gets a clear error that names the problem and the fix, and leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import boxlite
+import pytest
+
+
+async def test_missing_qemu_names_the_install_command(
+    tmp_path: Path, busybox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOXLITE_QEMU", "/nonexistent/qemu-system-x86_64")
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
+    with pytest.raises(boxlite.QemuNotFoundError, match="apt-get install qemu-system-x86"):
+        await runtime.create(boxlite.BoxOptions(rootfs_path=busybox))
+    assert list((tmp_path / "boxes").iterdir()) == []
+
+
+async def test_path_that_is_not_an_oci_layout(runtime: boxlite.Boxlite, tmp_path: Path) -> None:
+    (tmp_path / "somefile").write_text("x")
+    with pytest.raises(boxlite.InvalidImageError, match="oci-layout") as err:
+        await runtime.create(boxlite.BoxOptions(rootfs_path=str(tmp_path)))
+    assert str(tmp_path) in str(err.value)
+    with pytest.raises(boxlite.InvalidImageError, match="no such directory"):
+        await runtime.create(boxlite.BoxOptions(rootfs_path=str(tmp_path / "missing")))
+
+
+async def test_registry_reference_is_refused_clearly_for_now(runtime: boxlite.Boxlite) -> None:
+    with pytest.raises(boxlite.ImageError, match="python:slim"):
+        await runtime.create(boxlite.BoxOptions(image="python:slim"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("memory_mib", 64, "128 to 65536"),
+        ("cpus", 0, "cpus=0"),
+        ("cpus", 4096, "CPU count"),
+        ("working_dir", "rel", "absolute"),
+    ],
+)
+async def test_out_of_range_options(
+    runtime: boxlite.Boxlite, busybox: str, field: str, value: object, message: str
+) -> None:
+    before = set((runtime.home / "boxes").iterdir())
+    options = boxlite.BoxOptions.model_validate({"rootfs_path": busybox, field: value})
+    with pytest.raises(boxlite.InvalidOptionError, match=message):
+        await runtime.create(options)
+    assert isinstance(boxlite.InvalidOptionError("x"), ValueError)
+    assert set((runtime.home / "boxes").iterdir()) == before
+
+
+def test_unknown_option_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="no_such_option"):
+        boxlite.BoxOptions.model_validate({"no_such_option": 1})

@@ -1,0 +1,108 @@
+"""Running commands in a real box: output, exit codes, environment, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import boxlite
+
+
+async def test_python_prints_four(python_box: boxlite.SimpleBox) -> None:
+    result = await python_box.exec("python3", "-c", "print(2 + 2)")
+    assert result.stdout == "4\n"
+    assert result.exit_code == 0 and result.returncode == 0
+
+
+async def test_python_alias_and_low_level_api(python_box: boxlite.SimpleBox) -> None:
+    execution = await python_box.box.exec("python", ["-c", "import sys; print(sys.version_info[0])"])
+    result = await execution.wait()
+    assert (result.exit_code, result.stdout) == (0, "3\n")
+
+
+async def test_nonzero_exit_and_stderr(python_box: boxlite.SimpleBox) -> None:
+    result = await python_box.exec("python3", "-c", "import sys; print('oops', file=sys.stderr); sys.exit(3)")
+    assert result.exit_code == 3
+    assert result.stderr == "oops\n"
+    assert result.stdout == ""
+
+
+async def test_signal_exit_code(shared_box: boxlite.Box) -> None:
+    result = await (await shared_box.exec("sh", ["-c", "kill -9 $$"])).wait()
+    assert (result.exit_code, result.signal) == (137, 9)
+
+
+async def test_env_and_working_dir(python_box: boxlite.SimpleBox) -> None:
+    result = await python_box.exec(
+        "python3",
+        "-c",
+        "import os; print(os.environ['MY_VAR'], os.getcwd())",
+        env={"MY_VAR": "hello"},
+        working_dir="/srv/work",
+    )
+    assert result.stdout == "hello /srv/work\n", result.stderr
+
+
+async def test_box_level_env_and_working_dir(runtime: boxlite.Boxlite, busybox: str) -> None:
+    options = boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, working_dir="/workspace", env=[("A", "1")])
+    box = await runtime.create(options)
+    try:
+        result = await (await box.exec("sh", ["-c", 'echo "$A $PWD"'])).wait()
+        assert result.stdout == "1 /workspace\n"
+        # Per-call environment overrides the box's.
+        result = await (await box.exec("sh", ["-c", 'echo "$A"'], env={"A": "2"})).wait()
+        assert result.stdout == "2\n"
+    finally:
+        await box.stop()
+
+
+async def test_guest_kernel_is_not_the_hosts(shared_box: boxlite.Box) -> None:
+    result = await (await shared_box.exec("uname", ["-r"])).wait()
+    guest_release = result.stdout.strip()
+    assert guest_release and guest_release != os.uname().release
+    assert guest_release == shared_box.info().kernel_release
+
+
+async def test_kernel_file_systems_are_mounted(shared_box: boxlite.Box) -> None:
+    script = "test -r /proc/self/status && test -d /sys/class && test -c /dev/null && test -d /tmp && stat -c %a /tmp"
+    result = await (await shared_box.exec("sh", ["-c", script])).wait()
+    assert (result.exit_code, result.stdout) == (0, "1777\n"), result.stderr
+
+
+async def test_three_executions_in_flight_at_once(shared_box: boxlite.Box) -> None:
+    executions = await asyncio.gather(*(shared_box.exec("sh", ["-c", f"sleep 1; echo task {i}"]) for i in range(3)))
+    started = asyncio.get_running_loop().time()
+    results = await asyncio.gather(*(e.wait() for e in executions))
+    elapsed = asyncio.get_running_loop().time() - started
+    assert [r.stdout for r in results] == ["task 0\n", "task 1\n", "task 2\n"]
+    # They ran side by side, not one after another.
+    assert elapsed < 2.5, elapsed
+
+
+async def test_command_not_found_is_127_with_a_message(shared_box: boxlite.Box) -> None:
+    result = await asyncio.wait_for((await shared_box.exec("no-such-command", ["x"])).wait(), timeout=30)
+    assert result.exit_code == 127
+    assert "no-such-command: command not found" in result.stderr
+    assert result.error is not None
+
+
+async def test_binary_output_survives(shared_box: boxlite.Box) -> None:
+    result = await (await shared_box.exec("printf", ["\\000\\377\\n"])).wait()
+    assert result.stdout_bytes == b"\x00\xff\n"
+
+
+async def test_seed_concurrency_example_shape(runtime: boxlite.Boxlite, python_image: str) -> None:
+    """The reference docs' concurrency example: gather execs, then wait each; stop; remove."""
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=python_image, cpus=1, memory_mib=512))
+    try:
+        results = await asyncio.gather(
+            box.exec("python", ["-c", "print('task A')"]),
+            box.exec("python", ["-c", "print('task B')"]),
+            box.exec("python", ["-c", "print('task C')"]),
+        )
+        outputs = [await execution.wait() for execution in results]
+        assert [o.exit_code for o in outputs] == [0, 0, 0]
+        assert [o.stdout for o in outputs] == ["task A\n", "task B\n", "task C\n"]
+    finally:
+        await box.stop()
+        await runtime.remove(box.id)
