@@ -48,7 +48,7 @@ def line(label: str, value: str) -> None:
 
 async def bench_start(runtime: boxlite.Boxlite, layout: str, starts: int) -> None:
     print(f"start-up ({starts} runs each, medians)")
-    bare = [await runtime._inner.bare_boot_ms() for _ in range(starts)]
+    bare = [await runtime.bare_boot_ms() for _ in range(starts)]
     create = []
     for _ in range(starts):
         t = time.perf_counter()

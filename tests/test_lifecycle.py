@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import boxlite
@@ -102,3 +104,34 @@ async def test_accelerator_is_probed_and_reported(runtime: boxlite.Boxlite, shar
 async def test_timings_are_recorded(shared_box: boxlite.Box) -> None:
     timings = shared_box.info().timings
     assert timings["boot_ms"] > 0 and timings["guest_uptime_ms"] > 0
+
+
+EXIT_SCRIPT = """
+import asyncio, sys
+import boxlite
+
+async def main():
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=sys.argv[2]))
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=sys.argv[1], memory_mib=256))
+    result = await (await box.exec("echo", ["ok"])).wait()
+    print(box.info().vmm_pid, result.stdout.strip(), flush=True)
+    if sys.argv[3] == "stop":
+        await box.stop()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("ending", ["stop", "stop", "leave-running", "leave-running", "leave-running"])
+def test_interpreter_exit_is_clean_and_stops_every_vm(busybox: str, tmp_path: Path, ending: str) -> None:
+    """Exiting right after engine calls must not crash, and no VM outlives its interpreter."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, busybox, str(tmp_path), ending],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    pid, word = done.stdout.split()
+    assert word == "ok"
+    assert not pid_alive(int(pid))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from . import _engine
+from . import _bridge, _engine
 from .options import BoxOptions, Options, normalize_env
 
 logger = logging.getLogger("boxlite")
@@ -76,15 +76,15 @@ class Execution:
 
     async def wait(self) -> ExecResult:
         """Waits for the process to end and returns its exit code and output."""
-        return ExecResult._from_engine(await self._inner.wait())
+        return ExecResult._from_engine(await _bridge.call(self._inner.wait))
 
     async def kill(self) -> None:
         """Kills the process and its process group (SIGKILL)."""
-        await self._inner.kill()
+        await _bridge.call(self._inner.kill)
 
     async def signal(self, signal: int) -> None:
         """Sends ``signal`` to the process group."""
-        await self._inner.signal(signal)
+        await _bridge.call(lambda c: self._inner.signal(c, signal))
 
 
 class BoxInfo(BaseModel):
@@ -154,16 +154,17 @@ class Box:
 
         ``env`` adds to the box's and the image's environment. ``user`` is ``uid[:gid]``.
         """
-        inner = await self._inner.exec(str(cmd), _exec_args(args), normalize_env(env), working_dir, user)
+        argv, pairs = _exec_args(args), normalize_env(env)
+        inner = await _bridge.call(lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user))
         return Execution(inner)
 
     async def start(self) -> None:
         """Starts a stopped box again (a kept box keeps its files)."""
-        await self._inner.start()
+        await _bridge.call(self._inner.start)
 
     async def stop(self) -> None:
         """Shuts the guest down; with ``auto_remove`` the box's files are deleted too."""
-        await self._inner.stop()
+        await _bridge.call(self._inner.stop)
 
     def __repr__(self) -> str:
         return f"<boxlite.Box id={self.id} status={self.info().status}>"
@@ -195,7 +196,8 @@ class Boxlite:
 
     async def create(self, options: BoxOptions) -> Box:
         """Creates a box from ``options`` and boots it."""
-        return Box(await self._inner.create(options.model_dump_json()), self)
+        payload = options.model_dump_json()
+        return Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
 
     async def get(self, id_or_name: str) -> Box:
         """The box with this id or name; :class:`~boxlite.errors.BoxNotFoundError` otherwise."""
@@ -210,16 +212,24 @@ class Boxlite:
 
     async def remove(self, id_or_name: str, force: bool = False) -> None:
         """Deletes a box and its files; ``force`` stops a running box first."""
-        await self._inner.remove(id_or_name, force)
+        await _bridge.call(lambda c: self._inner.remove(c, id_or_name, force))
 
     async def accelerator(self) -> dict[str, str]:
         """The accelerator boxes run on (``accel``) and why (``reason``)."""
-        result: dict[str, str] = json.loads(await self._inner.accelerator())
+        result: dict[str, str] = json.loads(await _bridge.call(self._inner.accelerator))
         return result
 
     async def shutdown(self) -> None:
         """Stops every running box of this runtime."""
-        await self._inner.shutdown()
+        await _bridge.call(self._inner.shutdown)
+
+    async def bare_boot_ms(self) -> float:
+        """Boots the guest kernel and agent alone (no disk); milliseconds to the agent's hello.
+
+        The baseline the start-up benchmark compares ``create()`` against.
+        """
+        result: float = await _bridge.call(self._inner.bare_boot_ms)
+        return result
 
     def _shutdown_at_exit(self) -> None:
         self._inner.shutdown_blocking(EXIT_STOP_TIMEOUT)

@@ -48,6 +48,8 @@ pub struct Executions {
     port: Arc<Port>,
     has_rootfs: bool,
     table: Arc<Mutex<Table>>,
+    /// Wakes the reaper when it sleeps for want of children.
+    spawned: mpsc::Sender<()>,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -77,12 +79,18 @@ fn decode_wait_status(status: i32) -> ExitStatus {
 }
 
 impl Executions {
-    pub fn new(port: Arc<Port>, has_rootfs: bool) -> Executions {
-        Executions {
+    /// The executions of this agent, with their reaper thread running.
+    pub fn start(port: Arc<Port>, has_rootfs: bool) -> Executions {
+        let (spawned, wake) = mpsc::channel();
+        let executions = Executions {
             port,
             has_rootfs,
             table: Arc::default(),
-        }
+            spawned,
+        };
+        let reaper = executions.clone();
+        std::thread::spawn(move || reaper.reap_forever(wake));
+        executions
     }
 
     fn send(&self, msg: GuestMessage) {
@@ -250,6 +258,7 @@ impl Executions {
         );
         table.by_pid.insert(pid, exec_id);
         drop(table);
+        let _ = self.spawned.send(());
 
         self.send(GuestMessage::Started {
             exec_id,
@@ -367,6 +376,28 @@ impl Executions {
         }
     }
 
+    /// Reaps every child of PID 1: executions (reporting their status) and orphans.
+    fn reap_forever(&self, wake: mpsc::Receiver<()>) {
+        loop {
+            // SAFETY: siginfo_t is plain data that waitid fills.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let rc =
+                unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
+            if rc != 0 {
+                // ECHILD: no children. New ones only come from `spawn` (orphans are reparented to
+                // us before their parent can be reaped), which sends a wake-up after registering
+                // the child; one sent before we got here waits in the channel, so none is missed.
+                if wake.recv().is_err() {
+                    return;
+                }
+                continue;
+            }
+            // SAFETY: waitid succeeded, so si_pid is set.
+            let pid = unsafe { info.si_pid() };
+            self.reap(pid);
+        }
+    }
+
     fn reap(&self, pid: i32) {
         let table = self.table.lock().expect("table lock");
         let mut status = 0;
@@ -394,21 +425,4 @@ fn pump_stdin(mut stdin: std::process::ChildStdin, rx: mpsc::Receiver<StdinOp>) 
             break;
         }
     }
-}
-
-/// Reaps every child of PID 1: executions (reporting their status) and orphans.
-pub fn start_reaper(executions: Executions) {
-    std::thread::spawn(move || loop {
-        // SAFETY: siginfo_t is plain data that waitid fills.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if rc != 0 {
-            // ECHILD: no children yet.
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        // SAFETY: waitid succeeded, so si_pid is set.
-        let pid = unsafe { info.si_pid() };
-        executions.reap(pid);
-    });
 }

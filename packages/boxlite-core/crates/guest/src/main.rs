@@ -36,8 +36,7 @@ fn main() {
             system::power_off();
         }
     };
-    let executions = exec::Executions::new(port.clone(), boot.has_rootfs);
-    exec::start_reaper(executions.clone());
+    let executions = exec::Executions::start(port.clone(), boot.has_rootfs);
 
     loop {
         // Each iteration serves one host connection; the host may reconnect (another process

@@ -1,6 +1,9 @@
 //! `boxlite._engine`: thin PyO3 bindings over the engine. Options arrive as JSON (validated by
-//! the engine), async methods return asyncio awaitables (pyo3-async-runtimes on tokio), and
-//! engine errors become the exception classes of `boxlite.errors`.
+//! the engine); asynchronous operations take a [`bridge::Completer`] and return a token whose
+//! outcome the event loop collects (see `bridge.rs` and `boxlite/_bridge.py`); engine errors
+//! become the exception classes of `boxlite.errors`.
+
+mod bridge;
 
 use std::sync::Arc;
 
@@ -10,7 +13,8 @@ use boxlite_engine::{
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3_async_runtimes::tokio::future_into_py;
+
+use bridge::{outcome, Completer};
 
 /// The `boxlite.errors` class for each kind of engine error.
 fn error_class(err: &Error) -> &'static str {
@@ -28,6 +32,15 @@ fn error_class(err: &Error) -> &'static str {
         Error::Channel { .. } => "ChannelError",
         Error::Disk(_) => "DiskError",
         Error::Io { .. } => "BoxliteError",
+    }
+}
+
+/// An engine error on its way to Python.
+struct EngineError(Error);
+
+impl From<EngineError> for PyErr {
+    fn from(err: EngineError) -> PyErr {
+        to_py(err.0)
     }
 }
 
@@ -51,6 +64,14 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, json: &str) -> PyResul
     serde_json::from_str(json).map_err(|e| to_py(Error::InvalidOption(format!("{what}: {e}"))))
 }
 
+/// The outcome of an engine call, converted on the event loop's thread.
+fn engine<T>(result: Result<T, Error>) -> bridge::Outcome
+where
+    T: for<'py> IntoPyObject<'py> + Send + 'static,
+{
+    outcome(result.map_err(EngineError))
+}
+
 /// A BoxLite runtime: one home directory and its boxes.
 #[pyclass(name = "Runtime", module = "boxlite._engine", frozen)]
 struct PyRuntime {
@@ -72,14 +93,18 @@ impl PyRuntime {
         self.inner.home().display().to_string()
     }
 
-    /// Creates and starts a box; resolves to a `Box`.
-    fn create<'py>(&self, py: Python<'py>, options_json: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// Creates and starts a box; the outcome is a `Box`.
+    fn create(&self, completer: &Completer, options_json: &str) -> PyResult<u64> {
         let options: BoxOptions = parse_json("box options", options_json)?;
         let runtime = self.inner.clone();
-        future_into_py(py, async move {
-            let litebox = runtime.create(options).await.map_err(to_py)?;
-            Ok(PyLiteBox { inner: litebox })
-        })
+        Ok(completer.spawn(async move {
+            engine(
+                runtime
+                    .create(options)
+                    .await
+                    .map(|inner| PyLiteBox { inner }),
+            )
+        }))
     }
 
     /// The box with this id or name.
@@ -94,41 +119,38 @@ impl PyRuntime {
         serde_json::to_string(&self.inner.list_info()).expect("infos serialise")
     }
 
-    fn remove<'py>(
-        &self,
-        py: Python<'py>,
-        id_or_name: String,
-        force: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn remove(&self, completer: &Completer, id_or_name: String, force: bool) -> u64 {
         let runtime = self.inner.clone();
-        future_into_py(py, async move {
-            runtime.remove(&id_or_name, force).await.map_err(to_py)
+        completer.spawn(async move { engine(runtime.remove(&id_or_name, force).await) })
+    }
+
+    /// The outcome is JSON `{"accel": ..., "reason": ...}`.
+    fn accelerator(&self, completer: &Completer) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            engine(
+                runtime
+                    .accelerator()
+                    .await
+                    .map(|c| serde_json::to_string(&c).expect("choice serialises")),
+            )
         })
     }
 
-    /// Resolves to JSON `{"accel": ..., "reason": ...}`.
-    fn accelerator<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Boots kernel and agent alone; the outcome is milliseconds from launch to the agent's hello.
+    fn bare_boot_ms(&self, completer: &Completer) -> u64 {
         let runtime = self.inner.clone();
-        future_into_py(py, async move {
-            let choice = runtime.accelerator().await.map_err(to_py)?;
-            Ok(serde_json::to_string(&choice).expect("choice serialises"))
-        })
-    }
-
-    /// Boots kernel and agent alone; resolves to milliseconds from launch to the agent's hello.
-    fn bare_boot_ms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let runtime = self.inner.clone();
-        future_into_py(py, async move {
-            Ok(runtime.bare_boot().await.map_err(to_py)?.as_secs_f64() * 1000.0)
+        completer.spawn(async move {
+            engine(runtime.bare_boot().await.map(|d| d.as_secs_f64() * 1000.0))
         })
     }
 
     /// Stops every running box.
-    fn shutdown<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn shutdown(&self, completer: &Completer) -> u64 {
         let runtime = self.inner.clone();
-        future_into_py(py, async move {
+        completer.spawn(async move {
             runtime.shutdown().await;
-            Ok(())
+            engine(Ok(()))
         })
     }
 
@@ -137,8 +159,7 @@ impl PyRuntime {
     fn shutdown_blocking(&self, py: Python<'_>, timeout: f64) {
         let runtime = self.inner.clone();
         py.detach(|| {
-            let rt = pyo3_async_runtimes::tokio::get_runtime();
-            let stopped = rt.block_on(async {
+            let stopped = bridge::runtime().block_on(async {
                 tokio::time::timeout(
                     std::time::Duration::from_secs_f64(timeout),
                     runtime.shutdown(),
@@ -175,29 +196,29 @@ impl PyLiteBox {
         serde_json::to_string(&self.inner.info()).expect("info serialises")
     }
 
-    fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn start(&self, completer: &Completer) -> u64 {
         let litebox = self.inner.clone();
-        future_into_py(py, async move { litebox.start().await.map_err(to_py) })
+        completer.spawn(async move { engine(litebox.start().await) })
     }
 
-    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn stop(&self, completer: &Completer) -> u64 {
         let litebox = self.inner.clone();
-        future_into_py(py, async move { litebox.stop().await.map_err(to_py) })
+        completer.spawn(async move { engine(litebox.stop().await) })
     }
 
-    /// Starts a process; resolves to an `Execution`.
-    #[pyo3(signature = (program, args, env, working_dir=None, user=None, stdin=false))]
+    /// Starts a process; the outcome is an `Execution`.
+    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature one to one
-    fn exec<'py>(
+    fn exec(
         &self,
-        py: Python<'py>,
+        completer: &Completer,
         program: String,
         args: Vec<String>,
         env: Vec<(String, String)>,
         working_dir: Option<String>,
         user: Option<String>,
         stdin: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> u64 {
         let litebox = self.inner.clone();
         let spec = ExecSpec {
             program,
@@ -207,11 +228,13 @@ impl PyLiteBox {
             user,
             stdin,
         };
-        future_into_py(py, async move {
-            let execution = litebox.exec(spec).await.map_err(to_py)?;
-            Ok(PyExecution {
-                inner: Arc::new(execution),
-            })
+        completer.spawn(async move {
+            engine(
+                litebox
+                    .exec(spec)
+                    .await
+                    .map(|e| PyExecution { inner: Arc::new(e) }),
+            )
         })
     }
 }
@@ -229,40 +252,30 @@ impl PyExecution {
         self.inner.id()
     }
 
-    /// Resolves to an `ExecOutput` once the process ended.
-    fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// The outcome is an `ExecOutput` once the process ended.
+    fn wait(&self, completer: &Completer) -> u64 {
         let execution = self.inner.clone();
-        future_into_py(py, async move {
-            Ok(PyExecOutput(execution.wait().await.map_err(to_py)?))
-        })
+        completer.spawn(async move { engine(execution.wait().await.map(PyExecOutput)) })
     }
 
-    fn kill<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn kill(&self, completer: &Completer) -> u64 {
         let execution = self.inner.clone();
-        future_into_py(py, async move { execution.kill().await.map_err(to_py) })
+        completer.spawn(async move { engine(execution.kill().await) })
     }
 
-    fn signal<'py>(&self, py: Python<'py>, signal: i32) -> PyResult<Bound<'py, PyAny>> {
+    fn signal(&self, completer: &Completer, signal: i32) -> u64 {
         let execution = self.inner.clone();
-        future_into_py(
-            py,
-            async move { execution.signal(signal).await.map_err(to_py) },
-        )
+        completer.spawn(async move { engine(execution.signal(signal).await) })
     }
 
-    fn write_stdin<'py>(&self, py: Python<'py>, data: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+    fn write_stdin(&self, completer: &Completer, data: Vec<u8>) -> u64 {
         let execution = self.inner.clone();
-        future_into_py(py, async move {
-            execution.write_stdin(data).await.map_err(to_py)
-        })
+        completer.spawn(async move { engine(execution.write_stdin(data).await) })
     }
 
-    fn close_stdin<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn close_stdin(&self, completer: &Completer) -> u64 {
         let execution = self.inner.clone();
-        future_into_py(
-            py,
-            async move { execution.close_stdin().await.map_err(to_py) },
-        )
+        completer.spawn(async move { engine(execution.close_stdin().await) })
     }
 }
 
@@ -319,6 +332,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLiteBox>()?;
     m.add_class::<PyExecution>()?;
     m.add_class::<PyExecOutput>()?;
+    m.add_class::<Completer>()?;
     m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
     Ok(())
 }
