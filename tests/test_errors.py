@@ -55,3 +55,12 @@ async def test_out_of_range_options(
 def test_unknown_option_names_are_refused() -> None:
     with pytest.raises(ValueError, match="no_such_option"):
         boxlite.BoxOptions.model_validate({"no_such_option": 1})
+
+
+def test_boxlite_home_selects_the_home_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOXLITE_HOME", str(tmp_path / "from-env"))
+    runtime = boxlite.Boxlite()
+    assert runtime.home == tmp_path / "from-env"
+    assert sorted(p.name for p in runtime.home.iterdir()) == ["boxes", "db", "images", "lock", "logs", "tmp"]
+    explicit = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path / "explicit")))
+    assert explicit.home == tmp_path / "explicit"

@@ -52,6 +52,15 @@ class Box:
         user: str | None = None,
         stdin: bool = False,
     ) -> int: ...
+    def run(
+        self,
+        completer: Completer,
+        program: str,
+        args: list[str],
+        env: list[tuple[str, str]],
+        working_dir: str | None = None,
+        user: str | None = None,
+    ) -> int: ...
 
 class Runtime:
     def __init__(self, options_json: str) -> None: ...

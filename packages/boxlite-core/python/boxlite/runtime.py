@@ -158,6 +158,20 @@ class Box:
         inner = await _bridge.call(lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user))
         return Execution(inner)
 
+    async def run(
+        self,
+        cmd: str,
+        args: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        *,
+        working_dir: str | None = None,
+        user: str | None = None,
+    ) -> ExecResult:
+        """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one call."""
+        argv, pairs = _exec_args(args), normalize_env(env)
+        output = await _bridge.call(lambda c: self._inner.run(c, str(cmd), argv, pairs, working_dir, user))
+        return ExecResult._from_engine(output)
+
     async def start(self) -> None:
         """Starts a stopped box again (a kept box keeps its files)."""
         await _bridge.call(self._inner.start)

@@ -87,8 +87,7 @@ class SimpleBox:
         user: str | None = None,
     ) -> ExecResult:
         """Runs ``cmd`` with ``args`` and returns its result (exit code, stdout, stderr)."""
-        execution = await self.box.exec(cmd, list(args), env, working_dir=working_dir, user=user)
-        return await execution.wait()
+        return await self.box.run(cmd, list(args), env, working_dir=working_dir, user=user)
 
     async def __aenter__(self) -> SimpleBox:
         return await self.start()

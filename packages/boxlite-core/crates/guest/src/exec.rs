@@ -8,8 +8,6 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use boxlite_protocol::{
 };
 
 use crate::channel::Port;
-use crate::{system, ROOTFS};
+use crate::{spawn, system, ROOTFS};
 
 /// How long output is still collected after the process exited, for descendants that keep the
 /// pipes open. The execution ends on the process's exit, not on EOF.
@@ -182,70 +180,93 @@ impl Executions {
         };
         // Docker creates a missing working directory; so do we.
         let _ = std::fs::create_dir_all(format!("{ROOTFS}{working_dir}"));
-        let (Ok(root), Ok(cwd)) = (CString::new(ROOTFS), CString::new(working_dir.clone())) else {
-            return self.spawn_failed(exec_id, 126, "working directory contains a NUL byte".into());
+        let to_c = |s: &str| CString::new(s).ok();
+        let argv: Option<Vec<CString>> = std::iter::once(req.program.as_str())
+            .chain(req.args.iter().map(String::as_str))
+            .map(to_c)
+            .collect();
+        let envp: Option<Vec<CString>> = req
+            .env
+            .iter()
+            .map(|(k, v)| to_c(&format!("{k}={v}")))
+            .collect();
+        let (Some(argv), Some(envp), Some(root), Some(cwd)) =
+            (argv, envp, to_c(ROOTFS), to_c(&working_dir))
+        else {
+            return self.spawn_failed(
+                exec_id,
+                126,
+                "a NUL byte in the command, environment or working directory".into(),
+            );
         };
-        let user = req.user;
-
-        let mut command = Command::new(&req.program);
-        command
-            .args(&req.args)
-            .env_clear()
-            .envs(req.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if req.stdin {
-                Stdio::piped()
+        let path_var = req
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        let pipes = (|| -> io::Result<_> {
+            let stdin = if req.stdin {
+                let (r, w) = pipe()?;
+                (r, Some(w))
             } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // SAFETY: only async-signal-safe calls between fork and exec; the strings were
-        // allocated before the fork. The program is looked up (execvp) after the chroot, in the
-        // box's PATH.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setsid() < 0
-                    || libc::chroot(root.as_ptr()) != 0
-                    || libc::chdir(cwd.as_ptr()) != 0
-                {
-                    return Err(io::Error::last_os_error());
+                (OwnedFd::from(std::fs::File::open("/dev/null")?), None)
+            };
+            Ok((stdin, pipe()?, pipe()?))
+        })();
+        let ((stdin_child, stdin_host), (stdout_host, stdout_child), (stderr_host, stderr_child)) =
+            match pipes {
+                Ok(p) => p,
+                Err(e) => {
+                    return self.spawn_failed(exec_id, 126, format!("cannot create pipes: {e}"))
                 }
-                if let Some((uid, gid)) = user {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(gid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-
+            };
+        let request = spawn::SpawnRequest {
+            candidates: spawn::candidates(&req.program, path_var),
+            argv,
+            envp,
+            root,
+            cwd,
+            user: req.user,
+            stdio: [
+                stdin_child.as_raw_fd(),
+                stdout_child.as_raw_fd(),
+                stderr_child.as_raw_fd(),
+            ],
+        };
         let (notify_rx, notify_tx) = match pipe() {
             Ok(p) => p,
             Err(e) => return self.spawn_failed(exec_id, 126, format!("cannot create a pipe: {e}")),
         };
         let mut table = self.table.lock().expect("table lock");
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
+        let pid = match spawn::spawn(&request) {
+            Ok(pid) => pid,
+            Err(failure) => {
                 drop(table);
-                let (code, message) = match e.raw_os_error() {
-                    Some(libc::ENOENT) => (127, format!("{}: command not found", req.program)),
-                    Some(libc::EACCES) | Some(libc::ENOEXEC) => (
+                let program = &req.program;
+                let (code, message) = match (failure.stage, failure.error.raw_os_error()) {
+                    (5, Some(libc::ENOENT)) => (127, format!("{program}: command not found")),
+                    (5, _) => (126, format!("{program}: cannot execute: {}", failure.error)),
+                    (3, _) => (
                         126,
-                        format!("{}: permission denied or not executable", req.program),
+                        format!(
+                            "cannot enter working directory {working_dir}: {}",
+                            failure.error
+                        ),
                     ),
-                    _ => (126, format!("{}: cannot start: {e}", req.program)),
+                    (4, _) => (
+                        126,
+                        format!("cannot switch to user {:?}: {}", req.user, failure.error),
+                    ),
+                    _ => (126, format!("{program}: cannot start: {}", failure.error)),
                 };
                 return self.spawn_failed(exec_id, code, message);
             }
         };
-        let pid = child.id() as i32;
-        let stdin_tx = child.stdin.take().map(|stdin| {
+        drop((stdin_child, stdout_child, stderr_child));
+        let stdin_tx = stdin_host.map(|stdin| {
             let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || pump_stdin(stdin, rx));
+            std::thread::spawn(move || pump_stdin(std::fs::File::from(stdin), rx));
             tx
         });
         table.by_id.insert(
@@ -264,10 +285,7 @@ impl Executions {
             exec_id,
             pid: pid as u32,
         });
-        let stdout: OwnedFd = child.stdout.take().expect("piped stdout").into();
-        let stderr: OwnedFd = child.stderr.take().expect("piped stderr").into();
-        // The reaper owns the process now; `child` must not wait on it.
-        drop(child);
+        let (stdout, stderr) = (stdout_host, stderr_host);
         let this = self.clone();
         std::thread::spawn(move || this.pump_output(exec_id, stdout, stderr, notify_rx));
     }
@@ -419,7 +437,7 @@ impl Executions {
     }
 }
 
-fn pump_stdin(mut stdin: std::process::ChildStdin, rx: mpsc::Receiver<StdinOp>) {
+fn pump_stdin(mut stdin: std::fs::File, rx: mpsc::Receiver<StdinOp>) {
     while let Ok(StdinOp::Data(data)) = rx.recv() {
         if stdin.write_all(&data).is_err() {
             break;

@@ -8,6 +8,7 @@
 
 mod channel;
 mod exec;
+mod spawn;
 mod system;
 
 use std::sync::Arc;

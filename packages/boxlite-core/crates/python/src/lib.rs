@@ -237,6 +237,32 @@ impl PyLiteBox {
             )
         })
     }
+
+    /// Runs a process to its end in one call (exec, then wait); the outcome is an `ExecOutput`.
+    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None))]
+    fn run(
+        &self,
+        completer: &Completer,
+        program: String,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        working_dir: Option<String>,
+        user: Option<String>,
+    ) -> u64 {
+        let litebox = self.inner.clone();
+        let spec = ExecSpec {
+            program,
+            args,
+            env,
+            working_dir,
+            user,
+            stdin: false,
+        };
+        completer.spawn(async move {
+            let output = async { litebox.exec(spec).await?.wait().await };
+            engine(output.await.map(PyExecOutput))
+        })
+    }
 }
 
 /// A process started in a box.

@@ -200,3 +200,63 @@ impl Hypervisor for QemuBackend {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(accel: Accel) -> VmSpec {
+        VmSpec {
+            name: "t".into(),
+            accel,
+            kernel: "/k/vmlinux".into(),
+            initrd: "/k/initramfs.cpio".into(),
+            cmdline: "console=ttyS0".into(),
+            cpus: 2,
+            memory_mib: 512,
+            root_disk: Some("/boxes/a,b/disk.qcow2".into()),
+            agent_socket: "/boxes/a/agent.sock".into(),
+            console_log: "/boxes/a/console.log".into(),
+            vmm_log: "/boxes/a/vmm.log".into(),
+        }
+    }
+
+    #[test]
+    fn command_line_describes_the_microvm() {
+        let args = QemuBackend::default()
+            .arguments(&spec(Accel::Tcg))
+            .join(" ");
+        if cfg!(target_arch = "x86_64") {
+            assert!(args.contains("-M microvm,acpi=off"), "{args}");
+        }
+        for needle in [
+            "-accel tcg",
+            "-m 512M",
+            "-smp 2",
+            "-no-reboot",
+            "-nodefaults",
+            "-kernel /k/vmlinux",
+            "name=boxlite.agent",
+        ] {
+            assert!(args.contains(needle), "{needle} missing from {args}");
+        }
+        // Commas in paths are doubled so QEMU does not split the option there.
+        assert!(args.contains("file=/boxes/a,,b/disk.qcow2"), "{args}");
+        assert!(
+            !args.contains("-cpu host"),
+            "TCG uses QEMU's default CPU model"
+        );
+        assert!(QemuBackend::default()
+            .arguments(&spec(Accel::Kvm))
+            .join(" ")
+            .contains("-cpu host"));
+    }
+
+    #[test]
+    fn missing_binary_names_the_install_command() {
+        std::env::set_var("BOXLITE_QEMU", "/nonexistent/qemu");
+        let err = QemuBackend::default().binary().unwrap_err().to_string();
+        std::env::remove_var("BOXLITE_QEMU");
+        assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+    }
+}
