@@ -24,6 +24,8 @@ class ExecOutput:
     def stderr(self) -> bytes: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def timed_out(self) -> bool: ...
 
 class Execution:
     @property
@@ -51,6 +53,7 @@ class Box:
         working_dir: str | None = None,
         user: str | None = None,
         stdin: bool = False,
+        timeout: float | None = None,
     ) -> int: ...
     def run(
         self,
@@ -60,6 +63,7 @@ class Box:
         env: list[tuple[str, str]],
         working_dir: str | None = None,
         user: str | None = None,
+        timeout: float | None = None,
     ) -> int: ...
 
 class Runtime:

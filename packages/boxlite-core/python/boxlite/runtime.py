@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import logging
@@ -38,6 +39,8 @@ class ExecResult:
     signal: int | None = None
     #: Why the process never started (exit codes 126 and 127), if it did not.
     error: str | None = None
+    #: The timeout fired: every process the execution started was killed; ``exit_code`` is 124.
+    timed_out: bool = False
     stdout_bytes: bytes = field(default=b"", repr=False)
     stderr_bytes: bytes = field(default=b"", repr=False)
 
@@ -59,6 +62,7 @@ class ExecResult:
             stderr=err.decode("utf-8", errors="replace"),
             signal=output.signal,
             error=output.error,
+            timed_out=output.timed_out,
             stdout_bytes=out,
             stderr_bytes=err,
         )
@@ -75,11 +79,20 @@ class Execution:
         return self._inner.id
 
     async def wait(self) -> ExecResult:
-        """Waits for the process to end and returns its exit code and output."""
-        return ExecResult._from_engine(await _bridge.call(self._inner.wait))
+        """Waits for the process to end and returns its exit code and output.
+
+        If the waiting is cancelled (``asyncio.wait_for`` timing out, a cancelled task), every
+        process the execution started is killed before the cancellation propagates.
+        """
+        try:
+            return ExecResult._from_engine(await _bridge.call(self._inner.wait))
+        except asyncio.CancelledError:
+            await _bridge.call(self._inner.kill)
+            raise
 
     async def kill(self) -> None:
-        """Kills the process and its process group (SIGKILL)."""
+        """Kills every process the execution started (its cgroup in the guest), including
+        descendants that left its process group or daemonised."""
         await _bridge.call(self._inner.kill)
 
     async def signal(self, signal: int) -> None:
@@ -149,13 +162,18 @@ class Box:
         *,
         working_dir: str | None = None,
         user: str | None = None,
+        timeout: float | None = None,
     ) -> Execution:
         """Starts ``cmd`` with ``args`` in the box; ``await execution.wait()`` for the result.
 
         ``env`` adds to the box's and the image's environment. ``user`` is ``uid[:gid]``.
+        With ``timeout`` (seconds), ``wait()`` kills every process the execution started once
+        it runs longer, and returns a result with ``timed_out=True`` and exit code 124.
         """
         argv, pairs = _exec_args(args), normalize_env(env)
-        inner = await _bridge.call(lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user))
+        inner = await _bridge.call(
+            lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user, False, timeout)
+        )
         return Execution(inner)
 
     async def run(
@@ -166,10 +184,14 @@ class Box:
         *,
         working_dir: str | None = None,
         user: str | None = None,
+        timeout: float | None = None,
     ) -> ExecResult:
-        """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one call."""
+        """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one call.
+
+        ``timeout`` works as in :meth:`exec`; a cancelled call kills the execution's processes.
+        """
         argv, pairs = _exec_args(args), normalize_env(env)
-        output = await _bridge.call(lambda c: self._inner.run(c, str(cmd), argv, pairs, working_dir, user))
+        output = await _bridge.call(lambda c: self._inner.run(c, str(cmd), argv, pairs, working_dir, user, timeout))
         return ExecResult._from_engine(output)
 
     async def start(self) -> None:

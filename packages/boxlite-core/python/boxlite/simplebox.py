@@ -85,9 +85,14 @@ class SimpleBox:
         env: Mapping[str, str] | list[tuple[str, str]] | None = None,
         working_dir: str | None = None,
         user: str | None = None,
+        timeout: float | None = None,
     ) -> ExecResult:
-        """Runs ``cmd`` with ``args`` and returns its result (exit code, stdout, stderr)."""
-        return await self.box.run(cmd, list(args), env, working_dir=working_dir, user=user)
+        """Runs ``cmd`` with ``args`` and returns its result (exit code, stdout, stderr).
+
+        With ``timeout`` (seconds), every process the command started is killed once it runs
+        longer, and the result has ``timed_out=True``, exit code 124 and the output so far.
+        """
+        return await self.box.run(cmd, list(args), env, working_dir=working_dir, user=user, timeout=timeout)
 
     async def __aenter__(self) -> SimpleBox:
         return await self.start()

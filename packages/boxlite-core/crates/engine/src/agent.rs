@@ -185,6 +185,10 @@ impl AgentClient {
         self.send(&HostMessage::Signal { exec_id, signal }).await
     }
 
+    pub async fn kill_tree(&self, exec_id: u32) -> Result<(), String> {
+        self.send(&HostMessage::KillTree { exec_id }).await
+    }
+
     pub async fn stdin(&self, exec_id: u32, data: Vec<u8>) -> Result<(), String> {
         self.send(&HostMessage::Stdin { exec_id, data }).await
     }

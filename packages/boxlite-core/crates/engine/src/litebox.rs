@@ -478,6 +478,7 @@ impl LiteBox {
             .or_else(|| self.options.working_dir.clone())
             .or_else(|| self.image.working_dir.clone())
             .unwrap_or_else(|| "/".into());
+        let timeout = spec.timeout;
         let request = ExecRequest {
             exec_id: 0,
             program: spec.program,
@@ -496,8 +497,26 @@ impl LiteBox {
             litebox: self.clone(),
             agent: running.agent.clone(),
             exec_id,
+            deadline: timeout.map(|t| Instant::now() + t),
             events: tokio::sync::Mutex::new(Collector::new(events)),
         })
+    }
+
+    /// The guest stopped answering: kill its VM so nothing keeps running unobserved, and say so.
+    pub(crate) fn declare_broken(&self, why: &str) -> Error {
+        let reason = format!("{why}; the box was declared broken and its VM killed");
+        tracing::warn!(id = %self.id, %reason, "box broken");
+        let mut state = self.state.lock().expect("state lock");
+        if let Some(running) = state.running.take() {
+            running.stopping.store(true, Ordering::SeqCst);
+            running.vm.kill();
+        }
+        state.status = BoxStatus::Crashed;
+        state.last_error = Some(reason.clone());
+        Error::BoxDied {
+            id: self.id.clone(),
+            reason,
+        }
     }
 
     /// A channel failure: the box died if its VM is gone, otherwise a channel error.
@@ -545,6 +564,8 @@ pub struct ExecSpec {
     pub working_dir: Option<String>,
     pub user: Option<String>,
     pub stdin: bool,
+    /// Kill the execution (every process it started) when it runs longer than this.
+    pub timeout: Option<Duration>,
 }
 
 /// The end of an execution.
@@ -557,7 +578,15 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Why the process never started (exit code 126 or 127), if it did not.
     pub error: Option<String>,
+    /// The timeout fired: every process of the execution was killed, and `exit_code` is 124.
+    pub timed_out: bool,
 }
+
+/// Exit code of an execution killed by its timeout (as `timeout(1)` reports it).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// How long the agent may take to confirm a kill before the box is declared broken.
+const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Collector {
     events: mpsc::UnboundedReceiver<ExecEvent>,
@@ -565,6 +594,8 @@ struct Collector {
     stderr: Vec<u8>,
     pid: Option<u32>,
     result: Option<std::result::Result<ExecOutput, String>>,
+    /// The timeout fired and the kill was sent; the next exit is a timeout.
+    timed_out: bool,
 }
 
 impl Collector {
@@ -575,6 +606,7 @@ impl Collector {
             stderr: Vec::new(),
             pid: None,
             result: None,
+            timed_out: false,
         }
     }
 }
@@ -584,6 +616,8 @@ pub struct Execution {
     litebox: Arc<LiteBox>,
     agent: Arc<AgentClient>,
     exec_id: u32,
+    /// When the execution's timeout fires, if it has one.
+    deadline: Option<Instant>,
     events: tokio::sync::Mutex<Collector>,
 }
 
@@ -597,11 +631,35 @@ impl Execution {
     pub async fn wait(&self) -> Result<ExecOutput> {
         let mut c = self.events.lock().await;
         while c.result.is_none() {
-            let event = c
-                .events
-                .recv()
-                .await
-                .unwrap_or_else(|| ExecEvent::Lost("the channel closed".into()));
+            let event = match (self.deadline, c.timed_out) {
+                (Some(deadline), false) => {
+                    match tokio::time::timeout_at(deadline, c.events.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            // The timeout contract: every process of the execution is dead before
+                            // wait() returns; the agent reports the exit once its cgroup is empty.
+                            c.timed_out = true;
+                            self.agent
+                                .kill_tree(self.exec_id)
+                                .await
+                                .map_err(|e| self.litebox.channel_error(e))?;
+                            continue;
+                        }
+                    }
+                }
+                (_, true) => {
+                    match tokio::time::timeout(KILL_CONFIRM_TIMEOUT, c.events.recv()).await {
+                        Ok(event) => event,
+                        Err(_) => {
+                            return Err(self
+                                .litebox
+                                .declare_broken("the guest agent did not confirm a kill"))
+                        }
+                    }
+                }
+                (None, false) => c.events.recv().await,
+            }
+            .unwrap_or_else(|| ExecEvent::Lost("the channel closed".into()));
             match event {
                 ExecEvent::Started { pid } => c.pid = Some(pid),
                 ExecEvent::Output {
@@ -618,8 +676,14 @@ impl Execution {
                         ExitStatus::SpawnFailed { message, .. } => (None, Some(message.clone())),
                         ExitStatus::Code(_) => (None, None),
                     };
+                    let timed_out = c.timed_out;
                     let output = ExecOutput {
-                        exit_code: status.code(),
+                        exit_code: if timed_out {
+                            TIMEOUT_EXIT_CODE
+                        } else {
+                            status.code()
+                        },
+                        timed_out,
                         signal,
                         stdout: std::mem::take(&mut c.stdout),
                         stderr: std::mem::take(&mut c.stderr),
@@ -648,9 +712,13 @@ impl Execution {
             .map_err(|e| self.litebox.channel_error(e))
     }
 
-    /// Kills the execution's processes (SIGKILL).
+    /// Kills every process the execution started (its cgroup in the guest), descendants that
+    /// left its process group included.
     pub async fn kill(&self) -> Result<()> {
-        self.signal(libc::SIGKILL).await
+        self.agent
+            .kill_tree(self.exec_id)
+            .await
+            .map_err(|e| self.litebox.channel_error(e))
     }
 
     pub async fn write_stdin(&self, data: Vec<u8>) -> Result<()> {

@@ -52,6 +52,17 @@ impl Default for BoxOptions {
     }
 }
 
+/// An execution timeout in seconds, which must be positive and finite.
+pub fn timeout_from_secs(secs: f64) -> Result<std::time::Duration> {
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(Error::InvalidOption(format!(
+            "timeout={secs}: use a positive number of seconds, or None for no timeout"
+        )));
+    }
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|e| Error::InvalidOption(format!("timeout={secs}: {e}")))
+}
+
 fn host_cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +35,37 @@ struct Entry {
     stdin: Option<mpsc::Sender<StdinOp>>,
     /// Write end of the pipe on which the reaper hands over the raw wait status.
     exit_notify: OwnedFd,
+    /// The execution's own cgroup (absent only where cgroups are unavailable).
+    cgroup: Option<PathBuf>,
+    /// Set by a kill of the whole tree: the exit is reported once the cgroup is empty.
+    killed: bool,
+}
+
+/// How long a killed execution's cgroup may take to empty before its exit is reported anyway.
+const KILL_SETTLE: Duration = Duration::from_secs(2);
+
+/// Creates the cgroup of a new execution; `None` where cgroups are unavailable.
+fn create_cgroup() -> Option<(PathBuf, OwnedFd)> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let dir = PathBuf::from(format!(
+        "{ROOTFS}/sys/fs/cgroup/boxlite-exec-{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir(&dir).ok()?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+    {
+        Ok(procs) => Some((dir, procs.into())),
+        Err(_) => {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+fn cgroup_is_empty(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs")).map_or(true, |procs| procs.trim().is_empty())
 }
 
 #[derive(Default)]
@@ -103,6 +136,7 @@ impl Executions {
             HostMessage::Stdin { exec_id, data } => self.stdin(exec_id, StdinOp::Data(data)),
             HostMessage::CloseStdin { exec_id } => self.stdin(exec_id, StdinOp::Close),
             HostMessage::Signal { exec_id, signal } => self.signal(exec_id, signal),
+            HostMessage::KillTree { exec_id } => self.kill_tree(exec_id),
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
             HostMessage::Hello { .. } | HostMessage::Shutdown => {}
         }
@@ -135,6 +169,27 @@ impl Executions {
                 message: "no such execution".into(),
             }),
         }
+    }
+
+    /// Kills every process of the execution: its cgroup, so daemons and reparented descendants
+    /// go too. The exit is reported once the group is empty (see `pump_output`).
+    fn kill_tree(&self, exec_id: u32) {
+        let mut table = self.table.lock().expect("table lock");
+        let Some(entry) = table.by_id.get_mut(&exec_id) else {
+            drop(table);
+            return self.send(GuestMessage::Error {
+                exec_id: Some(exec_id),
+                message: "no such execution".into(),
+            });
+        };
+        entry.killed = true;
+        if let Some(dir) = &entry.cgroup {
+            if let Err(e) = std::fs::write(dir.join("cgroup.kill"), b"1") {
+                system::log(&format!("cgroup.kill failed: {e}"));
+            }
+        }
+        // SAFETY: kill(2) of the process group as well, for a box without cgroups.
+        unsafe { libc::kill(-entry.pid, libc::SIGKILL) };
     }
 
     /// Kills every process in the box (before shutdown).
@@ -221,7 +276,9 @@ impl Executions {
                     return self.spawn_failed(exec_id, 126, format!("cannot create pipes: {e}"))
                 }
             };
+        let (cgroup, cgroup_procs) = create_cgroup().unzip();
         let request = spawn::SpawnRequest {
+            cgroup_procs: cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
             candidates: spawn::candidates(&req.program, path_var),
             argv,
             envp,
@@ -243,6 +300,9 @@ impl Executions {
             Ok(pid) => pid,
             Err(failure) => {
                 drop(table);
+                if let Some(dir) = &cgroup {
+                    let _ = std::fs::remove_dir(dir);
+                }
                 let program = &req.program;
                 let (code, message) = match (failure.stage, failure.error.raw_os_error()) {
                     (5, Some(libc::ENOENT)) => (127, format!("{program}: command not found")),
@@ -275,6 +335,8 @@ impl Executions {
                 pid,
                 stdin: stdin_tx,
                 exit_notify: notify_tx,
+                cgroup,
+                killed: false,
             },
         );
         table.by_pid.insert(pid, exec_id);
@@ -354,10 +416,25 @@ impl Executions {
             }
         }
         let mut table = self.table.lock().expect("table lock");
-        if let Some(entry) = table.by_id.remove(&exec_id) {
+        let entry = table.by_id.remove(&exec_id);
+        if let Some(entry) = &entry {
             table.by_pid.remove(&entry.pid);
         }
         drop(table);
+        if let Some(Entry {
+            cgroup: Some(dir),
+            killed,
+            ..
+        }) = &entry
+        {
+            // A killed execution is over only when nothing it started is left.
+            let deadline = Instant::now() + KILL_SETTLE;
+            while *killed && !cgroup_is_empty(dir) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Fails while daemons it left are still running; they keep their group.
+            let _ = std::fs::remove_dir(dir);
+        }
         self.send(GuestMessage::Exited {
             exec_id,
             status: status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)),

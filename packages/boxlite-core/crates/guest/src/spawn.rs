@@ -24,6 +24,9 @@ pub struct SpawnRequest {
     pub user: Option<(u32, u32)>,
     /// Descriptors for the child's stdin, stdout and stderr.
     pub stdio: [RawFd; 3],
+    /// The `cgroup.procs` file of the execution's cgroup; the child moves itself in before
+    /// exec, so everything it starts is in the group from the first instruction.
+    pub cgroup_procs: Option<RawFd>,
 }
 
 struct ChildArgs {
@@ -34,6 +37,7 @@ struct ChildArgs {
     cwd: *const libc::c_char,
     user: Option<(u32, u32)>,
     stdio: [RawFd; 3],
+    cgroup_procs: Option<RawFd>,
     error_fd: RawFd,
 }
 
@@ -74,6 +78,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::write(args.error_fd, report.as_ptr().cast(), 8);
             libc::_exit(127)
         };
+        if let Some(fd) = args.cgroup_procs {
+            // "0" moves the writing process itself.
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return fail(6);
+            }
+        }
         // The agent ignores SIGPIPE (Rust does); an ignored disposition survives exec.
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -120,7 +130,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 /// Where spawning failed.
 #[derive(Debug)]
 pub struct SpawnError {
-    /// 1 setsid, 2 stdio, 3 chroot/chdir, 4 user, 5 exec, 0 clone.
+    /// 1 setsid, 2 stdio, 3 chroot/chdir, 4 user, 5 exec, 6 cgroup, 0 clone.
     pub stage: i32,
     pub error: io::Error,
 }
@@ -146,6 +156,7 @@ pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
         cwd: request.cwd.as_ptr(),
         user: request.user,
         stdio: request.stdio,
+        cgroup_procs: request.cgroup_procs,
         error_fd: error_tx.as_raw_fd(),
     };
     let mut stack = vec![0u8; CHILD_STACK_LEN];

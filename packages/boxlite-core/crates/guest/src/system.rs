@@ -240,6 +240,14 @@ fn mount_rootfs(device: &str) -> io::Result<()> {
         libc::MS_NOSUID | libc::MS_NODEV,
         Some("mode=1777"),
     )?;
+    // cgroup v2: every execution gets its own group, so that killing it kills all it started.
+    mount(
+        "cgroup2",
+        &format!("{ROOTFS}/sys/fs/cgroup"),
+        "cgroup2",
+        nosuid_nodev_noexec,
+        None,
+    )?;
     // /dev/ptmx must lead to this devpts instance.
     let ptmx = format!("{ROOTFS}/dev/ptmx");
     let _ = fs::remove_file(&ptmx);
@@ -277,7 +285,7 @@ pub fn power_off() -> ! {
 pub fn shutdown() -> ! {
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
-    for sub in ["dev/shm", "dev/pts", "dev", "sys", "proc"] {
+    for sub in ["dev/shm", "dev/pts", "dev", "sys/fs/cgroup", "sys", "proc"] {
         let target = cstr(&format!("{ROOTFS}/{sub}"));
         // SAFETY: valid C string.
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };

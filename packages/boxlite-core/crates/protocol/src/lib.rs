@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
@@ -38,6 +38,9 @@ pub enum HostMessage {
     CloseStdin { exec_id: u32 },
     /// Send a signal to an execution's process group.
     Signal { exec_id: u32, signal: i32 },
+    /// Kill every process the execution started, daemons and reparented descendants included
+    /// (its cgroup); the agent reports `Exited` only once none is left.
+    KillTree { exec_id: u32 },
     /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
     Ping { token: u64 },
     /// Flush file systems and power the VM off.

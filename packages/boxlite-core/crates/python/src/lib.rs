@@ -7,6 +7,7 @@ mod bridge;
 
 use std::sync::Arc;
 
+use boxlite_engine::options::timeout_from_secs;
 use boxlite_engine::{
     BoxOptions, Error, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
 };
@@ -207,7 +208,7 @@ impl PyLiteBox {
     }
 
     /// Starts a process; the outcome is an `Execution`.
-    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false))]
+    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature one to one
     fn exec(
         &self,
@@ -218,7 +219,9 @@ impl PyLiteBox {
         working_dir: Option<String>,
         user: Option<String>,
         stdin: bool,
-    ) -> u64 {
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let timeout = timeout.map(timeout_from_secs).transpose().map_err(to_py)?;
         let litebox = self.inner.clone();
         let spec = ExecSpec {
             program,
@@ -227,19 +230,21 @@ impl PyLiteBox {
             working_dir,
             user,
             stdin,
+            timeout,
         };
-        completer.spawn(async move {
+        Ok(completer.spawn(async move {
             engine(
                 litebox
                     .exec(spec)
                     .await
                     .map(|e| PyExecution { inner: Arc::new(e) }),
             )
-        })
+        }))
     }
 
     /// Runs a process to its end in one call (exec, then wait); the outcome is an `ExecOutput`.
-    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None))]
+    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, timeout=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature one to one
     fn run(
         &self,
         completer: &Completer,
@@ -248,7 +253,9 @@ impl PyLiteBox {
         env: Vec<(String, String)>,
         working_dir: Option<String>,
         user: Option<String>,
-    ) -> u64 {
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let timeout = timeout.map(timeout_from_secs).transpose().map_err(to_py)?;
         let litebox = self.inner.clone();
         let spec = ExecSpec {
             program,
@@ -257,11 +264,33 @@ impl PyLiteBox {
             working_dir,
             user,
             stdin: false,
+            timeout,
         };
-        completer.spawn(async move {
-            let output = async { litebox.exec(spec).await?.wait().await };
+        Ok(completer.spawn(async move {
+            let output = async {
+                let execution = Arc::new(litebox.exec(spec).await?);
+                // If the awaiting coroutine is cancelled this future is dropped mid-wait: the
+                // guard then kills every process of the execution.
+                let mut guard = KillOnDrop(Some(execution.clone()));
+                let output = execution.wait().await;
+                guard.0 = None;
+                output
+            };
             engine(output.await.map(PyExecOutput))
-        })
+        }))
+    }
+}
+
+/// Kills an execution's processes when dropped (a cancelled `run`).
+struct KillOnDrop(Option<Arc<Execution>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(execution) = self.0.take() {
+            bridge::runtime().spawn(async move {
+                let _ = execution.kill().await;
+            });
+        }
     }
 }
 
@@ -329,6 +358,11 @@ impl PyExecOutput {
     #[getter]
     fn stderr<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.0.stderr)
+    }
+
+    #[getter]
+    fn timed_out(&self) -> bool {
+        self.0.timed_out
     }
 
     #[getter]
