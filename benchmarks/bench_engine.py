@@ -5,7 +5,8 @@
 Prints figures and ratios against baselines measured in the same run; asserts nothing.
 Targets (DESIGN.md): create() to first exec result within 1.25x of the bare boot of the same
 kernel and initramfs; exec round trip of `true` within 1.2x of the guest's own spawn-and-wait of
-/bin/true (p50); 200 consecutive boots with zero hangs.
+/bin/true (p50); 200 consecutive boots with zero hangs. Also: the time from an execution's
+timeout to its result, with every process it started dead.
 """
 
 from __future__ import annotations
@@ -81,6 +82,24 @@ async def bench_exec(runtime: boxlite.Boxlite, layout: str, execs: int) -> None:
     line("ratio p50 (target <= 1.2)", f"{p50 / guest_p50:8.2f}x")
 
 
+async def bench_timeout(runtime: boxlite.Boxlite, layout: str, runs: int = 10) -> None:
+    print(f"timeout to every process dead ({runs} runs, a shell with a background child and a setsid daemon)")
+    timeout = 1.0
+    async with boxlite.SimpleBox(rootfs_path=layout, memory_mib=256, runtime=runtime) as box:
+        overshoot = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            result = await box.exec("sh", "-c", "sleep 999 & setsid sleep 998 & sleep 997", timeout=timeout)
+            overshoot.append((time.perf_counter() - t - timeout) * 1000)
+            assert result.timed_out
+            left = await box.exec("sh", "-c", "ps -o args | grep -c '[s]leep 99'")
+            assert left.stdout.strip() == "0", left.stdout
+    line(
+        "from the timeout to the result, all dead, p50 / max",
+        f"{statistics.median(overshoot):8.1f} / {max(overshoot):.1f} ms",
+    )
+
+
 async def bench_boots(runtime: boxlite.Boxlite, layout: str, boots: int) -> None:
     print(f"boot reliability ({boots} consecutive boots, create + exec + stop)")
     hangs = failures = 0
@@ -125,6 +144,7 @@ async def main() -> None:
         print(f"host: {os.cpu_count()} CPUs, accelerator {accel['accel']} ({accel['reason']})")
         await bench_start(runtime, str(images["busybox"]), args.starts)
         await bench_exec(runtime, str(images["python"]), args.execs)
+        await bench_timeout(runtime, str(images["busybox"]))
         if args.boots:
             await bench_boots(runtime, str(images["busybox"]), args.boots)
         await runtime.shutdown()

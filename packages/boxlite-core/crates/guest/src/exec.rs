@@ -432,13 +432,19 @@ impl Executions {
             while *killed && !cgroup_is_empty(dir) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            // Fails while daemons it left are still running; they keep their group.
-            let _ = std::fs::remove_dir(dir);
         }
         self.send(GuestMessage::Exited {
             exec_id,
             status: status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)),
         });
+        // After the report, off the round trip. Fails while daemons the execution left are
+        // still running; they keep their group.
+        if let Some(Entry {
+            cgroup: Some(dir), ..
+        }) = &entry
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// Reads what is available on one stream; false once it reached EOF.
