@@ -14,8 +14,8 @@ from .errors import (
     InvalidOptionError,
     QemuNotFoundError,
 )
-from .options import BoxOptions, Options
-from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
+from .options import BoxOptions, Options, SecurityOptions
+from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "Box",
     "BoxDiedError",
     "BoxInfo",
+    "BoxMetrics",
     "BoxNotFoundError",
     "BoxOptions",
     "BoxStartError",
@@ -37,6 +38,8 @@ __all__ = [
     "InvalidOptionError",
     "Options",
     "QemuNotFoundError",
+    "RuntimeMetrics",
+    "SecurityOptions",
     "SimpleBox",
     "errors",
 ]
