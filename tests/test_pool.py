@@ -116,6 +116,7 @@ async def test_exhaustion_wait_gets_the_released_box(make_pool: Callable[..., Bo
 
 async def test_acquire_timeout(make_pool: Callable[..., BoxPool]) -> None:
     pool = make_pool(min_idle=1, max_size=1, acquire_timeout=1.0)
+    await pool.start()  # the timeout also bounds a boot: have the box ready first
     async with pool.lease():
         started = time.monotonic()
         with pytest.raises(boxlite.PoolExhaustedError, match=r"acquire_timeout=1\.0"):
@@ -286,3 +287,15 @@ asyncio.run(main())
     assert len(pids) == 3
     assert not any(pid_alive(p) for p in pids)
     assert time.monotonic() - started < 60
+
+
+async def test_a_cancelled_acquire_strands_nothing(make_pool: Callable[..., BoxPool]) -> None:
+    """An acquire abandoned while its box boots leaves that box idle for the next caller."""
+    pool = make_pool(min_idle=0, max_size=1)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(pool.acquire(), 0.05)
+    await eventually(lambda: pool.stats().idle == 1)
+    stats = pool.stats()
+    assert (stats.leased, stats.waiting, stats.leases, stats.created) == (0, 0, 0, 1)
+    async with pool.lease() as lease:
+        assert (await lease.box.run("echo", ["ok"])).stdout == "ok\n"

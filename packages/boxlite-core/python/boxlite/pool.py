@@ -18,6 +18,7 @@ warming boxes while the caller's loop is idle, and is closed at interpreter exit
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -230,13 +231,54 @@ class BoxPool:
         :class:`~boxlite.errors.PoolClosedError` after :meth:`close`, and the creation error
         (e.g. :class:`~boxlite.errors.ImageError`) when booting a box for this caller fails.
         """
-        return await sync_api.run_in_library_loop(self._acquire())
+        if sync_api.in_library_loop():
+            return await self._acquire()
+        delivery, runner = self._submit_acquire()
+        try:
+            return await asyncio.wrap_future(delivery)
+        except asyncio.CancelledError:
+            self._abandon(delivery, runner)
+            raise
+
+    def _submit_acquire(self) -> tuple[concurrent.futures.Future[Lease], concurrent.futures.Future[None]]:
+        """Starts an acquire on the library loop for a caller on another thread.
+
+        The lease is handed over through ``delivery`` so that a caller giving up just as its
+        lease is granted does not strand it: whichever side sees the other give up releases it.
+        """
+        delivery: concurrent.futures.Future[Lease] = concurrent.futures.Future()
+
+        async def acquire_for_caller() -> None:
+            try:
+                lease = await self._acquire()
+            except BaseException as err:
+                if delivery.set_running_or_notify_cancel():
+                    delivery.set_exception(err)
+                return
+            if delivery.set_running_or_notify_cancel():
+                delivery.set_result(lease)
+            else:
+                await self._release(lease, False)
+
+        return delivery, asyncio.run_coroutine_threadsafe(acquire_for_caller(), sync_api.loop())
+
+    def _abandon(self, delivery: concurrent.futures.Future[Lease], runner: concurrent.futures.Future[None]) -> None:
+        """The caller gave up waiting for ``delivery``: stop the acquire, or release its lease."""
+        if delivery.cancel() or delivery.cancelled():
+            runner.cancel()
+        else:
+            delivery.add_done_callback(self._release_undelivered)
+
+    def _release_undelivered(self, delivery: concurrent.futures.Future[Lease]) -> None:
+        if not delivery.cancelled() and delivery.exception() is None:
+            asyncio.run_coroutine_threadsafe(self._release(delivery.result(), False), sync_api.loop())
 
     async def release(self, lease: Lease, *, broken: bool = False) -> None:
         """Returns a leased box. It is destroyed instead of reused when it is broken
         (``broken=True`` or :meth:`Lease.mark_broken`), has served ``max_uses`` leases or is
         older than ``max_lifetime``. Releasing twice does nothing."""
-        await sync_api.run_in_library_loop(self._release(lease, broken))
+        # Shielded: a caller cancelled while releasing must not leave the box leased forever.
+        await asyncio.shield(sync_api.run_in_library_loop(self._release(lease, broken)))
 
     @contextlib.asynccontextmanager
     async def lease(self) -> AsyncIterator[Lease]:
@@ -246,13 +288,21 @@ class BoxPool:
         try:
             yield leased
         except BaseException:
-            await asyncio.shield(self.release(leased, broken=True))
+            await self.release(leased, broken=True)
             raise
         await self.release(leased)
 
     def acquire_sync(self) -> Lease:
         """:meth:`acquire` for sync code (also from inside a running event loop)."""
-        return sync_api.run_sync(self._acquire())
+        if sync_api.in_library_loop():
+            raise RuntimeError("acquire_sync() on boxlite's own event loop thread would deadlock: await acquire()")
+        delivery, runner = self._submit_acquire()
+        try:
+            return delivery.result()
+        except BaseException:
+            # Ctrl-C while waiting, or the acquire failed (then there is nothing to release).
+            self._abandon(delivery, runner)
+            raise
 
     def release_sync(self, lease: Lease, *, broken: bool = False) -> None:
         """:meth:`release` for sync code."""
@@ -286,7 +336,7 @@ class BoxPool:
     async def close(self) -> None:
         """Stops every box of the pool (idle, leased and booting) and waits for them; later
         leases raise :class:`~boxlite.errors.PoolClosedError`. Closing twice does nothing."""
-        await sync_api.run_in_library_loop(self._close())
+        await asyncio.shield(sync_api.run_in_library_loop(self._close()))
 
     def close_sync(self) -> None:
         """:meth:`close` for sync code."""
