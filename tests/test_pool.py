@@ -299,3 +299,31 @@ async def test_a_cancelled_acquire_strands_nothing(make_pool: Callable[..., BoxP
     assert (stats.leased, stats.waiting, stats.leases, stats.created) == (0, 0, 0, 1)
     async with pool.lease() as lease:
         assert (await lease.box.run("echo", ["ok"])).stdout == "ok\n"
+
+
+async def test_a_box_that_did_not_boot_is_retried_once(make_pool: Callable[..., BoxPool]) -> None:
+    """A boot failure (BoxStartError) may be a one-off: the acquirer gets one more boot. The
+    failure is injected through ``prepare``; every box here is a real one."""
+    calls = 0
+
+    async def flaky(box: boxlite.Box) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise boxlite.BoxStartError("simulated boot failure")
+
+    pool = make_pool(min_idle=0, max_size=1, prepare=flaky)
+    async with pool.lease() as lease:
+        assert (await lease.box.run("true")).exit_code == 0
+    assert calls == 2 and pool.stats().broken >= 1
+
+    async def always_fails(box: boxlite.Box) -> None:
+        nonlocal calls
+        calls += 1
+        raise boxlite.BoxStartError("simulated boot failure")
+
+    calls = 0
+    failing = make_pool(min_idle=0, max_size=1, prepare=always_fails)
+    with pytest.raises(boxlite.BoxStartError, match="simulated"):
+        await failing.acquire()
+    assert calls == 2

@@ -29,7 +29,14 @@ from typing import Any, Literal
 
 from . import sync_api
 from .codebox import default_image
-from .errors import InvalidOptionError, PoolClosedError, PoolExhaustedError
+from .errors import (
+    BoxDiedError,
+    BoxStartError,
+    ChannelError,
+    InvalidOptionError,
+    PoolClosedError,
+    PoolExhaustedError,
+)
 from .options import BoxOptions
 from .runtime import Box, Boxlite
 
@@ -40,6 +47,11 @@ HEALTH_CHECK_TIMEOUT = 10.0
 
 #: Seconds background replenishment pauses after a box failed to boot or prepare.
 CREATE_RETRY_DELAY = 5.0
+
+#: Boots an acquirer retries after a failure that may be transient (the VM did not come up).
+TRANSIENT_CREATE_RETRIES = 1
+
+_TRANSIENT_CREATE_ERRORS = (BoxStartError, BoxDiedError, ChannelError)
 
 
 @dataclass(frozen=True)
@@ -480,6 +492,7 @@ class BoxPool:
     async def _acquire(self) -> Lease:
         deadline = time.monotonic() + self.acquire_timeout
         failures_seen = self._create_failures
+        retries_left = TRANSIENT_CREATE_RETRIES
         self._waiting += 1
         try:
             while True:
@@ -517,9 +530,15 @@ class BoxPool:
                     return Lease(self, pooled)
                 if self._create_failures != failures_seen and self._starting == 0:
                     # Booting failed and nothing else is booting: surface the cause (e.g. an
-                    # ImageError naming the fix) instead of waiting out the timeout.
-                    assert self._last_create_error is not None
-                    raise self._last_create_error
+                    # ImageError naming the fix) instead of waiting out the timeout; a VM that
+                    # did not come up may be a one-off, so that gets another boot first.
+                    err = self._last_create_error
+                    assert err is not None
+                    if not isinstance(err, _TRANSIENT_CREATE_ERRORS) or retries_left == 0:
+                        raise err
+                    retries_left -= 1
+                    failures_seen = self._create_failures
+                    logger.warning("retrying a pool box that did not boot: %s", err)
                 self._top_up(on_demand=True)
                 if self.exhaustion == "fail" and len(self._leased) >= self.max_size:
                     raise PoolExhaustedError(
