@@ -8,11 +8,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import boxlite
 import pytest
-from boxlite.sync_api import SyncBoxlite, SyncSimpleBox, run_sync
+from boxlite.sync_api import SyncBoxlite, SyncSimpleBox, iterate_sync, run_sync
 from conftest import pid_alive
 
 
@@ -135,6 +136,30 @@ print(box.run("echo", ["alive"]).stdout, end="", flush=True)
     pid_line, alive = proc.stdout.splitlines()
     assert alive == "alive"
     assert not pid_alive(int(pid_line))
+
+
+def test_iterate_sync_over_an_async_stream(sync_runtime: SyncBoxlite, busybox: str) -> None:
+    """``iterate_sync`` steps an async iterator on the library loop and closes it on early exit."""
+    box = sync_runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    closed: list[bool] = []
+
+    async def lines(limit: int | None) -> AsyncIterator[str]:
+        n = 0
+        try:
+            while limit is None or n < limit:
+                yield (await box.box.run("echo", [f"line {n}"])).stdout.strip()
+                n += 1
+        finally:
+            closed.append(True)
+
+    try:
+        assert list(iterate_sync(lines(3))) == ["line 0", "line 1", "line 2"]
+        endless = iterate_sync(lines(None))
+        assert next(endless) == "line 0"
+        endless.close()
+        assert closed == [True, True]
+    finally:
+        box.stop()
 
 
 def _thread_has_loop() -> bool:

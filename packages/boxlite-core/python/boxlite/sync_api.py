@@ -18,7 +18,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -115,6 +115,29 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         # KeyboardInterrupt and friends: do not leave the coroutine running unobserved.
         future.cancel()
         raise
+
+
+def iterate_sync(iterable: AsyncIterable[T], timeout: float | None = None) -> Iterator[T]:
+    """Iterates an async iterable (e.g. an execution's output stream) from sync code.
+
+    Every step runs on the library loop via :func:`run_sync` (``timeout`` applies per item);
+    leaving the loop early closes the async iterator there.
+    """
+    iterator = aiter(iterable)
+    try:
+        while True:
+            try:
+                yield run_sync(_next_item(iterator), timeout)
+            except StopAsyncIteration:
+                return
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None and not _exiting:
+            run_sync(close())
+
+
+async def _next_item(iterator: AsyncIterator[T]) -> T:
+    return await anext(iterator)
 
 
 async def run_in_library_loop(coro: Coroutine[Any, Any, T]) -> T:
@@ -440,5 +463,6 @@ __all__ = [
     "SyncCodeBox",
     "SyncExecution",
     "SyncSimpleBox",
+    "iterate_sync",
     "run_sync",
 ]
