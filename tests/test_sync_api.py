@@ -4,6 +4,7 @@ running event loop (as in Jupyter or a FastAPI handler)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import threading
@@ -168,3 +169,30 @@ def _thread_has_loop() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def test_ctrl_c_interrupts_a_sync_call(busybox: str, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) during a blocking sync call raises KeyboardInterrupt in the script at once,
+    and the script still exits with no VM left behind."""
+    script = f"""
+import boxlite
+rt = boxlite.SyncBoxlite(boxlite.Options(home_dir={str(tmp_path)!r}))
+box = rt.create(boxlite.BoxOptions(rootfs_path={busybox!r}, memory_mib=256))
+print(box.info().vmm_pid, flush=True)
+try:
+    box.run("sleep", ["300"])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    print(box.run("echo", ["still usable"]).stdout, end="", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    vmm = int(proc.stdout.readline())
+    time.sleep(1.0)  # let `sleep 300` start
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["interrupted", "still usable"]
+    assert time.monotonic() - started < 30
+    assert not pid_alive(vmm)
