@@ -10,6 +10,8 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 backports_pkgs=(qemu-system-x86 qemu-utils)
 pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
       e2fsprogs xz-utils util-linux binutils make)
+# Box networking (passt), and the network tests' second machine (ip netns).
+pkgs+=(passt iproute2)
 
 missing=()
 for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do
