@@ -14,6 +14,7 @@ from .errors import (
     InvalidOptionError,
     QemuNotFoundError,
 )
+from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
 from .simplebox import SimpleBox
@@ -32,10 +33,15 @@ __all__ = [
     "BoxliteError",
     "ExecResult",
     "Execution",
+    "GcReport",
     "ImageError",
+    "ImageInfo",
+    "ImageRegistry",
+    "Images",
     "InvalidImageError",
     "InvalidOptionError",
     "Options",
+    "PullProgress",
     "QemuNotFoundError",
     "SimpleBox",
     "errors",

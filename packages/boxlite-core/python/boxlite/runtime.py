@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from . import _bridge, _engine
+from .images import Images
 from .options import BoxOptions, Options, normalize_env
 
 logger = logging.getLogger("boxlite")
@@ -214,8 +215,14 @@ class Boxlite:
 
     def __init__(self, options: Options | None = None) -> None:
         options = options or Options()
-        payload = {"home_dir": options.home_dir, "guest_dir": str(GUEST_DIR)}
+        payload = {
+            "home_dir": options.home_dir,
+            "guest_dir": str(GUEST_DIR),
+            **options.model_dump(mode="json", include={"registry_mirrors", "image_registries"}),
+        }
         self._inner = _engine.Runtime(json.dumps(payload))
+        #: The image cache: ``pull()``, ``list()``, ``remove()``, ``prune()``.
+        self.images = Images(self._inner)
         _live_runtimes.append(self)
 
     @classmethod

@@ -17,6 +17,39 @@ pub struct RuntimeOptions {
     pub home_dir: Option<PathBuf>,
     /// Directory holding `vmlinux` and `initramfs.cpio` (the Python package passes its own).
     pub guest_dir: Option<PathBuf>,
+    /// Registry mirrors and per-registry credentials (mirrors from `BOXLITE_REGISTRY_MIRRORS`
+    /// are tried after these).
+    #[serde(flatten)]
+    pub registry: crate::image::registry::RegistryOptions,
+}
+
+impl RuntimeOptions {
+    /// The registry options with the mirrors of `BOXLITE_REGISTRY_MIRRORS` added.
+    pub fn registry_with_env(&self) -> Result<crate::image::registry::RegistryOptions> {
+        use crate::image::registry::{parse_mirrors_env, MIRRORS_ENV};
+        let mut registry = self.registry.clone();
+        if let Ok(value) = std::env::var(MIRRORS_ENV) {
+            let from_env =
+                parse_mirrors_env(&value).map_err(|e| Error::InvalidOption(e.to_string()))?;
+            for (name, urls) in from_env {
+                let list = registry.registry_mirrors.entry(name).or_default();
+                for url in urls {
+                    if !list.contains(&url) {
+                        list.push(url);
+                    }
+                }
+            }
+        }
+        for r in &registry.image_registries {
+            if r.host.is_empty() || r.host.contains('/') {
+                return Err(Error::InvalidOption(format!(
+                    "image_registries: host {:?} must be a host name with an optional port, e.g. ghcr.io or 127.0.0.1:5000",
+                    r.host
+                )));
+            }
+        }
+        Ok(registry)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

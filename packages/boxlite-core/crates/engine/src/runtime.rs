@@ -52,7 +52,11 @@ impl Runtime {
             std::fs::write(&lock, b"").context(|| format!("create {}", lock.display()))?;
         }
         Ok(Runtime {
-            images: Arc::new(ImageStore::new(home.join("images"))?),
+            images: Arc::new(ImageStore::new(
+                home.join("images"),
+                home.join("db").join("images.db"),
+                options.registry_with_env()?,
+            )?),
             home,
             guest_dir: options.guest_dir,
             hypervisor: Arc::new(QemuBackend::default()),
@@ -63,6 +67,28 @@ impl Runtime {
 
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// The image cache (pull, list, remove, garbage collection).
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    /// Manifest digests of the base disks boxes of this home use (kept by garbage collection).
+    pub fn disks_in_use(&self) -> std::collections::HashSet<String> {
+        let mut digests = std::collections::HashSet::new();
+        let Ok(entries) = std::fs::read_dir(self.home.join("boxes")) else {
+            return digests;
+        };
+        for entry in entries.flatten() {
+            let config = std::fs::read(entry.path().join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            if let Some(d) = config.as_ref().and_then(|c| c["image_digest"].as_str()) {
+                digests.insert(d.to_owned());
+            }
+        }
+        digests
     }
 
     /// The hypervisor, guest files and accelerator, settled on first use.
@@ -130,6 +156,9 @@ impl Runtime {
         }
         let platform = self.platform().await?;
         let image_started = Instant::now();
+        self.images
+            .ensure(options.image.as_deref(), options.rootfs_path.as_deref())
+            .await?;
         let images = self.images.clone();
         let (image, rootfs_path) = (options.image.clone(), options.rootfs_path.clone());
         let prepared = tokio::task::spawn_blocking(move || {

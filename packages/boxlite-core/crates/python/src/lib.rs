@@ -7,6 +7,7 @@ mod bridge;
 
 use std::sync::Arc;
 
+use boxlite_engine::image::registry::PullEvent;
 use boxlite_engine::options::timeout_from_secs;
 use boxlite_engine::{
     BoxOptions, Error, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
@@ -146,6 +147,59 @@ impl PyRuntime {
         })
     }
 
+    /// Starts pulling `reference`; the returned `Pull` yields progress events and the result.
+    fn pull_image(&self, reference: String) -> PyPull {
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let runtime = self.inner.clone();
+        bridge::runtime().spawn(async move {
+            let result = runtime
+                .images()
+                .pull(&reference, Some(events_tx))
+                .await
+                .map(|record| serde_json::to_string(&record).expect("record serialises"));
+            let _ = result_tx.send(result);
+        });
+        PyPull {
+            events: Arc::new(tokio::sync::Mutex::new(events_rx)),
+            result: Arc::new(tokio::sync::Mutex::new(Some(result_rx))),
+        }
+    }
+
+    /// JSON list of cached images.
+    fn list_images(&self) -> PyResult<String> {
+        let images = self.inner.images().list().map_err(to_py)?;
+        Ok(serde_json::to_string(&images).expect("records serialise"))
+    }
+
+    /// Removes an image from the cache; the outcome is the JSON garbage-collection report.
+    fn remove_image(&self, completer: &Completer, reference: String) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let keep = runtime.disks_in_use();
+                runtime.images().remove(&reference, &keep)
+            })
+            .await
+            .expect("remove does not panic");
+            engine(result.map(|r| serde_json::to_string(&r).expect("report serialises")))
+        })
+    }
+
+    /// Deletes unreferenced blobs and base disks; the outcome is the JSON report.
+    fn collect_image_garbage(&self, completer: &Completer) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let keep = runtime.disks_in_use();
+                runtime.images().collect_garbage(&keep)
+            })
+            .await
+            .expect("garbage collection does not panic");
+            engine(result.map(|r| serde_json::to_string(&r).expect("report serialises")))
+        })
+    }
+
     /// Stops every running box.
     fn shutdown(&self, completer: &Completer) -> u64 {
         let runtime = self.inner.clone();
@@ -281,6 +335,49 @@ impl PyLiteBox {
     }
 }
 
+type PullResult = Result<String, Error>;
+
+/// A pull in progress: its progress events, then its result (the image record as JSON).
+#[pyclass(name = "Pull", module = "boxlite._engine", frozen)]
+struct PyPull {
+    events: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<PullEvent>>>,
+    result: Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<PullResult>>>>,
+}
+
+#[pymethods]
+impl PyPull {
+    /// The outcome is the next progress event as JSON, or None once the pull has ended.
+    fn next_event(&self, completer: &Completer) -> u64 {
+        let events = self.events.clone();
+        completer.spawn(async move {
+            let event = events.lock().await.recv().await;
+            engine(Ok(
+                event.map(|e| serde_json::to_string(&e).expect("event serialises"))
+            ))
+        })
+    }
+
+    /// The outcome is the pulled image's record as JSON.
+    fn result(&self, completer: &Completer) -> u64 {
+        let result = self.result.clone();
+        completer.spawn(async move {
+            let receiver = result.lock().await.take();
+            let outcome = match receiver {
+                Some(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(Error::Image {
+                        image: "?".into(),
+                        reason: "the pull task ended without a result".into(),
+                    })
+                }),
+                None => Err(Error::InvalidOption(
+                    "the result of this pull was already taken".into(),
+                )),
+            };
+            engine(outcome)
+        })
+    }
+}
+
 /// Kills an execution's processes when dropped (a cancelled `run`).
 struct KillOnDrop(Option<Arc<Execution>>);
 
@@ -392,6 +489,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLiteBox>()?;
     m.add_class::<PyExecution>()?;
     m.add_class::<PyExecOutput>()?;
+    m.add_class::<PyPull>()?;
     m.add_class::<Completer>()?;
     m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
     Ok(())

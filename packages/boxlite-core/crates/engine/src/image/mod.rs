@@ -5,17 +5,23 @@
 
 pub mod ext4;
 pub mod layout;
+pub mod registry;
+pub mod store;
 pub mod unpack;
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use layout::{Compression, ResolvedImage, VerifyingReader};
+use registry::{Progress, PullError, Puller, RegistryOptions};
+use store::{BlobStore, GcLock, GcReport, ImageDb, ImageRecord};
 
 /// What a box needs from its image at run time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +39,9 @@ pub struct PreparedImage {
 
 pub struct ImageStore {
     root: PathBuf,
+    blobs: Arc<BlobStore>,
+    db: ImageDb,
+    registry: RegistryOptions,
 }
 
 fn image_error(image: &str, reason: impl Into<String>) -> Error {
@@ -42,31 +51,181 @@ fn image_error(image: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// What `image=` names: an OCI layout on disk or a registry reference.
+enum ImageSource {
+    Layout(PathBuf, Option<String>),
+    Reference(oci_client::Reference),
+}
+
+fn looks_like_path(spec: &str) -> bool {
+    spec.starts_with('/')
+        || spec.starts_with("./")
+        || spec.starts_with("../")
+        || spec.starts_with('~')
+}
+
+fn classify(spec: &str, rootfs_path: bool) -> Result<ImageSource> {
+    let (path, tag) = layout::split_layout_reference(spec);
+    if rootfs_path || layout::is_layout(&path) || looks_like_path(spec) {
+        return Ok(ImageSource::Layout(path, tag));
+    }
+    match registry::parse_reference(spec) {
+        Ok(r) => Ok(ImageSource::Reference(r)),
+        Err(e) => Err(image_error(spec, e.to_string())),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
 impl ImageStore {
-    /// `root` is `BOXLITE_HOME/images`.
-    pub fn new(root: PathBuf) -> Result<ImageStore> {
+    /// `root` is `BOXLITE_HOME/images`; the index lives in `db_path` (`db/images.db`).
+    pub fn new(root: PathBuf, db_path: PathBuf, registry: RegistryOptions) -> Result<ImageStore> {
         for sub in ["disks", "tmp"] {
             fs::create_dir_all(root.join(sub))
                 .context(|| format!("create {}", root.join(sub).display()))?;
         }
-        Ok(ImageStore { root })
+        if let Some(parent) = db_path.parent() {
+            fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
+        }
+        Ok(ImageStore {
+            blobs: Arc::new(BlobStore::new(&root)?),
+            db: ImageDb::open(db_path)?,
+            root,
+            registry,
+        })
     }
 
-    /// Resolves `rootfs_path` / `image` options to a prepared image. Blocking: call it from a
-    /// blocking thread.
+    /// Pulls `reference` from its mirrors or registry into the cache (again, if it is cached:
+    /// a tag may have moved) and records it in the index.
+    pub async fn pull(&self, reference: &str, progress: Progress) -> Result<ImageRecord> {
+        let parsed = registry::parse_reference(reference)
+            .map_err(|e| image_error(reference, e.to_string()))?;
+        let root = self.root.clone();
+        let _gc = tokio::task::spawn_blocking(move || GcLock::shared(&root))
+            .await
+            .map_err(|e| image_error(reference, e.to_string()))??;
+        let puller = Puller::new(self.registry.clone(), self.blobs.clone());
+        let started = Instant::now();
+        let pulled = puller.pull(&parsed, &progress).await.map_err(|e| match e {
+            PullError::Invalid(reason) | PullError::Failed(reason) => {
+                image_error(reference, reason)
+            }
+        })?;
+        let record = ImageRecord {
+            reference: pulled.reference,
+            repository: parsed.repository().to_owned(),
+            manifest_digest: pulled.manifest_digest,
+            index_digest: pulled.index_digest,
+            config_digest: pulled.config_digest,
+            layers: pulled.layer_digests,
+            size: pulled.size,
+            source: pulled.source,
+            pulled_at: now_rfc3339(),
+        };
+        self.db.put(&record)?;
+        tracing::info!(image = %record.reference, digest = %record.manifest_digest, source = %record.source, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
+        Ok(record)
+    }
+
+    /// The cached record of `reference` whose blobs are all present, if any.
+    fn cached(&self, reference: &oci_client::Reference) -> Result<Option<ImageRecord>> {
+        let Some(record) = self.db.get(&registry::canonical(reference))? else {
+            return Ok(None);
+        };
+        let complete = std::iter::once(&record.manifest_digest)
+            .chain(std::iter::once(&record.config_digest))
+            .chain(record.layers.iter())
+            .all(|d| self.blobs.contains(d));
+        Ok(complete.then_some(record))
+    }
+
+    /// Makes sure a registry image named by `image=` is in the cache (pulling it if not).
+    /// Layout paths need nothing.
+    pub async fn ensure(&self, image: Option<&str>, rootfs_path: Option<&str>) -> Result<()> {
+        let Some(spec) = rootfs_path.is_none().then_some(image).flatten() else {
+            return Ok(());
+        };
+        if let ImageSource::Reference(r) = classify(spec, false)? {
+            let root = self.root.clone();
+            let _gc = tokio::task::spawn_blocking(move || GcLock::shared(&root))
+                .await
+                .map_err(|e| image_error(spec, e.to_string()))??;
+            if self.cached(&r)?.is_some() {
+                return Ok(());
+            }
+            drop(_gc);
+            self.pull(spec, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Every cached image.
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        self.db.list()
+    }
+
+    /// Forgets `reference` and deletes what only it used (blobs; base disks no box uses).
+    pub fn remove(&self, reference: &str, keep_disks: &HashSet<String>) -> Result<GcReport> {
+        let parsed = registry::parse_reference(reference)
+            .map_err(|e| image_error(reference, e.to_string()))?;
+        let _gc = GcLock::exclusive(&self.root)?;
+        if !self.db.remove(&registry::canonical(&parsed))? {
+            return Err(image_error(
+                reference,
+                format!(
+                    "not in the image cache (as {}); runtime.images.list() shows what is",
+                    registry::canonical(&parsed)
+                ),
+            ));
+        }
+        store::collect_garbage(&self.blobs, &self.db, keep_disks)
+    }
+
+    /// Deletes blobs no cached image references and base disks neither an image nor a box
+    /// (`keep_disks`: manifest digests) uses.
+    pub fn collect_garbage(&self, keep_disks: &HashSet<String>) -> Result<GcReport> {
+        let _gc = GcLock::exclusive(&self.root)?;
+        store::collect_garbage(&self.blobs, &self.db, keep_disks)
+    }
+
+    fn resolve_cached(
+        &self,
+        spec: &str,
+        reference: &oci_client::Reference,
+    ) -> Result<ResolvedImage> {
+        let record = self.cached(reference)?.ok_or_else(|| {
+            image_error(
+                spec,
+                "not in the image cache; pull it with runtime.images.pull()",
+            )
+        })?;
+        let digest: oci_spec::image::Digest = record
+            .manifest_digest
+            .parse()
+            .map_err(|e| image_error(spec, format!("bad manifest digest in the index: {e}")))?;
+        let descriptor =
+            oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, 0, digest);
+        layout::resolve_manifest(&self.root, &descriptor).map_err(|e| {
+            image_error(
+                spec,
+                format!("the cached copy is damaged ({e}); remove it with runtime.images.remove() and pull it again"),
+            )
+        })
+    }
+
+    /// Resolves `rootfs_path` / `image` options to a prepared image: an OCI layout, or a
+    /// registry image already in the cache (see [`ImageStore::ensure`]). Blocking: call it
+    /// from a blocking thread.
     pub fn prepare(&self, image: Option<&str>, rootfs_path: Option<&str>) -> Result<PreparedImage> {
         let spec = rootfs_path
             .or(image)
             .ok_or_else(|| Error::InvalidOption("no image given".into()))?;
-        let (path, tag) = layout::split_layout_reference(spec);
-        if rootfs_path.is_none() && !layout::is_layout(&path) {
-            return Err(image_error(
-                spec,
-                "pulling images from registries is not available in this build yet; \
-                 pass an OCI image layout directory as rootfs_path= (or image=)",
-            ));
-        }
-        let resolved = layout::resolve(&path, tag.as_deref())?;
+        let resolved = match classify(spec, rootfs_path.is_some())? {
+            ImageSource::Layout(path, tag) => layout::resolve(&path, tag.as_deref())?,
+            ImageSource::Reference(r) => self.resolve_cached(spec, &r)?,
+        };
         let base_disk = self.base_disk(spec, &resolved)?;
         let config = resolved.config.config().clone().unwrap_or_default();
         let env = config
