@@ -9,9 +9,9 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # QEMU comes from bookworm-backports: it must match the qemu-utils these machines ship.
 backports_pkgs=(qemu-system-x86 qemu-utils)
 # docker-registry and skopeo: the tests' local OCI registry on 127.0.0.1 and pushing to it;
-# apache2-utils: htpasswd for the registry's basic-auth test.
+# apache2-utils and openssl: htpasswd and token signing for the registry auth tests.
 pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
-      e2fsprogs xz-utils util-linux binutils make docker-registry skopeo apache2-utils)
+      e2fsprogs xz-utils util-linux binutils make docker-registry skopeo apache2-utils openssl)
 
 missing=()
 for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do

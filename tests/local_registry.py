@@ -4,13 +4,17 @@ to push OCI layouts into it. Both come from ``scripts/setup-system.sh``."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.server
 import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -76,8 +80,17 @@ class LocalRegistry:
                 time.sleep(0.05)
         raise RuntimeError("docker-registry did not start within 20 s")
 
-    def push(self, layout: Path | str, layout_tag: str, repo_tag: str, *, all_platforms: bool = False) -> None:
-        """Copies ``layout:layout_tag`` to ``<registry>/repo_tag`` with digests preserved."""
+    def push(
+        self,
+        layout: Path | str,
+        layout_tag: str,
+        repo_tag: str,
+        *,
+        all_platforms: bool = False,
+        creds: str | None = None,
+    ) -> None:
+        """Copies ``layout:layout_tag`` to ``<registry>/repo_tag`` with digests preserved
+        (``creds``: ``user:password`` for a registry with auth)."""
         cmd = [
             SKOPEO_BIN,
             "--policy",
@@ -89,6 +102,8 @@ class LocalRegistry:
         ]
         if all_platforms:
             cmd.append("--all")
+        if creds:
+            cmd.append(f"--dest-creds={creds}")
         cmd += [f"oci:{layout}:{layout_tag}", f"docker://{self.host}/{repo_tag}"]
         subprocess.run(cmd, check=True, capture_output=True, timeout=300)
 
@@ -118,3 +133,104 @@ def layout_manifest(layout: Path | str, tag: str = "latest") -> tuple[str, dict[
             manifest = json.loads((root / "blobs/sha256" / digest.removeprefix("sha256:")).read_bytes())
             return digest, manifest
     raise KeyError(f"no manifest tagged {tag} in {root}")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A small bearer-token server for the registry's ``token`` auth (the Docker token
+    protocol): it checks HTTP basic credentials and grants pull and push as an RS256 JWT signed
+    by a self-signed certificate the registry trusts (``openssl`` signs; no extra packages)."""
+
+    service = "boxlite-test-registry"
+    issuer = "boxlite-test-issuer"
+
+    def __init__(self, workdir: Path, username: str, password: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.key = workdir / "token.key"
+        self.cert = workdir / "token.crt"
+        subprocess.run(
+            [
+                *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+                *("-keyout", str(self.key), "-out", str(self.cert), "-subj", "/CN=boxlite-test-token"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        der = subprocess.run(
+            ["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True, capture_output=True
+        ).stdout
+        self._x5c = base64.b64encode(der).decode()
+        self._expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.issued = 0
+        self.refused = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                if self.headers.get("Authorization") != server._expected:
+                    server.refused += 1
+                    self._reply(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]})
+                    return
+                access = []
+                for scope in query.get("scope", []):
+                    kind, name, _actions = scope.split(":", 2)
+                    access.append({"type": kind, "name": name, "actions": ["pull", "push"]})
+                server.issued += 1
+                self._reply(200, {"token": server.sign(access), "expires_in": 300})
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def sign(self, access: list[dict[str, Any]]) -> str:
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        claims = {
+            "iss": self.issuer,
+            "sub": "agent",
+            "aud": self.service,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": f"boxlite-{now}-{self.issued}",
+            "access": access,
+        }
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+    def registry_auth(self) -> dict[str, Any]:
+        """The ``auth`` section of a registry config that trusts this server."""
+        return {
+            "token": {
+                "realm": self.url,
+                "service": self.service,
+                "issuer": self.issuer,
+                "rootcertbundle": str(self.cert),
+            }
+        }
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

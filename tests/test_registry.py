@@ -15,7 +15,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from local_registry import LocalRegistry, free_port, layout_manifest, sha256_digest
+from local_registry import LocalRegistry, TokenServer, free_port, layout_manifest, sha256_digest
 
 
 def new_runtime(home: Path, **options: object) -> boxlite.Boxlite:
@@ -327,3 +327,25 @@ async def test_basic_auth_with_credentials_and_a_clear_error_without(images: dic
         assert info.manifest_digest == layout_manifest(images["busybox"])[0]
     finally:
         server.stop()
+
+
+async def test_bearer_token_auth_through_a_token_server(images: dict[str, Path], tmp_path: Path) -> None:
+    tokens = TokenServer(tmp_path / "tokens", "agent", "s3cret")
+    server = LocalRegistry(tmp_path / "registry", auth=tokens.registry_auth())
+    try:
+        server.push(images["busybox"], "latest", "team/busybox:1", creds="agent:s3cret")
+        reference = f"{server.host}/team/busybox:1"
+        anonymous = new_runtime(tmp_path / "anon")
+        with pytest.raises(boxlite.ImageError, match=r"team/busybox:1.*token server refused"):
+            await anonymous.images.pull(reference)
+        issued = tokens.issued
+        runtime = new_runtime(
+            tmp_path / "home",
+            image_registries=[boxlite.ImageRegistry(server.host, username="agent", password="s3cret")],
+        )
+        info = await runtime.images.pull(reference)
+        assert info.manifest_digest == layout_manifest(images["busybox"])[0]
+        assert tokens.issued > issued, "the pull went through the token server"
+    finally:
+        server.stop()
+        tokens.stop()

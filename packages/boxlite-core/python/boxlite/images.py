@@ -1,4 +1,5 @@
-"""The image cache: ``runtime.images.pull()``, ``.list()``, ``.remove()``, ``.prune()``.
+"""The image cache: ``runtime.images.pull()``, ``.import_archive()``, ``.list()``, ``.remove()``,
+``.prune()``.
 
 Images are pulled by the engine (OCI distribution v2, mirrors, auth, digest verification) into
 content-addressed blobs under ``BOXLITE_HOME/images/`` shared by every image, and indexed in
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -115,6 +117,16 @@ class Images:
         info = ImageInfo.model_validate_json(await _bridge.call(pull.result))
         logger.info("pulled %s (%s) from %s", info.reference, info.manifest_digest, info.source)
         return info
+
+    async def import_archive(self, path: str | os.PathLike[str], reference: str | None = None) -> list[ImageInfo]:
+        """Imports a ``docker save`` archive into the cache and returns its images, named by the
+        tags the archive carries (or ``reference``, for an archive of one image).
+
+        A box can also boot from an archive directly: ``BoxOptions(image="/path/to/image.tar")``.
+        """
+        path_text = os.fspath(path)
+        records = await _bridge.call(lambda c: self._inner.import_image_archive(c, path_text, reference))
+        return [ImageInfo.model_validate(d) for d in json.loads(records)]
 
     async def list(self) -> list[ImageInfo]:
         """Every cached image."""

@@ -65,7 +65,10 @@ class BoxOptions(BaseModel):
         memory_mib: Guest memory in MiB (128 to 65536).
         working_dir: Working directory of executions (absolute; created if missing).
         env: Environment of every execution, as a mapping or ``(key, value)`` pairs.
-        auto_remove: Delete the box's disk and state when it stops.
+        auto_remove: Delete the box's disk and state when it stops. ``False`` keeps the box:
+            its whole file system survives ``stop()``/``start()`` and the Python process.
+        disk_size_gb: Free space of the box's root file system in GiB (default 4; sparse on
+            the host).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -78,6 +81,7 @@ class BoxOptions(BaseModel):
     working_dir: str | None = None
     env: list[tuple[str, str]] = []
     auto_remove: bool = True
+    disk_size_gb: int | None = None
 
     @field_validator("env", mode="before")
     @classmethod

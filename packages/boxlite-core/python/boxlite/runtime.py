@@ -243,14 +243,17 @@ class Boxlite:
         return Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
 
     async def get(self, id_or_name: str) -> Box:
-        """The box with this id or name; :class:`~boxlite.errors.BoxNotFoundError` otherwise."""
-        return Box(self._inner.get(id_or_name), self)
+        """The box with this id or name, also one created by another process (a kept box can be
+        started again; one whose owner died is reattached); :class:`~boxlite.errors.BoxNotFoundError`
+        otherwise."""
+        return Box(await _bridge.call(lambda c: self._inner.get(c, id_or_name)), self)
 
     async def get_info(self, id_or_name: str) -> BoxInfo:
-        return (await self.get(id_or_name)).info()
+        """The info of a box of this home, without taking it over."""
+        return BoxInfo.model_validate_json(self._inner.get_info(id_or_name))
 
     async def list_info(self) -> list[BoxInfo]:
-        """Infos of every box of this runtime."""
+        """Infos of every box of this home (``db/boxes.db``), whichever process created it."""
         return [BoxInfo.model_validate(d) for d in json.loads(self._inner.list_info())]
 
     async def remove(self, id_or_name: str, force: bool = False) -> None:

@@ -30,6 +30,7 @@ class SimpleBox:
         env: Mapping[str, str] | list[tuple[str, str]] | None = None,
         name: str | None = None,
         auto_remove: bool = True,
+        disk_size_gb: int | None = None,
         runtime: Boxlite | None = None,
         cpu: int | None = None,
         memory: int | None = None,
@@ -41,6 +42,7 @@ class SimpleBox:
             "env": env,
             "name": name,
             "auto_remove": auto_remove,
+            "disk_size_gb": disk_size_gb,
         }
         if (cpus if cpus is not None else cpu) is not None:
             fields["cpus"] = cpus if cpus is not None else cpu

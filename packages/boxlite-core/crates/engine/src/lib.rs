@@ -15,6 +15,7 @@ pub mod image;
 pub mod litebox;
 pub mod options;
 pub mod runtime;
+pub mod state;
 pub mod tsc;
 
 pub use error::{Error, Result};

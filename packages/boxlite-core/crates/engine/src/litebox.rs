@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use boxlite_protocol::{ExecRequest, ExitStatus, OutputStream};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -21,7 +21,7 @@ use crate::image::PreparedImage;
 use crate::options::BoxOptions;
 
 /// Where a box is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BoxStatus {
     Created,
@@ -48,7 +48,7 @@ impl BoxStatus {
 }
 
 /// Durations of the stages of the last start, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StartTimings {
     pub image_ms: u64,
     pub disk_ms: u64,
@@ -60,7 +60,7 @@ pub struct StartTimings {
 }
 
 /// A snapshot of a box for `info()` and listings (serialised to the bindings as JSON).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BoxInfo {
     pub id: String,
     pub name: Option<String>,
@@ -113,6 +113,8 @@ pub struct LiteBox {
     state: Mutex<State>,
     /// Serialises start and stop.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Where the box's state is persisted (`db/boxes.db`), once the runtime registered it.
+    db: std::sync::OnceLock<Arc<crate::state::BoxDb>>,
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -162,7 +164,59 @@ impl LiteBox {
                 last_error: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
+            db: std::sync::OnceLock::new(),
         }
+    }
+
+    /// A box restored from `db/boxes.db` (stopped until started or attached).
+    pub(crate) fn restore(
+        record: &crate::state::BoxRecord,
+        platform: Arc<Platform>,
+        db: Arc<crate::state::BoxDb>,
+    ) -> LiteBox {
+        let created_at = humantime::parse_rfc3339(&record.created_at).unwrap_or(SystemTime::now());
+        let litebox = LiteBox {
+            created_at,
+            ..LiteBox::new(
+                record.id.clone(),
+                record.options.clone(),
+                record.image.clone(),
+                record.dir.clone(),
+                platform,
+            )
+        };
+        {
+            let mut state = litebox.state.lock().expect("state lock");
+            state.status = BoxStatus::Stopped;
+            state.timings = record.info.timings.clone();
+        }
+        let _ = litebox.db.set(db);
+        litebox
+    }
+
+    pub(crate) fn set_db(&self, db: Arc<crate::state::BoxDb>) {
+        let _ = self.db.set(db);
+    }
+
+    /// Records the box in `db/boxes.db`: this process owns it while its VM runs.
+    fn persist(&self) -> Result<()> {
+        let Some(db) = self.db.get() else {
+            return Ok(());
+        };
+        let info = self.info();
+        // A stopped box belongs to no process; any runtime of the home may start it.
+        let active = !matches!(info.status, BoxStatus::Stopped | BoxStatus::Removed);
+        db.put(&crate::state::BoxRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            options: self.options.clone(),
+            image: self.image.clone(),
+            created_at: info.created_at.clone(),
+            dir: self.dir.clone(),
+            owner: active.then(crate::state::ProcessId::current),
+            vmm: info.vmm_pid.and_then(crate::state::ProcessId::of),
+            info,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -219,7 +273,8 @@ impl LiteBox {
         });
         let path = self.dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json"))
-            .context(|| format!("write {}", path.display()))
+            .context(|| format!("write {}", path.display()))?;
+        self.persist()
     }
 
     fn disk_path(&self) -> PathBuf {
@@ -360,6 +415,8 @@ impl LiteBox {
                 state.status = BoxStatus::Crashed;
                 state.running = None;
                 state.last_error = Some(reason);
+                drop(state);
+                let _ = this.persist();
             }
         });
     }
@@ -431,7 +488,47 @@ impl LiteBox {
             }
         }
         self.state.lock().expect("state lock").status = BoxStatus::Removed;
+        if let Some(db) = self.db.get() {
+            db.remove(&self.id)?;
+        }
         Ok(())
+    }
+
+    /// Takes over the running VM `vm` of this box (its previous owner died): connects to its
+    /// agent as [`LiteBox::start`] does after a launch.
+    pub(crate) async fn attach(self: &Arc<Self>, vm: Box<dyn VmHandle>) -> Result<()> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let socket = agent_socket_path(&self.dir, &self.id)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let why = match e {
+                    ConnectError::VmExited(exit) => format!("its VM exited ({exit})"),
+                    ConnectError::TimedOut => "its guest agent did not answer within 10 s".into(),
+                    ConnectError::Protocol(p) => p,
+                };
+                return Err(Error::Channel {
+                    id: self.id.clone(),
+                    reason: format!("cannot reattach: {why}"),
+                });
+            }
+        };
+        let running = Arc::new(Running {
+            vm,
+            agent: Arc::new(agent),
+            kernel_release: hello.kernel_release,
+            stopping: Arc::new(AtomicBool::new(false)),
+        });
+        {
+            let mut state = self.state.lock().expect("state lock");
+            state.status = BoxStatus::Running;
+            state.running = Some(running.clone());
+            state.last_error = None;
+        }
+        self.watch_for_exit(running);
+        tracing::info!(id = %self.id, "reattached to a running box");
+        self.write_config()
     }
 
     /// Kills the VM at once (no clean shutdown), e.g. at interpreter exit.

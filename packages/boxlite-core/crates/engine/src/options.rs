@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// Smallest and largest guest memory, as the reference documentation states.
 pub const MEMORY_MIB_RANGE: (u32, u32) = (128, 65536);
 
+/// Largest `disk_size_gb` (the base disk is a sparse file; ext4's metadata grows with it).
+pub const DISK_SIZE_GB_MAX: u32 = 1024;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuntimeOptions {
@@ -68,6 +71,9 @@ pub struct BoxOptions {
     pub env: Vec<(String, String)>,
     /// Delete the box's disk and state when it stops.
     pub auto_remove: bool,
+    /// Free space of the box's root file system in GiB (default: 4 GiB); the disk is sparse,
+    /// so only what the box writes takes room on the host.
+    pub disk_size_gb: Option<u32>,
 }
 
 impl Default for BoxOptions {
@@ -81,6 +87,7 @@ impl Default for BoxOptions {
             working_dir: None,
             env: Vec::new(),
             auto_remove: true,
+            disk_size_gb: None,
         }
     }
 }
@@ -119,6 +126,13 @@ impl BoxOptions {
         }
         if self.image.is_none() && self.rootfs_path.is_none() {
             return invalid("no image: pass image=... (a reference or an OCI layout path) or rootfs_path=... (an OCI layout)".into());
+        }
+        if let Some(gb) = self.disk_size_gb {
+            if !(1..=DISK_SIZE_GB_MAX).contains(&gb) {
+                return invalid(format!(
+                    "disk_size_gb={gb} is out of range: use 1 to {DISK_SIZE_GB_MAX}"
+                ));
+            }
         }
         if let Some(dir) = &self.working_dir {
             if !dir.starts_with('/') {

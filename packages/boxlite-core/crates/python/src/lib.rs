@@ -83,11 +83,14 @@ struct PyRuntime {
 #[pymethods]
 impl PyRuntime {
     #[new]
-    fn new(options_json: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, options_json: &str) -> PyResult<Self> {
         let options: RuntimeOptions = parse_json("runtime options", options_json)?;
-        Ok(PyRuntime {
-            inner: Arc::new(Runtime::new(options).map_err(to_py)?),
-        })
+        let inner = Arc::new(Runtime::new(options).map_err(to_py)?);
+        // Boxes whose owning process died are stopped, deleted or reattached before first use.
+        let recovering = inner.clone();
+        py.detach(|| bridge::runtime().block_on(recovering.recover_orphans()))
+            .map_err(to_py)?;
+        Ok(PyRuntime { inner })
     }
 
     #[getter]
@@ -109,16 +112,29 @@ impl PyRuntime {
         }))
     }
 
-    /// The box with this id or name.
-    fn get(&self, id_or_name: &str) -> PyResult<PyLiteBox> {
-        Ok(PyLiteBox {
-            inner: self.inner.get(id_or_name).map_err(to_py)?,
+    /// The box with this id or name (reattaching a stored one); the outcome is a `Box`.
+    fn get(&self, completer: &Completer, id_or_name: String) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            engine(
+                runtime
+                    .get(&id_or_name)
+                    .await
+                    .map(|inner| PyLiteBox { inner }),
+            )
         })
     }
 
-    /// JSON list of box infos.
-    fn list_info(&self) -> String {
-        serde_json::to_string(&self.inner.list_info()).expect("infos serialise")
+    /// JSON info of the box with this id or name, without taking it over.
+    fn get_info(&self, id_or_name: &str) -> PyResult<String> {
+        let info = self.inner.get_info(id_or_name).map_err(to_py)?;
+        Ok(serde_json::to_string(&info).expect("info serialises"))
+    }
+
+    /// JSON list of box infos (every box of the home).
+    fn list_info(&self) -> PyResult<String> {
+        let infos = self.inner.list_info().map_err(to_py)?;
+        Ok(serde_json::to_string(&infos).expect("infos serialise"))
     }
 
     fn remove(&self, completer: &Completer, id_or_name: String, force: bool) -> u64 {
@@ -164,6 +180,27 @@ impl PyRuntime {
             events: Arc::new(tokio::sync::Mutex::new(events_rx)),
             result: Arc::new(tokio::sync::Mutex::new(Some(result_rx))),
         }
+    }
+
+    /// Imports a `docker save` archive; the outcome is the JSON list of imported images.
+    #[pyo3(signature = (completer, path, reference=None))]
+    fn import_image_archive(
+        &self,
+        completer: &Completer,
+        path: String,
+        reference: Option<String>,
+    ) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                runtime
+                    .images()
+                    .import_archive(std::path::Path::new(&path), reference.as_deref())
+            })
+            .await
+            .expect("import does not panic");
+            engine(result.map(|r| serde_json::to_string(&r).expect("records serialise")))
+        })
     }
 
     /// JSON list of cached images.

@@ -3,6 +3,7 @@
 //! One base disk per image manifest digest, built once (under a file lock, so concurrent
 //! processes build it once too) and shared by every box of that image through qcow2 overlays.
 
+pub mod docker_archive;
 pub mod ext4;
 pub mod layout;
 pub mod registry;
@@ -54,6 +55,8 @@ fn image_error(image: &str, reason: impl Into<String>) -> Error {
 /// What `image=` names: an OCI layout on disk or a registry reference.
 enum ImageSource {
     Layout(PathBuf, Option<String>),
+    /// A `docker save` archive (a file).
+    Archive(PathBuf),
     Reference(oci_client::Reference),
 }
 
@@ -65,6 +68,9 @@ fn looks_like_path(spec: &str) -> bool {
 }
 
 fn classify(spec: &str, rootfs_path: bool) -> Result<ImageSource> {
+    if Path::new(spec).is_file() {
+        return Ok(ImageSource::Archive(PathBuf::from(spec)));
+    }
     let (path, tag) = layout::split_layout_reference(spec);
     if rootfs_path || layout::is_layout(&path) || looks_like_path(spec) {
         return Ok(ImageSource::Layout(path, tag));
@@ -190,6 +196,16 @@ impl ImageStore {
         store::collect_garbage(&self.blobs, &self.db, keep_disks)
     }
 
+    /// Imports a `docker save` archive into the cache; `reference` names its single image.
+    pub fn import_archive(&self, path: &Path, reference: Option<&str>) -> Result<Vec<ImageRecord>> {
+        let spec = path.display().to_string();
+        let _gc = GcLock::shared(&self.root)?;
+        let records = docker_archive::import(&self.blobs, &self.db, path, reference)
+            .map_err(|reason| image_error(&spec, reason))?;
+        tracing::info!(archive = %spec, images = records.len(), "imported a docker archive");
+        Ok(records)
+    }
+
     fn resolve_cached(
         &self,
         spec: &str,
@@ -201,8 +217,11 @@ impl ImageStore {
                 "not in the image cache; pull it with runtime.images.pull()",
             )
         })?;
-        let digest: oci_spec::image::Digest = record
-            .manifest_digest
+        self.resolve_digest(spec, &record.manifest_digest)
+    }
+
+    fn resolve_digest(&self, spec: &str, manifest_digest: &str) -> Result<ResolvedImage> {
+        let digest: oci_spec::image::Digest = manifest_digest
             .parse()
             .map_err(|e| image_error(spec, format!("bad manifest digest in the index: {e}")))?;
         let descriptor =
@@ -218,15 +237,24 @@ impl ImageStore {
     /// Resolves `rootfs_path` / `image` options to a prepared image: an OCI layout, or a
     /// registry image already in the cache (see [`ImageStore::ensure`]). Blocking: call it
     /// from a blocking thread.
-    pub fn prepare(&self, image: Option<&str>, rootfs_path: Option<&str>) -> Result<PreparedImage> {
+    pub fn prepare(
+        &self,
+        image: Option<&str>,
+        rootfs_path: Option<&str>,
+        disk_size_gb: Option<u32>,
+    ) -> Result<PreparedImage> {
         let spec = rootfs_path
             .or(image)
             .ok_or_else(|| Error::InvalidOption("no image given".into()))?;
         let resolved = match classify(spec, rootfs_path.is_some())? {
             ImageSource::Layout(path, tag) => layout::resolve(&path, tag.as_deref())?,
             ImageSource::Reference(r) => self.resolve_cached(spec, &r)?,
+            ImageSource::Archive(path) => {
+                let records = self.import_archive(&path, None)?;
+                self.resolve_digest(spec, &records[0].manifest_digest)?
+            }
         };
-        let base_disk = self.base_disk(spec, &resolved)?;
+        let base_disk = self.base_disk(spec, &resolved, disk_size_gb)?;
         let config = resolved.config.config().clone().unwrap_or_default();
         let env = config
             .env()
@@ -250,8 +278,18 @@ impl ImageStore {
         })
     }
 
-    fn base_disk(&self, spec: &str, image: &ResolvedImage) -> Result<PathBuf> {
-        let key = image.manifest_digest.replace(':', "-");
+    /// The image's base disk: `disks/<digest>.ext4` with the default free space, or
+    /// `disks/<digest>-<N>g.ext4` with N GiB free (`disk_size_gb`), built once each.
+    fn base_disk(
+        &self,
+        spec: &str,
+        image: &ResolvedImage,
+        disk_size_gb: Option<u32>,
+    ) -> Result<PathBuf> {
+        let mut key = image.manifest_digest.replace(':', "-");
+        if let Some(gb) = disk_size_gb {
+            key.push_str(&format!("-{gb}g"));
+        }
         let disks = self.root.join("disks");
         let disk = disks.join(format!("{key}.ext4"));
         if disk.is_file() {
@@ -280,7 +318,12 @@ impl ImageStore {
         }
         let manifest = unpacker.into_manifest();
         let partial = staging.path().join("base.ext4");
-        ext4::build_base_disk(&rootfs, &manifest, &partial)?;
+        ext4::build_base_disk(
+            &rootfs,
+            &manifest,
+            &partial,
+            disk_size_gb.map(|gb| u64::from(gb) << 30),
+        )?;
         fs::rename(&partial, &disk).context(|| format!("move base disk to {}", disk.display()))?;
         tracing::info!(image = spec, digest = %image.manifest_digest, elapsed_ms = started.elapsed().as_millis() as u64, "built base disk");
         Ok(disk)

@@ -330,7 +330,13 @@ pub fn collect_garbage(
             let Some(key) = name.strip_suffix(".ext4") else {
                 continue;
             };
-            let digest = key.replacen('-', ":", 1);
+            // `sha256-<hex>` or `sha256-<hex>-<N>g` (a box's disk_size_gb).
+            let digest = key
+                .replacen('-', ":", 1)
+                .split('-')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
             if keep.contains(&digest) || keep_disks.contains(&digest) {
                 continue;
             }
