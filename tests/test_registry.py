@@ -287,6 +287,12 @@ async def test_a_box_boots_from_a_pulled_image_and_a_second_box_copies_nothing(
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "images/blobs/sha256").iterdir()} == blobs
     assert sorted((tmp_path / "images/disks").glob("*.ext4")) == disks
 
+    # No box uses it any more: removing the image frees its blobs and its base disk.
+    report = await runtime.images.remove("python:slim")
+    assert (report.blobs_removed, report.disks_removed) == (len(blobs), 1)
+    assert not list((tmp_path / "images/blobs/sha256").iterdir())
+    assert not list((tmp_path / "images/disks").glob("*.ext4"))
+
 
 async def test_basic_auth_with_credentials_and_a_clear_error_without(images: dict[str, Path], tmp_path: Path) -> None:
     htpasswd = tmp_path / "htpasswd"
@@ -349,3 +355,82 @@ async def test_bearer_token_auth_through_a_token_server(images: dict[str, Path],
     finally:
         server.stop()
         tokens.stop()
+
+
+FULL_DISK_SCRIPT = """
+import asyncio, subprocess, sys, boxlite
+home, reference = sys.argv[1], sys.argv[2]
+async def main():
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=home))
+    try:
+        await runtime.images.pull(reference)
+        print("first pull: succeeded")
+    except boxlite.ImageError as e:
+        print("first pull:", e)
+    print("images after the failure:", [i.reference for i in await runtime.images.list()])
+    subprocess.run(["mount", "-o", "remount,size=400m", home], check=True)
+    info = await runtime.images.pull(reference)
+    print("retry:", info.manifest_digest)
+asyncio.run(main())
+"""
+
+
+def test_a_full_disk_is_a_clear_error_and_a_retry_succeeds(
+    registry: LocalRegistry, images: dict[str, Path], tmp_path: Path
+) -> None:
+    # A real full disk: an 8 MiB tmpfs as the home, in a private mount namespace (unshare -rm
+    # needs no privileges where user namespaces are enabled), grown before the retry.
+    home = tmp_path / "home"
+    home.mkdir()
+    reference = f"{registry.host}/library/python:slim"
+    pull_script = tmp_path / "pull.py"
+    pull_script.write_text(FULL_DISK_SCRIPT)
+    script = f"mount -t tmpfs -o size=8m tmpfs {home} && exec {sys.executable} {pull_script} {home} {reference}"
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    first = next(line for line in out.splitlines() if line.startswith("first pull:"))
+    assert reference in first and "No space left on device" in first, out
+    assert "images after the failure: []" in out
+    digest, _ = layout_manifest(images["python"], "bookworm-python3")
+    assert f"retry: {digest}" in out
+
+
+INTERRUPTED_SCRIPT = """
+import asyncio, sys, boxlite
+async def main():
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=sys.argv[1]))
+    def show(event):
+        print(event.event, flush=True)
+    await runtime.images.pull(sys.argv[2], progress=show)
+asyncio.run(main())
+"""
+
+
+async def test_an_interrupted_pull_leaves_the_cache_consistent_and_a_retry_succeeds(
+    registry: LocalRegistry, images: dict[str, Path], tmp_path: Path
+) -> None:
+    reference = f"{registry.host}/library/python:slim"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", INTERRUPTED_SCRIPT, str(tmp_path), reference, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    # Killed in the middle: once the first bytes of a layer arrived.
+    while (line := await asyncio.wait_for(proc.stdout.readline(), timeout=120)) not in (b"", b"progress\n"):
+        pass
+    proc.kill()
+    await proc.wait()
+    runtime = new_runtime(tmp_path)
+    assert await runtime.images.list() == []
+    for blob in (tmp_path / "images/blobs/sha256").iterdir():
+        assert sha256_digest(blob.read_bytes()) == f"sha256:{blob.name}"
+    info = await runtime.images.pull(reference)
+    assert info.manifest_digest == layout_manifest(images["python"], "bookworm-python3")[0]
+    assert cached_blobs(tmp_path) == image_blobs(images["python"], "bookworm-python3")
+
+
+async def test_mirrors_are_tried_in_order(registry: LocalRegistry, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    runtime = new_runtime(tmp_path, registry_mirrors={"docker.io": [dead, registry.url]})
+    info = await runtime.images.pull("busybox")
+    assert info.source == f"{registry.url} (mirror of docker.io)"

@@ -371,7 +371,13 @@ impl Puller {
                 }
             }
         }
-        Err(PullError::Failed(failures.join("; ")))
+        let mut reason = failures.join("; ");
+        if reason.contains("cannot connect") || reason.contains("timed out") {
+            reason.push_str(
+                " (offline or air-gapped? point registry_mirrors or BOXLITE_REGISTRY_MIRRORS at a reachable mirror)",
+            );
+        }
+        Err(PullError::Failed(reason))
     }
 
     fn client(&self, endpoint: &Endpoint) -> Client {
