@@ -416,7 +416,7 @@ async def test_an_interrupted_pull_leaves_the_cache_consistent_and_a_retry_succe
     )
     assert proc.stdout is not None
     # Killed in the middle: once the first bytes of a layer arrived.
-    while (line := await asyncio.wait_for(proc.stdout.readline(), timeout=120)) not in (b"", b"progress\n"):
+    while await asyncio.wait_for(proc.stdout.readline(), timeout=120) not in (b"", b"progress\n"):
         pass
     proc.kill()
     await proc.wait()
