@@ -234,3 +234,49 @@ class TokenServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class FlakyProxy:
+    """An HTTP proxy in front of a registry that answers the first request for each blob with
+    ``503 Service Unavailable`` (a transient failure a client must retry), then forwards."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.failed: list[str] = []
+        seen: set[str] = set()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if "/blobs/" in self.path and self.path not in seen:
+                    seen.add(self.path)
+                    proxy.failed.append(self.path)
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                request = urllib.request.Request(proxy.upstream + self.path, headers=dict(self.headers))
+                try:
+                    response = urllib.request.urlopen(request, timeout=30)
+                except urllib.error.HTTPError as e:
+                    response = e
+                body = response.read()
+                self.send_response(response.status)
+                for name, value in response.headers.items():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"http://{self.host}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from local_registry import LocalRegistry, TokenServer, free_port, layout_manifest, sha256_digest
+from local_registry import FlakyProxy, LocalRegistry, TokenServer, free_port, layout_manifest, sha256_digest
 
 
 def new_runtime(home: Path, **options: object) -> boxlite.Boxlite:
@@ -434,3 +434,16 @@ async def test_mirrors_are_tried_in_order(registry: LocalRegistry, tmp_path: Pat
     runtime = new_runtime(tmp_path, registry_mirrors={"docker.io": [dead, registry.url]})
     info = await runtime.images.pull("busybox")
     assert info.source == f"{registry.url} (mirror of docker.io)"
+
+
+async def test_transient_server_errors_are_retried(registry: LocalRegistry, tmp_path: Path) -> None:
+    proxy = FlakyProxy(registry.url)
+    try:
+        runtime = new_runtime(tmp_path, registry_mirrors={"docker.io": proxy.url})
+        info = await runtime.images.pull("busybox")
+        assert info.source == f"{proxy.url} (mirror of docker.io)"
+        # Config and layer each failed once with 503 and were fetched again.
+        assert len(proxy.failed) == 1 + len(info.layers)
+        assert {f"sha256:{p.name}" for p in (tmp_path / "images/blobs/sha256").iterdir()} >= set(info.layers)
+    finally:
+        proxy.stop()
