@@ -250,7 +250,7 @@ class FlakyProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 if "/blobs/" in self.path and self.path not in seen:
                     seen.add(self.path)
                     proxy.failed.append(self.path)
