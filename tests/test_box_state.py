@@ -153,3 +153,49 @@ async def test_disk_size_gb_sets_the_writable_size(runtime: boxlite.Boxlite, bus
         await sized.stop()
     with pytest.raises(boxlite.InvalidOptionError, match="disk_size_gb=0"):
         await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, disk_size_gb=0))
+
+
+STOP_THEN_RESTART = """
+import asyncio, sys, boxlite
+async def main():
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=sys.argv[1]))
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=sys.argv[2], memory_mib=256,
+                                                  auto_remove=False, name="shared"))
+    await box.stop()
+    print("stopped", flush=True)
+    sys.stdin.readline()
+    try:
+        await box.start()
+        print("started", flush=True)
+    except boxlite.BoxliteError as e:
+        print("refused:", e, flush=True)
+asyncio.run(main())
+"""
+
+
+async def test_a_stopped_box_is_taken_up_by_another_live_process_and_runs_in_one_at_a_time(
+    busybox: str, tmp_path: Path
+) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STOP_THEN_RESTART,
+        str(tmp_path),
+        busybox,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(proc.stdout.readline(), timeout=240) == b"stopped\n"
+        runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
+        box = await runtime.get("shared")
+        await box.start()
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        answer = (await asyncio.wait_for(proc.stdout.readline(), timeout=60)).decode()
+        assert answer.startswith("refused:") and f"started by process {os.getpid()}" in answer, answer
+        assert (await (await box.exec("true")).wait()).exit_code == 0
+    finally:
+        await proc.wait()
+    await runtime.remove("shared", force=True)

@@ -194,6 +194,22 @@ impl LiteBox {
         litebox
     }
 
+    /// Refuses to start a box another live process has started meanwhile (a stopped kept box
+    /// can be picked up by any process of its home).
+    fn check_not_running_elsewhere(&self) -> Result<()> {
+        let Some(db) = self.db.get() else {
+            return Ok(());
+        };
+        let me = crate::state::ProcessId::current();
+        match db.find(&self.id)?.and_then(|r| r.owner) {
+            Some(owner) if owner != me && owner.alive() => Err(Error::InvalidOption(format!(
+                "box {} was started by process {} meanwhile: a box runs in one process at a time",
+                self.id, owner.pid
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn set_db(&self, db: Arc<crate::state::BoxDb>) {
         let _ = self.db.set(db);
     }
@@ -295,6 +311,7 @@ impl LiteBox {
             }
             _ => {}
         }
+        self.check_not_running_elsewhere()?;
         let disk_started = Instant::now();
         if !self.disk_path().exists() {
             let (base, overlay) = (self.image.base_disk.clone(), self.disk_path());

@@ -246,7 +246,13 @@ impl ImageStore {
         let spec = rootfs_path
             .or(image)
             .ok_or_else(|| Error::InvalidOption("no image given".into()))?;
-        let resolved = match classify(spec, rootfs_path.is_some())? {
+        let source = classify(spec, rootfs_path.is_some())?;
+        // Cached blobs are read until the base disk is built: garbage collection must wait.
+        let _gc = match source {
+            ImageSource::Layout(..) => None,
+            _ => Some(GcLock::shared(&self.root)?),
+        };
+        let resolved = match source {
             ImageSource::Layout(path, tag) => layout::resolve(&path, tag.as_deref())?,
             ImageSource::Reference(r) => self.resolve_cached(spec, &r)?,
             ImageSource::Archive(path) => {
