@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, pool, sync_api
+from .codebox import CodeBox
 from .errors import (
     BoxDiedError,
     BoxliteError,
@@ -12,12 +13,17 @@ from .errors import (
     ImageError,
     InvalidImageError,
     InvalidOptionError,
+    PackageInstallError,
+    PoolClosedError,
+    PoolExhaustedError,
     QemuNotFoundError,
 )
 from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
-from .options import BoxOptions, Options
-from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
+from .options import BoxOptions, Options, SecurityOptions
+from .pool import BoxPool, Lease, PoolStats
+from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
+from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
 
 __version__ = "0.1.0"
 
@@ -25,12 +31,15 @@ __all__ = [
     "Box",
     "BoxDiedError",
     "BoxInfo",
+    "BoxMetrics",
     "BoxNotFoundError",
     "BoxOptions",
+    "BoxPool",
     "BoxStartError",
     "BoxStoppedError",
     "Boxlite",
     "BoxliteError",
+    "CodeBox",
     "ExecResult",
     "Execution",
     "GcReport",
@@ -40,9 +49,24 @@ __all__ = [
     "Images",
     "InvalidImageError",
     "InvalidOptionError",
+    "Lease",
     "Options",
+    "PackageInstallError",
+    "PoolClosedError",
+    "PoolExhaustedError",
+    "PoolStats",
     "PullProgress",
     "QemuNotFoundError",
+    "RuntimeMetrics",
+    "SecurityOptions",
     "SimpleBox",
+    "SyncBox",
+    "SyncBoxlite",
+    "SyncCodeBox",
+    "SyncExecution",
+    "SyncSimpleBox",
     "errors",
+    "pool",
+    "run_sync",
+    "sync_api",
 ]
