@@ -447,3 +447,13 @@ async def test_transient_server_errors_are_retried(registry: LocalRegistry, tmp_
         assert {f"sha256:{p.name}" for p in (tmp_path / "images/blobs/sha256").iterdir()} >= set(info.layers)
     finally:
         proxy.stop()
+
+
+def test_the_sync_api_pulls_lists_and_removes(registry: LocalRegistry, tmp_path: Path) -> None:
+    runtime = boxlite.SyncBoxlite(boxlite.Options(home_dir=str(tmp_path), registry_mirrors={"docker.io": registry.url}))
+    events: list[boxlite.PullProgress] = []
+    info = runtime.images.pull("busybox", progress=events.append)
+    assert info.reference == "docker.io/library/busybox:latest" and events
+    assert [i.reference for i in runtime.images.list()] == [info.reference]
+    assert runtime.images.remove("busybox").blobs_removed == 2 + len(info.layers)
+    assert runtime.images.list() == []
