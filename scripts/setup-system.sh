@@ -12,6 +12,8 @@ backports_pkgs=(qemu-system-x86 qemu-utils)
 # apache2-utils and openssl: htpasswd and token signing for the registry auth tests.
 pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
       e2fsprogs xz-utils util-linux binutils make docker-registry skopeo apache2-utils openssl)
+# Box networking (passt), and the network tests' second machine (ip netns).
+pkgs+=(passt iproute2)
 
 missing=()
 for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do
