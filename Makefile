@@ -28,9 +28,10 @@ test: setup test-rust  ## every test: Rust unit tests, then end-to-end tests boo
 test-rust:
 	cargo test --locked --manifest-path $(CORE)/Cargo.toml --workspace --exclude boxlite-python
 
-bench: setup       ## start, exec (also under load), idle-box memory, boot reliability, pool figures
+bench: setup       ## start, exec (also under load), idle-box memory, boot reliability, pool, image figures
 	uv run --locked python benchmarks/bench_engine.py
 	uv run --locked python benchmarks/bench_pool.py
+	uv run --locked python benchmarks/bench_images.py
 
 lint:
 	uv run --locked ruff check .

@@ -8,8 +8,10 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # QEMU comes from bookworm-backports: it must match the qemu-utils these machines ship.
 backports_pkgs=(qemu-system-x86 qemu-utils)
+# docker-registry and skopeo: the tests' local OCI registry on 127.0.0.1 and pushing to it;
+# apache2-utils and openssl: htpasswd and token signing for the registry auth tests.
 pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
-      e2fsprogs xz-utils util-linux binutils make)
+      e2fsprogs xz-utils util-linux binutils make docker-registry skopeo apache2-utils openssl)
 # Box networking (passt), and the network tests' second machine (ip netns).
 pkgs+=(passt iproute2)
 
@@ -31,6 +33,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     sudo_if_needed apt-get install -y -qq --no-install-recommends "${backports_pkgs[@]}"
   fi
   sudo_if_needed apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+  # The tests start their own registries on free ports; the package's system service is not ours.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    sudo_if_needed systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v uv >/dev/null 2>&1; then

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "images"))
 
 from build_images import build_images  # noqa: E402
+from local_registry import LocalRegistry  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,6 +70,20 @@ async def python_box(runtime: boxlite.Boxlite, python_image: str) -> AsyncIterat
     """One Debian box with python3, as a SimpleBox."""
     async with boxlite.SimpleBox(rootfs_path=python_image, memory_mib=512, runtime=runtime) as box:
         yield box
+
+
+@pytest.fixture(scope="session")
+def registry(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    """A real registry on 127.0.0.1 (Debian's docker-registry) holding the test images as
+    ``library/busybox:latest``, ``library/layered:latest`` and ``library/python:slim``."""
+    server = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    try:
+        server.push(images["busybox"], "latest", "library/busybox:latest")
+        server.push(images["layered"], "latest", "library/layered:latest")
+        server.push(images["python"], "bookworm-python3", "library/python:slim")
+        yield server
+    finally:
+        server.stop()
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,6 +18,7 @@ from .errors import (
     PoolExhaustedError,
     QemuNotFoundError,
 )
+from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
 from .options import BoxOptions, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
@@ -41,7 +42,11 @@ __all__ = [
     "CodeBox",
     "ExecResult",
     "Execution",
+    "GcReport",
     "ImageError",
+    "ImageInfo",
+    "ImageRegistry",
+    "Images",
     "InvalidImageError",
     "InvalidOptionError",
     "Lease",
@@ -50,6 +55,7 @@ __all__ = [
     "PoolClosedError",
     "PoolExhaustedError",
     "PoolStats",
+    "PullProgress",
     "QemuNotFoundError",
     "RuntimeMetrics",
     "SecurityOptions",

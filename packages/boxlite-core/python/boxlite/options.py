@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from .images import ImageRegistry
+
 
 def normalize_env(env: Mapping[str, str] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:
     """Accepts a mapping or ``(key, value)`` pairs; returns pairs."""
@@ -27,11 +29,24 @@ class Options(BaseModel):
 
     Attributes:
         home_dir: Where images, boxes and state live. Default: ``BOXLITE_HOME`` or ``~/.boxlite``.
+        registry_mirrors: Mirrors per registry, tried in order before it, e.g.
+            ``{"docker.io": ["http://127.0.0.1:5000"]}``. ``BOXLITE_REGISTRY_MIRRORS``
+            (``docker.io=http://127.0.0.1:5000,ghcr.io=https://mirror.example``) adds more.
+        image_registries: Credentials and settings per registry host (:class:`ImageRegistry`).
     """
 
     model_config = ConfigDict(extra="forbid")
 
     home_dir: str | None = None
+    registry_mirrors: dict[str, list[str]] = {}
+    image_registries: list[ImageRegistry] = []
+
+    @field_validator("registry_mirrors", mode="before")
+    @classmethod
+    def _mirror_lists(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
 
     @field_validator("home_dir", mode="before")
     @classmethod
@@ -103,7 +118,10 @@ class BoxOptions(BaseModel):
         memory_mib: Guest memory in MiB (128 to 65536).
         working_dir: Working directory of executions (absolute; created if missing).
         env: Environment of every execution, as a mapping or ``(key, value)`` pairs.
-        auto_remove: Delete the box's disk and state when it stops.
+        auto_remove: Delete the box's disk and state when it stops. ``False`` keeps the box:
+            its whole file system survives ``stop()``/``start()`` and the Python process.
+        disk_size_gb: Free space of the box's root file system in GiB (default 4; sparse on
+            the host).
         security: Confinement and limits (:class:`SecurityOptions`; default ``standard()``).
         network_enabled: Give the box a network device (outbound traffic and DNS through
             passt). ``False``, or ``security.network_enabled=False``, means no device at all.
@@ -124,6 +142,7 @@ class BoxOptions(BaseModel):
     working_dir: str | None = None
     env: list[tuple[str, str]] = []
     auto_remove: bool = True
+    disk_size_gb: int | None = None
     security: SecurityOptions = SecurityOptions()
     network_enabled: bool = True
     ports: list[tuple[int, int, str]] = []

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from . import _bridge, _engine
+from .images import Images
 from .options import BoxOptions, Options, normalize_env
 
 logger = logging.getLogger("boxlite")
@@ -443,8 +444,14 @@ class Boxlite:
 
     def __init__(self, options: Options | None = None) -> None:
         options = options or Options()
-        payload = {"home_dir": options.home_dir, "guest_dir": str(GUEST_DIR)}
+        payload = {
+            "home_dir": options.home_dir,
+            "guest_dir": str(GUEST_DIR),
+            **options.model_dump(mode="json", include={"registry_mirrors", "image_registries"}),
+        }
         self._inner = _engine.Runtime(json.dumps(payload))
+        #: The image cache: ``pull()``, ``list()``, ``remove()``, ``prune()``.
+        self.images = Images(self._inner)
         _live_runtimes.append(self)
 
     @classmethod
@@ -465,14 +472,17 @@ class Boxlite:
         return Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
 
     async def get(self, id_or_name: str) -> Box:
-        """The box with this id or name; :class:`~boxlite.errors.BoxNotFoundError` otherwise."""
-        return Box(self._inner.get(id_or_name), self)
+        """The box with this id or name, also one created by another process (a kept box can be
+        started again; one whose owner died is reattached); :class:`~boxlite.errors.BoxNotFoundError`
+        otherwise."""
+        return Box(await _bridge.call(lambda c: self._inner.get(c, id_or_name)), self)
 
     async def get_info(self, id_or_name: str) -> BoxInfo:
-        return (await self.get(id_or_name)).info()
+        """The info of a box of this home, without taking it over."""
+        return BoxInfo.model_validate_json(self._inner.get_info(id_or_name))
 
     async def list_info(self) -> list[BoxInfo]:
-        """Infos of every box of this runtime."""
+        """Infos of every box of this home (``db/boxes.db``), whichever process created it."""
         return [BoxInfo.model_validate(d) for d in json.loads(self._inner.list_info())]
 
     async def remove(self, id_or_name: str, force: bool = False) -> None:

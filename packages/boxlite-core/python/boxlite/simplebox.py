@@ -25,6 +25,7 @@ class SimpleBoxArgs(TypedDict, total=False):
     env: Mapping[str, str] | list[tuple[str, str]] | None
     name: str | None
     auto_remove: bool
+    disk_size_gb: int | None
     #: The runtime to create the box in (default: :meth:`Boxlite.default`).
     runtime: Boxlite | None
     #: Aliases of ``cpus`` and ``memory_mib``.
@@ -49,7 +50,7 @@ class SimpleBox:
         if unknown:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
         fields: dict[str, object] = {"image": image, "auto_remove": options.get("auto_remove", True)}
-        for key in ("rootfs_path", "working_dir", "env", "name", "security", "ports", "volumes"):
+        for key in ("rootfs_path", "working_dir", "env", "name", "disk_size_gb", "security", "ports", "volumes"):
             if options.get(key) is not None:
                 fields[key] = options[key]
         cpus = options.get("cpus")

@@ -28,6 +28,7 @@ from typing_extensions import Unpack
 
 from . import runtime as _runtime
 from .codebox import CodeBox
+from .images import GcReport, ImageInfo, Images, PullProgress
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecOutputStream, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox, SimpleBoxArgs
@@ -368,6 +369,33 @@ class SyncBox:
         return f"<boxlite.SyncBox id={self.id}>"
 
 
+class SyncImages:
+    """:class:`~boxlite.images.Images` with blocking methods (``SyncBoxlite.images``)."""
+
+    def __init__(self, images: Images) -> None:
+        self._images = images
+
+    def pull(self, reference: str, progress: Callable[[PullProgress], None] | None = None) -> ImageInfo:
+        """Pulls ``reference`` into the cache (``progress`` is called on the library's loop thread)."""
+        return run_sync(self._images.pull(reference, progress))
+
+    def import_archive(self, path: str | os.PathLike[str], reference: str | None = None) -> list[ImageInfo]:
+        """Imports a ``docker save`` archive."""
+        return run_sync(self._images.import_archive(path, reference))
+
+    def list(self) -> list[ImageInfo]:
+        """Every cached image."""
+        return run_sync(self._images.list())
+
+    def remove(self, reference: str) -> GcReport:
+        """Removes an image and what only it used."""
+        return run_sync(self._images.remove(reference))
+
+    def prune(self) -> GcReport:
+        """Deletes unreferenced blobs and base disks."""
+        return run_sync(self._images.prune())
+
+
 class SyncBoxlite:
     """The runtime (sync :class:`~boxlite.Boxlite`)."""
 
@@ -387,6 +415,11 @@ class SyncBoxlite:
     @property
     def home(self) -> Path:
         return self._runtime.home
+
+    @property
+    def images(self) -> SyncImages:
+        """The image cache: ``pull``, ``import_archive``, ``list``, ``remove``, ``prune``."""
+        return SyncImages(self._runtime.images)
 
     def create(self, options: BoxOptions) -> SyncBox:
         """Creates a box from ``options`` and boots it."""
@@ -539,6 +572,7 @@ __all__ = [
     "SyncBoxlite",
     "SyncCodeBox",
     "SyncExecution",
+    "SyncImages",
     "SyncSimpleBox",
     "iterate_sync",
     "run_sync",

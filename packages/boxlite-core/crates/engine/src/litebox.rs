@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use boxlite_protocol::{
     Builtin, ExecRequest, ExitStatus, GuestMetrics, OutputStream, OUTPUT_WINDOW,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ use crate::network::{self, Passt};
 use crate::options::BoxOptions;
 
 /// Where a box is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BoxStatus {
     Created,
@@ -53,7 +53,7 @@ impl BoxStatus {
 }
 
 /// Durations of the stages of the last start, in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StartTimings {
     pub image_ms: u64,
     pub disk_ms: u64,
@@ -65,7 +65,7 @@ pub struct StartTimings {
 }
 
 /// A snapshot of a box for `info()` and listings (serialised to the bindings as JSON).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BoxInfo {
     pub id: String,
     pub name: Option<String>,
@@ -128,6 +128,8 @@ pub struct LiteBox {
     state: Mutex<State>,
     /// Serialises start and stop.
     lifecycle: tokio::sync::Mutex<()>,
+    /// Where the box's state is persisted (`db/boxes.db`), once the runtime registered it.
+    db: std::sync::OnceLock<Arc<crate::state::BoxDb>>,
     execs_started: std::sync::atomic::AtomicU64,
 }
 
@@ -178,8 +180,76 @@ impl LiteBox {
                 last_error: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
+            db: std::sync::OnceLock::new(),
             execs_started: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A box restored from `db/boxes.db` (stopped until started or attached).
+    pub(crate) fn restore(
+        record: &crate::state::BoxRecord,
+        platform: Arc<Platform>,
+        db: Arc<crate::state::BoxDb>,
+    ) -> LiteBox {
+        let created_at = humantime::parse_rfc3339(&record.created_at).unwrap_or(SystemTime::now());
+        let litebox = LiteBox {
+            created_at,
+            ..LiteBox::new(
+                record.id.clone(),
+                record.options.clone(),
+                record.image.clone(),
+                record.dir.clone(),
+                platform,
+            )
+        };
+        {
+            let mut state = litebox.state.lock().expect("state lock");
+            state.status = BoxStatus::Stopped;
+            state.timings = record.info.timings.clone();
+        }
+        let _ = litebox.db.set(db);
+        litebox
+    }
+
+    /// Refuses to start a box another live process has started meanwhile (a stopped kept box
+    /// can be picked up by any process of its home).
+    fn check_not_running_elsewhere(&self) -> Result<()> {
+        let Some(db) = self.db.get() else {
+            return Ok(());
+        };
+        let me = crate::state::ProcessId::current();
+        match db.find(&self.id)?.and_then(|r| r.owner) {
+            Some(owner) if owner != me && owner.alive() => Err(Error::InvalidOption(format!(
+                "box {} was started by process {} meanwhile: a box runs in one process at a time",
+                self.id, owner.pid
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn set_db(&self, db: Arc<crate::state::BoxDb>) {
+        let _ = self.db.set(db);
+    }
+
+    /// Records the box in `db/boxes.db`: this process owns it while its VM runs.
+    fn persist(&self) -> Result<()> {
+        let Some(db) = self.db.get() else {
+            return Ok(());
+        };
+        let info = self.info();
+        // A stopped box belongs to no process; any runtime of the home may start it.
+        let active = !matches!(info.status, BoxStatus::Stopped | BoxStatus::Removed);
+        db.put(&crate::state::BoxRecord {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            options: self.options.clone(),
+            image: self.image.clone(),
+            created_at: info.created_at.clone(),
+            dir: self.dir.clone(),
+            owner: active.then(crate::state::ProcessId::current),
+            vmm: info.vmm_pid.and_then(crate::state::ProcessId::of),
+            info,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -237,7 +307,8 @@ impl LiteBox {
         });
         let path = self.dir.join("config.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).expect("json"))
-            .context(|| format!("write {}", path.display()))
+            .context(|| format!("write {}", path.display()))?;
+        self.persist()
     }
 
     /// How the VMM is confined, from the box's `SecurityOptions`.
@@ -282,6 +353,7 @@ impl LiteBox {
             }
             _ => {}
         }
+        self.check_not_running_elsewhere()?;
         let disk_started = Instant::now();
         if !self.disk_path().exists() {
             let (base, overlay) = (self.image.base_disk.clone(), self.disk_path());
@@ -442,6 +514,8 @@ impl LiteBox {
                 state.status = BoxStatus::Crashed;
                 state.running = None;
                 state.last_error = Some(reason);
+                drop(state);
+                let _ = this.persist();
             }
         });
     }
@@ -513,7 +587,49 @@ impl LiteBox {
             }
         }
         self.state.lock().expect("state lock").status = BoxStatus::Removed;
+        if let Some(db) = self.db.get() {
+            db.remove(&self.id)?;
+        }
         Ok(())
+    }
+
+    /// Takes over the running VM `vm` of this box (its previous owner died): connects to its
+    /// agent as [`LiteBox::start`] does after a launch.
+    pub(crate) async fn attach(self: &Arc<Self>, vm: Box<dyn VmHandle>) -> Result<()> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let socket = agent_socket_path(&self.dir, &self.id)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let why = match e {
+                    ConnectError::VmExited(exit) => format!("its VM exited ({exit})"),
+                    ConnectError::TimedOut => "its guest agent did not answer within 10 s".into(),
+                    ConnectError::Protocol(p) => p,
+                };
+                return Err(Error::Channel {
+                    id: self.id.clone(),
+                    reason: format!("cannot reattach: {why}"),
+                });
+            }
+        };
+        let running = Arc::new(Running {
+            vm,
+            // The dead owner's passt (if any) serves the VM until QEMU exits.
+            _network: None,
+            agent: Arc::new(agent),
+            kernel_release: hello.kernel_release,
+            stopping: Arc::new(AtomicBool::new(false)),
+        });
+        {
+            let mut state = self.state.lock().expect("state lock");
+            state.status = BoxStatus::Running;
+            state.running = Some(running.clone());
+            state.last_error = None;
+        }
+        self.watch_for_exit(running);
+        tracing::info!(id = %self.id, "reattached to a running box");
+        self.write_config()
     }
 
     /// Kills the VM at once (no clean shutdown), e.g. at interpreter exit.

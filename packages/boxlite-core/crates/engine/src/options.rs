@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// Smallest and largest guest memory, as the reference documentation states.
 pub const MEMORY_MIB_RANGE: (u32, u32) = (128, 65536);
 
+/// Largest `disk_size_gb` (the base disk is a sparse file; ext4's metadata grows with it).
+pub const DISK_SIZE_GB_MAX: u32 = 1024;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuntimeOptions {
@@ -17,6 +20,39 @@ pub struct RuntimeOptions {
     pub home_dir: Option<PathBuf>,
     /// Directory holding `vmlinux` and `initramfs.cpio` (the Python package passes its own).
     pub guest_dir: Option<PathBuf>,
+    /// Registry mirrors and per-registry credentials (mirrors from `BOXLITE_REGISTRY_MIRRORS`
+    /// are tried after these).
+    #[serde(flatten)]
+    pub registry: crate::image::registry::RegistryOptions,
+}
+
+impl RuntimeOptions {
+    /// The registry options with the mirrors of `BOXLITE_REGISTRY_MIRRORS` added.
+    pub fn registry_with_env(&self) -> Result<crate::image::registry::RegistryOptions> {
+        use crate::image::registry::{parse_mirrors_env, MIRRORS_ENV};
+        let mut registry = self.registry.clone();
+        if let Ok(value) = std::env::var(MIRRORS_ENV) {
+            let from_env =
+                parse_mirrors_env(&value).map_err(|e| Error::InvalidOption(e.to_string()))?;
+            for (name, urls) in from_env {
+                let list = registry.registry_mirrors.entry(name).or_default();
+                for url in urls {
+                    if !list.contains(&url) {
+                        list.push(url);
+                    }
+                }
+            }
+        }
+        for r in &registry.image_registries {
+            if r.host.is_empty() || r.host.contains('/') {
+                return Err(Error::InvalidOption(format!(
+                    "image_registries: host {:?} must be a host name with an optional port, e.g. ghcr.io or 127.0.0.1:5000",
+                    r.host
+                )));
+            }
+        }
+        Ok(registry)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +71,9 @@ pub struct BoxOptions {
     pub env: Vec<(String, String)>,
     /// Delete the box's disk and state when it stops.
     pub auto_remove: bool,
+    /// Free space of the box's root file system in GiB (default: 4 GiB); the disk is sparse,
+    /// so only what the box writes takes room on the host.
+    pub disk_size_gb: Option<u32>,
     pub security: SecurityOptions,
     /// Give the box a network device (also needs `security.network_enabled`).
     pub network_enabled: bool,
@@ -156,6 +195,7 @@ impl Default for BoxOptions {
             working_dir: None,
             env: Vec::new(),
             auto_remove: true,
+            disk_size_gb: None,
             security: SecurityOptions::default(),
             network_enabled: true,
             ports: Vec::new(),
@@ -205,6 +245,13 @@ impl BoxOptions {
         }
         if self.image.is_none() && self.rootfs_path.is_none() {
             return invalid("no image: pass image=... (a reference or an OCI layout path) or rootfs_path=... (an OCI layout)".into());
+        }
+        if let Some(gb) = self.disk_size_gb {
+            if !(1..=DISK_SIZE_GB_MAX).contains(&gb) {
+                return invalid(format!(
+                    "disk_size_gb={gb} is out of range: use 1 to {DISK_SIZE_GB_MAX}"
+                ));
+            }
         }
         if let Some(dir) = &self.working_dir {
             if !dir.starts_with('/') {

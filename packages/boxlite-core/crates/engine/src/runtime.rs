@@ -19,6 +19,7 @@ use crate::hypervisor::Hypervisor;
 use crate::image::ImageStore;
 use crate::litebox::{BoxInfo, BoxStatus, LiteBox, Platform};
 use crate::options::{BoxOptions, RuntimeOptions};
+use crate::state::{AdoptedVm, BoxDb, BoxRecord, ProcessId};
 
 pub struct Runtime {
     home: PathBuf,
@@ -27,6 +28,8 @@ pub struct Runtime {
     hypervisor: Arc<dyn Hypervisor>,
     platform: OnceCell<Arc<Platform>>,
     boxes: Mutex<HashMap<String, Arc<LiteBox>>>,
+    /// `db/boxes.db`: every box of this home, whichever process runs it.
+    state: Arc<BoxDb>,
     boxes_created: std::sync::atomic::AtomicU64,
 }
 
@@ -66,8 +69,14 @@ impl Runtime {
         if !lock.exists() {
             std::fs::write(&lock, b"").context(|| format!("create {}", lock.display()))?;
         }
+        let state = Arc::new(BoxDb::open(home.join("db").join("boxes.db"))?);
         Ok(Runtime {
-            images: Arc::new(ImageStore::new(home.join("images"))?),
+            state,
+            images: Arc::new(ImageStore::new(
+                home.join("images"),
+                home.join("db").join("images.db"),
+                options.registry_with_env()?,
+            )?),
             home,
             guest_dir: options.guest_dir,
             hypervisor: Arc::new(QemuBackend::default()),
@@ -77,8 +86,110 @@ impl Runtime {
         })
     }
 
+    /// Deals with boxes whose owning process died without stopping them (run once when a
+    /// runtime opens its home, before it is used): ephemeral boxes are stopped and deleted;
+    /// kept boxes (`auto_remove=False`) whose VM still runs are reattached by this runtime,
+    /// the others are marked stopped. Serialised across processes by the home's `lock` file.
+    pub async fn recover_orphans(&self) -> Result<()> {
+        let lock_path = self.home.join("lock");
+        let _lock = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .context(|| format!("open {}", lock_path.display()))?;
+            file.lock()
+                .context(|| format!("lock {}", lock_path.display()))?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "lock the home".into(),
+            source: std::io::Error::other(e),
+        })??;
+        let me = ProcessId::current();
+        for record in self.state.list()? {
+            if record.owner.is_some_and(|o| o.alive()) {
+                continue;
+            }
+            // Stopped kept boxes are fine as they are; anything else whose owner died is an
+            // orphan (a crashed ephemeral box included: its owner never removed it).
+            if record.info.status == BoxStatus::Stopped && !record.options.auto_remove {
+                continue;
+            }
+            let vmm = record.vmm.filter(|v| v.alive());
+            if record.options.auto_remove || vmm.is_none() {
+                if let Some(vmm) = vmm {
+                    crate::state::kill_orphan_vmm(vmm).await;
+                }
+                if record.options.auto_remove {
+                    tracing::warn!(id = %record.id, "removing an ephemeral box whose owning process died");
+                    let _ = std::fs::remove_dir_all(&record.dir);
+                    self.state.remove(&record.id)?;
+                } else {
+                    tracing::warn!(id = %record.id, "a kept box's owning process and VM died; marking it stopped");
+                    let mut stopped = record.clone();
+                    stopped.info.status = BoxStatus::Stopped;
+                    stopped.info.vmm_pid = None;
+                    stopped.owner = None;
+                    stopped.vmm = None;
+                    self.state.put(&stopped)?;
+                }
+                continue;
+            }
+            let vmm = vmm.expect("checked above");
+            if !self.state.claim(&record.id, record.owner, me)? {
+                continue; // another runtime adopted it first
+            }
+            let litebox = Arc::new(LiteBox::restore(
+                &record,
+                self.platform().await?,
+                self.state.clone(),
+            ));
+            let adopted = AdoptedVm::adopt(vmm).context(|| format!("watch VMM {}", vmm.pid))?;
+            match litebox.attach(Box::new(adopted)).await {
+                Ok(()) => {
+                    tracing::warn!(id = %record.id, "reattached a kept box whose owning process died");
+                    self.boxes
+                        .lock()
+                        .expect("boxes lock")
+                        .insert(record.id.clone(), litebox);
+                }
+                Err(e) => {
+                    tracing::warn!(id = %record.id, error = %e, "could not reattach an orphaned box; stopping it");
+                    crate::state::kill_orphan_vmm(vmm).await;
+                    let _ = litebox.write_config();
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// The image cache (pull, list, remove, garbage collection).
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    /// Manifest digests of the base disks boxes of this home use (kept by garbage collection).
+    pub fn disks_in_use(&self) -> std::collections::HashSet<String> {
+        let mut digests = std::collections::HashSet::new();
+        let Ok(entries) = std::fs::read_dir(self.home.join("boxes")) else {
+            return digests;
+        };
+        for entry in entries.flatten() {
+            let config = std::fs::read(entry.path().join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            if let Some(d) = config.as_ref().and_then(|c| c["image_digest"].as_str()) {
+                digests.insert(d.to_owned());
+            }
+        }
+        digests
     }
 
     /// The hypervisor, guest files and accelerator, settled on first use.
@@ -138,7 +249,12 @@ impl Runtime {
     pub async fn create(&self, options: BoxOptions) -> Result<Arc<LiteBox>> {
         options.validate()?;
         if let Some(name) = &options.name {
-            if self.lookup(name).is_some() {
+            if self.lookup(name).is_some()
+                || self
+                    .state
+                    .find(name)?
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+            {
                 return Err(Error::InvalidOption(format!(
                     "a box named {name:?} already exists"
                 )));
@@ -146,10 +262,14 @@ impl Runtime {
         }
         let platform = self.platform().await?;
         let image_started = Instant::now();
+        self.images
+            .ensure(options.image.as_deref(), options.rootfs_path.as_deref())
+            .await?;
         let images = self.images.clone();
         let (image, rootfs_path) = (options.image.clone(), options.rootfs_path.clone());
+        let disk_size_gb = options.disk_size_gb;
         let prepared = tokio::task::spawn_blocking(move || {
-            images.prepare(image.as_deref(), rootfs_path.as_deref())
+            images.prepare(image.as_deref(), rootfs_path.as_deref(), disk_size_gb)
         })
         .await
         .map_err(|e| Error::Image {
@@ -162,6 +282,7 @@ impl Runtime {
         let dir = self.home.join("boxes").join(&id);
         std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
         let litebox = Arc::new(LiteBox::new(id.clone(), options, prepared, dir, platform));
+        litebox.set_db(self.state.clone());
         litebox.set_image_ms(image_ms);
         self.boxes_created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -190,21 +311,63 @@ impl Runtime {
         })
     }
 
-    /// The box with this id or name.
-    pub fn get(&self, id_or_name: &str) -> Result<Arc<LiteBox>> {
-        self.lookup(id_or_name)
-            .ok_or_else(|| Error::BoxNotFound(id_or_name.to_owned()))
+    /// The box with this id or name: one of this runtime's, or one stored in `db/boxes.db`
+    /// (created by another process, or before this one started), which this runtime then
+    /// manages. A box running in another live process stays that process's.
+    pub async fn get(&self, id_or_name: &str) -> Result<Arc<LiteBox>> {
+        if let Some(b) = self.lookup(id_or_name) {
+            return Ok(b);
+        }
+        let record = self
+            .state
+            .find(id_or_name)?
+            .ok_or_else(|| Error::BoxNotFound(id_or_name.to_owned()))?;
+        if let Some(owner) = record
+            .owner
+            .filter(|o| o.alive() && *o != ProcessId::current())
+        {
+            return Err(Error::InvalidOption(format!(
+                "box {} is running in process {} (its owner): a running box is used by one process at a time; stop it there, or end that process, then get() it again",
+                record.id, owner.pid
+            )));
+        }
+        let litebox = Arc::new(LiteBox::restore(
+            &record,
+            self.platform().await?,
+            self.state.clone(),
+        ));
+        let mut boxes = self.boxes.lock().expect("boxes lock");
+        Ok(boxes.entry(record.id.clone()).or_insert(litebox).clone())
     }
 
-    pub fn list_info(&self) -> Vec<BoxInfo> {
-        let boxes = self.boxes.lock().expect("boxes lock");
-        let mut infos: Vec<BoxInfo> = boxes
-            .values()
-            .map(|b| b.info())
-            .filter(|i| i.status != BoxStatus::Removed)
-            .collect();
+    /// Infos of every box of this home: this runtime's and those stored by other processes.
+    pub fn list_info(&self) -> Result<Vec<BoxInfo>> {
+        let mut infos: Vec<BoxInfo> = {
+            let boxes = self.boxes.lock().expect("boxes lock");
+            boxes
+                .values()
+                .map(|b| b.info())
+                .filter(|i| i.status != BoxStatus::Removed)
+                .collect()
+        };
+        for record in self.state.list()? {
+            if !infos.iter().any(|i| i.id == record.id) {
+                infos.push(stored_info(record));
+            }
+        }
         infos.sort_by(|a, b| a.id.cmp(&b.id));
-        infos
+        Ok(infos)
+    }
+
+    /// The info of one box (this runtime's or a stored one), without taking it over.
+    pub fn get_info(&self, id_or_name: &str) -> Result<BoxInfo> {
+        if let Some(b) = self.lookup(id_or_name) {
+            return Ok(b.info());
+        }
+        self.state
+            .find(id_or_name)?
+            .map(stored_info)
+            .ok_or_else(|| Error::BoxNotFound(id_or_name.to_owned()))
     }
 
     /// Every box of this runtime, outside the lock.
@@ -245,7 +408,27 @@ impl Runtime {
     /// Deletes a box and its files. A running box is refused unless `force`, which stops it
     /// first. Removing a box that auto_remove already deleted is not an error.
     pub async fn remove(&self, id_or_name: &str, force: bool) -> Result<()> {
-        let litebox = self.get(id_or_name)?;
+        if self.lookup(id_or_name).is_none() {
+            if let Some(record) = self.state.find(id_or_name)? {
+                if let Some(owner) = record
+                    .owner
+                    .filter(|o| o.alive() && *o != ProcessId::current())
+                {
+                    if !force {
+                        return Err(Error::InvalidOption(format!(
+                            "box {} is running in process {}: stop it there, or remove it with force=True",
+                            record.id, owner.pid
+                        )));
+                    }
+                    if let Some(vmm) = record.vmm {
+                        crate::state::kill_orphan_vmm(vmm).await;
+                    }
+                    let _ = std::fs::remove_dir_all(&record.dir);
+                    return self.state.remove(&record.id);
+                }
+            }
+        }
+        let litebox = self.get(id_or_name).await?;
         match litebox.status() {
             BoxStatus::Running | BoxStatus::Stopping if !force => {
                 return Err(Error::InvalidOption(format!(
@@ -281,4 +464,21 @@ impl Runtime {
             b.kill_vm();
         }
     }
+}
+
+/// A stored box's last info; a box whose owner died is shown as stopped (until a runtime
+/// recovers it).
+fn stored_info(record: BoxRecord) -> BoxInfo {
+    let mut info = record.info;
+    let owner_alive = record.owner.is_some_and(|o| o.alive());
+    if !owner_alive
+        && matches!(
+            info.status,
+            BoxStatus::Running | BoxStatus::Created | BoxStatus::Stopping
+        )
+    {
+        info.status = BoxStatus::Stopped;
+        info.vmm_pid = None;
+    }
+    info
 }

@@ -8,6 +8,7 @@ mod bridge;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use boxlite_engine::image::registry::PullEvent;
 use boxlite_engine::options::timeout_from_secs;
 use boxlite_engine::{
     BoxOptions, Error, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
@@ -86,11 +87,14 @@ struct PyRuntime {
 #[pymethods]
 impl PyRuntime {
     #[new]
-    fn new(options_json: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, options_json: &str) -> PyResult<Self> {
         let options: RuntimeOptions = parse_json("runtime options", options_json)?;
-        Ok(PyRuntime {
-            inner: Arc::new(Runtime::new(options).map_err(to_py)?),
-        })
+        let inner = Arc::new(Runtime::new(options).map_err(to_py)?);
+        // Boxes whose owning process died are stopped, deleted or reattached before first use.
+        let recovering = inner.clone();
+        py.detach(|| bridge::runtime().block_on(recovering.recover_orphans()))
+            .map_err(to_py)?;
+        Ok(PyRuntime { inner })
     }
 
     #[getter]
@@ -112,11 +116,23 @@ impl PyRuntime {
         }))
     }
 
-    /// The box with this id or name.
-    fn get(&self, id_or_name: &str) -> PyResult<PyLiteBox> {
-        Ok(PyLiteBox {
-            inner: self.inner.get(id_or_name).map_err(to_py)?,
+    /// The box with this id or name (reattaching a stored one); the outcome is a `Box`.
+    fn get(&self, completer: &Completer, id_or_name: String) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            engine(
+                runtime
+                    .get(&id_or_name)
+                    .await
+                    .map(|inner| PyLiteBox { inner }),
+            )
         })
+    }
+
+    /// JSON info of the box with this id or name, without taking it over.
+    fn get_info(&self, id_or_name: &str) -> PyResult<String> {
+        let info = self.inner.get_info(id_or_name).map_err(to_py)?;
+        Ok(serde_json::to_string(&info).expect("info serialises"))
     }
 
     /// JSON of the runtime's totals.
@@ -124,9 +140,10 @@ impl PyRuntime {
         serde_json::to_string(&self.inner.metrics()).expect("metrics serialise")
     }
 
-    /// JSON list of box infos.
-    fn list_info(&self) -> String {
-        serde_json::to_string(&self.inner.list_info()).expect("infos serialise")
+    /// JSON list of box infos (every box of the home).
+    fn list_info(&self) -> PyResult<String> {
+        let infos = self.inner.list_info().map_err(to_py)?;
+        Ok(serde_json::to_string(&infos).expect("infos serialise"))
     }
 
     fn remove(&self, completer: &Completer, id_or_name: String, force: bool) -> u64 {
@@ -152,6 +169,80 @@ impl PyRuntime {
         let runtime = self.inner.clone();
         completer.spawn(async move {
             engine(runtime.bare_boot().await.map(|d| d.as_secs_f64() * 1000.0))
+        })
+    }
+
+    /// Starts pulling `reference`; the returned `Pull` yields progress events and the result.
+    fn pull_image(&self, reference: String) -> PyPull {
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let runtime = self.inner.clone();
+        bridge::runtime().spawn(async move {
+            let result = runtime
+                .images()
+                .pull(&reference, Some(events_tx))
+                .await
+                .map(|record| serde_json::to_string(&record).expect("record serialises"));
+            let _ = result_tx.send(result);
+        });
+        PyPull {
+            events: Arc::new(tokio::sync::Mutex::new(events_rx)),
+            result: Arc::new(tokio::sync::Mutex::new(Some(result_rx))),
+        }
+    }
+
+    /// Imports a `docker save` archive; the outcome is the JSON list of imported images.
+    #[pyo3(signature = (completer, path, reference=None))]
+    fn import_image_archive(
+        &self,
+        completer: &Completer,
+        path: String,
+        reference: Option<String>,
+    ) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                runtime
+                    .images()
+                    .import_archive(std::path::Path::new(&path), reference.as_deref())
+            })
+            .await
+            .expect("import does not panic");
+            engine(result.map(|r| serde_json::to_string(&r).expect("records serialise")))
+        })
+    }
+
+    /// JSON list of cached images.
+    fn list_images(&self) -> PyResult<String> {
+        let images = self.inner.images().list().map_err(to_py)?;
+        Ok(serde_json::to_string(&images).expect("records serialise"))
+    }
+
+    /// Removes an image from the cache; the outcome is the JSON garbage-collection report.
+    fn remove_image(&self, completer: &Completer, reference: String) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let keep = runtime.disks_in_use();
+                runtime.images().remove(&reference, &keep)
+            })
+            .await
+            .expect("remove does not panic");
+            engine(result.map(|r| serde_json::to_string(&r).expect("report serialises")))
+        })
+    }
+
+    /// Deletes unreferenced blobs and base disks; the outcome is the JSON report.
+    fn collect_image_garbage(&self, completer: &Completer) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let keep = runtime.disks_in_use();
+                runtime.images().collect_garbage(&keep)
+            })
+            .await
+            .expect("garbage collection does not panic");
+            engine(result.map(|r| serde_json::to_string(&r).expect("report serialises")))
         })
     }
 
@@ -307,6 +398,49 @@ impl<'py> IntoPyObject<'py> for ByteChunk {
     }
 }
 
+type PullResult = Result<String, Error>;
+
+/// A pull in progress: its progress events, then its result (the image record as JSON).
+#[pyclass(name = "Pull", module = "boxlite._engine", frozen)]
+struct PyPull {
+    events: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<PullEvent>>>,
+    result: Arc<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<PullResult>>>>,
+}
+
+#[pymethods]
+impl PyPull {
+    /// The outcome is the next progress event as JSON, or None once the pull has ended.
+    fn next_event(&self, completer: &Completer) -> u64 {
+        let events = self.events.clone();
+        completer.spawn(async move {
+            let event = events.lock().await.recv().await;
+            engine(Ok(
+                event.map(|e| serde_json::to_string(&e).expect("event serialises"))
+            ))
+        })
+    }
+
+    /// The outcome is the pulled image's record as JSON.
+    fn result(&self, completer: &Completer) -> u64 {
+        let result = self.result.clone();
+        completer.spawn(async move {
+            let receiver = result.lock().await.take();
+            let outcome = match receiver {
+                Some(rx) => rx.await.unwrap_or_else(|_| {
+                    Err(Error::Image {
+                        image: "?".into(),
+                        reason: "the pull task ended without a result".into(),
+                    })
+                }),
+                None => Err(Error::InvalidOption(
+                    "the result of this pull was already taken".into(),
+                )),
+            };
+            engine(outcome)
+        })
+    }
+}
+
 /// Kills an execution's processes when dropped (a cancelled `run`).
 struct KillOnDrop(Option<Arc<Execution>>);
 
@@ -454,6 +588,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLiteBox>()?;
     m.add_class::<PyExecution>()?;
     m.add_class::<PyExecOutput>()?;
+    m.add_class::<PyPull>()?;
     m.add_class::<Completer>()?;
     m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
     Ok(())

@@ -110,9 +110,16 @@ pub fn fixup_commands(staging: &Path, manifest: &Manifest) -> Result<String> {
     Ok(script)
 }
 
-/// Builds `output` (a sparse raw ext4 image) from the staging tree and its manifest.
-pub fn build_base_disk(staging: &Path, manifest: &Manifest, output: &Path) -> Result<()> {
-    let size = (tree_bytes(staging) * 5 / 4 + WRITABLE_HEADROOM_BYTES).div_ceil(1 << 20) << 20;
+/// Builds `output` (a sparse raw ext4 image) from the staging tree and its manifest, with
+/// `headroom` bytes free for the box to write (default [`WRITABLE_HEADROOM_BYTES`]).
+pub fn build_base_disk(
+    staging: &Path,
+    manifest: &Manifest,
+    output: &Path,
+    headroom: Option<u64>,
+) -> Result<()> {
+    let headroom = headroom.unwrap_or(WRITABLE_HEADROOM_BYTES);
+    let size = (tree_bytes(staging) * 5 / 4 + headroom).div_ceil(1 << 20) << 20;
     let file = fs::File::create(output)
         .map_err(|e| Error::Disk(format!("create {}: {e}", output.display())))?;
     file.set_len(size)
@@ -228,7 +235,7 @@ mod tests {
         unpacker.apply_layer(&b.into_inner().unwrap()[..]).unwrap();
         let manifest = unpacker.into_manifest();
         let image = dir.path().join("base.ext4");
-        build_base_disk(&root, &manifest, &image).unwrap();
+        build_base_disk(&root, &manifest, &image, None).unwrap();
 
         let stat = debugfs_stat(&image, "/home/app");
         assert!(

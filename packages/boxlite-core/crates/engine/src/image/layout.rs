@@ -59,17 +59,26 @@ pub fn is_layout(path: &Path) -> bool {
     path.join("oci-layout").is_file() && path.join("index.json").is_file()
 }
 
-fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
-    let (algorithm, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| not_layout(layout, format!("malformed digest {digest}")))?;
-    if algorithm != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(not_layout(
-            layout,
-            format!("unsupported digest {digest} (only sha256)"),
-        ));
+/// Checks that `digest` is `sha256:` and 64 lowercase hex digits (so it is safe in a path).
+pub fn check_digest(digest: &str) -> std::result::Result<(), String> {
+    match digest.split_once(':') {
+        Some(("sha256", hex))
+            if hex.len() == 64
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("unsupported digest {digest} (only sha256)")),
     }
-    Ok(layout.join("blobs").join(algorithm).join(hex))
+}
+
+/// `root/blobs/sha256/<hex>` for a checked digest.
+pub fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
+    check_digest(digest).map_err(|reason| not_layout(layout, reason))?;
+    let hex = &digest["sha256:".len()..];
+    Ok(layout.join("blobs").join("sha256").join(hex))
 }
 
 /// A reader that hashes what passes through it, to verify a blob while it is consumed.
@@ -136,7 +145,8 @@ fn platform_matches(descriptor: &Descriptor) -> bool {
     }
 }
 
-fn host_arch() -> Arch {
+/// This host's architecture as OCI names it.
+pub fn host_arch() -> Arch {
     match std::env::consts::ARCH {
         "aarch64" => Arch::ARM64,
         _ => Arch::Amd64,
@@ -204,8 +214,14 @@ pub fn resolve(layout: &Path, tag: Option<&str>) -> Result<ResolvedImage> {
     let index: ImageIndex = serde_json::from_slice(&index_bytes)
         .map_err(|e| not_layout(layout, format!("index.json is not an OCI index: {e}")))?;
     let manifest_descriptor = select_manifest(layout, &index, tag)?;
+    resolve_manifest(layout, &manifest_descriptor)
+}
+
+/// Resolves the image whose manifest `manifest_descriptor` describes, from the blobs under
+/// `layout` (an OCI layout, or the image cache, which keeps blobs the same way).
+pub fn resolve_manifest(layout: &Path, manifest_descriptor: &Descriptor) -> Result<ResolvedImage> {
     let manifest: ImageManifest =
-        serde_json::from_slice(&read_verified_blob(layout, &manifest_descriptor)?)
+        serde_json::from_slice(&read_verified_blob(layout, manifest_descriptor)?)
             .map_err(|e| not_layout(layout, format!("manifest: {e}")))?;
     let config: ImageConfiguration =
         serde_json::from_slice(&read_verified_blob(layout, manifest.config())?)

@@ -3,19 +3,26 @@
 //! One base disk per image manifest digest, built once (under a file lock, so concurrent
 //! processes build it once too) and shared by every box of that image through qcow2 overlays.
 
+pub mod docker_archive;
 pub mod ext4;
 pub mod layout;
+pub mod registry;
+pub mod store;
 pub mod unpack;
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use layout::{Compression, ResolvedImage, VerifyingReader};
+use registry::{Progress, PullError, Puller, RegistryOptions};
+use store::{BlobStore, GcLock, GcReport, ImageDb, ImageRecord};
 
 /// What a box needs from its image at run time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +40,9 @@ pub struct PreparedImage {
 
 pub struct ImageStore {
     root: PathBuf,
+    blobs: Arc<BlobStore>,
+    db: ImageDb,
+    registry: RegistryOptions,
 }
 
 fn image_error(image: &str, reason: impl Into<String>) -> Error {
@@ -42,32 +52,215 @@ fn image_error(image: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// What `image=` names: an OCI layout on disk or a registry reference.
+enum ImageSource {
+    Layout(PathBuf, Option<String>),
+    /// A `docker save` archive (a file).
+    Archive(PathBuf),
+    Reference(oci_client::Reference),
+}
+
+fn looks_like_path(spec: &str) -> bool {
+    spec.starts_with('/')
+        || spec.starts_with("./")
+        || spec.starts_with("../")
+        || spec.starts_with('~')
+}
+
+fn classify(spec: &str, rootfs_path: bool) -> Result<ImageSource> {
+    if Path::new(spec).is_file() {
+        return Ok(ImageSource::Archive(PathBuf::from(spec)));
+    }
+    let (path, tag) = layout::split_layout_reference(spec);
+    if rootfs_path || layout::is_layout(&path) || looks_like_path(spec) {
+        return Ok(ImageSource::Layout(path, tag));
+    }
+    match registry::parse_reference(spec) {
+        Ok(r) => Ok(ImageSource::Reference(r)),
+        Err(e) => Err(image_error(spec, e.to_string())),
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
 impl ImageStore {
-    /// `root` is `BOXLITE_HOME/images`.
-    pub fn new(root: PathBuf) -> Result<ImageStore> {
+    /// `root` is `BOXLITE_HOME/images`; the index lives in `db_path` (`db/images.db`).
+    pub fn new(root: PathBuf, db_path: PathBuf, registry: RegistryOptions) -> Result<ImageStore> {
         for sub in ["disks", "tmp"] {
             fs::create_dir_all(root.join(sub))
                 .context(|| format!("create {}", root.join(sub).display()))?;
         }
-        Ok(ImageStore { root })
+        if let Some(parent) = db_path.parent() {
+            fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
+        }
+        Ok(ImageStore {
+            blobs: Arc::new(BlobStore::new(&root)?),
+            db: ImageDb::open(db_path)?,
+            root,
+            registry,
+        })
     }
 
-    /// Resolves `rootfs_path` / `image` options to a prepared image. Blocking: call it from a
-    /// blocking thread.
-    pub fn prepare(&self, image: Option<&str>, rootfs_path: Option<&str>) -> Result<PreparedImage> {
+    /// Pulls `reference` from its mirrors or registry into the cache (again, if it is cached:
+    /// a tag may have moved) and records it in the index.
+    pub async fn pull(&self, reference: &str, progress: Progress) -> Result<ImageRecord> {
+        let parsed = registry::parse_reference(reference)
+            .map_err(|e| image_error(reference, e.to_string()))?;
+        let root = self.root.clone();
+        let _gc = tokio::task::spawn_blocking(move || GcLock::shared(&root))
+            .await
+            .map_err(|e| image_error(reference, e.to_string()))??;
+        let puller = Puller::new(self.registry.clone(), self.blobs.clone());
+        let started = Instant::now();
+        let pulled = puller.pull(&parsed, &progress).await.map_err(|e| match e {
+            PullError::Invalid(reason) | PullError::Failed(reason) => {
+                image_error(reference, reason)
+            }
+        })?;
+        let record = ImageRecord {
+            reference: pulled.reference,
+            repository: parsed.repository().to_owned(),
+            manifest_digest: pulled.manifest_digest,
+            index_digest: pulled.index_digest,
+            config_digest: pulled.config_digest,
+            layers: pulled.layer_digests,
+            size: pulled.size,
+            source: pulled.source,
+            pulled_at: now_rfc3339(),
+        };
+        self.db.put(&record)?;
+        tracing::info!(image = %record.reference, digest = %record.manifest_digest, source = %record.source, elapsed_ms = started.elapsed().as_millis() as u64, "pulled image");
+        Ok(record)
+    }
+
+    /// The cached record of `reference` whose blobs are all present, if any.
+    fn cached(&self, reference: &oci_client::Reference) -> Result<Option<ImageRecord>> {
+        let Some(record) = self.db.get(&registry::canonical(reference))? else {
+            return Ok(None);
+        };
+        let complete = std::iter::once(&record.manifest_digest)
+            .chain(std::iter::once(&record.config_digest))
+            .chain(record.layers.iter())
+            .all(|d| self.blobs.contains(d));
+        Ok(complete.then_some(record))
+    }
+
+    /// Makes sure a registry image named by `image=` is in the cache (pulling it if not).
+    /// Layout paths need nothing.
+    pub async fn ensure(&self, image: Option<&str>, rootfs_path: Option<&str>) -> Result<()> {
+        let Some(spec) = rootfs_path.is_none().then_some(image).flatten() else {
+            return Ok(());
+        };
+        if let ImageSource::Reference(r) = classify(spec, false)? {
+            let root = self.root.clone();
+            let _gc = tokio::task::spawn_blocking(move || GcLock::shared(&root))
+                .await
+                .map_err(|e| image_error(spec, e.to_string()))??;
+            if self.cached(&r)?.is_some() {
+                return Ok(());
+            }
+            drop(_gc);
+            self.pull(spec, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Every cached image.
+    pub fn list(&self) -> Result<Vec<ImageRecord>> {
+        self.db.list()
+    }
+
+    /// Forgets `reference` and deletes what only it used (blobs; base disks no box uses).
+    pub fn remove(&self, reference: &str, keep_disks: &HashSet<String>) -> Result<GcReport> {
+        let parsed = registry::parse_reference(reference)
+            .map_err(|e| image_error(reference, e.to_string()))?;
+        let _gc = GcLock::exclusive(&self.root)?;
+        if !self.db.remove(&registry::canonical(&parsed))? {
+            return Err(image_error(
+                reference,
+                format!(
+                    "not in the image cache (as {}); runtime.images.list() shows what is",
+                    registry::canonical(&parsed)
+                ),
+            ));
+        }
+        store::collect_garbage(&self.blobs, &self.db, keep_disks)
+    }
+
+    /// Deletes blobs no cached image references and base disks neither an image nor a box
+    /// (`keep_disks`: manifest digests) uses.
+    pub fn collect_garbage(&self, keep_disks: &HashSet<String>) -> Result<GcReport> {
+        let _gc = GcLock::exclusive(&self.root)?;
+        store::collect_garbage(&self.blobs, &self.db, keep_disks)
+    }
+
+    /// Imports a `docker save` archive into the cache; `reference` names its single image.
+    pub fn import_archive(&self, path: &Path, reference: Option<&str>) -> Result<Vec<ImageRecord>> {
+        let spec = path.display().to_string();
+        let _gc = GcLock::shared(&self.root)?;
+        let records = docker_archive::import(&self.blobs, &self.db, path, reference)
+            .map_err(|reason| image_error(&spec, reason))?;
+        tracing::info!(archive = %spec, images = records.len(), "imported a docker archive");
+        Ok(records)
+    }
+
+    fn resolve_cached(
+        &self,
+        spec: &str,
+        reference: &oci_client::Reference,
+    ) -> Result<ResolvedImage> {
+        let record = self.cached(reference)?.ok_or_else(|| {
+            image_error(
+                spec,
+                "not in the image cache; pull it with runtime.images.pull()",
+            )
+        })?;
+        self.resolve_digest(spec, &record.manifest_digest)
+    }
+
+    fn resolve_digest(&self, spec: &str, manifest_digest: &str) -> Result<ResolvedImage> {
+        let digest: oci_spec::image::Digest = manifest_digest
+            .parse()
+            .map_err(|e| image_error(spec, format!("bad manifest digest in the index: {e}")))?;
+        let descriptor =
+            oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, 0, digest);
+        layout::resolve_manifest(&self.root, &descriptor).map_err(|e| {
+            image_error(
+                spec,
+                format!("the cached copy is damaged ({e}); remove it with runtime.images.remove() and pull it again"),
+            )
+        })
+    }
+
+    /// Resolves `rootfs_path` / `image` options to a prepared image: an OCI layout, or a
+    /// registry image already in the cache (see [`ImageStore::ensure`]). Blocking: call it
+    /// from a blocking thread.
+    pub fn prepare(
+        &self,
+        image: Option<&str>,
+        rootfs_path: Option<&str>,
+        disk_size_gb: Option<u32>,
+    ) -> Result<PreparedImage> {
         let spec = rootfs_path
             .or(image)
             .ok_or_else(|| Error::InvalidOption("no image given".into()))?;
-        let (path, tag) = layout::split_layout_reference(spec);
-        if rootfs_path.is_none() && !layout::is_layout(&path) {
-            return Err(image_error(
-                spec,
-                "pulling images from registries is not available in this build yet; \
-                 pass an OCI image layout directory as rootfs_path= (or image=)",
-            ));
-        }
-        let resolved = layout::resolve(&path, tag.as_deref())?;
-        let base_disk = self.base_disk(spec, &resolved)?;
+        let source = classify(spec, rootfs_path.is_some())?;
+        // Cached blobs are read until the base disk is built: garbage collection must wait.
+        let _gc = match source {
+            ImageSource::Layout(..) => None,
+            _ => Some(GcLock::shared(&self.root)?),
+        };
+        let resolved = match source {
+            ImageSource::Layout(path, tag) => layout::resolve(&path, tag.as_deref())?,
+            ImageSource::Reference(r) => self.resolve_cached(spec, &r)?,
+            ImageSource::Archive(path) => {
+                let records = self.import_archive(&path, None)?;
+                self.resolve_digest(spec, &records[0].manifest_digest)?
+            }
+        };
+        let base_disk = self.base_disk(spec, &resolved, disk_size_gb)?;
         let config = resolved.config.config().clone().unwrap_or_default();
         let env = config
             .env()
@@ -91,8 +284,18 @@ impl ImageStore {
         })
     }
 
-    fn base_disk(&self, spec: &str, image: &ResolvedImage) -> Result<PathBuf> {
-        let key = image.manifest_digest.replace(':', "-");
+    /// The image's base disk: `disks/<digest>.ext4` with the default free space, or
+    /// `disks/<digest>-<N>g.ext4` with N GiB free (`disk_size_gb`), built once each.
+    fn base_disk(
+        &self,
+        spec: &str,
+        image: &ResolvedImage,
+        disk_size_gb: Option<u32>,
+    ) -> Result<PathBuf> {
+        let mut key = image.manifest_digest.replace(':', "-");
+        if let Some(gb) = disk_size_gb {
+            key.push_str(&format!("-{gb}g"));
+        }
         let disks = self.root.join("disks");
         let disk = disks.join(format!("{key}.ext4"));
         if disk.is_file() {
@@ -121,7 +324,12 @@ impl ImageStore {
         }
         let manifest = unpacker.into_manifest();
         let partial = staging.path().join("base.ext4");
-        ext4::build_base_disk(&rootfs, &manifest, &partial)?;
+        ext4::build_base_disk(
+            &rootfs,
+            &manifest,
+            &partial,
+            disk_size_gb.map(|gb| u64::from(gb) << 30),
+        )?;
         fs::rename(&partial, &disk).context(|| format!("move base disk to {}", disk.display()))?;
         tracing::info!(image = spec, digest = %image.manifest_digest, elapsed_ms = started.elapsed().as_millis() as u64, "built base disk");
         Ok(disk)

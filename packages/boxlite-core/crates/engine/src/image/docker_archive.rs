@@ -1,0 +1,215 @@
+//! Importing `docker save` archives (both the classic layout, `<id>/layer.tar` plus
+//! `<hex>.json`, and Docker 25+'s OCI-style `blobs/sha256/…`): `manifest.json` names each
+//! image's config, layers and tags. Config and layers are hashed into the blob store, an OCI
+//! manifest is written for them, and each tag is recorded in the image index like a pull.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
+
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::image::registry;
+use crate::image::store::{BlobStore, ImageDb, ImageRecord};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ArchiveImage {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// A blob copied out of the archive.
+#[derive(Debug, Clone)]
+struct Stored {
+    digest: String,
+    size: u64,
+    gzip: bool,
+}
+
+fn archive_error(path: &Path, reason: impl std::fmt::Display) -> String {
+    format!("docker archive {}: {reason}", path.display())
+}
+
+fn normalise(path: &str) -> String {
+    path.trim_start_matches("./").to_owned()
+}
+
+/// Reads `manifest.json` (first pass; entries are skipped by seeking).
+fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, String> {
+    let file = File::open(path).map_err(|e| archive_error(path, e))?;
+    let mut archive = tar::Archive::new(file);
+    let entries = archive
+        .entries_with_seek()
+        .map_err(|e| archive_error(path, e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| archive_error(path, e))?;
+        let name = normalise(
+            &entry
+                .path()
+                .map_err(|e| archive_error(path, e))?
+                .to_string_lossy(),
+        );
+        if name == "manifest.json" {
+            let mut text = Vec::new();
+            entry
+                .read_to_end(&mut text)
+                .map_err(|e| archive_error(path, e))?;
+            return serde_json::from_slice(&text)
+                .map_err(|e| archive_error(path, format!("manifest.json is not valid: {e}")));
+        }
+    }
+    Err(archive_error(
+        path,
+        "no manifest.json: not a `docker save` archive (an OCI layout directory goes in rootfs_path)",
+    ))
+}
+
+/// Copies `reader` into the store while hashing it.
+fn store_stream(store: &BlobStore, reader: &mut impl Read) -> io::Result<Stored> {
+    let mut partial = store.new_partial()?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    let mut first = [0u8; 2];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        if size == 0 && n >= 2 {
+            first.copy_from_slice(&buffer[..2]);
+        }
+        hasher.update(&buffer[..n]);
+        partial.write_all(&buffer[..n])?;
+        size += n as u64;
+    }
+    partial.as_file().sync_all()?;
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    store.commit(partial, &digest)?;
+    Ok(Stored {
+        digest,
+        size,
+        gzip: first == [0x1f, 0x8b],
+    })
+}
+
+/// Imports every image of the archive at `path`; returns what was recorded. `reference`
+/// names the (single) image when the archive carries no tag or another name is wanted.
+pub fn import(
+    store: &BlobStore,
+    db: &ImageDb,
+    path: &Path,
+    reference: Option<&str>,
+) -> Result<Vec<ImageRecord>, String> {
+    let images = read_manifest(path)?;
+    if images.is_empty() {
+        return Err(archive_error(path, "manifest.json lists no image"));
+    }
+    if reference.is_some() && images.len() > 1 {
+        return Err(archive_error(
+            path,
+            format!(
+                "it holds {} images; a single reference cannot name them all",
+                images.len()
+            ),
+        ));
+    }
+    let wanted: std::collections::HashSet<String> = images
+        .iter()
+        .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
+        .map(|p| normalise(p))
+        .collect();
+
+    let mut stored: HashMap<String, Stored> = HashMap::new();
+    let file = BufReader::with_capacity(
+        1 << 20,
+        File::open(path).map_err(|e| archive_error(path, e))?,
+    );
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().map_err(|e| archive_error(path, e))? {
+        let mut entry = entry.map_err(|e| archive_error(path, e))?;
+        let name = normalise(
+            &entry
+                .path()
+                .map_err(|e| archive_error(path, e))?
+                .to_string_lossy(),
+        );
+        if !wanted.contains(&name) || stored.contains_key(&name) {
+            continue;
+        }
+        let blob = store_stream(store, &mut entry)
+            .map_err(|e| archive_error(path, format!("{name}: {e}")))?;
+        stored.insert(name, blob);
+    }
+
+    let mut records = Vec::new();
+    for image in &images {
+        let get = |p: &str| {
+            stored.get(&normalise(p)).cloned().ok_or_else(|| {
+                archive_error(path, format!("{p} is listed in manifest.json but missing"))
+            })
+        };
+        let config = get(&image.config)?;
+        let layers = image
+            .layers
+            .iter()
+            .map(|l| get(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config.digest,
+                "size": config.size,
+            },
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "mediaType": if l.gzip {
+                    "application/vnd.oci.image.layer.v1.tar+gzip"
+                } else {
+                    "application/vnd.oci.image.layer.v1.tar"
+                },
+                "digest": l.digest,
+                "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
+        let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        store
+            .put_bytes(&manifest_digest, &bytes)
+            .map_err(|e| archive_error(path, format!("storing the manifest: {e}")))?;
+        let names: Vec<String> = match reference {
+            Some(r) => vec![r.to_owned()],
+            None => image.repo_tags.clone().unwrap_or_default(),
+        };
+        if names.is_empty() {
+            return Err(archive_error(
+                path,
+                "an image in it has no tag: pass a reference to name it",
+            ));
+        }
+        for name in names {
+            let parsed = registry::parse_reference(&name).map_err(|e| e.to_string())?;
+            let record = ImageRecord {
+                reference: registry::canonical(&parsed),
+                repository: parsed.repository().to_owned(),
+                manifest_digest: manifest_digest.clone(),
+                index_digest: None,
+                config_digest: config.digest.clone(),
+                layers: layers.iter().map(|l| l.digest.clone()).collect(),
+                size: config.size + layers.iter().map(|l| l.size).sum::<u64>(),
+                source: format!("docker-archive:{}", path.display()),
+                pulled_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+            };
+            db.put(&record).map_err(|e| e.to_string())?;
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
