@@ -1,0 +1,603 @@
+"""The tool core every framework adapter is built on.
+
+:class:`BoxSandbox` runs Python, shell commands and file operations in one box, with a warm
+interpreter (see ``_interpreter.py``), per-call timeouts that kill every process the call
+started, capped output and image collection. :class:`ToolSandbox` is what a set of tools
+shares: one box started on first use, or a :class:`~boxlite.pool.BoxPool` lease per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import BoxliteError
+from ..options import BoxOptions
+from ..runtime import Box, Boxlite, ExecResult, Execution
+from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ImageOutput, ToolResult, truncate_output
+
+if TYPE_CHECKING:
+    from ..pool import BoxPool
+
+logger = logging.getLogger("boxlite.tools")
+
+T = TypeVar("T")
+
+#: The image tools boot when neither ``BOXLITE_DEFAULT_IMAGE`` nor an argument names one.
+DEFAULT_IMAGE = "python:slim"
+#: Seconds a tool call may run when the caller gives no timeout.
+DEFAULT_TIMEOUT = 60.0
+#: Seconds the warm interpreter may take to start (a cold Python under emulation is slow).
+INTERPRETER_START_TIMEOUT = 120.0
+#: Where images written by the code are collected from, in the box.
+DEFAULT_OUTPUT_DIR = "/output"
+#: Where the interpreters' pipes and output files live, in the box.
+SESSION_ROOT = "/tmp/.boxlite-tools"
+#: The most images one call returns, and the largest one collected (bytes).
+MAX_IMAGES = 10
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+#: Code longer than this (bytes) goes to the box as a file first (a single exec argument is
+#: limited to 128 KiB by Linux).
+_MAX_ARG_BYTES = 96 * 1024
+#: Bytes of a file write sent per exec (base64 in an argument).
+_WRITE_CHUNK = 64 * 1024
+#: The last line the client script writes on stderr, with the interpreter's answer.
+_STATUS_MARKER = "\x1eboxlite-status "
+
+_START_SCRIPT = """
+command -v python3 >/dev/null 2>&1 || { echo "this image has no python3; use an image with Python (e.g. python:slim)" >&2; exit 127; }
+rm -rf "$1" && mkdir -p "$1" "$2" && mkfifo "$1/ready"
+"""
+
+_CLIENT_SCRIPT = """
+D=$1
+pid=$(cat "$D/pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || { echo "the Python interpreter is not running" >&2; exit 199; }
+[ "$4" = file ] || printf '%s' "$2" > "$D/code.py" || exit 198
+echo run > "$D/req"
+read -r rc nimg osz esz < "$D/resp" || { echo "the Python interpreter died" >&2; exit 199; }
+head -c "$3" "$D/out"
+head -c "$3" "$D/err" >&2
+printf '\\n\\036boxlite-status %s %s %s %s\\n' "$rc" "$nimg" "$osz" "$esz" >&2
+exit "$rc"
+"""
+
+_PARTIAL_OUTPUT_SCRIPT = 'head -c "$2" "$1/out" 2>/dev/null; head -c "$2" "$1/err" >&2 2>/dev/null; true'
+
+_IMAGES_SCRIPT = """
+n=0
+while IFS= read -r p; do
+  [ "$n" -lt "$2" ] || break
+  size=$(wc -c < "$p" 2>/dev/null) || continue
+  [ "$size" -le "$3" ] || continue
+  printf '%s\\n%s\\n' "$p" "$size"; cat "$p"; n=$((n + 1))
+done < "$1/images"
+"""
+
+_LIST_SCRIPT = """
+[ -e "$1" ] || { echo "no such file or directory: $1" >&2; exit 2; }
+[ -d "$1" ] || { echo "not a directory: $1" >&2; exit 20; }
+find "$1" -mindepth 1 -maxdepth 1 -printf '%y\\t%s\\t%f\\n' 2>/dev/null && exit 0
+cd "$1" && for f in * .*; do
+  [ "$f" = . ] || [ "$f" = .. ] || { [ -e "$f" ] || [ -L "$f" ]; } || continue
+  if [ -L "$f" ]; then t=l; elif [ -d "$f" ]; then t=d; elif [ -f "$f" ]; then t=f; else t=o; fi
+  s=0; [ "$t" = f ] && s=$(wc -c < "$f")
+  printf '%s\\t%s\\t%s\\n' "$t" "$s" "$f"
+done
+"""
+
+_WRITE_SCRIPT = """
+mkdir -p "$(dirname "$1")" || exit 1
+if [ "$3" = append ]; then printf '%s' "$2" | base64 -d >> "$1"; else printf '%s' "$2" | base64 -d > "$1"; fi
+"""
+
+
+class ToolSandboxError(BoxliteError):
+    """The sandbox itself failed (the box or its interpreter), not the code it ran."""
+
+
+def interpreter_source() -> str:
+    """The program of the warm interpreter that runs in the box."""
+    return resources.files(__package__).joinpath("_interpreter.py").read_text()
+
+
+def resolve_image(image: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """The ``BoxOptions`` fields (``image`` or ``rootfs_path``) of the image tools boot.
+
+    ``image`` wins, then ``BOXLITE_DEFAULT_IMAGE``, then :data:`DEFAULT_IMAGE`. Either may be
+    an image reference or the path of an OCI image layout (a directory with ``index.json``).
+    """
+    chosen = os.fspath(image) if image is not None else (os.environ.get("BOXLITE_DEFAULT_IMAGE") or DEFAULT_IMAGE)
+    base = chosen.rsplit(":", 1)[0] if not Path(chosen).exists() and ":" in chosen else chosen
+    if Path(chosen).is_dir() or (base != chosen and Path(base).is_dir()):
+        return {"rootfs_path": chosen}
+    return {"image": chosen}
+
+
+def _status_from_stderr(stderr: str) -> tuple[str, list[int] | None]:
+    """Splits the client's status line off the end of stderr."""
+    head, sep, tail = stderr.rpartition(_STATUS_MARKER)
+    if not sep:
+        return stderr, None
+    try:
+        numbers = [int(x) for x in tail.split()]
+    except ValueError:
+        return stderr, None
+    # The client puts a newline before the marker (the code's stderr may not end with one).
+    return head[:-1] if head.endswith("\n") else head, numbers
+
+
+class BoxSandbox:
+    """Python, shell and file operations in one box, as agent tools need them.
+
+    ``persistent=True`` keeps one interpreter (one namespace) for every :meth:`run_python`
+    call; otherwise each call runs in a fresh child forked from a pre-started interpreter.
+    A call that times out kills every process it started; a persistent interpreter is then
+    started anew (its variables are gone, and the result says so).
+    """
+
+    def __init__(
+        self,
+        box: Box,
+        *,
+        persistent: bool = False,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        output_dir: str = DEFAULT_OUTPUT_DIR,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_output_chars < 100:
+            raise ValueError(f"max_output_chars={max_output_chars} is too small to be useful: use at least 100")
+        if default_timeout <= 0:
+            raise ValueError(f"default_timeout={default_timeout} must be a positive number of seconds")
+        self.box = box
+        self.persistent = persistent
+        self.max_output_chars = max_output_chars
+        self.default_timeout = default_timeout
+        self.output_dir = output_dir
+        self._env = {"MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "BOXLITE_OUTPUT_DIR": output_dir, **(env or {})}
+        self._session_dir = f"{SESSION_ROOT}/{uuid.uuid4().hex[:12]}"
+        self._interpreter: Execution | None = None
+        self._lock = asyncio.Lock()
+        self._restarted_note: str | None = None
+
+    # -- the warm interpreter ------------------------------------------------------------
+
+    @property
+    def interpreter_running(self) -> bool:
+        """Whether an interpreter was started and not (knowingly) lost since."""
+        return self._interpreter is not None
+
+    async def start(self) -> BoxSandbox:
+        """Starts the warm interpreter now (it is otherwise started by the first call)."""
+        async with self._lock:
+            await self._ensure_interpreter()
+        return self
+
+    async def _ensure_interpreter(self) -> None:
+        if self._interpreter is not None:
+            return
+        setup = await self.box.run("sh", ["-c", _START_SCRIPT, "sh", self._session_dir, self.output_dir], timeout=30)
+        if setup.exit_code != 0:
+            raise ToolSandboxError(f"could not prepare the box for Python: {setup.stderr.strip() or setup.exit_code}")
+        mode = "persistent" if self.persistent else "fresh"
+        execution = await self.box.exec(
+            "python3",
+            ["-u", "-c", interpreter_source(), self._session_dir, mode, self.output_dir],
+            self._env,
+        )
+        ready = await self.box.run(
+            "sh", ["-c", 'read -r x < "$1/ready"', "sh", self._session_dir], timeout=INTERPRETER_START_TIMEOUT
+        )
+        if ready.exit_code != 0:
+            await execution.kill()
+            ended = await execution.wait()
+            raise ToolSandboxError(
+                f"the Python interpreter did not start within {INTERPRETER_START_TIMEOUT:g} s "
+                f"(exit code {ended.exit_code}): {ended.stderr.strip()[-2000:] or 'no output'}"
+            )
+        self._interpreter = execution
+        logger.debug("warm %s interpreter ready in box %s", mode, self.box.id)
+
+    async def _discard_interpreter(self) -> None:
+        """Kills the interpreter and everything it started."""
+        execution, self._interpreter = self._interpreter, None
+        if execution is not None:
+            try:
+                await execution.kill()
+                await execution.wait()
+            except BoxliteError:
+                logger.warning("could not kill the interpreter in box %s", self.box.id, exc_info=True)
+
+    async def is_healthy(self) -> bool:
+        """Whether the box answers and its interpreter (if started) is alive."""
+        try:
+            if self._interpreter is None:
+                return (await self.box.run("true", timeout=10)).exit_code == 0
+            check = await self.box.run(
+                "sh", ["-c", 'kill -0 "$(cat "$1/pid")"', "sh", self._session_dir], timeout=10
+            )
+            return check.exit_code == 0
+        except BoxliteError:
+            return False
+
+    # -- tool operations -------------------------------------------------------------------
+
+    def _timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.default_timeout
+        if timeout <= 0:
+            raise ValueError(f"timeout={timeout} must be a positive number of seconds")
+        return float(timeout)
+
+    def _cap(self, stdout: str, stderr: str, out_total: int | None = None, err_total: int | None = None) -> dict[str, Any]:
+        out, out_dropped = truncate_output(stdout, self.max_output_chars, total_chars=out_total)
+        err, err_dropped = truncate_output(stderr, self.max_output_chars, total_chars=err_total)
+        return {"stdout": out, "stderr": err, "stdout_truncated": out_dropped, "stderr_truncated": err_dropped}
+
+    async def run_python(self, code: str, timeout: float | None = None) -> ToolResult:
+        """Runs ``code`` and returns its exit code, capped output and images.
+
+        Like a notebook cell, the value of a final expression is printed. Code that fails
+        (an exception, ``sys.exit(3)``) is an ordinary result; :class:`ToolSandboxError` means
+        the sandbox itself failed.
+        """
+        seconds = self._timeout(timeout)
+        async with self._lock:
+            await self._ensure_interpreter()
+            note, self._restarted_note = self._restarted_note, None
+            code_bytes = code.encode()
+            via_file = len(code_bytes) > _MAX_ARG_BYTES
+            if via_file:
+                await self._write_bytes(f"{self._session_dir}/code.py", code_bytes)
+            byte_cap = self.max_output_chars * 4
+            client = await self.box.run(
+                "sh",
+                ["-c", _CLIENT_SCRIPT, "sh", self._session_dir, "" if via_file else code, str(byte_cap),
+                 "file" if via_file else "arg"],
+                timeout=seconds,
+            )
+            if client.timed_out:
+                return await self._timed_out(seconds, byte_cap, note)
+            stderr, status = _status_from_stderr(client.stderr)
+            if status is None:
+                # The interpreter is gone (killed, crashed, out of memory): start a new one next time.
+                await self._discard_interpreter()
+                if self.persistent:
+                    self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
+                return ToolResult(
+                    exit_code=client.exit_code,
+                    timeout=seconds,
+                    note="the Python interpreter died during this call; the next call starts a new one",
+                    **self._cap(client.stdout, stderr),
+                )
+            exit_code, image_count, out_size, err_size = (status + [0, 0, 0, 0])[:4]
+            images = await self._collect_images() if image_count else ()
+            return ToolResult(
+                exit_code=exit_code,
+                timeout=seconds,
+                images=images,
+                note=note,
+                **self._cap(
+                    client.stdout,
+                    stderr,
+                    out_total=len(client.stdout) + max(0, out_size - len(client.stdout_bytes)),
+                    err_total=len(stderr) + max(0, err_size - byte_cap),
+                ),
+            )
+
+    async def _timed_out(self, seconds: float, byte_cap: int, note: str | None) -> ToolResult:
+        await self._discard_interpreter()
+        partial = await self.box.run(
+            "sh", ["-c", _PARTIAL_OUTPUT_SCRIPT, "sh", self._session_dir, str(byte_cap)], timeout=30
+        )
+        lost = " The Python session was restarted: variables from earlier calls are gone." if self.persistent else ""
+        if self.persistent:
+            self._restarted_note = "the Python session was restarted after a timeout: variables from earlier calls are gone"
+        return ToolResult(
+            exit_code=124,
+            timed_out=True,
+            timeout=seconds,
+            note=((note + "; ") if note else "") + f"the code was stopped after {seconds:g} s.{lost}",
+            **self._cap(partial.stdout, partial.stderr),
+        )
+
+    async def _collect_images(self) -> tuple[ImageOutput, ...]:
+        listing = await self.box.run(
+            "sh", ["-c", _IMAGES_SCRIPT, "sh", self._session_dir, str(MAX_IMAGES), str(MAX_IMAGE_BYTES)], timeout=60
+        )
+        data, images, pos = listing.stdout_bytes, [], 0
+        while pos < len(data):
+            path_end = data.index(b"\n", pos)
+            size_end = data.index(b"\n", path_end + 1)
+            size = int(data[path_end + 1 : size_end])
+            path = data[pos:path_end].decode("utf-8", errors="replace")
+            images.append(ImageOutput(path=path, data=data[size_end + 1 : size_end + 1 + size]))
+            pos = size_end + 1 + size
+        return tuple(images)
+
+    async def run_shell(self, command: str, timeout: float | None = None) -> ToolResult:
+        """Runs ``command`` with ``sh -c``; on timeout every process it started is killed."""
+        seconds = self._timeout(timeout)
+        result = await self.box.run("sh", ["-c", command], self._env, timeout=seconds)
+        return self._shell_result(result, seconds)
+
+    def _shell_result(self, result: ExecResult, seconds: float) -> ToolResult:
+        return ToolResult(
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            timeout=seconds,
+            note=result.error,
+            **self._cap(result.stdout, result.stderr),
+        )
+
+    async def read_file(self, path: str) -> bytes:
+        """The content of ``path`` in the box; :class:`FileNotFoundError` (with the box's
+        message) when it cannot be read."""
+        result = await self.box.run("cat", ["--", path], timeout=self.default_timeout)
+        if result.exit_code != 0:
+            raise FileNotFoundError(result.stderr.strip() or f"cannot read {path}")
+        return result.stdout_bytes
+
+    async def read_text(self, path: str) -> str:
+        """``path`` as text, capped like other output (a binary file is described, not dumped)."""
+        data = await self.read_file(path)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return f"{path} is a binary file of {len(data)} bytes (not shown)"
+        return truncate_output(text, self.max_output_chars)[0]
+
+    async def write_file(self, path: str, content: str | bytes) -> int:
+        """Writes ``content`` to ``path`` (parent directories are created); returns the byte count."""
+        data = content.encode() if isinstance(content, str) else content
+        await self._write_bytes(path, data)
+        return len(data)
+
+    async def _write_bytes(self, path: str, data: bytes) -> None:
+        chunks = [data[i : i + _WRITE_CHUNK] for i in range(0, len(data), _WRITE_CHUNK)] or [b""]
+        for index, chunk in enumerate(chunks):
+            encoded = base64.b64encode(chunk).decode("ascii")
+            result = await self.box.run(
+                "sh",
+                ["-c", _WRITE_SCRIPT, "sh", path, encoded, "append" if index else "truncate"],
+                timeout=self.default_timeout,
+            )
+            if result.exit_code != 0:
+                raise PermissionError(result.stderr.strip() or f"cannot write {path}")
+
+    async def list_files(self, path: str = ".") -> list[FileEntry]:
+        """The entries of directory ``path``, sorted by name; :class:`FileNotFoundError` or
+        :class:`NotADirectoryError` otherwise."""
+        result = await self.box.run("sh", ["-c", _LIST_SCRIPT, "sh", path], timeout=self.default_timeout)
+        if result.exit_code == 20:
+            raise NotADirectoryError(result.stderr.strip())
+        if result.exit_code != 0:
+            raise FileNotFoundError(result.stderr.strip() or f"cannot list {path}")
+        kinds = {"f": "file", "d": "directory", "l": "symlink"}
+        entries = []
+        for line in result.stdout.splitlines():
+            kind, size, name = line.split("\t", 2)
+            entries.append(FileEntry(name=name, kind=kinds.get(kind, "other"), size=int(size)))
+        return sorted(entries, key=lambda e: e.name)
+
+    async def close(self) -> None:
+        """Stops the interpreter (the box itself belongs to whoever created it)."""
+        async with self._lock:
+            await self._discard_interpreter()
+
+
+def _run_sync(coro: Awaitable[T]) -> T:
+    from ..sync_api import run_sync
+
+    return run_sync(coro)  # type: ignore[arg-type]
+
+
+class ToolSandbox:
+    """The box (or pool of boxes) a set of tools shares.
+
+    * default: one box, created from ``image`` on first use and kept until :meth:`close`
+      (or interpreter exit); ``persistent=True`` keeps Python variables between calls;
+    * ``box=``: tools run in a box you created (you stop it);
+    * ``pool=``: every call leases a box from a :class:`~boxlite.pool.BoxPool` (see
+      :func:`create_tool_pool`, which keeps a warm interpreter in every pooled box), so
+      concurrent agents never share a box and each call starts from a fresh box.
+
+    Every operation exists as a coroutine and as a blocking ``*_sync`` method that is safe to
+    call from inside a running event loop.
+    """
+
+    def __init__(
+        self,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        pool: BoxPool | None = None,
+        box: Box | None = None,
+        persistent: bool = False,
+        runtime: Boxlite | None = None,
+        memory_mib: int = 1024,
+        cpus: int = 1,
+        env: Mapping[str, str] | None = None,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        output_dir: str = DEFAULT_OUTPUT_DIR,
+    ) -> None:
+        if pool is not None and box is not None:
+            raise ValueError("pass either pool= or box=, not both")
+        if pool is not None and persistent:
+            raise ValueError(
+                "persistent=True needs one box kept for the whole session, but pool= leases a box per call: "
+                "drop pool= (the toolkit then keeps one box), or create the pool with create_tool_pool(persistent=True)"
+            )
+        self._options = BoxOptions(memory_mib=memory_mib, cpus=cpus, **resolve_image(image)) if box is None else None
+        self._pool = pool
+        self._runtime = runtime
+        self._sandbox_kwargs: dict[str, Any] = {
+            "persistent": persistent,
+            "max_output_chars": max_output_chars,
+            "default_timeout": default_timeout,
+            "output_dir": output_dir,
+            "env": dict(env or {}),
+        }
+        self._box = box
+        self._owns_box = box is None
+        self._shared: BoxSandbox | None = BoxSandbox(box, **self._sandbox_kwargs) if box is not None else None
+        self._start_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def options(self) -> BoxOptions | None:
+        """The options of the box this sandbox creates (None when given a box)."""
+        return self._options
+
+    @property
+    def pool(self) -> BoxPool | None:
+        return self._pool
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[BoxSandbox]:
+        """The :class:`BoxSandbox` one call runs in: the shared one, or a pool lease's."""
+        if self._closed:
+            raise ToolSandboxError("this tool sandbox is closed: create a new one")
+        if self._pool is None:
+            yield await self._shared_sandbox()
+            return
+        async with self._pool.lease() as lease:
+            sandbox = lease.resource if isinstance(lease.resource, BoxSandbox) else None
+            if sandbox is None:
+                sandbox = BoxSandbox(lease.box, **self._sandbox_kwargs)
+            try:
+                yield sandbox
+            except BaseException:
+                lease.mark_broken()
+                raise
+            if not sandbox.interpreter_running and isinstance(lease.resource, BoxSandbox):
+                # Its interpreter died or timed out: no later lease may get this box.
+                lease.mark_broken()
+
+    async def _shared_sandbox(self) -> BoxSandbox:
+        if self._shared is not None:
+            return self._shared
+        async with self._start_lock:
+            if self._shared is None:
+                assert self._options is not None
+                runtime = self._runtime or Boxlite.default()
+                self._box = await runtime.create(self._options)
+                self._shared = BoxSandbox(self._box, **self._sandbox_kwargs)
+            return self._shared
+
+    async def _call(self, operation: Callable[[BoxSandbox], Awaitable[T]]) -> T:
+        try:
+            async with self.session() as sandbox:
+                return await operation(sandbox)
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError):
+            raise
+        except BoxliteError:
+            raise
+        except OSError as e:
+            raise ToolSandboxError(f"the sandbox failed: {e}") from e
+
+    async def run_python(self, code: str, timeout: float | None = None) -> ToolResult:
+        """See :meth:`BoxSandbox.run_python`."""
+        return await self._call(lambda s: s.run_python(code, timeout))
+
+    async def run_shell(self, command: str, timeout: float | None = None) -> ToolResult:
+        """See :meth:`BoxSandbox.run_shell`."""
+        return await self._call(lambda s: s.run_shell(command, timeout))
+
+    async def read_file(self, path: str) -> bytes:
+        return await self._call(lambda s: s.read_file(path))
+
+    async def read_text(self, path: str) -> str:
+        return await self._call(lambda s: s.read_text(path))
+
+    async def write_file(self, path: str, content: str | bytes) -> int:
+        return await self._call(lambda s: s.write_file(path, content))
+
+    async def list_files(self, path: str = ".") -> list[FileEntry]:
+        return await self._call(lambda s: s.list_files(path))
+
+    def run_python_sync(self, code: str, timeout: float | None = None) -> ToolResult:
+        return _run_sync(self.run_python(code, timeout))
+
+    def run_shell_sync(self, command: str, timeout: float | None = None) -> ToolResult:
+        return _run_sync(self.run_shell(command, timeout))
+
+    def read_file_sync(self, path: str) -> bytes:
+        return _run_sync(self.read_file(path))
+
+    def read_text_sync(self, path: str) -> str:
+        return _run_sync(self.read_text(path))
+
+    def write_file_sync(self, path: str, content: str | bytes) -> int:
+        return _run_sync(self.write_file(path, content))
+
+    def list_files_sync(self, path: str = ".") -> list[FileEntry]:
+        return _run_sync(self.list_files(path))
+
+    async def close(self) -> None:
+        """Stops the shared interpreter and, if this sandbox created it, the box. A pool is
+        left to its owner."""
+        self._closed = True
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            await shared.close()
+            if self._owns_box:
+                await shared.box.stop()
+
+    def close_sync(self) -> None:
+        _run_sync(self.close())
+
+
+async def _prepare_sandbox(box: Box, kwargs: dict[str, Any]) -> BoxSandbox:
+    return await BoxSandbox(box, **kwargs).start()
+
+
+def create_tool_pool(
+    image: str | os.PathLike[str] | None = None,
+    *,
+    persistent: bool = False,
+    memory_mib: int = 1024,
+    cpus: int = 1,
+    runtime: Boxlite | None = None,
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    default_timeout: float = DEFAULT_TIMEOUT,
+    output_dir: str = DEFAULT_OUTPUT_DIR,
+    env: Mapping[str, str] | None = None,
+    **pool_options: Any,
+) -> BoxPool:
+    """A :class:`~boxlite.pool.BoxPool` whose boxes each hold a warm interpreter, ready before
+    they are leased (so a pooled call costs milliseconds, not an interpreter start).
+
+    ``pool_options`` go to ``BoxPool`` (``min_idle``, ``max_size``, ``max_uses``, …); pass the
+    pool as ``ToolSandbox(pool=...)`` or to an adapter's ``pool=`` argument.
+    """
+    from ..pool import BoxPool
+
+    kwargs: dict[str, Any] = {
+        "persistent": persistent,
+        "max_output_chars": max_output_chars,
+        "default_timeout": default_timeout,
+        "output_dir": output_dir,
+        "env": dict(env or {}),
+    }
+
+    async def prepare(box: Box) -> BoxSandbox:
+        return await _prepare_sandbox(box, kwargs)
+
+    async def health_check(box: Box) -> bool:
+        # The interpreter's pid file names a live process (a box whose interpreter died is dropped).
+        check = await box.run(
+            "sh", ["-c", f'for p in {SESSION_ROOT}/*/pid; do kill -0 "$(cat "$p")" || exit 1; done'], timeout=10
+        )
+        return check.exit_code == 0
+
+    options = BoxOptions(memory_mib=memory_mib, cpus=cpus, **resolve_image(image))
+    return BoxPool(options, runtime=runtime, prepare=prepare, health_check=health_check, **pool_options)
