@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import errors
+from .codebox import CodeBox
 from .errors import (
     BoxDiedError,
     BoxliteError,
@@ -12,11 +13,15 @@ from .errors import (
     ImageError,
     InvalidImageError,
     InvalidOptionError,
+    PackageInstallError,
+    PoolClosedError,
+    PoolExhaustedError,
     QemuNotFoundError,
 )
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
 from .simplebox import SimpleBox
+from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
 
 __version__ = "0.1.0"
 
@@ -30,13 +35,23 @@ __all__ = [
     "BoxStoppedError",
     "Boxlite",
     "BoxliteError",
+    "CodeBox",
     "ExecResult",
     "Execution",
     "ImageError",
     "InvalidImageError",
     "InvalidOptionError",
     "Options",
+    "PackageInstallError",
+    "PoolClosedError",
+    "PoolExhaustedError",
     "QemuNotFoundError",
     "SimpleBox",
+    "SyncBox",
+    "SyncBoxlite",
+    "SyncCodeBox",
+    "SyncExecution",
+    "SyncSimpleBox",
     "errors",
+    "run_sync",
 ]

@@ -59,6 +59,22 @@ class DiskError(BoxliteError):
     """A disk image could not be created or prepared."""
 
 
+class PackageInstallError(BoxliteError):
+    """Installing a package in a box failed (``CodeBox.install_package``); the message has pip's output."""
+
+
+class PoolError(BoxliteError):
+    """Base class of the errors of :class:`boxlite.pool.BoxPool`."""
+
+
+class PoolExhaustedError(PoolError):
+    """Every box of the pool is leased and none came free in time (or the strategy is ``fail``)."""
+
+
+class PoolClosedError(PoolError):
+    """The pool was closed: it hands out no more boxes."""
+
+
 __all__ = [
     "AcceleratorError",
     "BoxDiedError",
@@ -72,5 +88,9 @@ __all__ = [
     "ImageError",
     "InvalidImageError",
     "InvalidOptionError",
+    "PackageInstallError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhaustedError",
     "QemuNotFoundError",
 ]
