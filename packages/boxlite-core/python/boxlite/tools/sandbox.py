@@ -13,7 +13,7 @@ import base64
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -63,8 +63,10 @@ pid=$(cat "$D/pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || { echo "the Pyt
 [ "$4" = file ] || printf '%s' "$2" > "$D/code.py" || exit 198
 echo run > "$D/req"
 read -r rc nimg osz esz < "$D/resp" || { echo "the Python interpreter died" >&2; exit 199; }
-head -c "$3" "$D/out"
-head -c "$3" "$D/err" >&2
+# Send at most $3 bytes of each stream: its head and its tail (the middle is dropped anyway).
+send() { if [ "$2" -le "$3" ]; then cat "$1"; else head -c $(($3 / 2)) "$1"; tail -c $(($3 / 2)) "$1"; fi; }
+send "$D/out" "$osz" "$3"
+send "$D/err" "$esz" "$3" >&2
 printf '\\n\\036boxlite-status %s %s %s %s\\n' "$rc" "$nimg" "$osz" "$esz" >&2
 exit "$rc"
 """
@@ -134,6 +136,13 @@ def _status_from_stderr(stderr: str) -> tuple[str, list[int] | None]:
     return head[:-1] if head.endswith("\n") else head, numbers
 
 
+def _check_limits(max_output_chars: int, default_timeout: float) -> None:
+    if max_output_chars < 100:
+        raise ValueError(f"max_output_chars={max_output_chars} is too small to be useful: use at least 100")
+    if default_timeout <= 0:
+        raise ValueError(f"default_timeout={default_timeout} must be a positive number of seconds")
+
+
 class BoxSandbox:
     """Python, shell and file operations in one box, as agent tools need them.
 
@@ -153,16 +162,19 @@ class BoxSandbox:
         output_dir: str = DEFAULT_OUTPUT_DIR,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        if max_output_chars < 100:
-            raise ValueError(f"max_output_chars={max_output_chars} is too small to be useful: use at least 100")
-        if default_timeout <= 0:
-            raise ValueError(f"default_timeout={default_timeout} must be a positive number of seconds")
+        _check_limits(max_output_chars, default_timeout)
         self.box = box
         self.persistent = persistent
         self.max_output_chars = max_output_chars
         self.default_timeout = default_timeout
         self.output_dir = output_dir
-        self._env = {"MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "BOXLITE_OUTPUT_DIR": output_dir, **(env or {})}
+        self._env = {"MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "BOXLITE_OUTPUT_DIR": output_dir}
+        if box.info().accel == "tcg":
+            # QEMU's default emulated CPU advertises AMD features that lead OpenBLAS (numpy's
+            # BLAS, hence matplotlib) to its 3DNow! "Opteron" kernels, which TCG cannot run:
+            # every numpy.dot dies with SIGILL. Its SSE3 kernels run everywhere.
+            self._env["OPENBLAS_CORETYPE"] = "Prescott"
+        self._env.update(env or {})
         self._session_dir = f"{SESSION_ROOT}/{uuid.uuid4().hex[:12]}"
         self._interpreter: Execution | None = None
         self._lock = asyncio.Lock()
@@ -288,8 +300,9 @@ class BoxSandbox:
                 **self._cap(
                     client.stdout,
                     stderr,
+                    # Characters that never left the box count as dropped (bytes ~ characters).
                     out_total=len(client.stdout) + max(0, out_size - len(client.stdout_bytes)),
-                    err_total=len(stderr) + max(0, err_size - byte_cap),
+                    err_total=len(stderr) + max(0, err_size - len(stderr.encode())),
                 ),
             )
 
@@ -394,10 +407,23 @@ class BoxSandbox:
             await self._discard_interpreter()
 
 
-def _run_sync(coro: Awaitable[T]) -> T:
+def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     from ..sync_api import run_sync
 
-    return run_sync(coro)  # type: ignore[arg-type]
+    return run_sync(coro)
+
+
+async def _on_library_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Awaits ``coro`` on boxlite's library loop, whichever loop the caller runs.
+
+    A sandbox's state (its lock, its warm interpreter, a pool's waiters) then lives on one loop,
+    so the same tools work from sync code, from ``asyncio.run`` and from several loops at once.
+    """
+    from ..sync_api import in_library_loop, loop
+
+    if in_library_loop():
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop()))
 
 
 class ToolSandbox:
@@ -429,6 +455,7 @@ class ToolSandbox:
         default_timeout: float = DEFAULT_TIMEOUT,
         output_dir: str = DEFAULT_OUTPUT_DIR,
     ) -> None:
+        _check_limits(max_output_chars, default_timeout)
         if pool is not None and box is not None:
             raise ValueError("pass either pool= or box=, not both")
         if pool is not None and persistent:
@@ -494,6 +521,9 @@ class ToolSandbox:
             return self._shared
 
     async def _call(self, operation: Callable[[BoxSandbox], Awaitable[T]]) -> T:
+        return await _on_library_loop(self._call_here(operation))
+
+    async def _call_here(self, operation: Callable[[BoxSandbox], Awaitable[T]]) -> T:
         try:
             async with self.session() as sandbox:
                 return await operation(sandbox)
@@ -545,6 +575,9 @@ class ToolSandbox:
     async def close(self) -> None:
         """Stops the shared interpreter and, if this sandbox created it, the box. A pool is
         left to its owner."""
+        await _on_library_loop(self._close_here())
+
+    async def _close_here(self) -> None:
         self._closed = True
         shared, self._shared = self._shared, None
         if shared is not None:
