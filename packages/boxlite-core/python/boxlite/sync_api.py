@@ -314,8 +314,34 @@ class SyncSimpleBox:
 
     _async_class: type[SimpleBox] = SimpleBox
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._simple = self._async_class(*args, **kwargs)
+    def __init__(
+        self,
+        image: str | None = None,
+        *,
+        rootfs_path: str | None = None,
+        cpus: int | None = None,
+        memory_mib: int | None = None,
+        working_dir: str | None = None,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        name: str | None = None,
+        auto_remove: bool = True,
+        runtime: Boxlite | None = None,
+        cpu: int | None = None,
+        memory: int | None = None,
+    ) -> None:
+        self._simple = self._async_class(
+            image,
+            rootfs_path=rootfs_path,
+            cpus=cpus,
+            memory_mib=memory_mib,
+            working_dir=working_dir,
+            env=env,
+            name=name,
+            auto_remove=auto_remove,
+            runtime=runtime,
+            cpu=cpu,
+            memory=memory,
+        )
 
     @property
     def simple_box(self) -> SimpleBox:
@@ -369,7 +395,11 @@ class SyncSimpleBox:
 
 
 class SyncCodeBox(SyncSimpleBox):
-    """:class:`~boxlite.CodeBox` with blocking methods: ``with SyncCodeBox() as box:``."""
+    """:class:`~boxlite.CodeBox` with blocking methods: ``with SyncCodeBox() as box:``.
+
+    Takes the same arguments as :class:`~boxlite.CodeBox` (the image defaults to
+    ``BOXLITE_DEFAULT_IMAGE`` or ``python:slim``).
+    """
 
     _async_class = CodeBox
 
