@@ -9,7 +9,15 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from boxlite.tools import BoxSandbox, ToolResult, ToolSandbox, ToolSandboxError, resolve_image, truncate_output
+from boxlite.tools import (
+    BoxSandbox,
+    ToolResult,
+    ToolSandbox,
+    ToolSandboxError,
+    create_tool_pool,
+    resolve_image,
+    truncate_output,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -197,12 +205,11 @@ async def test_image_without_python_is_a_clear_error(runtime: boxlite.Boxlite, b
 
 def test_image_resolution(monkeypatch: pytest.MonkeyPatch, plot_image: str) -> None:
     monkeypatch.delenv("BOXLITE_DEFAULT_IMAGE", raising=False)
-    assert resolve_image() == {"image": "python:slim"}
-    assert resolve_image(plot_image) == {"rootfs_path": plot_image}
-    assert resolve_image(Path(plot_image)) == {"rootfs_path": plot_image}
+    assert resolve_image() == "python:slim"
+    assert resolve_image(Path(plot_image)) == plot_image
     monkeypatch.setenv("BOXLITE_DEFAULT_IMAGE", plot_image)
-    assert resolve_image() == {"rootfs_path": plot_image}
-    assert resolve_image("python:3.12-slim") == {"image": "python:3.12-slim"}
+    assert resolve_image() == plot_image
+    assert resolve_image("python:3.12-slim") == "python:3.12-slim"
     monkeypatch.setenv("BOXLITE_DEFAULT_IMAGE", "registry.local/py:1")
     assert ToolSandbox().options == boxlite.BoxOptions(image="registry.local/py:1", memory_mib=1024)
 
@@ -212,3 +219,46 @@ def test_bad_arguments_say_what_to_do() -> None:
         ToolSandbox(max_output_chars=5).options  # noqa: B018
     with pytest.raises(ValueError, match="pool= or box="):
         ToolSandbox(pool=object(), box=object())  # type: ignore[arg-type]
+
+
+BOOT_ID = "print(open('/proc/sys/kernel/random/boot_id').read().strip(), flush=True)\n"
+
+
+async def test_pool_gives_concurrent_callers_their_own_warm_boxes(runtime: boxlite.Boxlite, plot_image: str) -> None:
+    pool = create_tool_pool(plot_image, runtime=runtime, memory_mib=512, min_idle=2, max_size=2, max_uses=1)
+    sandbox = ToolSandbox(pool=pool)
+    try:
+        await pool.start()
+        # Two agents at once: each call holds its lease for a second, so the calls overlap.
+        first, second = await asyncio.gather(
+            sandbox.run_python(BOOT_ID + "import time; time.sleep(1)\nleak = 1"),
+            sandbox.run_python(BOOT_ID + "import time; time.sleep(1)\nopen('/tmp/leak', 'w').write('x')"),
+        )
+        assert first.success and second.success
+        assert first.stdout != second.stdout
+        # max_uses=1: the next lease is a fresh box, with neither the variable nor the file.
+        third = await sandbox.run_python(BOOT_ID + "import os\nprint('leak' in globals(), os.path.exists('/tmp/leak'))")
+        assert third.stdout.splitlines()[1] == "False False"
+        assert third.stdout.splitlines()[0] not in (first.stdout.strip(), second.stdout.strip())
+    finally:
+        await pool.close()
+
+
+async def test_pool_hands_out_no_broken_box(runtime: boxlite.Boxlite, plot_image: str) -> None:
+    # Boxes are reused (max_uses=10), so a box whose interpreter was lost must be dropped.
+    pool = create_tool_pool(plot_image, runtime=runtime, memory_mib=512, min_idle=1, max_size=1, max_uses=10)
+    sandbox = ToolSandbox(pool=pool)
+    try:
+        reused = [await sandbox.run_python(BOOT_ID) for _ in range(2)]
+        assert reused[0].stdout == reused[1].stdout  # the same box, reused
+        timed_out = await sandbox.run_python(BOOT_ID + "while True: pass", timeout=2)
+        assert timed_out.timed_out and timed_out.stdout == reused[0].stdout
+        after = await sandbox.run_python(BOOT_ID)
+        assert after.success and after.stdout != reused[0].stdout
+        # A box whose interpreter died between leases fails the health check and is replaced.
+        await sandbox.run_shell("kill -9 $(cat /tmp/.boxlite-tools/*/pid)")
+        replaced = await sandbox.run_python(BOOT_ID)
+        assert replaced.success and replaced.stdout != after.stdout
+        assert pool.stats().broken >= 1
+    finally:
+        await pool.close()

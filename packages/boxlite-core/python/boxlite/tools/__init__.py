@@ -17,7 +17,6 @@ from .result import (
     truncate_output,
 )
 from .sandbox import (
-    DEFAULT_IMAGE,
     DEFAULT_OUTPUT_DIR,
     DEFAULT_TIMEOUT,
     BoxSandbox,
@@ -28,7 +27,6 @@ from .sandbox import (
 )
 
 __all__ = [
-    "DEFAULT_IMAGE",
     "DEFAULT_MAX_OUTPUT_CHARS",
     "DEFAULT_OUTPUT_DIR",
     "DEFAULT_TIMEOUT",

@@ -13,26 +13,25 @@ import base64
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from ..codebox import default_image
 from ..errors import BoxliteError
 from ..options import BoxOptions
+from ..pool import BoxPool
 from ..runtime import Box, Boxlite, ExecResult, Execution
+from ..sync_api import run_in_library_loop, run_sync
 from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ImageOutput, ToolResult, truncate_output
 
-if TYPE_CHECKING:
-    from ..pool import BoxPool
 
 logger = logging.getLogger("boxlite.tools")
 
 T = TypeVar("T")
 
-#: The image tools boot when neither ``BOXLITE_DEFAULT_IMAGE`` nor an argument names one.
-DEFAULT_IMAGE = "python:slim"
 #: Seconds a tool call may run when the caller gives no timeout.
 DEFAULT_TIMEOUT = 60.0
 #: Seconds the warm interpreter may take to start (a cold Python under emulation is slow).
@@ -110,17 +109,10 @@ def interpreter_source() -> str:
     return resources.files(__package__).joinpath("_interpreter.py").read_text()
 
 
-def resolve_image(image: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """The ``BoxOptions`` fields (``image`` or ``rootfs_path``) of the image tools boot.
-
-    ``image`` wins, then ``BOXLITE_DEFAULT_IMAGE``, then :data:`DEFAULT_IMAGE`. Either may be
-    an image reference or the path of an OCI image layout (a directory with ``index.json``).
-    """
-    chosen = os.fspath(image) if image is not None else (os.environ.get("BOXLITE_DEFAULT_IMAGE") or DEFAULT_IMAGE)
-    base = chosen.rsplit(":", 1)[0] if not Path(chosen).exists() and ":" in chosen else chosen
-    if Path(chosen).is_dir() or (base != chosen and Path(base).is_dir()):
-        return {"rootfs_path": chosen}
-    return {"image": chosen}
+def resolve_image(image: str | os.PathLike[str] | None = None) -> str:
+    """The image tools boot: ``image`` if given, else :func:`boxlite.codebox.default_image`
+    (``BOXLITE_DEFAULT_IMAGE`` or ``python:slim``). A reference or an OCI image layout path."""
+    return os.fspath(image) if image is not None else default_image()
 
 
 def _status_from_stderr(stderr: str) -> tuple[str, list[int] | None]:
@@ -407,25 +399,6 @@ class BoxSandbox:
             await self._discard_interpreter()
 
 
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    from ..sync_api import run_sync
-
-    return run_sync(coro)
-
-
-async def _on_library_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Awaits ``coro`` on boxlite's library loop, whichever loop the caller runs.
-
-    A sandbox's state (its lock, its warm interpreter, a pool's waiters) then lives on one loop,
-    so the same tools work from sync code, from ``asyncio.run`` and from several loops at once.
-    """
-    from ..sync_api import in_library_loop, loop
-
-    if in_library_loop():
-        return await coro
-    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop()))
-
-
 class ToolSandbox:
     """The box (or pool of boxes) a set of tools shares.
 
@@ -463,7 +436,7 @@ class ToolSandbox:
                 "persistent=True needs one box kept for the whole session, but pool= leases a box per call: "
                 "drop pool= (the toolkit then keeps one box), or create the pool with create_tool_pool(persistent=True)"
             )
-        self._options = BoxOptions(memory_mib=memory_mib, cpus=cpus, **resolve_image(image)) if box is None else None
+        self._options = BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image)) if box is None else None
         self._pool = pool
         self._runtime = runtime
         self._sandbox_kwargs: dict[str, Any] = {
@@ -521,7 +494,7 @@ class ToolSandbox:
             return self._shared
 
     async def _call(self, operation: Callable[[BoxSandbox], Awaitable[T]]) -> T:
-        return await _on_library_loop(self._call_here(operation))
+        return await run_in_library_loop(self._call_here(operation))
 
     async def _call_here(self, operation: Callable[[BoxSandbox], Awaitable[T]]) -> T:
         try:
@@ -555,27 +528,27 @@ class ToolSandbox:
         return await self._call(lambda s: s.list_files(path))
 
     def run_python_sync(self, code: str, timeout: float | None = None) -> ToolResult:
-        return _run_sync(self.run_python(code, timeout))
+        return run_sync(self.run_python(code, timeout))
 
     def run_shell_sync(self, command: str, timeout: float | None = None) -> ToolResult:
-        return _run_sync(self.run_shell(command, timeout))
+        return run_sync(self.run_shell(command, timeout))
 
     def read_file_sync(self, path: str) -> bytes:
-        return _run_sync(self.read_file(path))
+        return run_sync(self.read_file(path))
 
     def read_text_sync(self, path: str) -> str:
-        return _run_sync(self.read_text(path))
+        return run_sync(self.read_text(path))
 
     def write_file_sync(self, path: str, content: str | bytes) -> int:
-        return _run_sync(self.write_file(path, content))
+        return run_sync(self.write_file(path, content))
 
     def list_files_sync(self, path: str = ".") -> list[FileEntry]:
-        return _run_sync(self.list_files(path))
+        return run_sync(self.list_files(path))
 
     async def close(self) -> None:
         """Stops the shared interpreter and, if this sandbox created it, the box. A pool is
         left to its owner."""
-        await _on_library_loop(self._close_here())
+        await run_in_library_loop(self._close_here())
 
     async def _close_here(self) -> None:
         self._closed = True
@@ -586,7 +559,7 @@ class ToolSandbox:
                 await shared.box.stop()
 
     def close_sync(self) -> None:
-        _run_sync(self.close())
+        run_sync(self.close())
 
 
 async def _prepare_sandbox(box: Box, kwargs: dict[str, Any]) -> BoxSandbox:
@@ -612,8 +585,6 @@ def create_tool_pool(
     ``pool_options`` go to ``BoxPool`` (``min_idle``, ``max_size``, ``max_uses``, …); pass the
     pool as ``ToolSandbox(pool=...)`` or to an adapter's ``pool=`` argument.
     """
-    from ..pool import BoxPool
-
     kwargs: dict[str, Any] = {
         "persistent": persistent,
         "max_output_chars": max_output_chars,
@@ -632,5 +603,5 @@ def create_tool_pool(
         )
         return check.exit_code == 0
 
-    options = BoxOptions(memory_mib=memory_mib, cpus=cpus, **resolve_image(image))
+    options = BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image))
     return BoxPool(options, runtime=runtime, prepare=prepare, health_check=health_check, **pool_options)
