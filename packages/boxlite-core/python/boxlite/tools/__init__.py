@@ -8,6 +8,7 @@ for results. Adapters only translate between this and their framework.
 
 from __future__ import annotations
 
+from . import descriptions
 from .result import (
     DEFAULT_MAX_OUTPUT_CHARS,
     FileEntry,
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_OUTPUT_DIR",
     "DEFAULT_TIMEOUT",
     "BoxSandbox",
+    "descriptions",
     "FileEntry",
     "ImageOutput",
     "ToolResult",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import os
+import uuid
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 #: Characters of stdout (and, separately, of stderr) a tool result keeps by default.
 DEFAULT_MAX_OUTPUT_CHARS = 10_000
@@ -93,6 +95,20 @@ class ToolResult:
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Writes the images into ``directory`` (created if missing); returns their paths.
+
+        Names are made unique (a random prefix), so results never overwrite each other.
+        """
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        saved = []
+        for image in self.images:
+            path = target / f"{uuid.uuid4().hex[:8]}-{image.name}"
+            path.write_bytes(image.data)
+            saved.append(path)
+        return saved
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..options import BoxOptions
 from ..pool import BoxPool
 from ..runtime import Box, Boxlite, ExecResult, Execution
 from ..sync_api import run_in_library_loop, run_sync
-from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ImageOutput, ToolResult, truncate_output
+from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ImageOutput, ToolResult, format_listing, truncate_output
 
 
 logger = logging.getLogger("boxlite.tools")
@@ -461,6 +461,11 @@ class ToolSandbox:
     def pool(self) -> BoxPool | None:
         return self._pool
 
+    @property
+    def persistent(self) -> bool:
+        """Whether Python variables survive between calls (one session in the shared box)."""
+        return bool(self._sandbox_kwargs["persistent"])
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[BoxSandbox]:
         """The :class:`BoxSandbox` one call runs in: the shared one, or a pool lease's."""
@@ -526,6 +531,40 @@ class ToolSandbox:
 
     async def list_files(self, path: str = ".") -> list[FileEntry]:
         return await self._call(lambda s: s.list_files(path))
+
+    # What file tools show the model: a missing file or a bad path is the model's mistake, so
+    # it is reported as ordinary output, not raised.
+
+    async def read_file_report(self, path: str) -> str:
+        """The file's text (capped), or why it cannot be read."""
+        try:
+            return await self.read_text(path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            return f"error: {e}"
+
+    async def write_file_report(self, path: str, content: str) -> str:
+        """Writes the file; says how much was written, or why it could not be."""
+        try:
+            written = await self.write_file(path, content)
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            return f"error: {e}"
+        return f"wrote {written} bytes to {path}"
+
+    async def list_files_report(self, path: str = ".") -> str:
+        """The directory listing, or why it cannot be listed."""
+        try:
+            return format_listing(path, await self.list_files(path))
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+            return f"error: {e}"
+
+    def read_file_report_sync(self, path: str) -> str:
+        return run_sync(self.read_file_report(path))
+
+    def write_file_report_sync(self, path: str, content: str) -> str:
+        return run_sync(self.write_file_report(path, content))
+
+    def list_files_report_sync(self, path: str = ".") -> str:
+        return run_sync(self.list_files_report(path))
 
     def run_python_sync(self, code: str, timeout: float | None = None) -> ToolResult:
         return run_sync(self.run_python(code, timeout))
