@@ -1,0 +1,173 @@
+"""boxlite-crewai driven by CrewAI's own agent loop (Agent, Task, Crew) with a scripted custom
+LLM that writes ReAct actions (no model service is reachable), against real boxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+# CrewAI phones home (telemetry, tracing) unless told not to; nothing outside is reachable here.
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+
+import boxlite  # noqa: E402
+import pytest  # noqa: E402
+from boxlite.tools import ToolSandbox, create_tool_pool  # noqa: E402
+from boxlite_crewai import BoxLitePythonTool, boxlite_tools  # noqa: E402
+from crewai import Agent, BaseLLM, Crew, Task  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+BOOT_ID = "print(open('/proc/sys/kernel/random/boot_id').read().strip(), flush=True)\n"
+
+Step = Callable[[list[dict[str, Any]]], str]
+
+
+def action(tool: str, **args: Any) -> Step:
+    return lambda _: f"Thought: I will use a tool.\nAction: {tool}\nAction Input: {json.dumps(args)}"
+
+
+def observations(messages: list[dict[str, Any]]) -> list[str]:
+    """The tool results CrewAI showed the model so far."""
+    text = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "assistant")
+    return [o.strip() for o in re.split(r"\nObservation: ", text)[1:]]
+
+
+def finish(messages: list[dict[str, Any]]) -> str:
+    # The final answer carries every observation, so the test can read what the tools returned.
+    return "Thought: I now know the final answer\nFinal Answer: " + json.dumps(observations(messages))
+
+
+class ScriptedLLM(BaseLLM):
+    """A custom CrewAI LLM that plays a script of ReAct steps."""
+
+    steps: list[Any] = []
+    position: int = 0
+
+    def call(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
+             from_task: Any = None, from_agent: Any = None, response_model: Any = None, **kwargs: Any) -> str:
+        step = self.steps[self.position]
+        self.position += 1
+        return str(step(messages if isinstance(messages, list) else [{"role": "user", "content": messages}]))
+
+    async def acall(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
+                    from_task: Any = None, from_agent: Any = None, response_model: Any = None, **kwargs: Any) -> str:
+        return self.call(messages)
+
+    def supports_function_calling(self) -> bool:
+        return False
+
+
+def make_crew(tools: list[Any], *steps: Step) -> Crew:
+    llm = ScriptedLLM(model="scripted", steps=[*steps, finish])
+    agent = Agent(role="coder", goal="run code", backstory="a careful engineer", llm=llm, tools=tools, max_iter=10)
+    task = Task(description="Run the code you are asked to run.", expected_output="the tool results", agent=agent)
+    return Crew(agents=[agent], tasks=[task])
+
+
+def results(output: Any) -> list[str]:
+    return list(json.loads(output.raw))
+
+
+@pytest.fixture(scope="module")
+def crew_tools(plot_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
+    tools = boxlite_tools(image=plot_image, memory_mib=512, images_dir=tmp_path_factory.mktemp("crew-images"))
+    yield tools
+    tools[0].close()
+
+
+@pytest.fixture(scope="module")
+def session_tools(plot_image: str) -> Iterator[list[Any]]:
+    tools = boxlite_tools(image=plot_image, memory_mib=512, persistent=True)
+    yield tools
+    tools[0].close()
+
+
+async def test_print_6_times_7_from_a_sync_crew_inside_a_running_loop(crew_tools: list[Any]) -> None:
+    asyncio.get_running_loop()  # kickoff() blocks this loop's thread; the tools must still work
+    [observed] = results(make_crew(crew_tools, action("boxlite_python", code="print(6*7)")).kickoff())
+    assert "exit code: 0\nstdout:\n42\n" in observed
+
+
+async def test_native_async_crew(crew_tools: list[Any]) -> None:
+    output = await make_crew(crew_tools, action("boxlite_python", code="print(6*7)")).akickoff()
+    assert "stdout:\n42\n" in results(output)[0]
+
+
+async def test_persistent_session_shared_across_a_crew(session_tools: list[Any]) -> None:
+    crew = make_crew(
+        session_tools, action("boxlite_python", code="answer = 41"), action("boxlite_python", code="print(answer + 1)")
+    )
+    assert "stdout:\n42\n" in results(await crew.kickoff_async())[1]
+
+
+async def test_timeout_kills_everything(crew_tools: list[Any]) -> None:
+    crew = make_crew(
+        crew_tools,
+        action("boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '777'])\nwhile True: pass", timeout=2),
+        action("boxlite_shell", command="cat /proc/[0-9]*/cmdline | tr '\\0' ' '"),
+    )
+    timed_out, processes = results(await crew.kickoff_async())
+    assert "timed out: true" in timed_out and "exit code: 124" in timed_out
+    assert "sleep 777" not in processes
+
+
+async def test_plot_is_saved_to_a_file_with_a_summary(crew_tools: list[Any]) -> None:
+    code = "import matplotlib.pyplot as plt\nplt.plot([0, 1], [1, 0])\nprint('drawn')"
+    [observed] = results(await make_crew(crew_tools, action("boxlite_python", code=code, timeout=120)).kickoff_async())
+    assert "images: 1 (/output/figure-" in observed
+    [saved] = re.findall(r"images saved on the host: (\S+\.png)", observed)
+    assert Path(saved).read_bytes().startswith(PNG_MAGIC)
+    assert Path(saved).parent == crew_tools[0].images_dir
+
+
+async def test_huge_output_is_truncated_and_files_work(crew_tools: list[Any]) -> None:
+    crew = make_crew(
+        crew_tools,
+        action("boxlite_python", code="print('y' * 500_000)"),
+        action("boxlite_write_file", path="/data/a.txt", content="crew data"),
+        action("boxlite_read_file", path="/data/a.txt"),
+    )
+    truncated, written, read = results(await crew.kickoff_async())
+    assert "characters truncated (output limit 10000 characters)" in truncated
+    assert written == "wrote 9 bytes to /data/a.txt" and read == "crew data"
+
+
+async def test_pool_two_crews_at_once_and_no_broken_box(runtime: boxlite.Boxlite, plot_image: str) -> None:
+    pool = create_tool_pool(plot_image, runtime=runtime, memory_mib=512, min_idle=2, max_size=2, max_uses=5)
+    sandbox = ToolSandbox(pool=pool)
+    try:
+        await pool.start()
+        slow = BOOT_ID + "import time; time.sleep(1)\nseen = 1"
+        outputs = await asyncio.gather(
+            *(make_crew(boxlite_tools(sandbox), action("boxlite_python", code=slow)).kickoff_async() for _ in range(2))
+        )
+        assert len({results(o)[0] for o in outputs}) == 2  # two crews at once, two boxes
+        fresh, broke = results(
+            await make_crew(
+                boxlite_tools(sandbox),
+                action("boxlite_python", code="print(seen)"),
+                action("boxlite_python", code=BOOT_ID + "while True: pass", timeout=2),
+            ).kickoff_async()
+        )
+        assert "NameError" in fresh and "timed out: true" in broke
+        broken_box = broke.split("stdout:\n")[1].splitlines()[0]
+        later = results(
+            await make_crew(boxlite_tools(sandbox), *(action("boxlite_python", code=BOOT_ID) for _ in range(3))).kickoff_async()
+        )
+        assert all("exit code: 0" in r and broken_box not in r for r in later)
+    finally:
+        await pool.close()
+
+
+def test_tool_schema_and_default_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOXLITE_DEFAULT_IMAGE", raising=False)
+    tool = BoxLitePythonTool()
+    assert tool.name == "boxlite_python"
+    assert set(tool.args_schema.model_fields) == {"code", "timeout"}
+    assert tool.sandbox.options is not None and tool.sandbox.options.image == "python:slim"
