@@ -8,7 +8,7 @@ import base64
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,11 @@ os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 
-import boxlite  # noqa: E402
-import pytest  # noqa: E402
-from boxlite.tools import ToolSandbox, create_tool_pool  # noqa: E402
-from boxlite_crewai import BoxLitePythonTool, boxlite_tools  # noqa: E402
-from crewai import Agent, BaseLLM, Crew, Task  # noqa: E402
+import boxlite
+import pytest
+from boxlite.tools import ToolSandbox, create_tool_pool
+from boxlite_crewai import BoxLitePythonTool, boxlite_tools
+from crewai import Agent, BaseLLM, Crew, Task
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai")
 
@@ -65,17 +65,35 @@ def finish(messages: list[dict[str, Any]]) -> str:
 class ScriptedLLM(BaseLLM):
     """A custom CrewAI LLM that plays a script of ReAct steps."""
 
-    steps: list[Any] = []
+    steps: list[Any] = []  # noqa: RUF012 - a pydantic field (BaseLLM is a model)
     position: int = 0
 
-    def call(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
-             from_task: Any = None, from_agent: Any = None, response_model: Any = None, **kwargs: Any) -> str:
+    def call(
+        self,
+        messages: Any,
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+        **kwargs: Any,
+    ) -> str:
         step = self.steps[self.position]
         self.position += 1
         return str(step(messages if isinstance(messages, list) else [{"role": "user", "content": messages}]))
 
-    async def acall(self, messages: Any, tools: Any = None, callbacks: Any = None, available_functions: Any = None,
-                    from_task: Any = None, from_agent: Any = None, response_model: Any = None, **kwargs: Any) -> str:
+    async def acall(
+        self,
+        messages: Any,
+        tools: Any = None,
+        callbacks: Any = None,
+        available_functions: Any = None,
+        from_task: Any = None,
+        from_agent: Any = None,
+        response_model: Any = None,
+        **kwargs: Any,
+    ) -> str:
         return self.call(messages)
 
     def supports_function_calling(self) -> bool:
@@ -141,7 +159,9 @@ async def test_persistent_session_shared_across_a_crew(session_tools: list[Any])
 async def test_timeout_kills_everything(crew_tools: list[Any]) -> None:
     crew = make_crew(
         crew_tools,
-        action("boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '777'])\nwhile True: pass", timeout=2),
+        action(
+            "boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '777'])\nwhile True: pass", timeout=2
+        ),
         action("boxlite_shell", command="cat /proc/[0-9]*/cmdline | tr '\\0' ' '"),
     )
     timed_out, processes = results(await crew.kickoff_async())
@@ -191,7 +211,9 @@ async def test_pool_two_crews_at_once_and_no_broken_box(runtime: boxlite.Boxlite
         broken_box = broke.split("stdout:\n")[1].splitlines()[0]
         # (distinct code each time: CrewAI refuses to repeat an identical tool call)
         later = results(
-            await make_crew(boxlite_tools(sandbox), *(action("boxlite_python", code=BOOT_ID + f"# call {i}") for i in range(3))).kickoff_async()
+            await make_crew(
+                boxlite_tools(sandbox), *(action("boxlite_python", code=BOOT_ID + f"# call {i}") for i in range(3))
+            ).kickoff_async()
         )
         assert len(later) == 3 and all("exit code: 0" in r and broken_box not in r for r in later), (broken_box, later)
     finally:

@@ -54,7 +54,9 @@ class ScriptedChatModel(BaseChatModel):
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
         return self
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         step = self.steps[self.position]
         self.position += 1
         return ChatResult(generations=[ChatGeneration(message=step(messages))])
@@ -115,7 +117,9 @@ async def test_persistent_session_keeps_variables(session_toolkit: BoxLiteToolki
 async def test_timeout_kills_the_loop_and_leaves_nothing_behind(toolkit: BoxLiteToolkit) -> None:
     messages = await run_agent(
         toolkit.get_tools(),
-        call("boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '999'])\nwhile True: pass", timeout=2),
+        call(
+            "boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '999'])\nwhile True: pass", timeout=2
+        ),
         call("boxlite_shell", command="cat /proc/[0-9]*/cmdline | tr '\\0' ' '"),
     )
     assert "timed out: true" in text_of(messages[0]) and "exit code: 124" in text_of(messages[0])
@@ -154,7 +158,9 @@ async def test_files_round_trip(toolkit: BoxLiteToolkit) -> None:
 async def test_sync_agent_inside_a_running_loop(toolkit: BoxLiteToolkit) -> None:
     asyncio.get_running_loop()
     # invoke() (not ainvoke) makes the ToolNode call the tools' sync _run from this loop's thread.
-    agent = create_react_agent(ScriptedChatModel(steps=[call("boxlite_python", code="print(6*7)"), finish]), toolkit.get_tools())
+    agent = create_react_agent(
+        ScriptedChatModel(steps=[call("boxlite_python", code="print(6*7)"), finish]), toolkit.get_tools()
+    )
     [message] = tool_messages(agent.invoke({"messages": [("user", "go")]}))
     assert "stdout:\n42\n" in text_of(message)
 
@@ -163,7 +169,7 @@ async def test_infrastructure_failure_is_a_tool_exception(busybox: str) -> None:
     tool = BoxLiteShellTool(image=busybox, memory_mib=256)
     python = BoxLitePythonTool(sandbox=tool.sandbox)
     try:
-        assert (await tool.ainvoke({"command": "echo fine"})) .startswith("exit code: 0")
+        assert (await tool.ainvoke({"command": "echo fine"})).startswith("exit code: 0")
         with pytest.raises(ToolException, match="no python3"):
             await python.ainvoke({"code": "print(1)"})
     finally:
@@ -186,9 +192,13 @@ async def test_pool_agents_get_their_own_boxes_and_no_broken_one(runtime: boxlit
         [fresh] = await run_agent(toolkit.get_tools(), call("boxlite_python", code="print(seen)"))
         assert "NameError" in text_of(fresh)
         # A call that times out breaks its box: no later lease gets it.
-        [broke] = await run_agent(toolkit.get_tools(), call("boxlite_python", code=BOOT_ID + "while True: pass", timeout=2))
+        [broke] = await run_agent(
+            toolkit.get_tools(), call("boxlite_python", code=BOOT_ID + "while True: pass", timeout=2)
+        )
         assert "timed out: true" in text_of(broke)
-        later = await asyncio.gather(*(run_agent(toolkit.get_tools(), call("boxlite_python", code=BOOT_ID)) for _ in range(3)))
+        later = await asyncio.gather(
+            *(run_agent(toolkit.get_tools(), call("boxlite_python", code=BOOT_ID)) for _ in range(3))
+        )
         assert all(m[0].artifact.success and m[0].artifact.stdout != broke.artifact.stdout for m in later)
     finally:
         await pool.close()

@@ -20,6 +20,7 @@ from llama_index.core.tools import ToolOutput
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 BOOT_ID = "print(open('/proc/sys/kernel/random/boot_id').read().strip(), flush=True)\n"
 
+
 def scripted_llm(*calls: tuple[str, dict[str, Any]]) -> MockFunctionCallingLLM:
     """A mock function-calling LLM that asks for ``calls`` one per turn, then answers."""
     remaining = list(calls)
@@ -33,6 +34,7 @@ def scripted_llm(*calls: tuple[str, dict[str, Any]]) -> MockFunctionCallingLLM:
 
     return MockFunctionCallingLLM(response_generator=respond)
 
+
 async def run_agent(spec: BoxLiteToolSpec, *calls: tuple[str, dict[str, Any]]) -> list[ToolOutput]:
     agent = FunctionAgent(tools=spec.to_tool_list(), llm=scripted_llm(*calls))
     handler = agent.run(user_msg="go")
@@ -41,11 +43,13 @@ async def run_agent(spec: BoxLiteToolSpec, *calls: tuple[str, dict[str, Any]]) -
     assert len(outputs) == len(calls)
     return outputs
 
+
 @pytest.fixture(scope="module")
 async def spec(plot_image: str) -> AsyncIterator[BoxLiteToolSpec]:
     tool_spec = BoxLiteToolSpec(plot_image, memory_mib=512)
     yield tool_spec
     await tool_spec.aclose()
+
 
 @pytest.fixture(scope="module")
 async def session_spec(plot_image: str) -> AsyncIterator[BoxLiteToolSpec]:
@@ -53,15 +57,18 @@ async def session_spec(plot_image: str) -> AsyncIterator[BoxLiteToolSpec]:
     yield tool_spec
     await tool_spec.aclose()
 
+
 async def test_print_6_times_7(spec: BoxLiteToolSpec) -> None:
     [output] = await run_agent(spec, ("run_python", {"code": "print(6*7)"}))
     assert not output.is_error and "exit code: 0\nstdout:\n42\n" in output.content
+
 
 async def test_persistent_session_keeps_variables(session_spec: BoxLiteToolSpec) -> None:
     outputs = await run_agent(
         session_spec, ("run_python", {"code": "answer = 41"}), ("run_python", {"code": "print(answer + 1)"})
     )
     assert "stdout:\n42\n" in outputs[1].content
+
 
 async def test_timeout_kills_everything(spec: BoxLiteToolSpec) -> None:
     code = "import subprocess\nsubprocess.Popen(['sleep', '555'])\nwhile True: pass"
@@ -73,6 +80,7 @@ async def test_timeout_kills_everything(spec: BoxLiteToolSpec) -> None:
     assert "timed out: true" in timed_out.content and "exit code: 124" in timed_out.content
     assert "sleep 555" not in processes.content
 
+
 async def test_plot_comes_back_as_an_image_block(spec: BoxLiteToolSpec) -> None:
     code = "import matplotlib.pyplot as plt\nplt.scatter([1, 2], [2, 1])\nprint('ok')"
     [output] = await run_agent(spec, ("run_python", {"code": code, "timeout": 120}))
@@ -80,6 +88,7 @@ async def test_plot_comes_back_as_an_image_block(spec: BoxLiteToolSpec) -> None:
     assert len(images) == 1 and images[0].image_mimetype == "image/png"
     assert images[0].resolve_image().read().startswith(PNG_MAGIC)
     assert "stdout:\nok" in output.content
+
 
 async def test_huge_output_and_files(spec: BoxLiteToolSpec) -> None:
     truncated, written, read, listed = await run_agent(
@@ -93,10 +102,12 @@ async def test_huge_output_and_files(spec: BoxLiteToolSpec) -> None:
     assert (written.content, read.content) == ("wrote 5 bytes to /srv/x.txt", "llama")
     assert "x.txt  (5 bytes)" in listed.content
 
+
 async def test_sync_tools_inside_a_running_loop(spec: BoxLiteToolSpec) -> None:
     asyncio.get_running_loop()
     tool = spec.to_tool_list()[0]
     assert "stdout:\n42\n" in tool.call(code="print(6*7)").content
+
 
 async def test_pool_two_agents_at_once_and_no_broken_box(runtime: boxlite.Boxlite, plot_image: str) -> None:
     pool = create_tool_pool(plot_image, runtime=runtime, memory_mib=512, min_idle=2, max_size=2, max_uses=5)
@@ -120,6 +131,7 @@ async def test_pool_two_agents_at_once_and_no_broken_box(runtime: boxlite.Boxlit
     finally:
         await pool.close()
 
+
 def test_default_image(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BOXLITE_DEFAULT_IMAGE", raising=False)
     spec = BoxLiteToolSpec()
@@ -127,5 +139,3 @@ def test_default_image(monkeypatch: pytest.MonkeyPatch) -> None:
     names = [t.metadata.name for t in spec.to_tool_list()]
     assert names == ["run_python", "run_shell", "read_file", "write_file", "list_files"]
     assert all(t.async_fn is not None for t in spec.to_tool_list())
-
-_: Callable[..., Any] = run_agent  # keep the helper's type visible to mypy

@@ -189,7 +189,9 @@ async def test_concurrent_calls_on_one_box_are_serialised(fresh: ToolSandbox) ->
 
 async def test_interpreter_death_is_reported_and_recovered(fresh: ToolSandbox) -> None:
     # The forked child kills its parent, the warm interpreter.
-    result = await fresh.run_python("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(1)")
+    result = await fresh.run_python(
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(1)"
+    )
     assert isinstance(result, ToolResult) and result.note is not None and "died" in result.note
     assert (await fresh.run_python("print('back')")).stdout == "back\n"
 

@@ -85,7 +85,7 @@ class BoxLiteBaseTool(BaseTool):
             )
         elif image is not None or pool is not None or persistent:
             raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
-        super().__init__(sandbox=sandbox, **kwargs)
+        super().__init__(sandbox=sandbox, **kwargs)  # type: ignore[call-arg]  # a field of this model
 
     def close(self) -> None:
         """Stops the tool's box (if its sandbox created one)."""

@@ -258,9 +258,9 @@ class BoxLiteToolkit(BaseToolkit):
                 max_output_chars=max_output_chars,
                 default_timeout=default_timeout,
             )
-        super().__init__(sandbox=sandbox)
+        super().__init__(sandbox=sandbox)  # type: ignore[call-arg]  # a field of this model
 
-    def get_tools(self) -> list[BaseTool]:  # type: ignore[override]
+    def get_tools(self) -> list[BaseTool]:
         """The Python, shell, read, write and list tools, all on this toolkit's sandbox."""
         return [
             BoxLitePythonTool(sandbox=self.sandbox),

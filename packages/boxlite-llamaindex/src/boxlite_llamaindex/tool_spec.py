@@ -11,8 +11,10 @@ from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
 try:  # Image blocks in tool output arrived with llama-index-core's content blocks.
     from llama_index.core.base.llms.types import ImageBlock, TextBlock
+
+    _HAS_IMAGE_BLOCKS = True
 except ImportError:  # pragma: no cover - older llama-index-core: results stay text
-    ImageBlock = TextBlock = None
+    _HAS_IMAGE_BLOCKS = False
 
 #: What a Python call returns: text, or a text block and one image block per image.
 PythonOutput = str | list[Any]
@@ -20,7 +22,7 @@ PythonOutput = str | list[Any]
 
 def to_blocks(result: ToolResult) -> PythonOutput:
     """The result text, plus an ``ImageBlock`` per image where llama-index-core has them."""
-    if not result.images or ImageBlock is None:
+    if not result.images or not _HAS_IMAGE_BLOCKS:
         return result.to_text()
     return [TextBlock(text=result.to_text())] + [
         ImageBlock(image=image.data, image_mimetype=image.mime_type) for image in result.images

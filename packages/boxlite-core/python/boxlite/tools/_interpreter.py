@@ -61,8 +61,10 @@ def _run(code: str, namespace: "dict[str, object]") -> int:
     try:
         tree = ast.parse(code, "<code>", "exec")
         last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        final = tree.body[-1] if tree.body else None
+        if isinstance(final, ast.Expr):
+            tree.body.pop()
+            last = ast.Expression(final.value)
         exec(compile(tree, "<code>", "exec"), namespace)
         if last is not None:
             value = eval(compile(last, "<code>", "eval"), namespace)
@@ -101,7 +103,7 @@ def _serve() -> None:
     requests = os.fdopen(os.open(os.path.join(SESSION_DIR, "req"), os.O_RDWR), "r")
     responses = os.open(os.path.join(SESSION_DIR, "resp"), os.O_RDWR)
     saved_out, saved_err = os.dup(1), os.dup(2)
-    namespace: "dict[str, object]" = {"__name__": "__main__", "__builtins__": __builtins__}
+    namespace: dict[str, object] = {"__name__": "__main__", "__builtins__": __builtins__}
     with open(os.path.join(SESSION_DIR, "pid.tmp"), "w") as f:
         f.write(str(os.getpid()))
     os.rename(os.path.join(SESSION_DIR, "pid.tmp"), os.path.join(SESSION_DIR, "pid"))

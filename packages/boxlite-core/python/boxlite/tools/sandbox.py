@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
-from pathlib import Path
 from typing import Any, TypeVar
 
 from ..codebox import default_image
@@ -26,7 +25,6 @@ from ..pool import BoxPool
 from ..runtime import Box, Boxlite, ExecResult, Execution
 from ..sync_api import run_in_library_loop, run_sync
 from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ImageOutput, ToolResult, format_listing, truncate_output
-
 
 logger = logging.getLogger("boxlite.tools")
 
@@ -52,13 +50,15 @@ _WRITE_CHUNK = 64 * 1024
 _STATUS_MARKER = "\x1eboxlite-status "
 
 _START_SCRIPT = """
-command -v python3 >/dev/null 2>&1 || { echo "this image has no python3; use an image with Python (e.g. python:slim)" >&2; exit 127; }
+command -v python3 >/dev/null 2>&1 || {
+  echo "this image has no python3; use an image with Python (e.g. python:slim)" >&2; exit 127; }
 rm -rf "$1" && mkdir -p "$1" "$2" && mkfifo "$1/ready"
 """
 
 _CLIENT_SCRIPT = """
 D=$1
-pid=$(cat "$D/pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || { echo "the Python interpreter is not running" >&2; exit 199; }
+pid=$(cat "$D/pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || {
+  echo "the Python interpreter is not running" >&2; exit 199; }
 [ "$4" = file ] || printf '%s' "$2" > "$D/code.py" || exit 198
 echo run > "$D/req"
 read -r rc nimg osz esz < "$D/resp" || { echo "the Python interpreter died" >&2; exit 199; }
@@ -225,9 +225,7 @@ class BoxSandbox:
         try:
             if self._interpreter is None:
                 return (await self.box.run("true", timeout=10)).exit_code == 0
-            check = await self.box.run(
-                "sh", ["-c", 'kill -0 "$(cat "$1/pid")"', "sh", self._session_dir], timeout=10
-            )
+            check = await self.box.run("sh", ["-c", 'kill -0 "$(cat "$1/pid")"', "sh", self._session_dir], timeout=10)
             return check.exit_code == 0
         except BoxliteError:
             return False
@@ -241,7 +239,9 @@ class BoxSandbox:
             raise ValueError(f"timeout={timeout} must be a positive number of seconds")
         return float(timeout)
 
-    def _cap(self, stdout: str, stderr: str, out_total: int | None = None, err_total: int | None = None) -> dict[str, Any]:
+    def _cap(
+        self, stdout: str, stderr: str, out_total: int | None = None, err_total: int | None = None
+    ) -> dict[str, Any]:
         out, out_dropped = truncate_output(stdout, self.max_output_chars, total_chars=out_total)
         err, err_dropped = truncate_output(stderr, self.max_output_chars, total_chars=err_total)
         return {"stdout": out, "stderr": err, "stdout_truncated": out_dropped, "stderr_truncated": err_dropped}
@@ -264,8 +264,15 @@ class BoxSandbox:
             byte_cap = self.max_output_chars * 4
             client = await self.box.run(
                 "sh",
-                ["-c", _CLIENT_SCRIPT, "sh", self._session_dir, "" if via_file else code, str(byte_cap),
-                 "file" if via_file else "arg"],
+                [
+                    "-c",
+                    _CLIENT_SCRIPT,
+                    "sh",
+                    self._session_dir,
+                    "" if via_file else code,
+                    str(byte_cap),
+                    "file" if via_file else "arg",
+                ],
                 timeout=seconds,
             )
             if client.timed_out:
@@ -282,7 +289,7 @@ class BoxSandbox:
                     note="the Python interpreter died during this call; the next call starts a new one",
                     **self._cap(client.stdout, stderr),
                 )
-            exit_code, image_count, out_size, err_size = (status + [0, 0, 0, 0])[:4]
+            exit_code, image_count, out_size, err_size = [*status, 0, 0, 0, 0][:4]
             images = await self._collect_images() if image_count else ()
             return ToolResult(
                 exit_code=exit_code,
@@ -305,7 +312,9 @@ class BoxSandbox:
         )
         lost = " The Python session was restarted: variables from earlier calls are gone." if self.persistent else ""
         if self.persistent:
-            self._restarted_note = "the Python session was restarted after a timeout: variables from earlier calls are gone"
+            self._restarted_note = (
+                "the Python session was restarted after a timeout: variables from earlier calls are gone"
+            )
         return ToolResult(
             exit_code=124,
             timed_out=True,
@@ -436,7 +445,9 @@ class ToolSandbox:
                 "persistent=True needs one box kept for the whole session, but pool= leases a box per call: "
                 "drop pool= (the toolkit then keeps one box), or create the pool with create_tool_pool(persistent=True)"
             )
-        self._options = BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image)) if box is None else None
+        self._options = (
+            BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image)) if box is None else None
+        )
         self._pool = pool
         self._runtime = runtime
         self._sandbox_kwargs: dict[str, Any] = {
