@@ -47,6 +47,21 @@ def vmm_pid(lease: Lease) -> int:
     return pid
 
 
+def vmms_under(home: Path) -> list[int]:
+    """Live (non-zombie) QEMU processes of boxes whose home directory is ``home``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and f"{home}/boxes/" in cmdline and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
 async def eventually(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -327,3 +342,50 @@ async def test_a_box_that_did_not_boot_is_retried_once(make_pool: Callable[..., 
     with pytest.raises(boxlite.BoxStartError, match="simulated"):
         await failing.acquire()
     assert calls == 2
+
+
+async def test_max_size_bounds_the_running_vms(box_options: boxlite.BoxOptions, tmp_path: Path) -> None:
+    """Five concurrent tenants on max_size=2 with fresh boxes: never more than 2 VMs at once."""
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
+    pool = BoxPool(box_options, runtime=runtime, min_idle=1, max_size=2, acquire_timeout=120)
+    peak = 0
+    done = False
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, len(vmms_under(tmp_path)))
+            await asyncio.sleep(0.02)
+
+    async def tenant(n: int) -> str:
+        async with pool.lease() as lease:
+            return (await lease.box.run("sh", ["-c", f"sleep 0.3; echo {n}"])).stdout
+
+    sampler = asyncio.ensure_future(sample())
+    try:
+        outputs = await asyncio.gather(*(tenant(n) for n in range(5)))
+    finally:
+        done = True
+        await sampler
+        await pool.close()
+    assert outputs == [f"{n}\n" for n in range(5)]
+    assert 1 <= peak <= 2
+    assert pool.stats().leases == 5
+    assert vmms_under(tmp_path) == []
+
+
+def test_interpreter_exit_while_a_pool_box_boots(busybox: str, tmp_path: Path) -> None:
+    """Exit right after a lease, while its replacement is booting: no VM outlives the script."""
+    script = f"""
+import boxlite
+from boxlite.pool import BoxPool
+rt = boxlite.Boxlite(boxlite.Options(home_dir={str(tmp_path)!r}))
+pool = BoxPool(boxlite.BoxOptions(rootfs_path={busybox!r}, memory_mib=256), runtime=rt, min_idle=1, max_size=2)
+lease = pool.acquire_sync()
+print(pool.stats().starting, flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "1"  # the replacement was booting at exit
+    assert vmms_under(tmp_path) == []

@@ -4,15 +4,17 @@ running event loop (as in Jupyter or a FastAPI handler)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import boxlite
 import pytest
-from boxlite.sync_api import SyncBoxlite, SyncSimpleBox, run_sync
+from boxlite.sync_api import SyncBoxlite, SyncSimpleBox, iterate_sync, run_sync
 from conftest import pid_alive
 
 
@@ -137,9 +139,60 @@ print(box.run("echo", ["alive"]).stdout, end="", flush=True)
     assert not pid_alive(int(pid_line))
 
 
+def test_iterate_sync_over_an_async_stream(sync_runtime: SyncBoxlite, busybox: str) -> None:
+    """``iterate_sync`` steps an async iterator on the library loop and closes it on early exit."""
+    box = sync_runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    closed: list[bool] = []
+
+    async def lines(limit: int | None) -> AsyncIterator[str]:
+        n = 0
+        try:
+            while limit is None or n < limit:
+                yield (await box.box.run("echo", [f"line {n}"])).stdout.strip()
+                n += 1
+        finally:
+            closed.append(True)
+
+    try:
+        assert list(iterate_sync(lines(3))) == ["line 0", "line 1", "line 2"]
+        endless = iterate_sync(lines(None))
+        assert next(endless) == "line 0"
+        endless.close()
+        assert closed == [True, True]
+    finally:
+        box.stop()
+
+
 def _thread_has_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return False
     return True
+
+
+def test_ctrl_c_interrupts_a_sync_call(busybox: str, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) during a blocking sync call raises KeyboardInterrupt in the script at once,
+    and the script still exits with no VM left behind."""
+    script = f"""
+import boxlite
+rt = boxlite.SyncBoxlite(boxlite.Options(home_dir={str(tmp_path)!r}))
+box = rt.create(boxlite.BoxOptions(rootfs_path={busybox!r}, memory_mib=256))
+print(box.info().vmm_pid, flush=True)
+try:
+    box.run("sleep", ["300"])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    print(box.run("echo", ["still usable"]).stdout, end="", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    vmm = int(proc.stdout.readline())
+    time.sleep(1.0)  # let `sleep 300` start
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == ["interrupted", "still usable"]
+    assert time.monotonic() - started < 30
+    assert not pid_alive(vmm)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import errors
+from . import errors, pool, sync_api
 from .codebox import CodeBox
 from .errors import (
     BoxDiedError,
@@ -19,6 +19,7 @@ from .errors import (
     QemuNotFoundError,
 )
 from .options import BoxOptions, Options
+from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
 from .simplebox import SimpleBox
 from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
@@ -31,6 +32,7 @@ __all__ = [
     "BoxInfo",
     "BoxNotFoundError",
     "BoxOptions",
+    "BoxPool",
     "BoxStartError",
     "BoxStoppedError",
     "Boxlite",
@@ -41,10 +43,12 @@ __all__ = [
     "ImageError",
     "InvalidImageError",
     "InvalidOptionError",
+    "Lease",
     "Options",
     "PackageInstallError",
     "PoolClosedError",
     "PoolExhaustedError",
+    "PoolStats",
     "QemuNotFoundError",
     "SimpleBox",
     "SyncBox",
@@ -53,5 +57,7 @@ __all__ = [
     "SyncExecution",
     "SyncSimpleBox",
     "errors",
+    "pool",
     "run_sync",
+    "sync_api",
 ]

@@ -403,10 +403,13 @@ class BoxPool:
             return []
         wanted = max(self.min_idle, self._waiting) - (len(self._idle) + self._starting)
         room = self.max_size - self._total()
-        return [self._spawn(self._create_one()) for _ in range(max(0, min(wanted, room)))]
+        count = max(0, min(wanted, room))
+        # Counted now, not when the task first runs, so the next top-up sees them.
+        self._starting += count
+        return [self._spawn(self._create_one()) for _ in range(count)]
 
     async def _create_one(self) -> None:
-        self._starting += 1
+        """Boots and prepares one box (``_starting`` was counted by the caller)."""
         runtime = self._runtime or Boxlite.default()
         box: Box | None = None
         try:
@@ -417,7 +420,7 @@ class BoxPool:
             if box is not None:
                 # prepare failed: the box is not fit for use.
                 self._broken += 1
-                self._spawn(self._destroy_box(box))
+                self._retire_box(box)
             if isinstance(err, Exception):
                 logger.warning("creating a pool box failed: %s", err)
                 self._last_create_error = err
@@ -430,7 +433,7 @@ class BoxPool:
         self._created += 1
         self._retry_after = 0.0
         if self._closed:
-            self._spawn(self._destroy(pooled))
+            self._retire(pooled)
         else:
             self._make_idle(pooled)
         await self._notify()
@@ -446,22 +449,27 @@ class BoxPool:
         if pooled in self._idle:
             self._idle.remove(pooled)
             logger.debug("retiring pool box %s: max_lifetime reached", pooled.box.id)
-            self._spawn(self._destroy(pooled))
+            self._retire(pooled)
             self._top_up()
 
     def _expired(self, pooled: _PooledBox) -> bool:
         return self.max_lifetime is not None and time.monotonic() - pooled.born >= self.max_lifetime
 
-    async def _destroy(self, pooled: _PooledBox) -> None:
+    def _retire(self, pooled: _PooledBox) -> None:
+        """Stops a pooled box in the background (once, however often it is retired)."""
         if pooled.expiry is not None:
             pooled.expiry.cancel()
         if pooled.destroyed:
             return
         pooled.destroyed = True
-        await self._destroy_box(pooled.box)
+        self._retire_box(pooled.box)
 
-    async def _destroy_box(self, box: Box) -> None:
+    def _retire_box(self, box: Box) -> None:
+        # Counted now: the stopping VM still takes its place within max_size.
         self._stopping += 1
+        self._spawn(self._stop_box(box))
+
+    async def _stop_box(self, box: Box) -> None:
         try:
             await box.stop()
             if not self._options.auto_remove:
@@ -504,7 +512,7 @@ class BoxPool:
                         pooled.expiry.cancel()
                         pooled.expiry = None
                     if self._expired(pooled):
-                        self._spawn(self._destroy(pooled))
+                        self._retire(pooled)
                         continue
                     self._leased.add(pooled)  # counted while the health check runs
                     try:
@@ -512,17 +520,17 @@ class BoxPool:
                     except asyncio.CancelledError:
                         # The caller gave up mid-check: the box's state is unknown, so it goes.
                         self._leased.discard(pooled)
-                        self._spawn(self._destroy(pooled))
+                        self._retire(pooled)
                         raise
                     if not healthy:
                         logger.warning("pool box %s failed its health check: destroying it", pooled.box.id)
                         self._leased.discard(pooled)
                         self._broken += 1
-                        self._spawn(self._destroy(pooled))
+                        self._retire(pooled)
                         continue
                     if self._closed:
                         self._leased.discard(pooled)
-                        self._spawn(self._destroy(pooled))
+                        self._retire(pooled)
                         raise PoolClosedError("the pool is closed: make a new BoxPool")
                     pooled.uses += 1
                     self._leases += 1
@@ -572,7 +580,7 @@ class BoxPool:
             self._broken += 1
         if self._closed or pooled.broken or pooled.uses >= self.max_uses or self._expired(pooled):
             # Destroyed in the background: the caller does not wait for the VM to stop.
-            self._spawn(self._destroy(pooled))
+            self._retire(pooled)
         else:
             self._make_idle(pooled)
         self._top_up()
@@ -589,7 +597,7 @@ class BoxPool:
         self._idle.clear()
         self._leased.clear()
         for pooled in boxes:
-            self._spawn(self._destroy(pooled))
+            self._retire(pooled)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         logger.debug("pool closed: %s", self.stats())

@@ -17,8 +17,9 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
+import os
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -117,6 +118,29 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         raise
 
 
+def iterate_sync(iterable: AsyncIterable[T], timeout: float | None = None) -> Iterator[T]:
+    """Iterates an async iterable (e.g. an execution's output stream) from sync code.
+
+    Every step runs on the library loop via :func:`run_sync` (``timeout`` applies per item);
+    leaving the loop early closes the async iterator there.
+    """
+    iterator = aiter(iterable)
+    try:
+        while True:
+            try:
+                yield run_sync(_next_item(iterator), timeout)
+            except StopAsyncIteration:
+                return
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None and not _exiting:
+            run_sync(close())
+
+
+async def _next_item(iterator: AsyncIterator[T]) -> T:
+    return await anext(iterator)
+
+
 async def run_in_library_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Awaits ``coro`` on the library loop from any event loop (directly when already on it).
 
@@ -143,6 +167,23 @@ def forget_at_exit(callback: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         _exit_callbacks.remove(callback)
 
 
+async def _run_exit_callbacks(callbacks: list[Callable[[], Coroutine[Any, Any, Any]]]) -> None:
+    results = await asyncio.gather(*(callback() for callback in callbacks), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            logger.error("an exit callback failed: %r", result)
+
+
+def _forget_loop_in_child() -> None:
+    """A forked child has no loop thread (threads do not survive fork): start a new one on use."""
+    global _loop_thread, _loop_lock
+    _loop_thread = None
+    _loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_loop_in_child)
+
+
 @atexit.register
 def _shutdown_at_exit() -> None:
     """Exit order: ``at_exit`` callbacks (on the loop), every box stopped, then the loop.
@@ -151,14 +192,14 @@ def _shutdown_at_exit() -> None:
     boxes again there is a no-op.
     """
     global _exiting
-    if _loop_thread is not None and not _loop_thread.loop.is_closed():
-        for callback in reversed(list(_exit_callbacks)):
-            try:
-                future = asyncio.run_coroutine_threadsafe(callback(), _loop_thread.loop)
-                future.result(EXIT_CALLBACK_TIMEOUT)
-            except Exception:  # pragma: no cover - best effort at exit
-                logger.exception("an exit callback failed")
+    callbacks = list(_exit_callbacks)
     _exit_callbacks.clear()
+    if callbacks and _loop_thread is not None and not _loop_thread.loop.is_closed():
+        try:
+            future = asyncio.run_coroutine_threadsafe(_run_exit_callbacks(callbacks), _loop_thread.loop)
+            future.result(EXIT_CALLBACK_TIMEOUT)
+        except Exception:  # pragma: no cover - best effort at exit
+            logger.exception("closing boxlite resources at exit failed")
     _runtime._stop_boxes_at_exit()
     with _loop_lock:
         _exiting = True
@@ -440,5 +481,6 @@ __all__ = [
     "SyncCodeBox",
     "SyncExecution",
     "SyncSimpleBox",
+    "iterate_sync",
     "run_sync",
 ]
