@@ -18,9 +18,9 @@ from .errors import (
     PoolExhaustedError,
     QemuNotFoundError,
 )
-from .options import BoxOptions, Options
+from .options import BoxOptions, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
-from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
+from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
 from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
 
@@ -30,6 +30,7 @@ __all__ = [
     "Box",
     "BoxDiedError",
     "BoxInfo",
+    "BoxMetrics",
     "BoxNotFoundError",
     "BoxOptions",
     "BoxPool",
@@ -50,6 +51,8 @@ __all__ = [
     "PoolExhaustedError",
     "PoolStats",
     "QemuNotFoundError",
+    "RuntimeMetrics",
+    "SecurityOptions",
     "SimpleBox",
     "SyncBox",
     "SyncBoxlite",

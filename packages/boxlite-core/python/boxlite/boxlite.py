@@ -2,7 +2,30 @@
 
 from __future__ import annotations
 
-from .options import BoxOptions, Options
-from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
+from .options import BoxOptions, Options, SecurityOptions
+from .runtime import (
+    Box,
+    BoxInfo,
+    Boxlite,
+    BoxMetrics,
+    ExecOutputStream,
+    ExecResult,
+    ExecStdin,
+    Execution,
+    RuntimeMetrics,
+)
 
-__all__ = ["Box", "BoxInfo", "BoxOptions", "Boxlite", "ExecResult", "Execution", "Options"]
+__all__ = [
+    "Box",
+    "BoxInfo",
+    "BoxMetrics",
+    "BoxOptions",
+    "Boxlite",
+    "ExecOutputStream",
+    "ExecResult",
+    "ExecStdin",
+    "Execution",
+    "Options",
+    "RuntimeMetrics",
+    "SecurityOptions",
+]

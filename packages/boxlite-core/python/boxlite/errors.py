@@ -94,3 +94,11 @@ __all__ = [
     "PoolExhaustedError",
     "QemuNotFoundError",
 ]
+
+
+class CopyError(BoxliteError):
+    """``copy_in`` / ``copy_out`` failed (a missing path, a file where a directory is needed)."""
+
+
+class StdinClosedError(BoxliteError):
+    """Input was sent to an execution whose stdin is closed or which has ended."""

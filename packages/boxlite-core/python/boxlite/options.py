@@ -39,6 +39,58 @@ class Options(BaseModel):
         return str(value) if isinstance(value, Path) else value
 
 
+class SecurityOptions(BaseModel):
+    """How tightly a box is confined (import it from ``boxlite.boxlite``).
+
+    The box is a VM, so its own kernel is the main boundary; these options add limits inside
+    the guest for every command the box runs, and confine the VMM process on the host.
+
+    Attributes:
+        jailer_enabled: Confine the VMM: when the engine runs as root, QEMU chroots into an
+            empty directory and drops to uid/gid 65534 once its files are open. Unprivileged,
+            QEMU already runs as the calling user and cannot chroot; the flag adds nothing then.
+        seccomp_enabled: QEMU's seccomp filter (``-sandbox on``): obsolete system calls,
+            spawning processes, changing resource controls and raising privileges are denied.
+        max_open_files: ``RLIMIT_NOFILE`` of every process the box runs.
+        max_file_size: Largest file (bytes) a process of the box may write (``RLIMIT_FSIZE``).
+        max_processes: Processes and threads one execution may have alive at once (its
+            cgroup's ``pids.max``): a fork bomb hits it and the box stays responsive.
+        max_memory: Virtual memory (bytes) of every process (``RLIMIT_AS``). The box's total is
+            ``BoxOptions.memory_mib``.
+        max_cpu_time: CPU seconds of every process (``RLIMIT_CPU``).
+        network_enabled: Give the box a network device. ``False`` means none at all.
+        close_fds: Start the VMM with none of the calling process's file descriptors.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    jailer_enabled: bool = True
+    seccomp_enabled: bool = True
+    max_open_files: int | None = None
+    max_file_size: int | None = None
+    max_processes: int | None = None
+    max_memory: int | None = None
+    max_cpu_time: int | None = None
+    network_enabled: bool = True
+    close_fds: bool = True
+
+    @classmethod
+    def development(cls) -> SecurityOptions:
+        """No jailer, no seccomp filter, no limits: for debugging sandbox issues."""
+        return cls(jailer_enabled=False, seccomp_enabled=False)
+
+    @classmethod
+    def standard(cls) -> SecurityOptions:
+        """Jailer and seccomp filter on, no resource limits (the default)."""
+        return cls()
+
+    @classmethod
+    def maximum(cls) -> SecurityOptions:
+        """Jailer and seccomp on, plus limits for untrusted code: 1024 open files, 1 GiB
+        files, 100 processes per execution."""
+        return cls(max_open_files=1024, max_file_size=1 << 30, max_processes=100)
+
+
 class BoxOptions(BaseModel):
     """Configuration of one box.
 
@@ -51,6 +103,7 @@ class BoxOptions(BaseModel):
         working_dir: Working directory of executions (absolute; created if missing).
         env: Environment of every execution, as a mapping or ``(key, value)`` pairs.
         auto_remove: Delete the box's disk and state when it stops.
+        security: Confinement and limits (:class:`SecurityOptions`; default ``standard()``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -63,6 +116,7 @@ class BoxOptions(BaseModel):
     working_dir: str | None = None
     env: list[tuple[str, str]] = []
     auto_remove: bool = True
+    security: SecurityOptions = SecurityOptions()
 
     @field_validator("env", mode="before")
     @classmethod

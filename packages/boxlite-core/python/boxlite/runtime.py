@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import codecs
 import json
 import logging
+import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,9 @@ logger = logging.getLogger("boxlite")
 
 #: Where the wheel keeps the guest kernel and initramfs.
 GUEST_DIR = Path(__file__).parent / "_guest"
+
+#: Terminal size of a ``tty=True`` execution until it is resized (rows, columns).
+DEFAULT_TTY_SIZE = (24, 80)
 
 #: Seconds allowed at interpreter exit to stop boxes cleanly before their VMs are killed.
 EXIT_STOP_TIMEOUT = 20.0
@@ -68,18 +73,154 @@ class ExecResult:
         )
 
 
-class Execution:
-    """A process started with :meth:`Box.exec`."""
+class ExecStdin:
+    """The standard input of an execution (``execution.stdin()``)."""
 
     def __init__(self, inner: _engine.Execution) -> None:
         self._inner = inner
+
+    async def send_input(self, data: bytes | str) -> None:
+        """Sends ``data`` (``str`` is encoded as UTF-8). Waits while the box has a window's
+        worth of earlier input not yet delivered to the process."""
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        await _bridge.call(lambda c: self._inner.write_stdin(c, payload))
+
+    #: Alias of :meth:`send_input`.
+    write = send_input
+
+    async def close(self) -> None:
+        """End of input for the process (``^D`` on a terminal)."""
+        await _bridge.call(self._inner.close_stdin)
+
+
+class ExecOutputStream:
+    """One output stream of an execution, read as it arrives.
+
+    ``async for line in stream`` yields text lines (newline kept, invalid UTF-8 replaced);
+    :meth:`chunks` yields raw bytes as they come; :meth:`readline`, :meth:`readexactly` and
+    :meth:`read` read bytes. Output read this way is not part of ``wait()``'s result, and only
+    a bounded amount of it (about 1 MiB) is ever held on the host, however much the process
+    writes: a process whose output nobody reads waits, as with a pipe.
+    """
+
+    def __init__(self, inner: _engine.Execution, name: str) -> None:
+        self._inner = inner
+        self._name = name
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def _fill(self) -> bool:
+        """Reads one more chunk into the buffer; False at the end of the stream."""
+        if self._eof:
+            return False
+        chunk: bytes | None = await _bridge.call(lambda c: self._inner.read_output(c, self._name))
+        if chunk is None:
+            self._eof = True
+            return False
+        self._buffer += chunk
+        return True
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Raw output chunks as they arrive."""
+        while True:
+            if self._buffer:
+                data = bytes(self._buffer)
+                self._buffer.clear()
+                yield data
+            if not await self._fill():
+                return
+
+    async def readline(self) -> bytes:
+        """The next line, newline included; what is left without one at the end; ``b""`` at EOF."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if not await self._fill():
+                line = bytes(self._buffer)
+                self._buffer.clear()
+                return line
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if the stream ends first."""
+        while len(self._buffer) < n:
+            if not await self._fill():
+                partial = bytes(self._buffer)
+                self._buffer.clear()
+                raise asyncio.IncompleteReadError(partial, n)
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def read(self) -> bytes:
+        """Everything up to the end of the stream."""
+        while await self._fill():
+            pass
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._lines()
+
+    async def _lines(self) -> AsyncIterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            line = await self.readline()
+            if not line:
+                tail = decoder.decode(b"", final=True)
+                if tail:
+                    yield tail
+                return
+            yield decoder.decode(line)
+
+
+class Execution:
+    """A process started with :meth:`Box.exec`.
+
+    Its stdin is open: take it with :meth:`stdin`; if you never do, :meth:`wait` closes it
+    first, so a program reading stdin sees end-of-file.
+    """
+
+    def __init__(self, inner: _engine.Execution) -> None:
+        self._inner = inner
+        self._stdin: ExecStdin | None = None
+        self._streams: dict[str, ExecOutputStream] = {}
 
     @property
     def id(self) -> int:
         return self._inner.id
 
+    @property
+    def tty(self) -> bool:
+        """Started with ``tty=True`` (stdout then carries stderr too)."""
+        return self._inner.tty
+
+    def stdin(self) -> ExecStdin:
+        """The process's standard input."""
+        if self._stdin is None:
+            self._inner.claim_stdin()
+            self._stdin = ExecStdin(self._inner)
+        return self._stdin
+
+    def _stream(self, name: str) -> ExecOutputStream:
+        if name not in self._streams:
+            self._streams[name] = ExecOutputStream(self._inner, name)
+        return self._streams[name]
+
+    def stdout(self) -> ExecOutputStream:
+        """Standard output as it arrives (see :class:`ExecOutputStream`)."""
+        return self._stream("stdout")
+
+    def stderr(self) -> ExecOutputStream:
+        """Standard error as it arrives (empty for a TTY execution)."""
+        return self._stream("stderr")
+
     async def wait(self) -> ExecResult:
-        """Waits for the process to end and returns its exit code and output.
+        """Waits for the process to end and returns its exit code and the output not read
+        through :meth:`stdout` / :meth:`stderr`.
 
         If the waiting is cancelled (``asyncio.wait_for`` timing out, a cancelled task), every
         process the execution started is killed before the cancellation propagates.
@@ -98,6 +239,72 @@ class Execution:
     async def signal(self, signal: int) -> None:
         """Sends ``signal`` to the process group."""
         await _bridge.call(lambda c: self._inner.signal(c, signal))
+
+    async def resize_tty(self, rows: int, cols: int) -> None:
+        """Sets the terminal size of a ``tty=True`` execution (its programs get ``SIGWINCH``);
+        :class:`~boxlite.errors.InvalidOptionError` for any other execution."""
+        await _bridge.call(lambda c: self._inner.resize_tty(c, rows, cols))
+
+
+class BoxMetrics(BaseModel):
+    """Resource use of a running box (``await box.metrics()``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: Guest memory in use (total minus available), in bytes.
+    mem: int
+    mem_total: int
+    mem_available: int
+    #: Memory charged to the box's executions, in bytes.
+    mem_used_by_executions: int
+    #: CPU time of all vCPUs since boot, in milliseconds, as the guest counts it.
+    cpu_user_ms: int
+    cpu_system_ms: int
+    cpu_idle_ms: int
+    #: Processes alive in the guest (its agent included).
+    processes: int
+    guest_uptime_ms: int
+    execs_started: int
+    execs_running: int
+    #: The VMM process on the host: resident memory (bytes) and CPU time (ms).
+    vmm_rss: int
+    vmm_cpu_ms: int
+    #: Durations of the stages of the last start (image, disk, spawn, boot), in milliseconds.
+    timings: dict[str, int]
+
+    @classmethod
+    def _from_json(cls, payload: str) -> BoxMetrics:
+        raw = json.loads(payload)
+        guest = raw["guest"]
+        return cls(
+            mem=guest["mem_total"] - guest["mem_available"],
+            mem_total=guest["mem_total"],
+            mem_available=guest["mem_available"],
+            mem_used_by_executions=guest["mem_used_by_executions"],
+            cpu_user_ms=guest["cpu_user_ms"],
+            cpu_system_ms=guest["cpu_system_ms"],
+            cpu_idle_ms=guest["cpu_idle_ms"],
+            processes=guest["processes"],
+            guest_uptime_ms=guest["uptime_ms"],
+            execs_started=raw["execs_started"],
+            execs_running=guest["execs_running"],
+            vmm_rss=raw["vmm_rss_bytes"],
+            vmm_cpu_ms=raw["vmm_cpu_ms"],
+            timings=raw["timings"],
+        )
+
+
+class RuntimeMetrics(BaseModel):
+    """Totals over a runtime's boxes (``runtime.metrics()``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    boxes_total: int
+    boxes_running: int
+    boxes_created: int
+    execs_started: int
+    #: Resident memory of all running VMM processes, in bytes.
+    vmm_rss_bytes: int
 
 
 class BoxInfo(BaseModel):
@@ -163,16 +370,20 @@ class Box:
         working_dir: str | None = None,
         user: str | None = None,
         timeout: float | None = None,
+        tty: bool = False,
     ) -> Execution:
-        """Starts ``cmd`` with ``args`` in the box; ``await execution.wait()`` for the result.
+        """Starts ``cmd`` with ``args`` in the box; ``await execution.wait()`` for the result,
+        or read its :meth:`~Execution.stdout` / :meth:`~Execution.stderr` as they arrive.
 
         ``env`` adds to the box's and the image's environment. ``user`` is ``uid[:gid]``.
-        With ``timeout`` (seconds), ``wait()`` kills every process the execution started once
-        it runs longer, and returns a result with ``timed_out=True`` and exit code 124.
+        With ``timeout`` (seconds), every process the execution started is killed once it runs
+        longer, and ``wait()`` returns a result with ``timed_out=True`` and exit code 124.
+        ``tty=True`` runs it on a pseudo-terminal (24x80 until :meth:`~Execution.resize_tty`).
         """
         argv, pairs = _exec_args(args), normalize_env(env)
+        size = DEFAULT_TTY_SIZE if tty else None
         inner = await _bridge.call(
-            lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user, False, timeout)
+            lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user, True, timeout, size)
         )
         return Execution(inner)
 
@@ -186,13 +397,31 @@ class Box:
         user: str | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one call.
-
-        ``timeout`` works as in :meth:`exec`; a cancelled call kills the execution's processes.
+        """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one
+        call, with stdin reading ``/dev/null``. A cancelled call kills the execution's processes.
         """
         argv, pairs = _exec_args(args), normalize_env(env)
-        output = await _bridge.call(lambda c: self._inner.run(c, str(cmd), argv, pairs, working_dir, user, timeout))
+        output = await _bridge.call(
+            lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user, False, timeout, None, True)
+        )
         return ExecResult._from_engine(output)
+
+    async def metrics(self) -> BoxMetrics:
+        """Resource use: guest memory and CPU, the VMM's host memory and CPU, executions, and
+        the durations of the stages of the last start."""
+        return BoxMetrics._from_json(await _bridge.call(self._inner.metrics))
+
+    async def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copies a host file or directory tree into the box (as ``docker cp`` does: into
+        ``guest_path`` when it is an existing directory, else as ``guest_path``), keeping modes."""
+        source = os.fspath(host_path)
+        await _bridge.call(lambda c: self._inner.copy_in(c, source, guest_path))
+
+    async def copy_out(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copies a file or directory tree out of the box (into ``host_path`` when it is an
+        existing directory, else as ``host_path``), keeping modes."""
+        target = os.fspath(host_path)
+        await _bridge.call(lambda c: self._inner.copy_out(c, guest_path, target))
 
     async def start(self) -> None:
         """Starts a stopped box again (a kept box keeps its files)."""
@@ -249,6 +478,10 @@ class Boxlite:
     async def remove(self, id_or_name: str, force: bool = False) -> None:
         """Deletes a box and its files; ``force`` stops a running box first."""
         await _bridge.call(lambda c: self._inner.remove(c, id_or_name, force))
+
+    async def metrics(self) -> RuntimeMetrics:
+        """Totals over this runtime's boxes."""
+        return RuntimeMetrics.model_validate_json(self._inner.metrics())
 
     async def accelerator(self) -> dict[str, str]:
         """The accelerator boxes run on (``accel``) and why (``reason``)."""

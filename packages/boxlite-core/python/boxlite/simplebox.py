@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from types import TracebackType
 
 from .errors import BoxStoppedError
-from .options import BoxOptions
-from .runtime import Box, Boxlite, ExecResult
+from .options import BoxOptions, SecurityOptions
+from .runtime import Box, Boxlite, BoxMetrics, ExecResult
 
 
 class SimpleBox:
@@ -33,6 +34,7 @@ class SimpleBox:
         runtime: Boxlite | None = None,
         cpu: int | None = None,
         memory: int | None = None,
+        security: SecurityOptions | None = None,
     ) -> None:
         fields: dict[str, object] = {
             "image": image,
@@ -42,6 +44,8 @@ class SimpleBox:
             "name": name,
             "auto_remove": auto_remove,
         }
+        if security is not None:
+            fields["security"] = security
         if (cpus if cpus is not None else cpu) is not None:
             fields["cpus"] = cpus if cpus is not None else cpu
         if (memory_mib if memory_mib is not None else memory) is not None:
@@ -93,6 +97,18 @@ class SimpleBox:
         longer, and the result has ``timed_out=True``, exit code 124 and the output so far.
         """
         return await self.box.run(cmd, list(args), env, working_dir=working_dir, user=user, timeout=timeout)
+
+    async def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copies a host file or directory into the box (see :meth:`boxlite.Box.copy_in`)."""
+        await self.box.copy_in(host_path, guest_path)
+
+    async def copy_out(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copies a file or directory out of the box (see :meth:`boxlite.Box.copy_out`)."""
+        await self.box.copy_out(guest_path, host_path)
+
+    async def metrics(self) -> BoxMetrics:
+        """Resource use of the box (see :meth:`boxlite.Box.metrics`)."""
+        return await self.box.metrics()
 
     async def __aenter__(self) -> SimpleBox:
         return await self.start()

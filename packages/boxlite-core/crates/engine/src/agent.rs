@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use boxlite_protocol::{
-    nonblocking, ExecRequest, ExitStatus, GuestMessage, HostMessage, OutputStream, PROTOCOL_VERSION,
+    nonblocking, ExecRequest, ExitStatus, GuestMessage, GuestMetrics, HostMessage, OutputStream,
+    PROTOCOL_VERSION,
 };
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -27,6 +28,8 @@ pub enum ExecEvent {
         stream: OutputStream,
         data: Vec<u8>,
     },
+    /// This many more bytes of stdin reached the process.
+    StdinAck(u64),
     Exited(ExitStatus),
     /// The channel closed before the execution ended (the VM died or the box stopped).
     Lost(String),
@@ -40,6 +43,7 @@ pub struct GuestHello {
 }
 
 type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<ExecEvent>>>>>;
+type MetricsWaiters = Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<GuestMetrics>>>>;
 
 pub struct AgentClient {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
@@ -47,6 +51,8 @@ pub struct AgentClient {
     routes: Routes,
     next_exec_id: AtomicU32,
     closed: watch::Receiver<Option<String>>,
+    metrics_waiters: MetricsWaiters,
+    next_token: std::sync::atomic::AtomicU64,
 }
 
 /// Why connecting to the agent failed.
@@ -133,12 +139,20 @@ impl AgentClient {
 
         let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
         let (closed_tx, closed_rx) = watch::channel(None);
-        tokio::spawn(read_loop(reader, routes.clone(), closed_tx));
+        let metrics_waiters = MetricsWaiters::default();
+        tokio::spawn(read_loop(
+            reader,
+            routes.clone(),
+            metrics_waiters.clone(),
+            closed_tx,
+        ));
         let client = AgentClient {
             writer: tokio::sync::Mutex::new(writer),
             routes,
             next_exec_id: AtomicU32::new(1),
             closed: closed_rx,
+            metrics_waiters,
+            next_token: std::sync::atomic::AtomicU64::new(1),
         };
         Ok((client, hello))
     }
@@ -172,7 +186,7 @@ impl AgentClient {
             };
             routes.insert(exec_id, tx);
         }
-        if let Err(e) = self.send(&HostMessage::Exec(request)).await {
+        if let Err(e) = self.send(&HostMessage::Exec(Box::new(request))).await {
             if let Some(routes) = self.routes.lock().expect("routes lock").as_mut() {
                 routes.remove(&exec_id);
             }
@@ -197,6 +211,43 @@ impl AgentClient {
         self.send(&HostMessage::CloseStdin { exec_id }).await
     }
 
+    /// Tells the agent the host consumed `bytes` more output of the execution.
+    pub async fn ack_output(&self, exec_id: u32, bytes: u64) -> Result<(), String> {
+        self.send(&HostMessage::OutputAck { exec_id, bytes }).await
+    }
+
+    pub async fn resize_tty(&self, exec_id: u32, rows: u16, cols: u16) -> Result<(), String> {
+        self.send(&HostMessage::ResizeTty {
+            exec_id,
+            rows,
+            cols,
+        })
+        .await
+    }
+
+    /// The guest's resource use.
+    pub async fn metrics(&self) -> Result<GuestMetrics, String> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.metrics_waiters
+            .lock()
+            .expect("metrics lock")
+            .insert(token, tx);
+        let sent = self.send(&HostMessage::Metrics { token }).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .map_err(|_| "the guest agent did not answer a metrics request".to_owned())
+                .and_then(|r| r.map_err(|_| "the channel closed".to_owned())),
+            Err(e) => Err(e),
+        };
+        self.metrics_waiters
+            .lock()
+            .expect("metrics lock")
+            .remove(&token);
+        answer
+    }
+
     /// Asks the agent to flush and power off; the VM then exits by itself.
     pub async fn shutdown(&self) -> Result<(), String> {
         self.send(&HostMessage::Shutdown).await
@@ -206,6 +257,7 @@ impl AgentClient {
 async fn read_loop(
     mut reader: tokio::net::unix::OwnedReadHalf,
     routes: Routes,
+    metrics_waiters: MetricsWaiters,
     closed: watch::Sender<Option<String>>,
 ) {
     let reason = loop {
@@ -220,6 +272,17 @@ async fn read_loop(
                         stream,
                         data,
                     } => (exec_id, ExecEvent::Output { stream, data }, false),
+                    GuestMessage::StdinAck { exec_id, bytes } => {
+                        (exec_id, ExecEvent::StdinAck(bytes), false)
+                    }
+                    GuestMessage::Metrics { token, metrics } => {
+                        if let Some(tx) =
+                            metrics_waiters.lock().expect("metrics lock").remove(&token)
+                        {
+                            let _ = tx.send(metrics);
+                        }
+                        continue;
+                    }
                     GuestMessage::Exited { exec_id, status } => {
                         (exec_id, ExecEvent::Exited(status), true)
                     }

@@ -45,6 +45,12 @@ pub enum Error {
     #[error("disk error: {0}")]
     Disk(String),
 
+    #[error("{0}")]
+    Copy(String),
+
+    #[error("{0}")]
+    StdinClosed(String),
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -5,9 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use boxlite_protocol::{ExecRequest, ExitStatus, OutputStream};
+use std::collections::VecDeque;
+
+use boxlite_protocol::{
+    Builtin, ExecRequest, ExitStatus, GuestMetrics, OutputStream, OUTPUT_WINDOW,
+};
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::agent::{AgentClient, ConnectError, ExecEvent};
@@ -16,7 +20,7 @@ use crate::boot;
 use crate::disk;
 use crate::error::{Error, IoContext, Result};
 use crate::hypervisor::accel::AccelChoice;
-use crate::hypervisor::{Hypervisor, VmHandle, VmSpec};
+use crate::hypervisor::{Confinement, Hypervisor, VmHandle, VmSpec};
 use crate::image::PreparedImage;
 use crate::options::BoxOptions;
 
@@ -95,6 +99,9 @@ struct State {
     last_error: Option<String>,
 }
 
+/// The unprivileged uid and gid a jailed VMM runs as.
+const NOBODY: u32 = 65534;
+
 /// Shared by every box of a runtime.
 pub struct Platform {
     pub hypervisor: Arc<dyn Hypervisor>,
@@ -113,6 +120,7 @@ pub struct LiteBox {
     state: Mutex<State>,
     /// Serialises start and stop.
     lifecycle: tokio::sync::Mutex<()>,
+    execs_started: std::sync::atomic::AtomicU64,
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -162,6 +170,7 @@ impl LiteBox {
                 last_error: None,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
+            execs_started: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -222,6 +231,27 @@ impl LiteBox {
             .context(|| format!("write {}", path.display()))
     }
 
+    /// How the VMM is confined, from the box's `SecurityOptions`.
+    fn confinement(&self) -> Result<Confinement> {
+        let security = &self.options.security;
+        // SAFETY: geteuid has no preconditions.
+        let privileged = unsafe { libc::geteuid() } == 0;
+        let (chroot, run_as) = if security.jailer_enabled && privileged {
+            // Everything the VMM needs is open before it enters the jail: an empty directory.
+            let jail = self.dir.join("jail");
+            std::fs::create_dir_all(&jail).context(|| format!("create {}", jail.display()))?;
+            (Some(jail), Some((NOBODY, NOBODY)))
+        } else {
+            (None, None)
+        };
+        Ok(Confinement {
+            seccomp: security.seccomp_enabled,
+            chroot,
+            run_as,
+            close_fds: security.close_fds,
+        })
+    }
+
     fn disk_path(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
@@ -267,6 +297,7 @@ impl LiteBox {
             agent_socket: socket.clone(),
             console_log: self.dir.join("console.log"),
             vmm_log: self.dir.join("vmm.log"),
+            confinement: self.confinement()?,
         };
         let launched = Instant::now();
         let vm = self.platform.hypervisor.launch(&spec)?;
@@ -479,26 +510,50 @@ impl LiteBox {
             .or_else(|| self.image.working_dir.clone())
             .unwrap_or_else(|| "/".into());
         let timeout = spec.timeout;
+        let stdin_open = spec.stdin || spec.tty.is_some();
+        let tty = spec.tty.is_some();
         let request = ExecRequest {
             exec_id: 0,
             program: spec.program,
             args: spec.args,
             env,
             working_dir,
-            stdin: spec.stdin,
+            stdin: stdin_open,
             user,
+            tty: spec.tty,
+            limits: self.options.security.exec_limits(),
+            builtin: spec.builtin,
         };
         let (exec_id, events) = running
             .agent
             .exec(request)
             .await
             .map_err(|e| self.channel_error(e))?;
+        self.execs_started.fetch_add(1, Ordering::Relaxed);
+        let (changed, _) = watch::channel(0u64);
+        let shared = Arc::new(ExecShared {
+            state: Mutex::new(ExecState::default()),
+            changed,
+            stdin_credit: Semaphore::new(OUTPUT_WINDOW as usize),
+        });
+        tokio::spawn(drive_execution(
+            shared.clone(),
+            events,
+            running.agent.clone(),
+            self.clone(),
+            exec_id,
+            timeout.map(|t| Instant::now() + t),
+        ));
         Ok(Execution {
             litebox: self.clone(),
             agent: running.agent.clone(),
             exec_id,
-            deadline: timeout.map(|t| Instant::now() + t),
-            events: tokio::sync::Mutex::new(Collector::new(events)),
+            tty,
+            stdin_open,
+            stdin_claimed: AtomicBool::new(false),
+            stdin_closed: AtomicBool::new(false),
+            shared,
+            result: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -563,9 +618,14 @@ pub struct ExecSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
+    /// Keep stdin open for [`Execution::write_stdin`]; otherwise the process reads `/dev/null`.
     pub stdin: bool,
     /// Kill the execution (every process it started) when it runs longer than this.
     pub timeout: Option<Duration>,
+    /// Run on a pseudo-terminal of this size (rows, columns).
+    pub tty: Option<(u16, u16)>,
+    /// One of the agent's own operations instead of `program` (copying files).
+    pub builtin: Option<Builtin>,
 }
 
 /// The end of an execution.
@@ -574,6 +634,7 @@ pub struct ExecOutput {
     pub exit_code: i32,
     /// The signal that killed the process, if one did.
     pub signal: Option<i32>,
+    /// Output that was not consumed as a stream.
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     /// Why the process never started (exit code 126 or 127), if it did not.
@@ -588,26 +649,60 @@ pub const TIMEOUT_EXIT_CODE: i32 = 124;
 /// How long the agent may take to confirm a kill before the box is declared broken.
 const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Collector {
-    events: mpsc::UnboundedReceiver<ExecEvent>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    pid: Option<u32>,
-    result: Option<std::result::Result<ExecOutput, String>>,
-    /// The timeout fired and the kill was sent; the next exit is a timeout.
-    timed_out: bool,
+/// Consumed output is acknowledged to the agent in batches of this many bytes (well below
+/// the window, so the agent never stalls while the host keeps reading).
+const ACK_BATCH: u64 = OUTPUT_WINDOW / 4;
+
+/// Largest stdin chunk sent in one frame.
+const STDIN_CHUNK: usize = 64 * 1024;
+
+fn stream_index(stream: OutputStream) -> usize {
+    match stream {
+        OutputStream::Stdout => 0,
+        OutputStream::Stderr => 1,
+    }
 }
 
-impl Collector {
-    fn new(events: mpsc::UnboundedReceiver<ExecEvent>) -> Self {
-        Collector {
-            events,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            pid: None,
-            result: None,
-            timed_out: false,
+/// What the execution's driver task and its consumers share.
+#[derive(Default)]
+struct ExecState {
+    /// Output received and not yet consumed, per stream (stdout, stderr).
+    queues: [VecDeque<Vec<u8>>; 2],
+    /// The stream is read by `read_output`; `wait` leaves it alone.
+    streamed: [bool; 2],
+    /// Output gathered by `wait`, per stream.
+    collected: [Vec<u8>; 2],
+    /// Consumed bytes not yet acknowledged to the agent.
+    unacked: u64,
+    pid: Option<u32>,
+    timed_out: bool,
+    /// How it ended: the exit status, or why the channel was lost.
+    end: Option<std::result::Result<ExitStatus, String>>,
+    /// Nobody holds the execution any more: output is acknowledged and dropped.
+    abandoned: bool,
+}
+
+impl ExecState {
+    /// Records consumed bytes; returns a batch to acknowledge when one is due.
+    fn consumed(&mut self, bytes: u64) -> Option<u64> {
+        self.unacked += bytes;
+        if self.unacked >= ACK_BATCH && self.end.is_none() {
+            return Some(std::mem::take(&mut self.unacked));
         }
+        None
+    }
+}
+
+struct ExecShared {
+    state: Mutex<ExecState>,
+    changed: watch::Sender<u64>,
+    /// Bytes of stdin that may still be sent before the agent acknowledges earlier ones.
+    stdin_credit: Semaphore,
+}
+
+impl ExecShared {
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 }
 
@@ -616,9 +711,83 @@ pub struct Execution {
     litebox: Arc<LiteBox>,
     agent: Arc<AgentClient>,
     exec_id: u32,
-    /// When the execution's timeout fires, if it has one.
+    tty: bool,
+    stdin_open: bool,
+    /// Somebody took the stdin handle; otherwise `wait` closes stdin first.
+    stdin_claimed: AtomicBool,
+    stdin_closed: AtomicBool,
+    shared: Arc<ExecShared>,
+    result: tokio::sync::OnceCell<std::result::Result<ExecOutput, String>>,
+}
+
+/// Routes one execution's events into its shared state, and enforces its timeout even when
+/// nobody waits for it.
+async fn drive_execution(
+    shared: Arc<ExecShared>,
+    mut events: mpsc::UnboundedReceiver<ExecEvent>,
+    agent: Arc<AgentClient>,
+    litebox: Arc<LiteBox>,
+    exec_id: u32,
     deadline: Option<Instant>,
-    events: tokio::sync::Mutex<Collector>,
+) {
+    let mut kill_deadline: Option<Instant> = None;
+    loop {
+        let alarm = kill_deadline.or(deadline.filter(|_| kill_deadline.is_none()));
+        let event = tokio::select! {
+            event = events.recv() => event.unwrap_or_else(|| ExecEvent::Lost("the channel closed".into())),
+            _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
+                if kill_deadline.is_some() {
+                    let err = litebox.declare_broken("the guest agent did not confirm a kill");
+                    ExecEvent::Lost(err.to_string())
+                } else {
+                    // The timeout contract: every process of the execution is dead before the
+                    // result is reported; the agent reports the exit once its cgroup is empty.
+                    shared.state.lock().expect("exec state").timed_out = true;
+                    kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                    match agent.kill_tree(exec_id).await {
+                        Ok(()) => continue,
+                        Err(e) => ExecEvent::Lost(e),
+                    }
+                }
+            }
+        };
+        let mut ack = None;
+        let mut over = false;
+        {
+            let mut state = shared.state.lock().expect("exec state");
+            match event {
+                ExecEvent::Started { pid } => state.pid = Some(pid),
+                ExecEvent::Output { stream, data } => {
+                    if state.abandoned {
+                        ack = state.consumed(data.len() as u64);
+                    } else {
+                        state.queues[stream_index(stream)].push_back(data);
+                    }
+                }
+                ExecEvent::StdinAck(bytes) => shared
+                    .stdin_credit
+                    .add_permits(bytes.min(OUTPUT_WINDOW) as usize),
+                ExecEvent::Exited(status) => {
+                    state.end = Some(Ok(status));
+                    over = true;
+                }
+                ExecEvent::Lost(reason) => {
+                    state.end = Some(Err(reason));
+                    over = true;
+                }
+            }
+        }
+        if over {
+            shared.stdin_credit.close();
+        }
+        shared.notify();
+        if let Some(bytes) = ack {
+            let _ = agent.ack_output(exec_id, bytes).await;
+        }
+        if over {
+            return;
+        }
+    }
 }
 
 impl Execution {
@@ -626,80 +795,120 @@ impl Execution {
         self.exec_id
     }
 
-    /// Waits for the process to end; returns its exit status and all of its output.
-    /// Waiting again returns the same result.
-    pub async fn wait(&self) -> Result<ExecOutput> {
-        let mut c = self.events.lock().await;
-        while c.result.is_none() {
-            let event = match (self.deadline, c.timed_out) {
-                (Some(deadline), false) => {
-                    match tokio::time::timeout_at(deadline, c.events.recv()).await {
-                        Ok(event) => event,
-                        Err(_) => {
-                            // The timeout contract: every process of the execution is dead before
-                            // wait() returns; the agent reports the exit once its cgroup is empty.
-                            c.timed_out = true;
-                            self.agent
-                                .kill_tree(self.exec_id)
-                                .await
-                                .map_err(|e| self.litebox.channel_error(e))?;
-                            continue;
-                        }
-                    }
-                }
-                (_, true) => {
-                    match tokio::time::timeout(KILL_CONFIRM_TIMEOUT, c.events.recv()).await {
-                        Ok(event) => event,
-                        Err(_) => {
-                            return Err(self
-                                .litebox
-                                .declare_broken("the guest agent did not confirm a kill"))
-                        }
-                    }
-                }
-                (None, false) => c.events.recv().await,
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    async fn send_ack(&self, bytes: Option<u64>) {
+        if let Some(bytes) = bytes {
+            // A lost channel shows in the execution's end; nothing to report here.
+            let _ = self.agent.ack_output(self.exec_id, bytes).await;
+        }
+    }
+
+    fn lost(&self, reason: String) -> Error {
+        self.litebox.channel_error(reason)
+    }
+
+    /// The next chunk of `stream` as it arrives; `None` once the execution ended and all of
+    /// it was read. Output read this way is not part of [`Execution::wait`]'s result.
+    pub async fn read_output(&self, stream: OutputStream) -> Result<Option<Vec<u8>>> {
+        let i = stream_index(stream);
+        loop {
+            let mut changed = self.shared.changed.subscribe();
+            let (chunk, ack, end) = {
+                let mut state = self.shared.state.lock().expect("exec state");
+                state.streamed[i] = true;
+                // Output gathered by an earlier wait() comes first.
+                let chunk = if !state.collected[i].is_empty() {
+                    Some(std::mem::take(&mut state.collected[i]))
+                } else {
+                    state.queues[i].pop_front()
+                };
+                let ack = chunk.as_ref().and_then(|c| state.consumed(c.len() as u64));
+                (chunk, ack, state.end.clone())
+            };
+            self.send_ack(ack).await;
+            if let Some(chunk) = chunk {
+                return Ok(Some(chunk));
             }
-            .unwrap_or_else(|| ExecEvent::Lost("the channel closed".into()));
-            match event {
-                ExecEvent::Started { pid } => c.pid = Some(pid),
-                ExecEvent::Output {
-                    stream: OutputStream::Stdout,
-                    data,
-                } => c.stdout.extend_from_slice(&data),
-                ExecEvent::Output {
-                    stream: OutputStream::Stderr,
-                    data,
-                } => c.stderr.extend_from_slice(&data),
-                ExecEvent::Exited(status) => {
-                    let (signal, error) = match &status {
-                        ExitStatus::Signal(s) => (Some(*s), None),
-                        ExitStatus::SpawnFailed { message, .. } => (None, Some(message.clone())),
-                        ExitStatus::Code(_) => (None, None),
-                    };
-                    let timed_out = c.timed_out;
-                    let output = ExecOutput {
-                        exit_code: if timed_out {
-                            TIMEOUT_EXIT_CODE
-                        } else {
-                            status.code()
-                        },
-                        timed_out,
-                        signal,
-                        stdout: std::mem::take(&mut c.stdout),
-                        stderr: std::mem::take(&mut c.stderr),
-                        error,
-                    };
-                    c.result = Some(Ok(output));
+            match end {
+                Some(Ok(_)) => return Ok(None),
+                Some(Err(reason)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Err(self.lost(reason));
                 }
-                ExecEvent::Lost(reason) => c.result = Some(Err(reason)),
+                None => {
+                    let _ = changed.changed().await;
+                }
             }
         }
-        match c.result.clone().expect("result set") {
+    }
+
+    /// Waits for the process to end; returns its exit status and the output not read as a
+    /// stream. Waiting again returns the same result. Stdin that nobody took is closed first,
+    /// so a program reading it sees end-of-file.
+    pub async fn wait(&self) -> Result<ExecOutput> {
+        if self.stdin_open && !self.stdin_claimed.load(Ordering::SeqCst) {
+            let _ = self.close_stdin().await;
+        }
+        let result = self
+            .result
+            .get_or_init(|| async {
+                loop {
+                    let mut changed = self.shared.changed.subscribe();
+                    let (ack, done) = {
+                        let mut state = self.shared.state.lock().expect("exec state");
+                        let mut moved = 0u64;
+                        for i in 0..2 {
+                            if state.streamed[i] {
+                                continue;
+                            }
+                            while let Some(chunk) = state.queues[i].pop_front() {
+                                moved += chunk.len() as u64;
+                                state.collected[i].extend_from_slice(&chunk);
+                            }
+                        }
+                        let ack = state.consumed(moved);
+                        let done = state.end.clone().map(|end| {
+                            end.map(|status| {
+                                let (signal, error) = match &status {
+                                    ExitStatus::Signal(s) => (Some(*s), None),
+                                    ExitStatus::SpawnFailed { message, .. } => {
+                                        (None, Some(message.clone()))
+                                    }
+                                    ExitStatus::Code(_) => (None, None),
+                                };
+                                ExecOutput {
+                                    exit_code: if state.timed_out {
+                                        TIMEOUT_EXIT_CODE
+                                    } else {
+                                        status.code()
+                                    },
+                                    timed_out: state.timed_out,
+                                    signal,
+                                    stdout: std::mem::take(&mut state.collected[0]),
+                                    stderr: std::mem::take(&mut state.collected[1]),
+                                    error,
+                                }
+                            })
+                        });
+                        (ack, done)
+                    };
+                    self.send_ack(ack).await;
+                    if let Some(done) = done {
+                        return done;
+                    }
+                    let _ = changed.changed().await;
+                }
+            })
+            .await;
+        match result.clone() {
             Ok(output) => Ok(output),
             Err(reason) => {
                 // Give the exit watcher a moment to record a crash, so the error says "died".
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                Err(self.litebox.channel_error(reason))
+                Err(self.lost(reason))
             }
         }
     }
@@ -709,7 +918,7 @@ impl Execution {
         self.agent
             .signal(self.exec_id, signal)
             .await
-            .map_err(|e| self.litebox.channel_error(e))
+            .map_err(|e| self.lost(e))
     }
 
     /// Kills every process the execution started (its cgroup in the guest), descendants that
@@ -718,20 +927,403 @@ impl Execution {
         self.agent
             .kill_tree(self.exec_id)
             .await
-            .map_err(|e| self.litebox.channel_error(e))
+            .map_err(|e| self.lost(e))
     }
 
+    /// Marks stdin as taken by the caller: `wait` no longer closes it by itself.
+    pub fn claim_stdin(&self) -> Result<()> {
+        if !self.stdin_open {
+            return Err(Error::InvalidOption(
+                "this execution has no stdin: it was started to run to completion".into(),
+            ));
+        }
+        self.stdin_claimed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Sends `data` to the process's stdin, waiting while the agent has a window's worth of
+    /// earlier input not yet delivered.
     pub async fn write_stdin(&self, data: Vec<u8>) -> Result<()> {
-        self.agent
-            .stdin(self.exec_id, data)
-            .await
-            .map_err(|e| self.litebox.channel_error(e))
+        if !self.stdin_open || self.stdin_closed.load(Ordering::SeqCst) {
+            return Err(Error::StdinClosed(
+                "stdin of this execution is closed".into(),
+            ));
+        }
+        for chunk in data.chunks(STDIN_CHUNK) {
+            let permit = self
+                .shared
+                .stdin_credit
+                .acquire_many(chunk.len() as u32)
+                .await
+                .map_err(|_| {
+                    Error::StdinClosed("the execution has ended; its stdin is closed".into())
+                })?;
+            permit.forget();
+            self.agent
+                .stdin(self.exec_id, chunk.to_vec())
+                .await
+                .map_err(|e| self.lost(e))?;
+        }
+        Ok(())
     }
 
+    /// Closes stdin (end-of-file for the process; ^D on a terminal).
     pub async fn close_stdin(&self) -> Result<()> {
+        if !self.stdin_open || self.stdin_closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
         self.agent
             .close_stdin(self.exec_id)
             .await
-            .map_err(|e| self.litebox.channel_error(e))
+            .map_err(|e| self.lost(e))
+    }
+
+    /// Sets the terminal size of a TTY execution.
+    pub async fn resize_tty(&self, rows: u16, cols: u16) -> Result<()> {
+        if !self.tty {
+            return Err(Error::InvalidOption(
+                "resize_tty() needs an execution started with tty=True".into(),
+            ));
+        }
+        if rows == 0 || cols == 0 {
+            return Err(Error::InvalidOption(format!(
+                "resize_tty({rows}, {cols}): rows and columns must be at least 1"
+            )));
+        }
+        self.agent
+            .resize_tty(self.exec_id, rows, cols)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        // Nobody reads this execution any more: let the agent go on sending (and us dropping)
+        // its output, so a process writing a lot is never stuck on a full window.
+        let pending = {
+            let mut state = self.shared.state.lock().expect("exec state");
+            if state.end.is_some() {
+                return;
+            }
+            state.abandoned = true;
+            let queued: u64 = state
+                .queues
+                .iter_mut()
+                .flat_map(|q| q.drain(..))
+                .map(|c| c.len() as u64)
+                .sum();
+            queued + std::mem::take(&mut state.unacked)
+        };
+        if pending > 0 {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let (agent, id) = (self.agent.clone(), self.exec_id);
+                handle.spawn(async move {
+                    let _ = agent.ack_output(id, pending).await;
+                });
+            }
+        }
+    }
+}
+
+/// A box's resource use: the guest's view, the VMM process on the host, executions and the
+/// stages of its last start.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoxMetrics {
+    pub guest: GuestMetrics,
+    /// Resident memory of the VMM process on the host, in bytes.
+    pub vmm_rss_bytes: u64,
+    /// CPU time the VMM process used on the host (user + system), in milliseconds.
+    pub vmm_cpu_ms: u64,
+    /// Executions started through this handle's runtime since the box started.
+    pub execs_started: u64,
+    pub timings: StartTimings,
+}
+
+/// RSS (bytes) and CPU time (ms) of a host process, from /proc.
+pub(crate) fn process_usage(pid: u32) -> (u64, u64) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    // Fields after the command name (which may hold spaces): utime is the 14th, stime the 15th.
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            // SAFETY: sysconf has no preconditions.
+            let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            Some((utime + stime) * 1000 / ticks)
+        })
+        .unwrap_or(0);
+    (rss, cpu)
+}
+
+impl LiteBox {
+    /// Executions started since the box was created.
+    pub fn execs_started(&self) -> u64 {
+        self.execs_started.load(Ordering::Relaxed)
+    }
+
+    /// Resource use of the running box.
+    pub async fn metrics(&self) -> Result<BoxMetrics> {
+        let running = self.running("read metrics of")?;
+        let guest = running
+            .agent
+            .metrics()
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        let (vmm_rss_bytes, vmm_cpu_ms) = running.vm.pid().map_or((0, 0), process_usage);
+        Ok(BoxMetrics {
+            guest,
+            vmm_rss_bytes,
+            vmm_cpu_ms,
+            execs_started: self.execs_started.load(Ordering::Relaxed),
+            timings: self.state.lock().expect("state lock").timings.clone(),
+        })
+    }
+
+    /// Copies a host file or directory tree into the box, keeping modes (and owners when
+    /// the caller may set them): to `guest_path/<name>` when `guest_path` is an existing
+    /// directory, else to `guest_path` itself.
+    pub async fn copy_in(self: &Arc<Self>, host_path: &Path, guest_path: &str) -> Result<()> {
+        if !guest_path.starts_with('/') {
+            return Err(Error::InvalidOption(format!(
+                "copy_in: the box path {guest_path:?} must be absolute"
+            )));
+        }
+        let meta = std::fs::symlink_metadata(host_path)
+            .context(|| format!("copy_in: {}", host_path.display()))?;
+        let name = host_path
+            .file_name()
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "copy_in: {} has no file name to copy",
+                    host_path.display()
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned();
+        let execution = self
+            .exec(ExecSpec {
+                program: "boxlite:unpack".into(),
+                stdin: true,
+                builtin: Some(Builtin::Unpack {
+                    dest: guest_path.to_owned(),
+                    name: name.clone(),
+                }),
+                ..Default::default()
+            })
+            .await?;
+        execution.claim_stdin()?;
+        // The archive is written on a blocking thread into a bounded channel, so a large tree
+        // streams into the box without being held in memory.
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let source = host_path.to_path_buf();
+        let writer = tokio::task::spawn_blocking(move || {
+            let sink = ChannelWriter { tx: tx.clone() };
+            let mut builder =
+                tar::Builder::new(std::io::BufWriter::with_capacity(STDIN_CHUNK, sink));
+            builder.follow_symlinks(false);
+            builder.mode(tar::HeaderMode::Complete);
+            let built = if meta.is_dir() {
+                builder.append_dir_all(&name, &source)
+            } else {
+                builder.append_path_with_name(&source, &name)
+            }
+            .and_then(|()| builder.into_inner().map_err(std::io::Error::other))
+            .and_then(|mut w| std::io::Write::flush(&mut w));
+            if let Err(e) = built {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let mut failure = None;
+        let mut ended_early = false;
+        while let Some(chunk) = rx.recv().await {
+            match chunk {
+                Ok(chunk) => {
+                    if let Err(e) = execution.write_stdin(chunk).await {
+                        // The unpacking side gave up; its stderr says why (below).
+                        if matches!(e, Error::StdinClosed(_)) {
+                            ended_early = true;
+                            break;
+                        }
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(rx);
+        let _ = writer.await;
+        if let Some(e) = failure {
+            let _ = execution.kill().await;
+            let _ = execution.wait().await;
+            return Err(Error::Copy(format!(
+                "copy_in: reading {}: {e}",
+                host_path.display()
+            )));
+        }
+        if !ended_early {
+            execution.close_stdin().await?;
+        }
+        let output = execution.wait().await?;
+        if output.exit_code != 0 || ended_early {
+            return Err(Error::Copy(format!(
+                "copy_in of {} to {guest_path} failed in the box: {}",
+                host_path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies a file or directory tree out of the box: to `host_path/<name>` when `host_path`
+    /// is an existing directory, else to `host_path` itself.
+    pub async fn copy_out(self: &Arc<Self>, guest_path: &str, host_path: &Path) -> Result<()> {
+        if !guest_path.starts_with('/') {
+            return Err(Error::InvalidOption(format!(
+                "copy_out: the box path {guest_path:?} must be absolute"
+            )));
+        }
+        let target = if host_path.is_dir() {
+            let name = Path::new(guest_path)
+                .file_name()
+                .map_or_else(|| "root".into(), |n| n.to_os_string());
+            host_path.join(name)
+        } else {
+            host_path.to_path_buf()
+        };
+        let execution = Arc::new(
+            self.exec(ExecSpec {
+                program: "boxlite:pack".into(),
+                builtin: Some(Builtin::Pack {
+                    path: guest_path.to_owned(),
+                }),
+                ..Default::default()
+            })
+            .await?,
+        );
+        // Unpack on a blocking thread as the stream arrives.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let unpack_target = target.clone();
+        let unpacker = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut archive = tar::Archive::new(ChannelReader {
+                rx,
+                current: std::io::Cursor::new(Vec::new()),
+            });
+            archive.set_preserve_permissions(true);
+            archive.set_preserve_mtime(true);
+            archive.set_overwrite(true);
+            let mut directories = Vec::new();
+            for entry in archive.entries()? {
+                let mut entry = entry?;
+                let inside = entry.path()?.into_owned();
+                let mut rest = PathBuf::new();
+                for part in inside.components().skip(1) {
+                    match part {
+                        std::path::Component::Normal(p) => rest.push(p),
+                        std::path::Component::CurDir => {}
+                        _ => {
+                            return Err(std::io::Error::new(
+                                std::io::ErrorKind::InvalidData,
+                                format!("archive entry {inside:?} leaves its directory"),
+                            ))
+                        }
+                    }
+                }
+                let path = if rest.as_os_str().is_empty() {
+                    unpack_target.clone()
+                } else {
+                    unpack_target.join(&rest)
+                };
+                if entry.header().entry_type().is_dir() {
+                    std::fs::create_dir_all(&path)?;
+                    directories.push((path, entry.header().mode().unwrap_or(0o755)));
+                    continue;
+                }
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                entry.unpack(&path)?;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            for (path, mode) in directories.into_iter().rev() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            }
+            Ok(())
+        });
+        let mut send_failed = false;
+        while let Some(chunk) = execution.read_output(OutputStream::Stdout).await? {
+            if !send_failed && tx.send(chunk).is_err() {
+                send_failed = true;
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker
+            .await
+            .map_err(|e| Error::Copy(format!("copy_out: {e}")))?;
+        let output = execution.wait().await?;
+        if output.exit_code != 0 {
+            return Err(Error::Copy(format!(
+                "copy_out of {guest_path}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        unpacked.map_err(|e| {
+            Error::Copy(format!(
+                "copy_out of {guest_path} to {}: {e}",
+                target.display()
+            ))
+        })
+    }
+}
+
+/// `Write` into a bounded channel of chunks (a blocking producer feeding async code).
+struct ChannelWriter {
+    tx: mpsc::Sender<std::io::Result<Vec<u8>>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "copy cancelled"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `Read` from a channel of chunks (async code feeding a blocking consumer).
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.rx.recv() {
+                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
+                Err(_) => return Ok(0),
+            }
+        }
     }
 }

@@ -27,9 +27,24 @@ pub struct Runtime {
     hypervisor: Arc<dyn Hypervisor>,
     platform: OnceCell<Arc<Platform>>,
     boxes: Mutex<HashMap<String, Arc<LiteBox>>>,
+    boxes_created: std::sync::atomic::AtomicU64,
 }
 
 /// `BOXLITE_HOME`, else `~/.boxlite`.
+/// Totals over a runtime's boxes.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuntimeMetrics {
+    /// Boxes this runtime knows (not removed), and how many of them run.
+    pub boxes_total: u64,
+    pub boxes_running: u64,
+    /// Boxes created by this runtime since it opened.
+    pub boxes_created: u64,
+    /// Executions started in this runtime's boxes.
+    pub execs_started: u64,
+    /// Resident memory of all running VMM processes, in bytes.
+    pub vmm_rss_bytes: u64,
+}
+
 pub fn default_home() -> PathBuf {
     if let Some(home) = std::env::var_os("BOXLITE_HOME") {
         return PathBuf::from(home);
@@ -58,6 +73,7 @@ impl Runtime {
             hypervisor: Arc::new(QemuBackend::default()),
             platform: OnceCell::new(),
             boxes: Mutex::new(HashMap::new()),
+            boxes_created: Default::default(),
         })
     }
 
@@ -147,6 +163,8 @@ impl Runtime {
         std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
         let litebox = Arc::new(LiteBox::new(id.clone(), options, prepared, dir, platform));
         litebox.set_image_ms(image_ms);
+        self.boxes_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let started = async {
             litebox.write_config()?;
             litebox.start().await
@@ -187,6 +205,37 @@ impl Runtime {
             .collect();
         infos.sort_by(|a, b| a.id.cmp(&b.id));
         infos
+    }
+
+    /// Totals over the boxes of this runtime.
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let boxes: Vec<Arc<LiteBox>> = self
+            .boxes
+            .lock()
+            .expect("boxes lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut metrics = RuntimeMetrics::default();
+        for b in &boxes {
+            let info = b.info();
+            match info.status {
+                BoxStatus::Removed => continue,
+                BoxStatus::Running => {
+                    metrics.boxes_running += 1;
+                    metrics.vmm_rss_bytes += info
+                        .vmm_pid
+                        .map_or(0, |p| crate::litebox::process_usage(p).0);
+                }
+                _ => {}
+            }
+            metrics.boxes_total += 1;
+            metrics.execs_started += b.execs_started();
+        }
+        metrics.boxes_created = self
+            .boxes_created
+            .load(std::sync::atomic::Ordering::Relaxed);
+        metrics
     }
 
     /// Deletes a box and its files. A running box is refused unless `force`, which stops it

@@ -15,24 +15,67 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boxlite_protocol::{
-    ExecRequest, ExitStatus, GuestMessage, HostMessage, OutputStream, OUTPUT_CHUNK_LEN,
+    ExecLimits, ExecRequest, ExitStatus, GuestMessage, HostMessage, OutputStream, OUTPUT_CHUNK_LEN,
+    OUTPUT_WINDOW,
 };
 
 use crate::channel::Port;
-use crate::{spawn, system, ROOTFS};
+use crate::{builtin, metrics, spawn, system, ROOTFS};
 
 /// How long output is still collected after the process exited, for descendants that keep the
 /// pipes open. The execution ends on the process's exit, not on EOF.
 const OUTPUT_GRACE: Duration = Duration::from_millis(50);
+
+/// How long after the exit output held back by a slow host is still forwarded.
+const MAX_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(30);
 
 enum StdinOp {
     Data(Vec<u8>),
     Close,
 }
 
+/// Output flow control of one execution: the pump sends at most [`OUTPUT_WINDOW`] bytes
+/// ahead of the host's acknowledgements, which arrive on the channel's reader thread.
+struct Credit {
+    acked: AtomicU64,
+    /// An eventfd the pump polls, signalled on every acknowledgement.
+    wake: OwnedFd,
+}
+
+impl Credit {
+    fn new() -> io::Result<Credit> {
+        // SAFETY: eventfd returns a fresh descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Credit {
+            acked: AtomicU64::new(0),
+            // SAFETY: fd is fresh and ours.
+            wake: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    fn ack(&self, bytes: u64) {
+        self.acked.fetch_add(bytes, Ordering::SeqCst);
+        let one = 1u64;
+        // SAFETY: an 8-byte write to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear_wake(&self) {
+        let mut value = 0u64;
+        // SAFETY: an 8-byte read from our non-blocking eventfd.
+        unsafe { libc::read(self.wake.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
 struct Entry {
     pid: i32,
     stdin: Option<mpsc::Sender<StdinOp>>,
+    credit: Arc<Credit>,
+    /// The terminal's master side, for resizing (TTY executions only).
+    tty_master: Option<OwnedFd>,
     /// Write end of the pipe on which the reaper hands over the raw wait status.
     exit_notify: OwnedFd,
     /// The execution's own cgroup (absent only where cgroups are unavailable).
@@ -44,14 +87,21 @@ struct Entry {
 /// How long a killed execution's cgroup may take to empty before its exit is reported anyway.
 const KILL_SETTLE: Duration = Duration::from_secs(2);
 
-/// Creates the cgroup of a new execution; `None` where cgroups are unavailable.
-fn create_cgroup() -> Option<(PathBuf, OwnedFd)> {
+/// Creates the cgroup of a new execution, under the parent that holds the box's memory limit
+/// (see `system::setup_cgroups`); `None` where cgroups are unavailable.
+fn create_cgroup(max_processes: Option<u64>) -> Option<(PathBuf, OwnedFd)> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let dir = PathBuf::from(format!(
-        "{ROOTFS}/sys/fs/cgroup/boxlite-exec-{}",
+        "{}/exec-{}",
+        system::EXECS_CGROUP,
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir(&dir).ok()?;
+    if let Some(max) = max_processes {
+        if let Err(e) = std::fs::write(dir.join("pids.max"), max.to_string()) {
+            system::log(&format!("pids.max not set: {e}"));
+        }
+    }
     match std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.procs"))
@@ -78,6 +128,7 @@ struct Table {
 pub struct Executions {
     port: Arc<Port>,
     has_rootfs: bool,
+    started: Arc<AtomicU64>,
     table: Arc<Mutex<Table>>,
     /// Wakes the reaper when it sleeps for want of children.
     spawned: mpsc::Sender<()>,
@@ -116,6 +167,7 @@ impl Executions {
         let executions = Executions {
             port,
             has_rootfs,
+            started: Arc::default(),
             table: Arc::default(),
             spawned,
         };
@@ -132,12 +184,28 @@ impl Executions {
 
     pub fn handle(&self, msg: HostMessage) {
         match msg {
-            HostMessage::Exec(req) => self.spawn(req),
+            HostMessage::Exec(req) => self.spawn(*req),
             HostMessage::Stdin { exec_id, data } => self.stdin(exec_id, StdinOp::Data(data)),
             HostMessage::CloseStdin { exec_id } => self.stdin(exec_id, StdinOp::Close),
             HostMessage::Signal { exec_id, signal } => self.signal(exec_id, signal),
             HostMessage::KillTree { exec_id } => self.kill_tree(exec_id),
+            HostMessage::OutputAck { exec_id, bytes } => {
+                let table = self.table.lock().expect("table lock");
+                if let Some(entry) = table.by_id.get(&exec_id) {
+                    entry.credit.ack(bytes);
+                }
+            }
+            HostMessage::ResizeTty {
+                exec_id,
+                rows,
+                cols,
+            } => self.resize_tty(exec_id, rows, cols),
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
+            HostMessage::Metrics { token } => {
+                let running = self.table.lock().expect("table lock").by_id.len() as u64;
+                let metrics = metrics::collect(self.started.load(Ordering::Relaxed), running);
+                self.send(GuestMessage::Metrics { token, metrics });
+            }
             HostMessage::Hello { .. } | HostMessage::Shutdown => {}
         }
     }
@@ -146,6 +214,16 @@ impl Executions {
         let table = self.table.lock().expect("table lock");
         if let Some(tx) = table.by_id.get(&exec_id).and_then(|e| e.stdin.as_ref()) {
             let _ = tx.send(op);
+        }
+    }
+
+    fn resize_tty(&self, exec_id: u32, rows: u16, cols: u16) {
+        let table = self.table.lock().expect("table lock");
+        // Nothing to do for a non-TTY execution (the host checks that first) or one that ended.
+        if let Some(Some(master)) = table.by_id.get(&exec_id).map(|e| e.tty_master.as_ref()) {
+            if let Err(e) = set_window_size(master.as_raw_fd(), rows, cols) {
+                system::log(&format!("resize of execution {exec_id} failed: {e}"));
+            }
         }
     }
 
@@ -228,6 +306,7 @@ impl Executions {
                 message: "duplicate execution id".into(),
             });
         }
+        self.started.fetch_add(1, Ordering::Relaxed);
         let working_dir = if req.working_dir.is_empty() {
             "/".to_owned()
         } else {
@@ -260,23 +339,17 @@ impl Executions {
             .rev()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.as_str());
-        let pipes = (|| -> io::Result<_> {
-            let stdin = if req.stdin {
-                let (r, w) = pipe()?;
-                (r, Some(w))
-            } else {
-                (OwnedFd::from(std::fs::File::open("/dev/null")?), None)
-            };
-            Ok((stdin, pipe()?, pipe()?))
-        })();
-        let ((stdin_child, stdin_host), (stdout_host, stdout_child), (stderr_host, stderr_child)) =
-            match pipes {
-                Ok(p) => p,
-                Err(e) => {
-                    return self.spawn_failed(exec_id, 126, format!("cannot create pipes: {e}"))
-                }
-            };
-        let (cgroup, cgroup_procs) = create_cgroup().unzip();
+        let stdio = match ExecStdio::open(req.stdin, req.tty) {
+            Ok(stdio) => stdio,
+            Err(e) => return self.spawn_failed(exec_id, 126, format!("cannot set up stdio: {e}")),
+        };
+        let credit = match Credit::new() {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                return self.spawn_failed(exec_id, 126, format!("cannot create an eventfd: {e}"))
+            }
+        };
+        let (cgroup, cgroup_procs) = create_cgroup(req.limits.max_processes).unzip();
         let request = spawn::SpawnRequest {
             cgroup_procs: cgroup_procs.as_ref().map(AsRawFd::as_raw_fd),
             candidates: spawn::candidates(&req.program, path_var),
@@ -285,18 +358,23 @@ impl Executions {
             root,
             cwd,
             user: req.user,
-            stdio: [
-                stdin_child.as_raw_fd(),
-                stdout_child.as_raw_fd(),
-                stderr_child.as_raw_fd(),
-            ],
+            stdio: stdio.child_fds(),
+            tty: req.tty.is_some(),
+            rlimits: rlimits(&req.limits),
         };
         let (notify_rx, notify_tx) = match pipe() {
             Ok(p) => p,
             Err(e) => return self.spawn_failed(exec_id, 126, format!("cannot create a pipe: {e}")),
         };
         let mut table = self.table.lock().expect("table lock");
-        let pid = match spawn::spawn(&request) {
+        let started = match &req.builtin {
+            None => spawn::spawn(&request),
+            Some(op) => {
+                let op = op.clone();
+                spawn::fork_run(&request, move || builtin::run(&op))
+            }
+        };
+        let pid = match started {
             Ok(pid) => pid,
             Err(failure) => {
                 drop(table);
@@ -318,15 +396,29 @@ impl Executions {
                         126,
                         format!("cannot switch to user {:?}: {}", req.user, failure.error),
                     ),
+                    (7, _) => (
+                        126,
+                        format!("cannot set resource limits: {}", failure.error),
+                    ),
                     _ => (126, format!("{program}: cannot start: {}", failure.error)),
                 };
                 return self.spawn_failed(exec_id, code, message);
             }
         };
-        drop((stdin_child, stdout_child, stderr_child));
+        let ExecStdio {
+            child,
+            stdin_host,
+            outputs,
+            tty_master,
+        } = stdio;
+        drop(child);
         let stdin_tx = stdin_host.map(|stdin| {
             let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || pump_stdin(std::fs::File::from(stdin), rx));
+            let this = self.clone();
+            let is_tty = tty_master.is_some();
+            std::thread::spawn(move || {
+                this.pump_stdin(exec_id, std::fs::File::from(stdin), rx, is_tty)
+            });
             tx
         });
         table.by_id.insert(
@@ -334,6 +426,8 @@ impl Executions {
             Entry {
                 pid,
                 stdin: stdin_tx,
+                credit: credit.clone(),
+                tty_master,
                 exit_notify: notify_tx,
                 cgroup,
                 killed: false,
@@ -347,38 +441,54 @@ impl Executions {
             exec_id,
             pid: pid as u32,
         });
-        let (stdout, stderr) = (stdout_host, stderr_host);
         let this = self.clone();
-        std::thread::spawn(move || this.pump_output(exec_id, stdout, stderr, notify_rx));
+        std::thread::spawn(move || this.pump_output(exec_id, outputs, notify_rx, credit));
     }
 
-    /// Forwards output until the process exited (plus a short grace for trailing output).
-    fn pump_output(&self, exec_id: u32, stdout: OwnedFd, stderr: OwnedFd, notify: OwnedFd) {
-        let mut streams = [
-            (Some(stdout), OutputStream::Stdout),
-            (Some(stderr), OutputStream::Stderr),
-        ];
+    /// Forwards output until the process exited (plus a short grace for trailing output),
+    /// never more than [`OUTPUT_WINDOW`] bytes ahead of the host's acknowledgements.
+    fn pump_output(
+        &self,
+        exec_id: u32,
+        outputs: Vec<(OwnedFd, OutputStream)>,
+        notify: OwnedFd,
+        credit: Arc<Credit>,
+    ) {
+        let mut streams: Vec<(Option<OwnedFd>, OutputStream)> =
+            outputs.into_iter().map(|(fd, s)| (Some(fd), s)).collect();
         for (fd, _) in &streams {
             set_nonblocking(fd.as_ref().expect("open").as_raw_fd());
         }
         let mut status: Option<ExitStatus> = None;
+        let mut exited_at: Option<Instant> = None;
         let mut grace_deadline: Option<Instant> = None;
+        let mut sent: u64 = 0;
         let mut buf = vec![0u8; OUTPUT_CHUNK_LEN];
         loop {
-            let open: Vec<usize> = (0..2).filter(|&i| streams[i].0.is_some()).collect();
+            let open: Vec<usize> = (0..streams.len())
+                .filter(|&i| streams[i].0.is_some())
+                .collect();
             if status.is_some()
                 && (open.is_empty() || grace_deadline.is_some_and(|d| Instant::now() >= d))
             {
                 break;
             }
-            let mut pfds: Vec<libc::pollfd> = open
-                .iter()
-                .map(|&i| libc::pollfd {
+            let blocked = sent.saturating_sub(credit.acked.load(Ordering::SeqCst)) >= OUTPUT_WINDOW;
+            let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(4);
+            if !blocked {
+                pfds.extend(open.iter().map(|&i| libc::pollfd {
                     fd: streams[i].0.as_ref().expect("open").as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
-                })
-                .collect();
+                }));
+            }
+            let credit_slot = pfds.len();
+            pfds.push(libc::pollfd {
+                fd: credit.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            let notify_slot = pfds.len();
             if status.is_none() {
                 pfds.push(libc::pollfd {
                     fd: notify.as_raw_fd(),
@@ -386,31 +496,51 @@ impl Executions {
                     revents: 0,
                 });
             }
-            let timeout = grace_deadline.map_or(-1, |d| {
-                d.saturating_duration_since(Instant::now()).as_millis() as i32
-            });
+            // While the host holds us back, the grace period does not run: output the process
+            // wrote before it exited is never dropped for a slow reader (for at most
+            // MAX_DRAIN_AFTER_EXIT, so a daemon writing forever cannot keep the execution open).
+            let timeout = match grace_deadline {
+                Some(_) if blocked => 100,
+                Some(d) => d.saturating_duration_since(Instant::now()).as_millis() as i32,
+                None => -1,
+            };
             // SAFETY: pfds is a live array of pollfd.
             let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
             if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 break;
             }
-            for (slot, &i) in open.iter().enumerate() {
-                if pfds[slot].revents == 0 {
-                    continue;
+            if pfds[credit_slot].revents != 0 {
+                credit.clear_wake();
+                if let (Some(exit), Some(_)) = (exited_at, grace_deadline) {
+                    if exit.elapsed() < MAX_DRAIN_AFTER_EXIT {
+                        grace_deadline = Some(Instant::now() + OUTPUT_GRACE);
+                    }
                 }
-                if !self.drain(exec_id, &mut streams[i], &mut buf) {
-                    streams[i].0 = None;
+            }
+            if !blocked {
+                for (slot, &i) in open.iter().enumerate() {
+                    if pfds[slot].revents == 0 {
+                        continue;
+                    }
+                    let budget = OUTPUT_WINDOW
+                        .saturating_sub(sent.saturating_sub(credit.acked.load(Ordering::SeqCst)));
+                    let (n, open) = self.drain(exec_id, &mut streams[i], &mut buf, budget);
+                    sent += n;
+                    if !open {
+                        streams[i].0 = None;
+                    }
                 }
             }
             if status.is_none()
                 && pfds
-                    .last()
+                    .get(notify_slot)
                     .is_some_and(|p| p.fd == notify.as_raw_fd() && p.revents != 0)
             {
                 let mut raw = [0u8; 4];
                 // SAFETY: reading 4 bytes into a live buffer; the reaper writes them atomically.
                 if unsafe { libc::read(notify.as_raw_fd(), raw.as_mut_ptr().cast(), 4) } == 4 {
                     status = Some(decode_wait_status(i32::from_ne_bytes(raw)));
+                    exited_at = Some(Instant::now());
                     grace_deadline = Some(Instant::now() + OUTPUT_GRACE);
                 }
             }
@@ -447,34 +577,44 @@ impl Executions {
         }
     }
 
-    /// Reads what is available on one stream; false once it reached EOF.
+    /// Reads what is available on one stream, up to `budget` bytes (the rest stays in the
+    /// pipe); returns the bytes sent and false once the stream reached EOF.
     fn drain(
         &self,
         exec_id: u32,
         stream: &mut (Option<OwnedFd>, OutputStream),
         buf: &mut [u8],
-    ) -> bool {
+        budget: u64,
+    ) -> (u64, bool) {
         let fd = stream.0.as_ref().expect("open").as_raw_fd();
-        loop {
-            // SAFETY: reading into a live buffer of the given length.
-            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let mut sent = 0u64;
+        while sent < budget {
+            let want = buf.len().min((budget - sent) as usize);
+            // SAFETY: reading into a live buffer of at least `want` bytes.
+            let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), want) };
             if n > 0 {
                 self.send(GuestMessage::Output {
                     exec_id,
                     stream: stream.1,
                     data: buf[..n as usize].to_vec(),
                 });
+                sent += n as u64;
                 continue;
             }
             if n == 0 {
-                return false;
+                return (sent, false);
             }
             let err = io::Error::last_os_error();
-            return matches!(
-                err.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            // A terminal's master reads EIO once the last slave descriptor closed: its EOF.
+            return (
+                sent,
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ),
             );
         }
+        (sent, true)
     }
 
     /// Reaps every child of PID 1: executions (reporting their status) and orphans.
@@ -520,10 +660,157 @@ impl Executions {
     }
 }
 
-fn pump_stdin(mut stdin: std::fs::File, rx: mpsc::Receiver<StdinOp>) {
-    while let Ok(StdinOp::Data(data)) = rx.recv() {
-        if stdin.write_all(&data).is_err() {
-            break;
+/// Limits as setrlimit(2) resources.
+fn rlimits(limits: &ExecLimits) -> Vec<(spawn::RlimitResource, u64)> {
+    [
+        (libc::RLIMIT_NOFILE, limits.max_open_files),
+        (libc::RLIMIT_FSIZE, limits.max_file_size),
+        (libc::RLIMIT_AS, limits.max_memory),
+        (libc::RLIMIT_CPU, limits.max_cpu_time),
+    ]
+    .into_iter()
+    .filter_map(|(resource, value)| Some((resource, value?)))
+    .collect()
+}
+
+fn set_window_size(master: RawFd, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a live struct.
+    if unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor or -1.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The standard streams of a new execution: pipes, or a pseudo-terminal.
+struct ExecStdio {
+    /// The child's ends: stdin, stdout, stderr (all the terminal's slave side for a TTY).
+    child: Vec<OwnedFd>,
+    /// Where the host's input goes, when stdin is open.
+    stdin_host: Option<OwnedFd>,
+    /// What the pump reads.
+    outputs: Vec<(OwnedFd, OutputStream)>,
+    tty_master: Option<OwnedFd>,
+}
+
+impl ExecStdio {
+    fn open(stdin: bool, tty: Option<(u16, u16)>) -> io::Result<ExecStdio> {
+        if let Some((rows, cols)) = tty {
+            let ptmx = CString::new(format!("{ROOTFS}/dev/pts/ptmx")).expect("no NUL");
+            // SAFETY: open(2) of the box's devpts instance.
+            let master = unsafe {
+                libc::open(
+                    ptmx.as_ptr(),
+                    libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+                )
+            };
+            if master < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fresh and ours.
+            let master = unsafe { OwnedFd::from_raw_fd(master) };
+            let mut number: libc::c_uint = 0;
+            let unlock: libc::c_int = 0;
+            // SAFETY: TIOCSPTLCK reads an int, TIOCGPTN writes one.
+            unsafe {
+                if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) != 0
+                    || libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            set_window_size(master.as_raw_fd(), rows, cols)?;
+            let slave_path = CString::new(format!("{ROOTFS}/dev/pts/{number}")).expect("no NUL");
+            // SAFETY: open(2) of the slave side.
+            let slave = unsafe {
+                libc::open(
+                    slave_path.as_ptr(),
+                    libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+                )
+            };
+            if slave < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: fresh and ours.
+            let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+            return Ok(ExecStdio {
+                child: vec![dup(slave.as_raw_fd())?, dup(slave.as_raw_fd())?, slave],
+                stdin_host: Some(dup(master.as_raw_fd())?),
+                outputs: vec![(dup(master.as_raw_fd())?, OutputStream::Stdout)],
+                tty_master: Some(master),
+            });
+        }
+        let (stdin_child, stdin_host) = if stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (OwnedFd::from(std::fs::File::open("/dev/null")?), None)
+        };
+        let (stdout_host, stdout_child) = pipe()?;
+        let (stderr_host, stderr_child) = pipe()?;
+        Ok(ExecStdio {
+            child: vec![stdin_child, stdout_child, stderr_child],
+            stdin_host,
+            outputs: vec![
+                (stdout_host, OutputStream::Stdout),
+                (stderr_host, OutputStream::Stderr),
+            ],
+            tty_master: None,
+        })
+    }
+
+    fn child_fds(&self) -> [RawFd; 3] {
+        [
+            self.child[0].as_raw_fd(),
+            self.child[1].as_raw_fd(),
+            self.child[2].as_raw_fd(),
+        ]
+    }
+}
+
+impl Executions {
+    /// Writes the host's input to the process, acknowledging what it took.
+    fn pump_stdin(
+        &self,
+        exec_id: u32,
+        mut stdin: std::fs::File,
+        rx: mpsc::Receiver<StdinOp>,
+        is_tty: bool,
+    ) {
+        while let Ok(op) = rx.recv() {
+            match op {
+                StdinOp::Data(data) => {
+                    if stdin.write_all(&data).is_err() {
+                        break;
+                    }
+                    self.send(GuestMessage::StdinAck {
+                        exec_id,
+                        bytes: data.len() as u64,
+                    });
+                }
+                StdinOp::Close => {
+                    // Closing a terminal's master would hang it up: send end-of-file (^D).
+                    if is_tty {
+                        let _ = stdin.write_all(b"\x04");
+                    }
+                    break;
+                }
+            }
         }
     }
 }

@@ -6,8 +6,10 @@
 //! file system. It is linked statically against glibc and must therefore do no DNS or
 //! user-name lookups itself.
 
+mod builtin;
 mod channel;
 mod exec;
+mod metrics;
 mod spawn;
 mod system;
 

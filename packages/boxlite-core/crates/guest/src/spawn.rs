@@ -27,7 +27,14 @@ pub struct SpawnRequest {
     /// The `cgroup.procs` file of the execution's cgroup; the child moves itself in before
     /// exec, so everything it starts is in the group from the first instruction.
     pub cgroup_procs: Option<RawFd>,
+    /// The stdio descriptors are a terminal's slave side: make it the controlling terminal.
+    pub tty: bool,
+    /// Resource limits to set (soft and hard) before exec.
+    pub rlimits: Vec<(RlimitResource, u64)>,
 }
+
+/// The type glibc's `setrlimit` takes for a resource.
+pub type RlimitResource = libc::__rlimit_resource_t;
 
 struct ChildArgs {
     candidates: Vec<*const libc::c_char>,
@@ -38,6 +45,8 @@ struct ChildArgs {
     user: Option<(u32, u32)>,
     stdio: [RawFd; 3],
     cgroup_procs: Option<RawFd>,
+    tty: bool,
+    rlimits: Vec<(RlimitResource, u64)>,
     error_fd: RawFd,
 }
 
@@ -68,45 +77,75 @@ pub fn candidates(program: &str, path_var: Option<&str>) -> Vec<CString> {
         .collect()
 }
 
+/// The steps shared by executed programs and builtins, in the child: join the cgroup, reset
+/// signals, new session, stdio, controlling terminal, chroot, limits, user. Returns the failing
+/// stage on error (errno is left set).
+///
+/// # Safety
+/// Runs in a freshly cloned or forked child; only async-signal-safe calls.
+unsafe fn prepare_child(args: &ChildArgs) -> Result<(), i32> {
+    if let Some(fd) = args.cgroup_procs {
+        // "0" moves the writing process itself.
+        if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+            return Err(6);
+        }
+    }
+    // The agent ignores SIGPIPE (Rust does); an ignored disposition survives exec.
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    if libc::setsid() < 0 {
+        return Err(1);
+    }
+    for (target, fd) in args.stdio.iter().enumerate() {
+        if libc::dup2(*fd, target as RawFd) < 0 {
+            return Err(2);
+        }
+    }
+    if args.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+        return Err(2);
+    }
+    if libc::chroot(args.root) != 0 || libc::chdir(args.cwd) != 0 {
+        return Err(3);
+    }
+    for &(resource, value) in &args.rlimits {
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        if libc::setrlimit(resource, &limit) != 0 {
+            return Err(7);
+        }
+    }
+    if let Some((uid, gid)) = args.user {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(4);
+        }
+    }
+    Ok(())
+}
+
+fn report_failure(error_fd: RawFd, stage: i32) -> ! {
+    // SAFETY: writing 8 bytes from a live buffer, then leaving the child.
+    unsafe {
+        let report = [stage, *libc::__errno_location()];
+        libc::write(error_fd, report.as_ptr().cast(), 8);
+        libc::_exit(127)
+    }
+}
+
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points at the ChildArgs the suspended parent keeps alive; only raw,
     // async-signal-safe system calls follow.
     unsafe {
         let args = &*(arg as *const ChildArgs);
-        let fail = |stage: i32| -> libc::c_int {
-            let report = [stage, *libc::__errno_location()];
-            libc::write(args.error_fd, report.as_ptr().cast(), 8);
-            libc::_exit(127)
-        };
-        if let Some(fd) = args.cgroup_procs {
-            // "0" moves the writing process itself.
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return fail(6);
-            }
-        }
-        // The agent ignores SIGPIPE (Rust does); an ignored disposition survives exec.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        if libc::setsid() < 0 {
-            return fail(1);
-        }
-        for (target, fd) in args.stdio.iter().enumerate() {
-            if libc::dup2(*fd, target as RawFd) < 0 {
-                return fail(2);
-            }
-        }
-        if libc::chroot(args.root) != 0 || libc::chdir(args.cwd) != 0 {
-            return fail(3);
-        }
-        if let Some((uid, gid)) = args.user {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return fail(4);
-            }
+        let fail = |stage: i32| -> libc::c_int { report_failure(args.error_fd, stage) };
+        if let Err(stage) = prepare_child(args) {
+            return fail(stage);
         }
         // As execvp does: the first candidate that exists wins; EACCES is remembered.
         let mut saw_eacces = false;
@@ -130,13 +169,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 /// Where spawning failed.
 #[derive(Debug)]
 pub struct SpawnError {
-    /// 1 setsid, 2 stdio, 3 chroot/chdir, 4 user, 5 exec, 6 cgroup, 0 clone.
+    /// 1 setsid, 2 stdio/terminal, 3 chroot/chdir, 4 user, 5 exec, 6 cgroup, 7 rlimit,
+    /// 0 clone/fork.
     pub stage: i32,
     pub error: io::Error,
 }
 
-/// Starts the process; returns its pid once it has called `execve`.
-pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
+fn error_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: pipe2 fills two fresh descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -146,9 +185,11 @@ pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
         });
     }
     // SAFETY: fresh descriptors owned by nobody else.
-    let (error_rx, error_tx) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let args = ChildArgs {
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn child_args(request: &SpawnRequest, error_fd: RawFd) -> ChildArgs {
+    ChildArgs {
         candidates: c_array(&request.candidates),
         argv: c_array(&request.argv),
         envp: c_array(&request.envp),
@@ -157,8 +198,31 @@ pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
         user: request.user,
         stdio: request.stdio,
         cgroup_procs: request.cgroup_procs,
-        error_fd: error_tx.as_raw_fd(),
-    };
+        tty: request.tty,
+        rlimits: request.rlimits.clone(),
+        error_fd,
+    }
+}
+
+/// Waits for the child's verdict: EOF on the error pipe means it got going.
+fn await_start(pid: i32, error_rx: OwnedFd) -> Result<i32, SpawnError> {
+    let mut report = [0i32; 2];
+    // SAFETY: reading 8 bytes into a live buffer; EOF (0) means the child got going.
+    let n = unsafe { libc::read(error_rx.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
+    if n == 8 {
+        // The failed child exits 127; the reaper collects it like any orphan.
+        return Err(SpawnError {
+            stage: report[0],
+            error: io::Error::from_raw_os_error(report[1]),
+        });
+    }
+    Ok(pid)
+}
+
+/// Starts the process; returns its pid once it has called `execve`.
+pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
+    let (error_rx, error_tx) = error_pipe()?;
+    let args = child_args(request, error_tx.as_raw_fd());
     let mut stack = vec![0u8; CHILD_STACK_LEN];
     // The stack grows down: hand clone its 16-byte aligned top.
     let top = ((stack.as_mut_ptr() as usize + CHILD_STACK_LEN) & !15) as *mut libc::c_void;
@@ -179,17 +243,38 @@ pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
         });
     }
     drop(error_tx);
-    let mut report = [0i32; 2];
-    // SAFETY: reading 8 bytes into a live buffer; EOF (0) means the exec succeeded.
-    let n = unsafe { libc::read(error_rx.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
-    if n == 8 {
-        // The failed child exits 127; the reaper collects it like any orphan.
+    await_start(pid, error_rx)
+}
+
+/// Runs `work` in a forked child set up like an executed program (cgroup, session, stdio,
+/// chroot, limits, user); the child exits with `work`'s return value. Used for the agent's
+/// builtins, which need the agent's code rather than a program of the image.
+pub fn fork_run(request: &SpawnRequest, work: impl FnOnce() -> i32) -> Result<i32, SpawnError> {
+    let (error_rx, error_tx) = error_pipe()?;
+    let args = child_args(request, error_tx.as_raw_fd());
+    // SAFETY: fork of the multi-threaded agent; the child only uses its own copy of memory
+    // (glibc makes malloc usable after fork) and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
         return Err(SpawnError {
-            stage: report[0],
-            error: io::Error::from_raw_os_error(report[1]),
+            stage: 0,
+            error: io::Error::last_os_error(),
         });
     }
-    Ok(pid)
+    if pid == 0 {
+        // SAFETY: in the child.
+        unsafe {
+            if let Err(stage) = prepare_child(&args) {
+                report_failure(args.error_fd, stage);
+            }
+            // Nothing of the agent's (the channel, other executions' pipes) stays open here.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            let code = work();
+            libc::_exit(code)
+        }
+    }
+    drop(error_tx);
+    await_start(pid, error_rx)
 }
 
 #[cfg(test)]

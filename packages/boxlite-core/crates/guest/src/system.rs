@@ -9,6 +9,43 @@ use std::time::{Duration, Instant};
 
 use crate::ROOTFS;
 
+/// The cgroup every execution's own group lives under; it holds the memory limit of
+/// everything the box runs, so the OOM killer picks among executions, never the agent.
+pub const EXECS_CGROUP: &str = "/rootfs/sys/fs/cgroup/boxlite-execs";
+
+/// Memory kept back from executions for the kernel and the agent.
+fn memory_reserve(mem_total: u64) -> u64 {
+    (mem_total / 8).min(32 << 20)
+}
+
+/// Allocations succeed and the OOM killer ends the process that overcommitted (exit 137), as
+/// on a normal Linux host where swap usually hides the heuristic; and the executions'
+/// parent cgroup gets the memory and pids controllers.
+fn setup_limits() -> io::Result<()> {
+    let _ = fs::write("/proc/sys/vm/overcommit_memory", "1");
+    let root = "/rootfs/sys/fs/cgroup";
+    fs::write(format!("{root}/cgroup.subtree_control"), "+memory +pids")?;
+    fs::create_dir_all(EXECS_CGROUP)?;
+    fs::write(
+        format!("{EXECS_CGROUP}/cgroup.subtree_control"),
+        "+memory +pids",
+    )?;
+    let meminfo = fs::read_to_string("/proc/meminfo")?;
+    let total = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or(0);
+    if total > 0 {
+        fs::write(
+            format!("{EXECS_CGROUP}/memory.max"),
+            (total - memory_reserve(total)).to_string(),
+        )?;
+    }
+    Ok(())
+}
+
 /// What boot found out, for the hello message and the executions.
 pub struct Boot {
     pub kernel_release: String,
@@ -261,6 +298,9 @@ fn mount_rootfs(device: &str) -> io::Result<()> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         let _ = std::os::unix::fs::symlink(target, format!("{ROOTFS}/dev/{link}"));
+    }
+    if let Err(e) = setup_limits() {
+        log(&format!("execution limits not set up: {e}"));
     }
     let tmp = format!("{ROOTFS}/tmp");
     fs::DirBuilder::new()

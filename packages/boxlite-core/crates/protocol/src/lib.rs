@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
@@ -21,13 +21,19 @@ pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 /// Largest output chunk the agent puts into one frame.
 pub const OUTPUT_CHUNK_LEN: usize = 64 * 1024;
 
+/// Output bytes of one execution the agent may send ahead of the host's acknowledgements
+/// ([`HostMessage::OutputAck`]). It bounds host memory per execution and keeps one slow
+/// consumer from stalling the channel for the others: the agent stops reading that
+/// execution's pipes instead, so its process blocks on a full pipe like any writer would.
+pub const OUTPUT_WINDOW: u64 = 1024 * 1024;
+
 /// Messages from the host to the guest agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HostMessage {
     /// Answer to the guest's hello: the host's protocol version.
     Hello { version: u32 },
     /// Start a process.
-    Exec(ExecRequest),
+    Exec(Box<ExecRequest>),
     /// Bytes for an execution's standard input.
     Stdin {
         exec_id: u32,
@@ -41,8 +47,14 @@ pub enum HostMessage {
     /// Kill every process the execution started, daemons and reparented descendants included
     /// (its cgroup); the agent reports `Exited` only once none is left.
     KillTree { exec_id: u32 },
+    /// The host consumed this many more output bytes of the execution (see [`OUTPUT_WINDOW`]).
+    OutputAck { exec_id: u32, bytes: u64 },
+    /// New terminal size of a TTY execution.
+    ResizeTty { exec_id: u32, rows: u16, cols: u16 },
     /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
     Ping { token: u64 },
+    /// Asks for [`GuestMessage::Metrics`].
+    Metrics { token: u64 },
     /// Flush file systems and power the VM off.
     Shutdown,
 }
@@ -62,8 +74,42 @@ pub struct ExecRequest {
     pub stdin: bool,
     /// Numeric user and group to run as; `None` runs as root.
     pub user: Option<(u32, u32)>,
+    /// Run on a pseudo-terminal of this size (rows, columns): stdin, stdout and stderr are the
+    /// terminal, so all output arrives as stdout.
+    pub tty: Option<(u16, u16)>,
+    /// Resource limits of the processes the execution starts.
+    pub limits: ExecLimits,
+    /// Run one of the agent's own operations instead of `program`.
+    pub builtin: Option<Builtin>,
 }
 
+/// Limits applied to an execution: rlimits on its processes and its cgroup's `pids.max`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecLimits {
+    /// `RLIMIT_NOFILE`.
+    pub max_open_files: Option<u64>,
+    /// `RLIMIT_FSIZE`, in bytes.
+    pub max_file_size: Option<u64>,
+    /// `pids.max` of the execution's cgroup: processes and threads alive at once.
+    pub max_processes: Option<u64>,
+    /// `RLIMIT_AS`, in bytes.
+    pub max_memory: Option<u64>,
+    /// `RLIMIT_CPU`, in seconds.
+    pub max_cpu_time: Option<u64>,
+}
+
+/// Operations the agent performs itself, in a child chrooted into the box, with the
+/// execution's standard streams as their data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Builtin {
+    /// Unpack the tar stream read from stdin. Its entries are relative to the copied item,
+    /// `.` being the item itself. The item lands at `dest/name` when `dest` is an existing
+    /// directory, else at `dest`.
+    Unpack { dest: String, name: String },
+    /// Write `path` (a file or a directory tree) to stdout as a tar stream whose entries are
+    /// relative to it, `.` being `path` itself.
+    Pack { path: String },
+}
 /// Messages from the guest agent to the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum GuestMessage {
@@ -88,11 +134,36 @@ pub enum GuestMessage {
     Exited { exec_id: u32, status: ExitStatus },
     /// Answer to [`HostMessage::Ping`].
     Pong { token: u64 },
+    /// This many more bytes of the execution's standard input reached its process; the host
+    /// keeps at most [`OUTPUT_WINDOW`] bytes of stdin unacknowledged.
+    StdinAck { exec_id: u32, bytes: u64 },
+    /// Answer to [`HostMessage::Metrics`].
+    Metrics { token: u64, metrics: GuestMetrics },
     /// A request the agent could not act on (unknown execution, malformed message).
     Error {
         exec_id: Option<u32>,
         message: String,
     },
+}
+
+/// Resource use inside the guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMetrics {
+    /// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in bytes.
+    pub mem_total: u64,
+    pub mem_available: u64,
+    /// Memory charged to the box's executions (their parent cgroup), in bytes.
+    pub mem_used_by_executions: u64,
+    /// CPU time of all vCPUs since boot, from `/proc/stat`, in milliseconds.
+    pub cpu_user_ms: u64,
+    pub cpu_system_ms: u64,
+    pub cpu_idle_ms: u64,
+    /// Processes alive in the guest, the agent included.
+    pub processes: u64,
+    pub uptime_ms: u64,
+    /// Executions started and currently running.
+    pub execs_started: u64,
+    pub execs_running: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,12 +5,14 @@
 
 mod bridge;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use boxlite_engine::options::timeout_from_secs;
 use boxlite_engine::{
     BoxOptions, Error, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
 };
+use boxlite_protocol::OutputStream;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -32,6 +34,8 @@ fn error_class(err: &Error) -> &'static str {
         Error::BoxDied { .. } => "BoxDiedError",
         Error::Channel { .. } => "ChannelError",
         Error::Disk(_) => "DiskError",
+        Error::Copy(_) => "CopyError",
+        Error::StdinClosed(_) => "StdinClosedError",
         Error::Io { .. } => "BoxliteError",
     }
 }
@@ -113,6 +117,11 @@ impl PyRuntime {
         Ok(PyLiteBox {
             inner: self.inner.get(id_or_name).map_err(to_py)?,
         })
+    }
+
+    /// JSON of the runtime's totals.
+    fn metrics(&self) -> String {
+        serde_json::to_string(&self.inner.metrics()).expect("metrics serialise")
     }
 
     /// JSON list of box infos.
@@ -207,8 +216,9 @@ impl PyLiteBox {
         completer.spawn(async move { engine(litebox.stop().await) })
     }
 
-    /// Starts a process; the outcome is an `Execution`.
-    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None))]
+    /// Starts a process. The outcome is an `Execution`, or with `wait` (run to completion in
+    /// one call) its `ExecOutput`.
+    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None, tty=None, wait=false))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature one to one
     fn exec(
         &self,
@@ -220,6 +230,8 @@ impl PyLiteBox {
         user: Option<String>,
         stdin: bool,
         timeout: Option<f64>,
+        tty: Option<(u16, u16)>,
+        wait: bool,
     ) -> PyResult<u64> {
         let timeout = timeout.map(timeout_from_secs).transpose().map_err(to_py)?;
         let litebox = self.inner.clone();
@@ -229,43 +241,21 @@ impl PyLiteBox {
             env,
             working_dir,
             user,
-            stdin,
+            stdin: stdin && !wait,
             timeout,
+            tty,
+            builtin: None,
         };
-        Ok(completer.spawn(async move {
-            engine(
-                litebox
-                    .exec(spec)
-                    .await
-                    .map(|e| PyExecution { inner: Arc::new(e) }),
-            )
-        }))
-    }
-
-    /// Runs a process to its end in one call (exec, then wait); the outcome is an `ExecOutput`.
-    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, timeout=None))]
-    #[allow(clippy::too_many_arguments)] // mirrors the Python signature one to one
-    fn run(
-        &self,
-        completer: &Completer,
-        program: String,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        working_dir: Option<String>,
-        user: Option<String>,
-        timeout: Option<f64>,
-    ) -> PyResult<u64> {
-        let timeout = timeout.map(timeout_from_secs).transpose().map_err(to_py)?;
-        let litebox = self.inner.clone();
-        let spec = ExecSpec {
-            program,
-            args,
-            env,
-            working_dir,
-            user,
-            stdin: false,
-            timeout,
-        };
+        if !wait {
+            return Ok(completer.spawn(async move {
+                engine(
+                    litebox
+                        .exec(spec)
+                        .await
+                        .map(|e| PyExecution { inner: Arc::new(e) }),
+                )
+            }));
+        }
         Ok(completer.spawn(async move {
             let output = async {
                 let execution = Arc::new(litebox.exec(spec).await?);
@@ -278,6 +268,42 @@ impl PyLiteBox {
             };
             engine(output.await.map(PyExecOutput))
         }))
+    }
+
+    /// JSON of the box's metrics.
+    fn metrics(&self, completer: &Completer) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move {
+            engine(
+                litebox
+                    .metrics()
+                    .await
+                    .map(|m| serde_json::to_string(&m).expect("metrics serialise")),
+            )
+        })
+    }
+
+    fn copy_in(&self, completer: &Completer, host_path: PathBuf, guest_path: String) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move { engine(litebox.copy_in(&host_path, &guest_path).await) })
+    }
+
+    fn copy_out(&self, completer: &Completer, guest_path: String, host_path: PathBuf) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move { engine(litebox.copy_out(&guest_path, &host_path).await) })
+    }
+}
+
+/// Output bytes handed to Python as `bytes` (a `Vec<u8>` would become a list of ints).
+struct ByteChunk(Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for ByteChunk {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
     }
 }
 
@@ -321,6 +347,42 @@ impl PyExecution {
     fn signal(&self, completer: &Completer, signal: i32) -> u64 {
         let execution = self.inner.clone();
         completer.spawn(async move { engine(execution.signal(signal).await) })
+    }
+
+    #[getter]
+    fn tty(&self) -> bool {
+        self.inner.is_tty()
+    }
+
+    /// The next output chunk of `stream` ("stdout" or "stderr"); `None` at the end.
+    fn read_output(&self, completer: &Completer, stream: &str) -> PyResult<u64> {
+        let stream = match stream {
+            "stdout" => OutputStream::Stdout,
+            "stderr" => OutputStream::Stderr,
+            other => {
+                return Err(to_py(Error::InvalidOption(format!(
+                    "unknown stream {other:?}: use \"stdout\" or \"stderr\""
+                ))))
+            }
+        };
+        let execution = self.inner.clone();
+        Ok(completer.spawn(async move {
+            engine(
+                execution
+                    .read_output(stream)
+                    .await
+                    .map(|chunk| chunk.map(ByteChunk)),
+            )
+        }))
+    }
+
+    fn claim_stdin(&self) -> PyResult<()> {
+        self.inner.claim_stdin().map_err(to_py)
+    }
+
+    fn resize_tty(&self, completer: &Completer, rows: u16, cols: u16) -> u64 {
+        let execution = self.inner.clone();
+        completer.spawn(async move { engine(execution.resize_tty(rows, cols).await) })
     }
 
     fn write_stdin(&self, completer: &Completer, data: Vec<u8>) -> u64 {

@@ -165,6 +165,7 @@ pub async fn boot_agent_only(
         agent_socket: socket.clone(),
         console_log: file("probe-console.log"),
         vmm_log: file("probe-vmm.log"),
+        confinement: Default::default(),
     };
     let launched = tokio::time::Instant::now();
     let vm = hypervisor.launch(&spec).map_err(|e| e.to_string())?;

@@ -68,6 +68,21 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     /// Where the VMM's own diagnostics go.
     pub vmm_log: PathBuf,
+    /// How the VMM process itself is confined.
+    pub confinement: Confinement,
+}
+
+/// Confinement of the VMM process (from `SecurityOptions`).
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    /// The hypervisor's own system-call filter.
+    pub seccomp: bool,
+    /// An empty directory to chroot into once the VM's files are open (root only).
+    pub chroot: Option<PathBuf>,
+    /// Drop to this uid:gid once the VM's files are open (root only).
+    pub run_as: Option<(u32, u32)>,
+    /// Close every inherited descriptor but the standard streams.
+    pub close_fds: bool,
 }
 
 /// How a VM ended.

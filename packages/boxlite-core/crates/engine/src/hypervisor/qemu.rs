@@ -106,6 +106,29 @@ impl QemuBackend {
         // Entropy for the guest: without it the first blocking getrandom() waits about a second
         // under TCG.
         push(&["-device", "virtio-rng-device"]);
+        let confinement = &spec.confinement;
+        if confinement.seccomp {
+            // Raising privileges stays allowed only for QEMU's own drop to `run_as`.
+            let elevate = if confinement.run_as.is_some() {
+                "allow"
+            } else {
+                "deny"
+            };
+            let sandbox = format!(
+                "on,obsolete=deny,elevateprivileges={elevate},spawn=deny,resourcecontrol=deny"
+            );
+            push(&["-sandbox", &sandbox]);
+        }
+        let mut run_with = Vec::new();
+        if let Some(dir) = &confinement.chroot {
+            run_with.push(format!("chroot={}", escape(&dir.display().to_string())));
+        }
+        if let Some((uid, gid)) = confinement.run_as {
+            run_with.push(format!("user={uid}:{gid}"));
+        }
+        if !run_with.is_empty() {
+            push(&["-run-with", &run_with.join(",")]);
+        }
         if let Some(disk) = &spec.root_disk {
             let drive = format!(
                 "id=root,if=none,format=qcow2,discard=unmap,file={}",
@@ -116,6 +139,9 @@ impl QemuBackend {
         args
     }
 }
+
+/// `RLIMIT_NOFILE` of the VMM process.
+const VMM_MAX_OPEN_FILES: u64 = 1024;
 
 /// QEMU option values separate on ','; a literal comma is written twice.
 fn escape(value: &str) -> String {
@@ -173,6 +199,34 @@ impl Hypervisor for QemuBackend {
             // behind its back; the runtime stops them in order.
             .process_group(0)
             .kill_on_drop(false);
+        let close_fds = spec.confinement.close_fds;
+        // SAFETY: only async-signal-safe system calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                // No core dumps of guest memory; a VMM needs few descriptors.
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                let files = libc::rlimit {
+                    rlim_cur: VMM_MAX_OPEN_FILES,
+                    rlim_max: VMM_MAX_OPEN_FILES,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &files);
+                if close_fds {
+                    // Mark rather than close: the spawn machinery's own error pipe is already
+                    // close-on-exec, and must stay open until the exec.
+                    libc::syscall(
+                        libc::SYS_close_range,
+                        3u32,
+                        u32::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                }
+                Ok(())
+            });
+        }
         let mut child = command
             .spawn()
             .context(|| format!("start {}", binary.display()))?;
@@ -204,6 +258,7 @@ impl Hypervisor for QemuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::Confinement;
 
     fn spec(accel: Accel) -> VmSpec {
         VmSpec {
@@ -218,7 +273,37 @@ mod tests {
             agent_socket: "/boxes/a/agent.sock".into(),
             console_log: "/boxes/a/console.log".into(),
             vmm_log: "/boxes/a/vmm.log".into(),
+            confinement: Default::default(),
         }
+    }
+
+    #[test]
+    fn confinement_becomes_sandbox_and_run_with() {
+        let mut jailed = spec(Accel::Tcg);
+        jailed.confinement = Confinement {
+            seccomp: true,
+            chroot: Some("/boxes/a/jail".into()),
+            run_as: Some((65534, 65534)),
+            close_fds: true,
+        };
+        let args = QemuBackend::default().arguments(&jailed).join(" ");
+        assert!(
+            args.contains("-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-run-with chroot=/boxes/a/jail,user=65534:65534"),
+            "{args}"
+        );
+        let mut filtered = spec(Accel::Tcg);
+        filtered.confinement.seccomp = true;
+        let args = QemuBackend::default().arguments(&filtered).join(" ");
+        assert!(args.contains("elevateprivileges=deny"), "{args}");
+        assert!(!args.contains("-run-with"), "{args}");
+        assert!(!QemuBackend::default()
+            .arguments(&spec(Accel::Tcg))
+            .join(" ")
+            .contains("-sandbox"));
     }
 
     #[test]
