@@ -1,31 +1,37 @@
 """The warm Python interpreter that runs *inside* a box (this file's text is its program).
 
-It is started once per box (``python3 -u -c <this file> DIR MODE OUTPUT_DIR``) and then answers
-requests over two named pipes in ``DIR``, so a tool call costs a fork (``fresh`` mode) or nothing
-(``persistent`` mode) instead of a ~250 ms interpreter start under emulation:
+It is started once per box (``python3 -u -c <this file> DIR MODE OUTPUT_DIR BYTE_CAP MAX_IMAGES
+MAX_IMAGE_BYTES``) and answers requests over its own stdin and stdout (a streaming execution),
+so a tool call costs a fork (``fresh`` mode) or nothing (``persistent`` mode) instead of a
+~250 ms interpreter start under emulation:
 
-* the host writes the code to ``DIR/code.py`` and a line to ``DIR/req``;
+* it writes ``READY`` once it can take requests;
+* a request is ``RUN <n>\\n`` and ``n`` bytes of UTF-8 code;
 * ``fresh``: a forked child runs the code in a copy of the pristine namespace, so every call
   starts clean; ``persistent``: the code runs in the server's own namespace, so variables
   survive between calls;
-* stdout and stderr go to ``DIR/out`` and ``DIR/err``; the code's matplotlib figures are saved
-  to ``OUTPUT_DIR``, and every PNG in ``OUTPUT_DIR`` that is new or changed is listed in
-  ``DIR/images``;
-* the answer is one line on ``DIR/resp``: ``exit_code image_count stdout_bytes stderr_bytes``.
+* the code's stdout and stderr go to ``DIR/out`` and ``DIR/err`` (never to the protocol
+  stream); its matplotlib figures are saved to ``OUTPUT_DIR``;
+* the answer is ``DONE <n>\\n`` and ``n`` bytes of JSON: exit code, each stream's size and at
+  most ``BYTE_CAP`` bytes of it (head and tail), and every PNG in ``OUTPUT_DIR`` that is new
+  or changed (base64).
 
-The server holds ``resp`` open for writing for its whole life, so a client blocked reading it
-sees end-of-file if the server dies. Timeouts are enforced by the host, which kills the whole
-execution (every process it started) and starts a new server. Standard library only: it runs
+Timeouts are enforced by the host, which kills the whole execution (every process it started)
+and starts a new server; the partial output stays in ``DIR``. Standard library only: it runs
 under whatever ``python3`` the image has.
 """
 
 import ast
+import base64
+import json
 import os
 import signal
 import sys
 import traceback
 
 SESSION_DIR, MODE, OUTPUT_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
+BYTE_CAP, MAX_IMAGES, MAX_IMAGE_BYTES = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+OUT_PATH, ERR_PATH = os.path.join(SESSION_DIR, "out"), os.path.join(SESSION_DIR, "err")
 
 
 def _png_state() -> "dict[str, tuple[int, int]]":
@@ -93,68 +99,106 @@ def _redirect(path: str, fd: int) -> None:
     os.close(target)
 
 
+def _capped(path: str) -> "tuple[int, str]":
+    """The stream's size, and its head and tail (at most BYTE_CAP bytes) as text."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if size <= BYTE_CAP:
+            data = f.read()
+        else:
+            data = f.read(BYTE_CAP // 2)
+            f.seek(size - BYTE_CAP // 2)
+            data += f.read()
+    return size, data.decode("utf-8", "replace")
+
+
+def _images(before: "dict[str, tuple[int, int]]") -> "list[dict[str, str]]":
+    found = []
+    for name, state in sorted(_png_state().items()):
+        if before.get(name) == state or state[1] > MAX_IMAGE_BYTES or len(found) >= MAX_IMAGES:
+            continue
+        path = os.path.join(OUTPUT_DIR, name)
+        try:
+            with open(path, "rb") as f:
+                found.append({"path": path, "data": base64.b64encode(f.read()).decode("ascii")})
+        except OSError:
+            continue
+    return found
+
+
 def _serve() -> None:
+    os.makedirs(SESSION_DIR, exist_ok=True)
     os.makedirs(OUTPUT_DIR, exist_ok=True)
-    for name in ("req", "resp"):
-        path = os.path.join(SESSION_DIR, name)
-        if not os.path.exists(path):
-            os.mkfifo(path)
-    # Read-write opens of a FIFO never block and keep it open from both ends.
-    requests = os.fdopen(os.open(os.path.join(SESSION_DIR, "req"), os.O_RDWR), "r")
-    responses = os.open(os.path.join(SESSION_DIR, "resp"), os.O_RDWR)
-    saved_out, saved_err = os.dup(1), os.dup(2)
+    # The protocol streams, on descriptors the code never writes to (not inherited by what
+    # it runs); fds 0 and 1 become /dev/null and, during a request, 1 and 2 its output files.
+    requests = os.fdopen(os.dup(0), "rb", buffering=0)
+    responses = os.fdopen(os.dup(1), "wb", buffering=0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    saved_err = os.dup(2)
     namespace: dict[str, object] = {"__name__": "__main__", "__builtins__": __builtins__}
     with open(os.path.join(SESSION_DIR, "pid.tmp"), "w") as f:
         f.write(str(os.getpid()))
     os.rename(os.path.join(SESSION_DIR, "pid.tmp"), os.path.join(SESSION_DIR, "pid"))
-    # The host waits on this pipe until the interpreter is ready for requests.
-    with open(os.path.join(SESSION_DIR, "ready"), "w") as ready:
-        ready.write("ready\n")
+    responses.write(b"READY\n")
     request_id = 0
     while True:
-        if not requests.readline():
+        header = requests.readline()
+        if not header:
             return
+        size = int(header.split()[1])
+        code_bytes = b""
+        while len(code_bytes) < size:
+            chunk = requests.read(size - len(code_bytes))
+            if not chunk:
+                return
+            code_bytes += chunk
+        code = code_bytes.decode("utf-8", "replace")
         request_id += 1
-        with open(os.path.join(SESSION_DIR, "code.py")) as f:
-            code = f.read()
         before = _png_state()
-        out_path, err_path = os.path.join(SESSION_DIR, "out"), os.path.join(SESSION_DIR, "err")
         if MODE == "persistent":
             sys.stdout.flush()
             sys.stderr.flush()
-            _redirect(out_path, 1)
-            _redirect(err_path, 2)
+            _redirect(OUT_PATH, 1)
+            _redirect(ERR_PATH, 2)
             try:
                 exit_code = _run(code, namespace)
                 _save_figures(request_id)
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os.dup2(saved_out, 1)
+                os.dup2(null, 1)
                 os.dup2(saved_err, 2)
         else:
             pid = os.fork()
             if pid == 0:
                 requests.close()
-                os.close(responses)
+                responses.close()
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _redirect(out_path, 1)
-                _redirect(err_path, 2)
-                code_status = _run(code, dict(namespace))
+                _redirect(OUT_PATH, 1)
+                _redirect(ERR_PATH, 2)
+                status = _run(code, dict(namespace))
                 _save_figures(request_id)
                 sys.stdout.flush()
                 sys.stderr.flush()
-                os._exit(code_status)
-            _, status = os.waitpid(pid, 0)
-            exit_code = os.waitstatus_to_exitcode(status)
+                os._exit(status)
+            _, wait_status = os.waitpid(pid, 0)
+            exit_code = os.waitstatus_to_exitcode(wait_status)
             if exit_code < 0:
                 exit_code = 128 - exit_code
-        after = _png_state()
-        images = sorted(name for name, state in after.items() if before.get(name) != state)
-        with open(os.path.join(SESSION_DIR, "images"), "w") as f:
-            f.write("".join(os.path.join(OUTPUT_DIR, name) + "\n" for name in images))
-        sizes = [os.path.getsize(out_path), os.path.getsize(err_path)]
-        os.write(responses, f"{exit_code} {len(images)} {sizes[0]} {sizes[1]}\n".encode())
+        out_size, out = _capped(OUT_PATH)
+        err_size, err = _capped(ERR_PATH)
+        answer = {
+            "exit_code": exit_code,
+            "stdout": out,
+            "stdout_size": out_size,
+            "stderr": err,
+            "stderr_size": err_size,
+            "images": _images(before),
+        }
+        payload = json.dumps(answer).encode()
+        responses.write(b"DONE %d\n" % len(payload) + payload)
 
 
 if __name__ == "__main__":

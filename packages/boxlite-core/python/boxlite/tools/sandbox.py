@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import uuid
@@ -22,7 +23,7 @@ from ..codebox import default_image
 from ..errors import BoxliteError
 from ..options import BoxOptions
 from ..pool import BoxPool
-from ..runtime import Box, Boxlite, ExecResult, Execution
+from ..runtime import Box, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
 from ..sync_api import run_in_library_loop, run_sync
 from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ImageOutput, ToolResult, format_listing, truncate_output
 
@@ -41,46 +42,10 @@ SESSION_ROOT = "/tmp/.boxlite-tools"
 #: The most images one call returns, and the largest one collected (bytes).
 MAX_IMAGES = 10
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
-#: Code longer than this (bytes) goes to the box as a file first (a single exec argument is
-#: limited to 128 KiB by Linux).
-_MAX_ARG_BYTES = 96 * 1024
 #: Bytes of a file write sent per exec (base64 in an argument).
 _WRITE_CHUNK = 64 * 1024
-#: The last line the client script writes on stderr, with the interpreter's answer.
-_STATUS_MARKER = "\x1eboxlite-status "
-
-_START_SCRIPT = """
-command -v python3 >/dev/null 2>&1 || {
-  echo "this image has no python3; use an image with Python (e.g. python:slim)" >&2; exit 127; }
-rm -rf "$1" && mkdir -p "$1" "$2" && mkfifo "$1/ready"
-"""
-
-_CLIENT_SCRIPT = """
-D=$1
-pid=$(cat "$D/pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null || {
-  echo "the Python interpreter is not running" >&2; exit 199; }
-[ "$4" = file ] || printf '%s' "$2" > "$D/code.py" || exit 198
-echo run > "$D/req"
-read -r rc nimg osz esz < "$D/resp" || { echo "the Python interpreter died" >&2; exit 199; }
-# Send at most $3 bytes of each stream: its head and its tail (the middle is dropped anyway).
-send() { if [ "$2" -le "$3" ]; then cat "$1"; else head -c $(($3 / 2)) "$1"; tail -c $(($3 / 2)) "$1"; fi; }
-send "$D/out" "$osz" "$3"
-send "$D/err" "$esz" "$3" >&2
-printf '\\n\\036boxlite-status %s %s %s %s\\n' "$rc" "$nimg" "$osz" "$esz" >&2
-exit "$rc"
-"""
 
 _PARTIAL_OUTPUT_SCRIPT = 'head -c "$2" "$1/out" 2>/dev/null; head -c "$2" "$1/err" >&2 2>/dev/null; true'
-
-_IMAGES_SCRIPT = """
-n=0
-while IFS= read -r p; do
-  [ "$n" -lt "$2" ] || break
-  size=$(wc -c < "$p" 2>/dev/null) || continue
-  [ "$size" -le "$3" ] || continue
-  printf '%s\\n%s\\n' "$p" "$size"; cat "$p"; n=$((n + 1))
-done < "$1/images"
-"""
 
 _LIST_SCRIPT = """
 [ -e "$1" ] || { echo "no such file or directory: $1" >&2; exit 2; }
@@ -113,19 +78,6 @@ def resolve_image(image: str | os.PathLike[str] | None = None) -> str:
     """The image tools boot: ``image`` if given, else :func:`boxlite.codebox.default_image`
     (``BOXLITE_DEFAULT_IMAGE`` or ``python:slim``). A reference or an OCI image layout path."""
     return os.fspath(image) if image is not None else default_image()
-
-
-def _status_from_stderr(stderr: str) -> tuple[str, list[int] | None]:
-    """Splits the client's status line off the end of stderr."""
-    head, sep, tail = stderr.rpartition(_STATUS_MARKER)
-    if not sep:
-        return stderr, None
-    try:
-        numbers = [int(x) for x in tail.split()]
-    except ValueError:
-        return stderr, None
-    # The client puts a newline before the marker (the code's stderr may not end with one).
-    return head[:-1] if head.endswith("\n") else head, numbers
 
 
 def _check_limits(max_output_chars: int, default_timeout: float) -> None:
@@ -169,6 +121,10 @@ class BoxSandbox:
         self._env.update(env or {})
         self._session_dir = f"{SESSION_ROOT}/{uuid.uuid4().hex[:12]}"
         self._interpreter: Execution | None = None
+        self._requests: ExecStdin | None = None
+        self._answers: ExecOutputStream | None = None
+        # Bytes of each stream the interpreter sends back: enough for the head and the tail.
+        self._byte_cap = max_output_chars * 4
         self._lock = asyncio.Lock()
         self._restarted_note: str | None = None
 
@@ -188,37 +144,41 @@ class BoxSandbox:
     async def _ensure_interpreter(self) -> None:
         if self._interpreter is not None:
             return
-        setup = await self.box.run("sh", ["-c", _START_SCRIPT, "sh", self._session_dir, self.output_dir], timeout=30)
-        if setup.exit_code != 0:
-            raise ToolSandboxError(f"could not prepare the box for Python: {setup.stderr.strip() or setup.exit_code}")
         mode = "persistent" if self.persistent else "fresh"
-        execution = await self.box.exec(
-            "python3",
-            ["-u", "-c", interpreter_source(), self._session_dir, mode, self.output_dir],
-            self._env,
-        )
-        ready = await self.box.run(
-            "sh", ["-c", 'read -r x < "$1/ready"', "sh", self._session_dir], timeout=INTERPRETER_START_TIMEOUT
-        )
-        if ready.exit_code != 0:
+        args = [self._session_dir, mode, self.output_dir, str(self._byte_cap), str(MAX_IMAGES), str(MAX_IMAGE_BYTES)]
+        execution = await self.box.exec("python3", ["-u", "-c", interpreter_source(), *args], self._env)
+        stdout = execution.stdout()
+        try:
+            ready = await asyncio.wait_for(stdout.readline(), INTERPRETER_START_TIMEOUT)
+        except asyncio.TimeoutError:
+            ready = b""
+        if ready != b"READY\n":
             await execution.kill()
             ended = await execution.wait()
+            if ended.exit_code == 127:
+                raise ToolSandboxError(
+                    "this image has no python3: use an image with Python (e.g. python:slim, the default)"
+                )
             raise ToolSandboxError(
                 f"the Python interpreter did not start within {INTERPRETER_START_TIMEOUT:g} s "
-                f"(exit code {ended.exit_code}): {ended.stderr.strip()[-2000:] or 'no output'}"
+                f"(exit code {ended.exit_code}): {ended.stderr.strip()[-2000:] or ended.error or 'no output'}"
             )
         self._interpreter = execution
+        self._requests, self._answers = execution.stdin(), stdout
         logger.debug("warm %s interpreter ready in box %s", mode, self.box.id)
 
-    async def _discard_interpreter(self) -> None:
-        """Kills the interpreter and everything it started."""
+    async def _discard_interpreter(self) -> ExecResult | None:
+        """Kills the interpreter and everything it started; returns how it ended."""
         execution, self._interpreter = self._interpreter, None
-        if execution is not None:
-            try:
-                await execution.kill()
-                await execution.wait()
-            except BoxliteError:
-                logger.warning("could not kill the interpreter in box %s", self.box.id, exc_info=True)
+        self._requests = self._answers = None
+        if execution is None:
+            return None
+        try:
+            await execution.kill()
+            return await execution.wait()
+        except BoxliteError:
+            logger.warning("could not kill the interpreter in box %s", self.box.id, exc_info=True)
+            return None
 
     async def is_healthy(self) -> bool:
         """Whether the box answers and its interpreter (if started) is alive."""
@@ -257,59 +217,63 @@ class BoxSandbox:
         async with self._lock:
             await self._ensure_interpreter()
             note, self._restarted_note = self._restarted_note, None
-            code_bytes = code.encode()
-            via_file = len(code_bytes) > _MAX_ARG_BYTES
-            if via_file:
-                await self._write_bytes(f"{self._session_dir}/code.py", code_bytes)
-            byte_cap = self.max_output_chars * 4
-            client = await self.box.run(
-                "sh",
-                [
-                    "-c",
-                    _CLIENT_SCRIPT,
-                    "sh",
-                    self._session_dir,
-                    "" if via_file else code,
-                    str(byte_cap),
-                    "file" if via_file else "arg",
-                ],
-                timeout=seconds,
-            )
-            if client.timed_out:
-                return await self._timed_out(seconds, byte_cap, note)
-            stderr, status = _status_from_stderr(client.stderr)
-            if status is None:
-                # The interpreter is gone (killed, crashed, out of memory): start a new one next time.
+            try:
+                answer = await asyncio.wait_for(self._exchange(code.encode()), seconds)
+            except asyncio.TimeoutError:
+                return await self._timed_out(seconds, note)
+            except BaseException:
+                # Cancelled mid-request (or the channel failed): the interpreter's answer would
+                # reach the next caller, so it goes, with everything it started.
                 await self._discard_interpreter()
+                raise
+            if answer is None:
+                # The interpreter is gone (killed, crashed, out of memory): start a new one next time.
+                ended = await self._discard_interpreter()
                 if self.persistent:
                     self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
+                partial = await self._partial_output()
                 return ToolResult(
-                    exit_code=client.exit_code,
+                    exit_code=ended.exit_code if ended is not None else 1,
                     timeout=seconds,
                     note="the Python interpreter died during this call; the next call starts a new one",
-                    **self._cap(client.stdout, stderr),
+                    **self._cap(partial.stdout, partial.stderr),
                 )
-            exit_code, image_count, out_size, err_size = [*status, 0, 0, 0, 0][:4]
-            images = await self._collect_images() if image_count else ()
+            out, err = answer["stdout"], answer["stderr"]
+            images = tuple(ImageOutput(path=i["path"], data=base64.b64decode(i["data"])) for i in answer["images"])
             return ToolResult(
-                exit_code=exit_code,
+                exit_code=answer["exit_code"],
                 timeout=seconds,
                 images=images,
                 note=note,
                 **self._cap(
-                    client.stdout,
-                    stderr,
-                    # Characters that never left the box count as dropped (bytes ~ characters).
-                    out_total=len(client.stdout) + max(0, out_size - len(client.stdout_bytes)),
-                    err_total=len(stderr) + max(0, err_size - len(stderr.encode())),
+                    out,
+                    err,
+                    # What never left the box counts as dropped (bytes ~ characters).
+                    out_total=len(out) + max(0, answer["stdout_size"] - len(out.encode())),
+                    err_total=len(err) + max(0, answer["stderr_size"] - len(err.encode())),
                 ),
             )
 
-    async def _timed_out(self, seconds: float, byte_cap: int, note: str | None) -> ToolResult:
-        await self._discard_interpreter()
-        partial = await self.box.run(
-            "sh", ["-c", _PARTIAL_OUTPUT_SCRIPT, "sh", self._session_dir, str(byte_cap)], timeout=30
+    async def _exchange(self, code: bytes) -> dict[str, Any] | None:
+        """Sends one request to the interpreter and reads its answer (None: it died)."""
+        assert self._requests is not None and self._answers is not None
+        await self._requests.send_input(b"RUN %d\n" % len(code) + code)
+        header = await self._answers.readline()
+        if not header.startswith(b"DONE "):
+            return None
+        payload = await self._answers.readexactly(int(header.split()[1]))
+        answer: dict[str, Any] = json.loads(payload)
+        return answer
+
+    async def _partial_output(self) -> ExecResult:
+        """What the last request wrote before it was stopped (its output files stay in the box)."""
+        return await self.box.run(
+            "sh", ["-c", _PARTIAL_OUTPUT_SCRIPT, "sh", self._session_dir, str(self._byte_cap)], timeout=30
         )
+
+    async def _timed_out(self, seconds: float, note: str | None) -> ToolResult:
+        await self._discard_interpreter()
+        partial = await self._partial_output()
         lost = " The Python session was restarted: variables from earlier calls are gone." if self.persistent else ""
         if self.persistent:
             self._restarted_note = (
@@ -322,20 +286,6 @@ class BoxSandbox:
             note=((note + "; ") if note else "") + f"the code was stopped after {seconds:g} s.{lost}",
             **self._cap(partial.stdout, partial.stderr),
         )
-
-    async def _collect_images(self) -> tuple[ImageOutput, ...]:
-        listing = await self.box.run(
-            "sh", ["-c", _IMAGES_SCRIPT, "sh", self._session_dir, str(MAX_IMAGES), str(MAX_IMAGE_BYTES)], timeout=60
-        )
-        data, images, pos = listing.stdout_bytes, [], 0
-        while pos < len(data):
-            path_end = data.index(b"\n", pos)
-            size_end = data.index(b"\n", path_end + 1)
-            size = int(data[path_end + 1 : size_end])
-            path = data[pos:path_end].decode("utf-8", errors="replace")
-            images.append(ImageOutput(path=path, data=data[size_end + 1 : size_end + 1 + size]))
-            pos = size_end + 1 + size
-        return tuple(images)
 
     async def run_shell(self, command: str, timeout: float | None = None) -> ToolResult:
         """Runs ``command`` with ``sh -c``; on timeout every process it started is killed."""
