@@ -9,7 +9,8 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # QEMU comes from bookworm-backports: it must match the qemu-utils these machines ship.
 backports_pkgs=(qemu-system-x86 qemu-utils)
 pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
-      e2fsprogs xz-utils util-linux binutils make)
+      e2fsprogs xz-utils util-linux binutils make
+      bubblewrap)  # bubblewrap: the llm-sandbox baseline of benchmarks/bench_tools.py
 
 missing=()
 for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do

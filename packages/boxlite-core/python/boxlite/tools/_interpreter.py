@@ -6,7 +6,7 @@ so a tool call costs a fork (``fresh`` mode) or nothing (``persistent`` mode) in
 ~250 ms interpreter start under emulation:
 
 * it writes ``READY`` once it can take requests;
-* a request is ``RUN <n>\\n`` and ``n`` bytes of UTF-8 code;
+* a request is ``RUN <n>\\n`` and ``n`` bytes of UTF-8 code (``PING`` is answered ``PONG``);
 * ``fresh``: a forked child runs the code in a copy of the pristine namespace, so every call
   starts clean; ``persistent``: the code runs in the server's own namespace, so variables
   survive between calls;
@@ -147,6 +147,9 @@ def _serve() -> None:
         header = requests.readline()
         if not header:
             return
+        if header == b"PING\n":  # the pool's health check
+            responses.write(b"PONG\n")
+            continue
         size = int(header.split()[1])
         code_bytes = b""
         while len(code_bytes) < size:

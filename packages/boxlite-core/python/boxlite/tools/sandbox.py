@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -35,6 +36,8 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
 #: Seconds the warm interpreter may take to start (a cold Python under emulation is slow).
 INTERPRETER_START_TIMEOUT = 120.0
+#: Seconds a health check waits for the interpreter's answer.
+PING_TIMEOUT = 10.0
 #: Where images written by the code are collected from, in the box.
 DEFAULT_OUTPUT_DIR = "/output"
 #: Where the interpreters' pipes and output files live, in the box.
@@ -181,14 +184,24 @@ class BoxSandbox:
             return None
 
     async def is_healthy(self) -> bool:
-        """Whether the box answers and its interpreter (if started) is alive."""
-        try:
+        """Whether the interpreter answers a ping within :data:`PING_TIMEOUT` (a round trip of
+        about a millisecond; no process is started). A box without one is checked with ``true``."""
+        async with self._lock:
             if self._interpreter is None:
-                return (await self.box.run("true", timeout=10)).exit_code == 0
-            check = await self.box.run("sh", ["-c", 'kill -0 "$(cat "$1/pid")"', "sh", self._session_dir], timeout=10)
-            return check.exit_code == 0
-        except BoxliteError:
-            return False
+                try:
+                    return (await self.box.run("true", timeout=PING_TIMEOUT)).exit_code == 0
+                except BoxliteError:
+                    return False
+            assert self._requests is not None and self._answers is not None
+            try:
+                await self._requests.send_input(b"PING\n")
+                answer = await asyncio.wait_for(self._answers.readline(), PING_TIMEOUT)
+            except (asyncio.TimeoutError, BoxliteError):
+                answer = b""
+            if answer != b"PONG\n":
+                await self._discard_interpreter()
+                return False
+            return True
 
     # -- tool operations -------------------------------------------------------------------
 
@@ -593,15 +606,17 @@ def create_tool_pool(
         "env": dict(env or {}),
     }
 
+    # The pool's boxes and their sandboxes (the health check gets only the box).
+    sandboxes: weakref.WeakValueDictionary[str, BoxSandbox] = weakref.WeakValueDictionary()
+
     async def prepare(box: Box) -> BoxSandbox:
-        return await _prepare_sandbox(box, kwargs)
+        sandbox = await _prepare_sandbox(box, kwargs)
+        sandboxes[box.id] = sandbox
+        return sandbox
 
     async def health_check(box: Box) -> bool:
-        # The interpreter's pid file names a live process (a box whose interpreter died is dropped).
-        check = await box.run(
-            "sh", ["-c", f'for p in {SESSION_ROOT}/*/pid; do kill -0 "$(cat "$p")" || exit 1; done'], timeout=10
-        )
-        return check.exit_code == 0
+        sandbox = sandboxes.get(box.id)
+        return sandbox is not None and await sandbox.is_healthy()
 
     options = BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image))
     return BoxPool(options, runtime=runtime, prepare=prepare, health_check=health_check, **pool_options)
