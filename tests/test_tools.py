@@ -264,3 +264,12 @@ async def test_pool_hands_out_no_broken_box(runtime: boxlite.Boxlite, plot_image
         assert pool.stats().broken >= 1
     finally:
         await pool.close()
+
+
+def test_box_options_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOXLITE_DEFAULT_IMAGE", raising=False)
+    custom = boxlite.BoxOptions(memory_mib=300, security=boxlite.SecurityOptions(max_processes=64))
+    options = ToolSandbox(options=custom).options
+    assert options is not None and options.image == "python:slim" and options.memory_mib == 300
+    assert options.security.max_processes == 64
+    assert ToolSandbox("other:1", options=custom).options.image == "other:1"  # type: ignore[union-attr]

@@ -113,7 +113,7 @@ def _capped(path: str) -> "tuple[int, str]":
 
 
 def _images(before: "dict[str, tuple[int, int]]") -> "list[dict[str, str]]":
-    found = []
+    found: list[dict[str, str]] = []
     for name, state in sorted(_png_state().items()):
         if before.get(name) == state or state[1] > MAX_IMAGE_BYTES or len(found) >= MAX_IMAGES:
             continue

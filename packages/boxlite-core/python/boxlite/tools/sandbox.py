@@ -371,11 +371,25 @@ class BoxSandbox:
             await self._discard_interpreter()
 
 
+def _box_options(
+    image: str | os.PathLike[str] | None, options: BoxOptions | None, memory_mib: int, cpus: int
+) -> BoxOptions:
+    """``options`` (when given: security, network, volumes…) with the image filled in, or
+    options made from ``image``, ``memory_mib`` and ``cpus``."""
+    if options is None:
+        return BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image))
+    if image is not None or (options.image is None and options.rootfs_path is None):
+        return options.model_copy(update={"image": resolve_image(image), "rootfs_path": None})
+    return options
+
+
 class ToolSandbox:
     """The box (or pool of boxes) a set of tools shares.
 
     * default: one box, created from ``image`` on first use and kept until :meth:`close`
       (or interpreter exit); ``persistent=True`` keeps Python variables between calls;
+      ``options`` (a :class:`~boxlite.BoxOptions`) sets anything else about the box
+      (security, network, …), ``memory_mib`` and ``cpus`` then being ignored;
     * ``box=``: tools run in a box you created (you stop it);
     * ``pool=``: every call leases a box from a :class:`~boxlite.pool.BoxPool` (see
       :func:`create_tool_pool`, which keeps a warm interpreter in every pooled box), so
@@ -399,6 +413,7 @@ class ToolSandbox:
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         default_timeout: float = DEFAULT_TIMEOUT,
         output_dir: str = DEFAULT_OUTPUT_DIR,
+        options: BoxOptions | None = None,
     ) -> None:
         _check_limits(max_output_chars, default_timeout)
         if pool is not None and box is not None:
@@ -408,9 +423,7 @@ class ToolSandbox:
                 "persistent=True needs one box kept for the whole session, but pool= leases a box per call: "
                 "drop pool= (the toolkit then keeps one box), or create the pool with create_tool_pool(persistent=True)"
             )
-        self._options = (
-            BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image)) if box is None else None
-        )
+        self._options = _box_options(image, options, memory_mib, cpus) if box is None else None
         self._pool = pool
         self._runtime = runtime
         self._sandbox_kwargs: dict[str, Any] = {
@@ -590,6 +603,7 @@ def create_tool_pool(
     default_timeout: float = DEFAULT_TIMEOUT,
     output_dir: str = DEFAULT_OUTPUT_DIR,
     env: Mapping[str, str] | None = None,
+    options: BoxOptions | None = None,
     **pool_options: Any,
 ) -> BoxPool:
     """A :class:`~boxlite.pool.BoxPool` whose boxes each hold a warm interpreter, ready before
@@ -618,5 +632,10 @@ def create_tool_pool(
         sandbox = sandboxes.get(box.id)
         return sandbox is not None and await sandbox.is_healthy()
 
-    options = BoxOptions(memory_mib=memory_mib, cpus=cpus, image=resolve_image(image))
-    return BoxPool(options, runtime=runtime, prepare=prepare, health_check=health_check, **pool_options)
+    return BoxPool(
+        _box_options(image, options, memory_mib, cpus),
+        runtime=runtime,
+        prepare=prepare,
+        health_check=health_check,
+        **pool_options,
+    )
