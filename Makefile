@@ -28,8 +28,9 @@ test: setup test-rust  ## every test: Rust unit tests, then end-to-end tests boo
 test-rust:
 	cargo test --locked --manifest-path $(CORE)/Cargo.toml --workspace --exclude boxlite-python
 
-bench: setup       ## start, exec round trip and boot-reliability figures
+bench: setup       ## start, exec (also under load), idle-box memory, boot reliability, pool figures
 	uv run --locked python benchmarks/bench_engine.py
+	uv run --locked python benchmarks/bench_pool.py
 
 lint:
 	uv run --locked ruff check .

@@ -196,3 +196,24 @@ except KeyboardInterrupt:
     assert out.splitlines() == ["interrupted", "still usable"]
     assert time.monotonic() - started < 30
     assert not pid_alive(vmm)
+
+
+def test_sync_streams_stdin_files_and_metrics(sync_runtime: SyncBoxlite, busybox: str, tmp_path: Path) -> None:
+    box = sync_runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    try:
+        execution = box.exec("sh", ["-c", "while read x; do echo got:$x; done"])
+        stdin = execution.stdin()
+        stdin.send_input(b"one\n")
+        assert execution.stdout().readline() == b"got:one\n"
+        stdin.send_input("two\n")
+        stdin.close()
+        assert list(execution.stdout()) == ["got:two\n"]
+        assert execution.wait().exit_code == 0
+        (tmp_path / "note.txt").write_text("sync copy\n")
+        box.copy_in(tmp_path / "note.txt", "/tmp")
+        box.copy_out("/tmp/note.txt", tmp_path / "back.txt")
+        assert (tmp_path / "back.txt").read_text() == "sync copy\n"
+        assert box.metrics().execs_started >= 3
+        assert sync_runtime.metrics().boxes_running >= 1
+    finally:
+        box.stop()

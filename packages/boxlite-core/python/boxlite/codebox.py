@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import InvalidOptionError, PackageInstallError
+from .options import SecurityOptions
 from .runtime import Boxlite
 from .simplebox import SimpleBox
 
@@ -49,6 +50,7 @@ class CodeBox(SimpleBox):
         runtime: Boxlite | None = None,
         cpu: int | None = None,
         memory: int | None = None,
+        security: SecurityOptions | None = None,
     ) -> None:
         if image is None and rootfs_path is None:
             image = default_image()
@@ -64,6 +66,7 @@ class CodeBox(SimpleBox):
             runtime=runtime,
             cpu=cpu,
             memory=memory,
+            security=security,
         )
 
     async def run(self, code: str, timeout: float | None = None) -> str:

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 from . import runtime as _runtime
 from .codebox import CodeBox
-from .options import BoxOptions, Options
-from .runtime import Box, BoxInfo, Boxlite, ExecResult, Execution
+from .options import BoxOptions, Options, SecurityOptions
+from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecOutputStream, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
 
 logger = logging.getLogger("boxlite.sync_api")
@@ -207,6 +207,44 @@ def _shutdown_at_exit() -> None:
             _loop_thread.stop()
 
 
+class SyncExecStdin:
+    """The standard input of a :class:`SyncExecution`."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._stdin = execution.stdin()
+
+    def send_input(self, data: bytes | str) -> None:
+        """Sends ``data`` to the process (see :meth:`boxlite.runtime.ExecStdin.send_input`)."""
+        run_sync(self._stdin.send_input(data))
+
+    write = send_input
+
+    def close(self) -> None:
+        """End of input for the process."""
+        run_sync(self._stdin.close())
+
+
+class SyncOutputStream:
+    """An output stream of a :class:`SyncExecution`: iterate it for text lines, or use
+    :meth:`chunks`, :meth:`readline` and :meth:`read` (see :class:`boxlite.runtime.ExecOutputStream`)."""
+
+    def __init__(self, stream: ExecOutputStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[str]:
+        return iterate_sync(self._stream)
+
+    def chunks(self) -> Iterator[bytes]:
+        """Raw output chunks as they arrive."""
+        return iterate_sync(self._stream.chunks())
+
+    def readline(self) -> bytes:
+        return run_sync(self._stream.readline())
+
+    def read(self) -> bytes:
+        return run_sync(self._stream.read())
+
+
 class SyncExecution:
     """A process started with :meth:`SyncBox.exec` (sync :class:`~boxlite.Execution`)."""
 
@@ -234,6 +272,22 @@ class SyncExecution:
     def signal(self, signal: int) -> None:
         """Sends ``signal`` to the process group."""
         run_sync(self._execution.signal(signal))
+
+    def stdin(self) -> SyncExecStdin:
+        """The process's standard input."""
+        return SyncExecStdin(self._execution)
+
+    def stdout(self) -> SyncOutputStream:
+        """Standard output as it arrives."""
+        return SyncOutputStream(self._execution.stdout())
+
+    def stderr(self) -> SyncOutputStream:
+        """Standard error as it arrives."""
+        return SyncOutputStream(self._execution.stderr())
+
+    def resize_tty(self, rows: int, cols: int) -> None:
+        """Sets the terminal size of a ``tty=True`` execution."""
+        run_sync(self._execution.resize_tty(rows, cols))
 
 
 class SyncBox:
@@ -268,10 +322,11 @@ class SyncBox:
         working_dir: str | None = None,
         user: str | None = None,
         timeout: float | None = None,
+        tty: bool = False,
     ) -> SyncExecution:
         """Starts ``cmd`` in the box; ``.wait()`` for the result (see :meth:`Box.exec`)."""
         return SyncExecution(
-            run_sync(self._box.exec(cmd, args, env, working_dir=working_dir, user=user, timeout=timeout))
+            run_sync(self._box.exec(cmd, args, env, working_dir=working_dir, user=user, timeout=timeout, tty=tty))
         )
 
     def run(
@@ -286,6 +341,18 @@ class SyncBox:
     ) -> ExecResult:
         """Runs ``cmd`` to its end and returns its result (see :meth:`Box.run`)."""
         return run_sync(self._box.run(cmd, args, env, working_dir=working_dir, user=user, timeout=timeout))
+
+    def metrics(self) -> BoxMetrics:
+        """Resource use of the box (see :meth:`Box.metrics`)."""
+        return run_sync(self._box.metrics())
+
+    def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copies a host file or directory into the box (see :meth:`Box.copy_in`)."""
+        run_sync(self._box.copy_in(host_path, guest_path))
+
+    def copy_out(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copies a file or directory out of the box (see :meth:`Box.copy_out`)."""
+        run_sync(self._box.copy_out(guest_path, host_path))
 
     def start(self) -> None:
         """Starts a stopped box again."""
@@ -342,6 +409,10 @@ class SyncBoxlite:
         """The accelerator boxes run on (``accel``) and why (``reason``)."""
         return run_sync(self._runtime.accelerator())
 
+    def metrics(self) -> RuntimeMetrics:
+        """Totals over this runtime's boxes."""
+        return run_sync(self._runtime.metrics())
+
     def shutdown(self) -> None:
         """Stops every running box of this runtime."""
         run_sync(self._runtime.shutdown())
@@ -369,6 +440,7 @@ class SyncSimpleBox:
         runtime: Boxlite | None = None,
         cpu: int | None = None,
         memory: int | None = None,
+        security: SecurityOptions | None = None,
     ) -> None:
         self._simple = self._async_class(
             image,
@@ -382,6 +454,7 @@ class SyncSimpleBox:
             runtime=runtime,
             cpu=cpu,
             memory=memory,
+            security=security,
         )
 
     @property
@@ -422,6 +495,18 @@ class SyncSimpleBox:
     ) -> ExecResult:
         """Runs ``cmd`` with ``args`` and returns its result (see :meth:`SimpleBox.exec`)."""
         return run_sync(self._simple.exec(cmd, *args, env=env, working_dir=working_dir, user=user, timeout=timeout))
+
+    def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copies a host file or directory into the box."""
+        run_sync(self._simple.copy_in(host_path, guest_path))
+
+    def copy_out(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copies a file or directory out of the box."""
+        run_sync(self._simple.copy_out(guest_path, host_path))
+
+    def metrics(self) -> BoxMetrics:
+        """Resource use of the box."""
+        return run_sync(self._simple.metrics())
 
     def __enter__(self) -> SyncSimpleBox:
         return self.start()
