@@ -40,7 +40,7 @@ INTERPRETER_START_TIMEOUT = 120.0
 PING_TIMEOUT = 10.0
 #: Where images written by the code are collected from, in the box.
 DEFAULT_OUTPUT_DIR = "/output"
-#: Where the interpreters' pipes and output files live, in the box.
+#: Where the interpreters keep their pid file and each call's output files, in the box.
 SESSION_ROOT = "/tmp/.boxlite-tools"
 #: The most images one call returns, and the largest one collected (bytes).
 MAX_IMAGES = 10
