@@ -1,6 +1,6 @@
 """Agent-tool benchmarks: a pooled Python tool call against a cold box and against llm-sandbox.
 
-    uv run python benchmarks/bench_tools.py [--calls 100] [--cold 3] [--agents 4] [--agent-calls 25]
+    uv run --group bench python benchmarks/bench_tools.py [--calls 100] [--cold 3] [--agents 4] [--agent-calls 25]
 
 Prints figures and ratios against baselines measured in the same run; asserts nothing.
 Target (issue 5): a pool lease plus ``print(1)`` under 20 ms p50, even under TCG, which needs a
@@ -94,7 +94,7 @@ def bench_llm_sandbox(calls: int, pooled_p50: float) -> None:
         from llm_sandbox import SandboxSession
         from llm_sandbox.const import SandboxBackend
     except ImportError:
-        line("skipped", "llm-sandbox is not installed (uv sync --group bench)")
+        line("skipped", "llm-sandbox is not installed (uv run --group bench ...)")
         return
     with SandboxSession(backend=SandboxBackend.BUBBLEWRAP, lang="python") as session:
         for _ in range(3):
