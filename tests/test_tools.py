@@ -273,3 +273,18 @@ def test_box_options_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
     assert options is not None and options.image == "python:slim" and options.memory_mib == 300
     assert options.security.max_processes == 64
     assert ToolSandbox("other:1", options=custom).options.image == "other:1"  # type: ignore[union-attr]
+
+
+async def test_any_pool_works_and_leaks_no_interpreter(runtime: boxlite.Boxlite, plot_image: str) -> None:
+    # A plain BoxPool (no warm interpreter prepared): each call starts one and stops it again.
+    pool = boxlite.BoxPool(
+        boxlite.BoxOptions(image=plot_image, memory_mib=512), runtime=runtime, min_idle=0, max_size=1, max_uses=10
+    )
+    sandbox = ToolSandbox(pool=pool)
+    try:
+        assert (await sandbox.run_python("print(6*7)")).stdout == "42\n"
+        assert (await sandbox.run_python("print(7*6)")).stdout == "42\n"
+        assert await processes_matching(sandbox, "python3") == []
+        assert pool.stats().created == 1  # the same box served every call
+    finally:
+        await pool.close()

@@ -462,15 +462,19 @@ class ToolSandbox:
             yield await self._shared_sandbox()
             return
         async with self._pool.lease() as lease:
-            sandbox = lease.resource if isinstance(lease.resource, BoxSandbox) else None
-            if sandbox is None:
-                sandbox = BoxSandbox(lease.box, **self._sandbox_kwargs)
+            # A pool from create_tool_pool() prepared a warm sandbox in each box; for any other
+            # pool, this call gets a sandbox of its own, whose interpreter goes with the lease.
+            prepared = lease.resource if isinstance(lease.resource, BoxSandbox) else None
+            sandbox = prepared or BoxSandbox(lease.box, **self._sandbox_kwargs)
             try:
                 yield sandbox
             except BaseException:
                 lease.mark_broken()
                 raise
-            if not sandbox.interpreter_running and isinstance(lease.resource, BoxSandbox):
+            finally:
+                if prepared is None:
+                    await sandbox.close()
+            if prepared is not None and not prepared.interpreter_running:
                 # Its interpreter died or timed out: no later lease may get this box.
                 lease.mark_broken()
 
