@@ -9,8 +9,11 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # QEMU comes from bookworm-backports: it must match the qemu-utils these machines ship.
 backports_pkgs=(qemu-system-x86 qemu-utils)
 pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static debootstrap cpio
-      e2fsprogs xz-utils util-linux binutils make
-      bubblewrap)  # bubblewrap: the llm-sandbox baseline of benchmarks/bench_tools.py
+      e2fsprogs xz-utils util-linux binutils make)
+# Box networking (passt), and the network tests' second machine (ip netns).
+pkgs+=(passt iproute2)
+# The llm-sandbox baseline of benchmarks/bench_tools.py runs in bubblewrap.
+pkgs+=(bubblewrap)
 
 missing=()
 for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do

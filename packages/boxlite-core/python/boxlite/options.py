@@ -48,7 +48,8 @@ class SecurityOptions(BaseModel):
     Attributes:
         jailer_enabled: Confine the VMM: when the engine runs as root, QEMU chroots into an
             empty directory and drops to uid/gid 65534 once its files are open. Unprivileged,
-            QEMU already runs as the calling user and cannot chroot; the flag adds nothing then.
+            QEMU already runs as the calling user and cannot chroot; the flag adds nothing then,
+            nor for a box with volumes (QEMU's 9p server reaches them by path).
         seccomp_enabled: QEMU's seccomp filter (``-sandbox on``): obsolete system calls,
             spawning processes, changing resource controls and raising privileges are denied.
         max_open_files: ``RLIMIT_NOFILE`` of every process the box runs.
@@ -104,6 +105,13 @@ class BoxOptions(BaseModel):
         env: Environment of every execution, as a mapping or ``(key, value)`` pairs.
         auto_remove: Delete the box's disk and state when it stops.
         security: Confinement and limits (:class:`SecurityOptions`; default ``standard()``).
+        network_enabled: Give the box a network device (outbound traffic and DNS through
+            passt). ``False``, or ``security.network_enabled=False``, means no device at all.
+        ports: ``(host_port, guest_port)`` or ``(host_port, guest_port, "tcp"|"udp")``:
+            127.0.0.1:host_port on the host reaches guest_port in the box. The box cannot reach
+            the host's own services otherwise.
+        volumes: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")`` (default
+            ``rw``): a host directory shared into the box; ``ro`` is read-only for the box.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -117,6 +125,30 @@ class BoxOptions(BaseModel):
     env: list[tuple[str, str]] = []
     auto_remove: bool = True
     security: SecurityOptions = SecurityOptions()
+    network_enabled: bool = True
+    ports: list[tuple[int, int, str]] = []
+    volumes: list[tuple[str, str, str]] = []
+
+    @field_validator("volumes", mode="before")
+    @classmethod
+    def _volume_triples(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        out = []
+        for v in value:
+            if isinstance(v, list | tuple):
+                v = (str(Path(v[0]).resolve()) if isinstance(v[0], str | Path) else v[0], *v[1:])
+                if len(v) == 2:
+                    v = (*v, "rw")
+            out.append(v)
+        return out
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _port_triples(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return [(*p, "tcp") if isinstance(p, list | tuple) and len(p) == 2 else p for p in value]
 
     @field_validator("env", mode="before")
     @classmethod

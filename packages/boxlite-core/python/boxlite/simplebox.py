@@ -35,6 +35,8 @@ class SimpleBox:
         cpu: int | None = None,
         memory: int | None = None,
         security: SecurityOptions | None = None,
+        ports: list[tuple[int, int] | tuple[int, int, str]] | None = None,
+        volumes: list[tuple[str, str] | tuple[str, str, str]] | None = None,
     ) -> None:
         fields: dict[str, object] = {
             "image": image,
@@ -46,6 +48,10 @@ class SimpleBox:
         }
         if security is not None:
             fields["security"] = security
+        if ports is not None:
+            fields["ports"] = ports
+        if volumes is not None:
+            fields["volumes"] = volumes
         if (cpus if cpus is not None else cpu) is not None:
             fields["cpus"] = cpus if cpus is not None else cpu
         if (memory_mib if memory_mib is not None else memory) is not None:

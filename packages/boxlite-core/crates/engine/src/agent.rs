@@ -113,6 +113,9 @@ impl AgentClient {
                 &mut writer,
                 &HostMessage::Hello {
                     version: PROTOCOL_VERSION,
+                    unix_time_ns: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64),
                 },
             )
             .await

@@ -22,6 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hypervisor::accel::AccelChoice;
 use crate::hypervisor::{Confinement, Hypervisor, VmHandle, VmSpec};
 use crate::image::PreparedImage;
+use crate::network::{self, Passt};
 use crate::options::BoxOptions;
 
 /// Where a box is in its lifecycle.
@@ -86,6 +87,8 @@ pub struct BoxInfo {
 
 struct Running {
     vm: Box<dyn VmHandle>,
+    /// The box's passt, if it has a network; killed with the box at the latest.
+    _network: Option<Passt>,
     agent: Arc<AgentClient>,
     kernel_release: String,
     /// Set before a requested stop, so the exit watcher does not call it a crash.
@@ -97,6 +100,11 @@ struct State {
     running: Option<Arc<Running>>,
     timings: StartTimings,
     last_error: Option<String>,
+}
+
+/// Lower-case hex, for paths on the kernel command line (which splits on spaces).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The unprivileged uid and gid a jailed VMM runs as.
@@ -221,8 +229,9 @@ impl LiteBox {
             "working_dir": self.options.working_dir,
             "env": self.options.env,
             "auto_remove": info.auto_remove,
-            "volumes": [],
-            "ports": [],
+            "volumes": self.options.volumes,
+            "ports": self.options.ports,
+            "network": self.options.network(),
             "created_at": info.created_at,
             "status": info.status,
         });
@@ -236,14 +245,17 @@ impl LiteBox {
         let security = &self.options.security;
         // SAFETY: geteuid has no preconditions.
         let privileged = unsafe { libc::geteuid() } == 0;
-        let (chroot, run_as) = if security.jailer_enabled && privileged {
-            // Everything the VMM needs is open before it enters the jail: an empty directory.
-            let jail = self.dir.join("jail");
-            std::fs::create_dir_all(&jail).context(|| format!("create {}", jail.display()))?;
-            (Some(jail), Some((NOBODY, NOBODY)))
-        } else {
-            (None, None)
-        };
+        // QEMU's 9p server reaches shared directories by path, with its own identity: a box
+        // with volumes keeps the VMM out of the jail (seccomp and the rest still apply).
+        let (chroot, run_as) =
+            if security.jailer_enabled && privileged && self.options.volumes.is_empty() {
+                // Everything the VMM needs is open before it enters the jail: an empty directory.
+                let jail = self.dir.join("jail");
+                std::fs::create_dir_all(&jail).context(|| format!("create {}", jail.display()))?;
+                (Some(jail), Some((NOBODY, NOBODY)))
+            } else {
+                (None, None)
+            };
         Ok(Confinement {
             seccomp: security.seccomp_enabled,
             chroot,
@@ -282,15 +294,47 @@ impl LiteBox {
         let socket = agent_socket_path(&self.dir, &self.id)?;
         let _ = std::fs::remove_file(&socket);
         let accel = self.platform.accel.accel;
+        let mut cmdline = boot::kernel_cmdline(
+            &self.id[..12.min(self.id.len())].to_ascii_lowercase(),
+            Some("/dev/vda"),
+        );
+        let shares: Vec<(String, PathBuf, bool)> = self
+            .options
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("vol{i}"), v.host_path.clone(), v.mode == "ro"))
+            .collect();
+        if !self.options.volumes.is_empty() {
+            let mounts: Vec<String> = self
+                .options
+                .volumes
+                .iter()
+                .enumerate()
+                .map(|(i, v)| format!("vol{i}:{}:{}", v.mode, hex(v.guest_path.as_bytes())))
+                .collect();
+            cmdline.push_str(&format!(" boxlite.volumes={}", mounts.join(",")));
+        }
+        let mut passt = if self.options.network() {
+            if let Some(net) = network::guest_config() {
+                cmdline.push(' ');
+                cmdline.push_str(&net.cmdline());
+            } else {
+                tracing::warn!(id = %self.id, "the host has no IPv4 default route: the box's network interface stays unconfigured");
+            }
+            Some(Passt::start(
+                &self.options.ports,
+                &self.dir.join("passt.log"),
+            )?)
+        } else {
+            None
+        };
         let spec = VmSpec {
             name: self.id.clone(),
             accel,
             kernel: self.platform.assets.kernel.clone(),
             initrd: self.platform.assets.initrd.clone(),
-            cmdline: boot::kernel_cmdline(
-                &self.id[..12.min(self.id.len())].to_ascii_lowercase(),
-                Some("/dev/vda"),
-            ),
+            cmdline,
             cpus: self.options.cpus,
             memory_mib: self.options.memory_mib,
             root_disk: Some(self.disk_path()),
@@ -298,9 +342,15 @@ impl LiteBox {
             console_log: self.dir.join("console.log"),
             vmm_log: self.dir.join("vmm.log"),
             confinement: self.confinement()?,
+            network_fd: passt.as_ref().and_then(Passt::qemu_fd),
+            shares,
         };
         let launched = Instant::now();
         let vm = self.platform.hypervisor.launch(&spec)?;
+        if let Some(passt) = &mut passt {
+            // QEMU has its copy; passt sees the end of the stream when QEMU exits.
+            passt.close_qemu_end();
+        }
         let spawn_ms = launched.elapsed().as_millis() as u64;
         let deadline = launched + boot::boot_timeout(accel);
         let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
@@ -338,6 +388,7 @@ impl LiteBox {
         let stopping = Arc::new(AtomicBool::new(false));
         let running = Arc::new(Running {
             vm,
+            _network: passt,
             agent: Arc::new(agent),
             kernel_release: hello.kernel_release,
             stopping: stopping.clone(),

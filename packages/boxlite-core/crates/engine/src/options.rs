@@ -36,6 +36,35 @@ pub struct BoxOptions {
     /// Delete the box's disk and state when it stops.
     pub auto_remove: bool,
     pub security: SecurityOptions,
+    /// Give the box a network device (also needs `security.network_enabled`).
+    pub network_enabled: bool,
+    /// Host ports forwarded into the box, bound to 127.0.0.1.
+    pub ports: Vec<PortForward>,
+    /// Host directories shared into the box.
+    pub volumes: Vec<Volume>,
+}
+
+/// `(host_path, guest_path, mode)`: a host directory shared into the box at `guest_path`;
+/// mode `ro` is read-only for the box (enforced by QEMU as well as by the guest's mount).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub host_path: PathBuf,
+    pub guest_path: String,
+    /// `ro` or `rw`.
+    pub mode: String,
+}
+
+/// Most volumes one box may have (one virtio device each).
+pub const MAX_VOLUMES: usize = 8;
+
+/// `(host_port, guest_port, protocol)`: connections to 127.0.0.1:host_port on the host reach
+/// guest_port in the box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForward {
+    pub host_port: u16,
+    pub guest_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
 }
 
 /// How tightly a box is confined; the presets are `development()`, `standard()` (the default)
@@ -45,7 +74,8 @@ pub struct BoxOptions {
 pub struct SecurityOptions {
     /// Confine the VMM process: when the engine runs as root, QEMU chroots into an empty
     /// directory and drops to uid/gid 65534 once its files are open. Unprivileged, QEMU already
-    /// runs as the calling user and cannot chroot; the flag then adds nothing.
+    /// runs as the calling user and cannot chroot; the flag then adds nothing, nor for a box with
+    /// volumes (QEMU's 9p server reaches them by path).
     pub jailer_enabled: bool,
     /// QEMU's seccomp filter (`-sandbox on`: obsolete system calls, spawning processes and
     /// changing resource controls are denied; raising privileges too unless the jailer drops
@@ -127,7 +157,17 @@ impl Default for BoxOptions {
             env: Vec::new(),
             auto_remove: true,
             security: SecurityOptions::default(),
+            network_enabled: true,
+            ports: Vec::new(),
+            volumes: Vec::new(),
         }
+    }
+}
+
+impl BoxOptions {
+    /// Whether the box gets a network device.
+    pub fn network(&self) -> bool {
+        self.network_enabled && self.security.network_enabled
     }
 }
 
@@ -179,6 +219,65 @@ impl BoxOptions {
             }
         }
         self.security.validate()?;
+        let mut host_ports = std::collections::HashSet::new();
+        for port in &self.ports {
+            if port.host_port == 0 || port.guest_port == 0 {
+                return invalid(format!(
+                    "ports: ({}, {}, {:?}): ports are 1 to 65535",
+                    port.host_port, port.guest_port, port.protocol
+                ));
+            }
+            if port.protocol != "tcp" && port.protocol != "udp" {
+                return invalid(format!(
+                    "ports: protocol {:?} is not supported: use \"tcp\" or \"udp\"",
+                    port.protocol
+                ));
+            }
+            if !host_ports.insert((port.host_port, port.protocol.clone())) {
+                return invalid(format!(
+                    "ports: host port {}/{} is forwarded twice",
+                    port.host_port, port.protocol
+                ));
+            }
+        }
+        if self.volumes.len() > MAX_VOLUMES {
+            return invalid(format!(
+                "volumes: {} given, at most {MAX_VOLUMES} are supported",
+                self.volumes.len()
+            ));
+        }
+        let mut guest_paths = std::collections::HashSet::new();
+        for v in &self.volumes {
+            if !v.host_path.is_dir() {
+                return invalid(format!(
+                    "volumes: {} is not a directory on the host (volumes share directories; use copy_in for files)",
+                    v.host_path.display()
+                ));
+            }
+            if !v.guest_path.starts_with('/')
+                || v.guest_path == "/"
+                || v.guest_path.split('/').any(|c| c == "..")
+            {
+                return invalid(format!(
+                    "volumes: the box path {:?} must be absolute, not / and without '..'",
+                    v.guest_path
+                ));
+            }
+            if v.mode != "ro" && v.mode != "rw" {
+                return invalid(format!(
+                    "volumes: mode {:?} for {}: use \"ro\" or \"rw\"",
+                    v.mode, v.guest_path
+                ));
+            }
+            if !guest_paths.insert(v.guest_path.trim_end_matches('/').to_owned()) {
+                return invalid(format!("volumes: {} is mounted twice", v.guest_path));
+            }
+        }
+        if !self.ports.is_empty() && !self.network() {
+            return invalid(
+                "ports need the network: remove ports=..., or enable the network (network_enabled and security.network_enabled)".into(),
+            );
+        }
         if let Some(name) = &self.name {
             let ok = !name.is_empty()
                 && name.len() <= 63

@@ -85,7 +85,7 @@ impl Port {
         let mut reader = self.reader.lock().expect("port reader lock");
         loop {
             match blocking::read_message::<HostMessage, _>(&mut *reader) {
-                Ok(Some(HostMessage::Hello { version })) if version != PROTOCOL_VERSION => {
+                Ok(Some(HostMessage::Hello { version, .. })) if version != PROTOCOL_VERSION => {
                     drop(reader);
                     let _ = self.send(&GuestMessage::Error {
                         exec_id: None,
@@ -96,7 +96,10 @@ impl Port {
                     std::thread::sleep(Duration::from_millis(100));
                     return None;
                 }
-                Ok(Some(HostMessage::Hello { .. })) => continue,
+                Ok(Some(HostMessage::Hello { unix_time_ns, .. })) => {
+                    system::set_clock(unix_time_ns);
+                    continue;
+                }
                 Ok(Some(msg)) => return Some(msg),
                 Ok(None) => return None,
                 Err(e) => {

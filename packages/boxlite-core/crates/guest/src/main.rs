@@ -10,6 +10,7 @@ mod builtin;
 mod channel;
 mod exec;
 mod metrics;
+mod network;
 mod spawn;
 mod system;
 

@@ -96,7 +96,7 @@ pub fn mount(
     Ok(())
 }
 
-fn kernel_cmdline() -> String {
+pub fn kernel_cmdline() -> String {
     fs::read_to_string("/proc/cmdline").unwrap_or_default()
 }
 
@@ -117,6 +117,21 @@ fn kernel_release() -> String {
     unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
         .to_string_lossy()
         .into_owned()
+}
+
+/// Sets the wall clock (from the host's hello).
+pub fn set_clock(unix_time_ns: u64) {
+    if unix_time_ns == 0 {
+        return;
+    }
+    let ts = libc::timespec {
+        tv_sec: (unix_time_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (unix_time_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_settime with a valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        log(&format!("clock not set: {}", io::Error::last_os_error()));
+    }
 }
 
 /// Guest uptime in milliseconds.
@@ -227,6 +242,10 @@ pub fn boot() -> io::Result<Boot> {
         }
         None => false,
     };
+    if has_rootfs {
+        mount_volumes(&cmdline);
+    }
+    crate::network::setup(&cmdline);
     Ok(Boot {
         kernel_release: kernel_release(),
         has_rootfs,
@@ -309,6 +328,45 @@ fn mount_rootfs(device: &str) -> io::Result<()> {
         .create(&tmp)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
     Ok(())
+}
+
+fn unhex(text: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The host's shared directories (`boxlite.volumes=TAG:MODE:HEXPATH,...`): 9p over virtio,
+/// read-only ones mounted read-only (QEMU refuses writes to them as well).
+fn mount_volumes(cmdline: &str) {
+    let Some(list) = cmdline_value(cmdline, "boxlite.volumes") else {
+        return;
+    };
+    for spec in list.split(',') {
+        let mut parts = spec.splitn(3, ':');
+        let (Some(tag), Some(mode), Some(path)) =
+            (parts.next(), parts.next(), parts.next().and_then(unhex))
+        else {
+            log(&format!("bad volume spec {spec:?}"));
+            continue;
+        };
+        let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+        if mode == "ro" {
+            flags |= libc::MS_RDONLY;
+        }
+        let target = format!("{ROOTFS}{path}");
+        if let Err(e) = mount(
+            tag,
+            &target,
+            "9p",
+            flags,
+            Some("trans=virtio,version=9p2000.L,msize=262144,cache=none,access=client"),
+        ) {
+            log(&format!("volume {tag} not mounted at {path}: {e}"));
+        }
+    }
 }
 
 /// Ends the VM at once (QEMU runs with `-no-reboot`, so a reboot makes it exit 0).

@@ -30,8 +30,9 @@ pub const OUTPUT_WINDOW: u64 = 1024 * 1024;
 /// Messages from the host to the guest agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HostMessage {
-    /// Answer to the guest's hello: the host's protocol version.
-    Hello { version: u32 },
+    /// Answer to the guest's hello: the host's protocol version and wall-clock time (the guest
+    /// sets its clock from it: a box may have no RTC, and a restored one would be stale).
+    Hello { version: u32, unix_time_ns: u64 },
     /// Start a process.
     Exec(Box<ExecRequest>),
     /// Bytes for an execution's standard input.

@@ -166,6 +166,8 @@ pub async fn boot_agent_only(
         console_log: file("probe-console.log"),
         vmm_log: file("probe-vmm.log"),
         confinement: Default::default(),
+        network_fd: None,
+        shares: Vec::new(),
     };
     let launched = tokio::time::Instant::now();
     let vm = hypervisor.launch(&spec).map_err(|e| e.to_string())?;

@@ -70,6 +70,11 @@ pub struct VmSpec {
     pub vmm_log: PathBuf,
     /// How the VMM process itself is confined.
     pub confinement: Confinement,
+    /// A connected stream socket to a user-mode network backend (passt), if the VM has a
+    /// network device.
+    pub network_fd: Option<std::os::fd::RawFd>,
+    /// Host directories shared with the guest: (mount tag, host path, read-only).
+    pub shares: Vec<(String, PathBuf, bool)>,
 }
 
 /// Confinement of the VMM process (from `SecurityOptions`).

@@ -3,8 +3,9 @@
 //! The guest has no ACPI (`acpi=off`: our module-free kernel fails ACPI setup on microvm, and
 //! QEMU then passes the virtio-mmio devices on the kernel command line itself), no PCI, one
 //! serial console written to a file, a virtio-serial port for the agent channel, a virtio-rng
-//! device, and the box's qcow2 overlay as a virtio-blk disk. At most four virtio-mmio devices:
-//! a fifth gets the RTC's interrupt without ACPI and the guest loses /dev/rtc0.
+//! device, the box's qcow2 overlay as a virtio-blk disk, and optionally a virtio-net device (to
+//! passt) and 9p shares (volumes). Without ACPI a fifth virtio-mmio device gets the RTC's
+//! interrupt and fails to probe; boxes with more devices run without an RTC instead.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -57,10 +58,16 @@ impl QemuBackend {
     pub fn arguments(&self, spec: &VmSpec) -> Vec<String> {
         let mut args: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
-        let machine = if cfg!(target_arch = "x86_64") {
-            "microvm,acpi=off,x-option-roms=off"
-        } else {
+        // Serial port, rng and disk, plus the network and the shares.
+        let devices = 3 + usize::from(spec.network_fd.is_some()) + spec.shares.len();
+        let machine = if !cfg!(target_arch = "x86_64") {
             "virt"
+        } else if devices > MAX_DEVICES_WITH_RTC {
+            // The fifth virtio-mmio device would take the RTC's interrupt: drop the RTC (the
+            // agent sets the guest's clock from the host's hello).
+            "microvm,acpi=off,x-option-roms=off,rtc=off"
+        } else {
+            "microvm,acpi=off,x-option-roms=off"
         };
         push(&["-M", machine, "-accel", spec.accel.as_str()]);
         match spec.accel {
@@ -106,6 +113,28 @@ impl QemuBackend {
         // Entropy for the guest: without it the first blocking getrandom() waits about a second
         // under TCG.
         push(&["-device", "virtio-rng-device"]);
+        if spec.network_fd.is_some() {
+            // The socket is placed at descriptor 3 when QEMU starts (see `launch`).
+            push(&[
+                "-netdev",
+                "stream,id=net0,addr.type=fd,addr.str=3",
+                "-device",
+                "virtio-net-device,netdev=net0",
+            ]);
+        }
+        // Shares come last: with more than four virtio-mmio devices the guest loses its RTC
+        // (see the module comment), which the agent makes up for by taking the host's time.
+        for (i, (tag, path, readonly)) in spec.shares.iter().enumerate() {
+            let mut fsdev = format!(
+                "local,id=fs{i},path={},security_model=none",
+                escape(&path.display().to_string())
+            );
+            if *readonly {
+                fsdev.push_str(",readonly=on");
+            }
+            let device = format!("virtio-9p-device,fsdev=fs{i},mount_tag={tag}");
+            push(&["-fsdev", &fsdev, "-device", &device]);
+        }
         let confinement = &spec.confinement;
         if confinement.seccomp {
             // Raising privileges stays allowed only for QEMU's own drop to `run_as`.
@@ -139,6 +168,9 @@ impl QemuBackend {
         args
     }
 }
+
+/// Without ACPI, virtio-mmio devices beyond this many share IRQ 8 with the RTC.
+const MAX_DEVICES_WITH_RTC: usize = 4;
 
 /// `RLIMIT_NOFILE` of the VMM process.
 const VMM_MAX_OPEN_FILES: u64 = 1024;
@@ -200,6 +232,7 @@ impl Hypervisor for QemuBackend {
             .process_group(0)
             .kill_on_drop(false);
         let close_fds = spec.confinement.close_fds;
+        let network_fd = spec.network_fd;
         // SAFETY: only async-signal-safe system calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
@@ -214,7 +247,10 @@ impl Hypervisor for QemuBackend {
                     rlim_max: VMM_MAX_OPEN_FILES,
                 };
                 libc::setrlimit(libc::RLIMIT_NOFILE, &files);
-                if close_fds {
+                if let Some(fd) = network_fd {
+                    // Also marks every other descriptor close-on-exec.
+                    crate::network::place_fds(&[fd])?;
+                } else if close_fds {
                     // Mark rather than close: the spawn machinery's own error pipe is already
                     // close-on-exec, and must stay open until the exec.
                     libc::syscall(
@@ -274,6 +310,8 @@ mod tests {
             console_log: "/boxes/a/console.log".into(),
             vmm_log: "/boxes/a/vmm.log".into(),
             confinement: Default::default(),
+            network_fd: None,
+            shares: Vec::new(),
         }
     }
 

@@ -1,0 +1,310 @@
+//! User-mode networking through `passt`: outbound traffic, DNS, and port forwards bound to
+//! 127.0.0.1, without root, tap devices or bridges.
+//!
+//! QEMU's built-in user networking lets the guest reach every service on the host (10.0.2.2 is
+//! the host's loopback), with no switch for only that. passt gives the guest the host's own
+//! address and gateway: the host's address is then the guest's own (a connection to it stays in
+//! the guest), and `--no-map-gw` keeps the gateway address from leading to the host's loopback,
+//! so host services are reachable only through explicitly forwarded ports. passt and QEMU talk
+//! over a socket pair the engine creates, so nothing is left in the file system, and passt
+//! exits when QEMU closes its end (`--one-off`).
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::error::{Error, IoContext, Result};
+use crate::options::PortForward;
+
+/// The guest's IPv4 configuration, as passt hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestNet {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl GuestNet {
+    /// The kernel command-line arguments the guest agent configures `eth0` from.
+    pub fn cmdline(&self) -> String {
+        let mut arg = format!(
+            "boxlite.net={}/{},{}",
+            self.address, self.prefix, self.gateway
+        );
+        if !self.dns.is_empty() {
+            let dns: Vec<String> = self.dns.iter().map(Ipv4Addr::to_string).collect();
+            arg.push_str(&format!(" boxlite.dns={}", dns.join(",")));
+        }
+        arg
+    }
+}
+
+/// The host's default route from `/proc/net/route`: (interface, gateway).
+fn default_route(route_table: &str) -> Option<(String, Ipv4Addr)> {
+    route_table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 3 || fields[1] != "00000000" {
+            return None;
+        }
+        let gateway = u32::from_str_radix(fields[2], 16).ok()?;
+        // The table holds addresses in host (little-endian) byte order.
+        Some((fields[0].to_owned(), Ipv4Addr::from(gateway.swap_bytes())))
+    })
+}
+
+/// IPv4 address and prefix length of `interface`.
+fn interface_address(interface: &str) -> Option<(Ipv4Addr, u8)> {
+    let mut found = None;
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
+    unsafe {
+        if libc::getifaddrs(&mut addrs) != 0 {
+            return None;
+        }
+        let mut cursor = addrs;
+        while !cursor.is_null() {
+            let entry = &*cursor;
+            cursor = entry.ifa_next;
+            if entry.ifa_addr.is_null() || entry.ifa_netmask.is_null() {
+                continue;
+            }
+            if (*entry.ifa_addr).sa_family as i32 != libc::AF_INET {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(entry.ifa_name).to_string_lossy();
+            if name != interface {
+                continue;
+            }
+            let addr = &*(entry.ifa_addr as *const libc::sockaddr_in);
+            let mask = &*(entry.ifa_netmask as *const libc::sockaddr_in);
+            found = Some((
+                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+                u32::from_be(mask.sin_addr.s_addr).count_ones() as u8,
+            ));
+            break;
+        }
+        libc::freeifaddrs(addrs);
+    }
+    found
+}
+
+/// Non-loopback IPv4 name servers of the host (a loopback resolver is not reachable from the
+/// guest; passt would need to forward it, which the host's gateway address cannot carry here).
+fn name_servers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|v| v.trim().parse::<Ipv4Addr>().ok())
+        .filter(|a| !a.is_loopback())
+        .collect()
+}
+
+/// What passt will give the guest: the host's address on its default route, and its gateway.
+pub fn guest_config() -> Option<GuestNet> {
+    let (interface, gateway) = default_route(&std::fs::read_to_string("/proc/net/route").ok()?)?;
+    let (address, prefix) = interface_address(&interface)?;
+    Some(GuestNet {
+        address,
+        prefix,
+        gateway,
+        dns: name_servers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+    })
+}
+
+/// `BOXLITE_PASST`, else `passt` on PATH.
+fn passt_binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("BOXLITE_PASST") {
+        return Ok(PathBuf::from(path));
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("passt"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::InvalidOption(
+                "networking needs passt, which is not installed: `sudo apt-get install passt` (Debian/Ubuntu), or create the box with network disabled (SecurityOptions.network_enabled=False)".into(),
+            )
+        })
+}
+
+/// passt's arguments: one client on descriptor 3, no gateway-to-loopback mapping, the forwards.
+pub fn passt_arguments(ports: &[PortForward]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--foreground",
+        "--quiet",
+        "--one-off",
+        "--no-map-gw",
+        "--fd",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for port in ports {
+        let flag = if port.protocol == "udp" { "-u" } else { "-t" };
+        args.push(flag.into());
+        args.push(format!("127.0.0.1/{}:{}", port.host_port, port.guest_port));
+    }
+    args
+}
+
+/// A running passt for one box, and QEMU's end of their socket pair.
+pub struct Passt {
+    child: Child,
+    /// Handed to QEMU as its `-netdev stream` descriptor, then closed here.
+    qemu_end: Option<OwnedFd>,
+}
+
+impl Passt {
+    /// Starts passt with its log in `log`.
+    pub fn start(ports: &[PortForward], log: &Path) -> Result<Passt> {
+        let binary = passt_binary()?;
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: socketpair fills two fresh descriptors that we then own.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(std::io::Error::last_os_error()).context(|| "socketpair for passt".into());
+        }
+        // SAFETY: fresh descriptors owned by nobody else.
+        let (qemu_end, passt_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let log_file =
+            std::fs::File::create(log).context(|| format!("create {}", log.display()))?;
+        let mut command = Command::new(&binary);
+        command
+            .args(passt_arguments(ports))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                log_file.try_clone().context(|| "passt log".into())?,
+            ))
+            .stderr(Stdio::from(log_file))
+            .process_group(0);
+        let source = passt_end.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(move || place_fds(&[source]));
+        }
+        let child = command
+            .spawn()
+            .context(|| format!("start {}", binary.display()))?;
+        drop(passt_end);
+        Ok(Passt {
+            child,
+            qemu_end: Some(qemu_end),
+        })
+    }
+
+    /// The descriptor QEMU's network device is to use, until it is closed here.
+    pub fn qemu_fd(&self) -> Option<RawFd> {
+        self.qemu_end.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    pub fn close_qemu_end(&mut self) {
+        self.qemu_end = None;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        // It exits by itself once QEMU is gone; this covers a VM that never started.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In a child before exec: puts `sources` at descriptors 3, 4, ... (without close-on-exec),
+/// and marks every higher descriptor close-on-exec.
+pub fn place_fds(sources: &[RawFd]) -> std::io::Result<()> {
+    // SAFETY: fcntl/dup2/close_range on descriptors of this (forked) process.
+    unsafe {
+        // First out of the way, so a source already sitting at a target is not clobbered.
+        let mut moved = Vec::with_capacity(sources.len());
+        for &fd in sources {
+            let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+            if high < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            moved.push(high);
+        }
+        for (i, &fd) in moved.iter().enumerate() {
+            if libc::dup2(fd, 3 + i as RawFd) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            3 + sources.len() as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_default_route_and_name_servers() {
+        let table = "Iface\tDestination\tGateway \tFlags\nlo\t0000007F\t00000000\t0001\neth0\t00000000\t010200C0\t0003\n";
+        assert_eq!(
+            default_route(table),
+            Some(("eth0".into(), Ipv4Addr::new(192, 0, 2, 1)))
+        );
+        assert_eq!(default_route("Iface\tDestination\n"), None);
+        let resolv = "# x\nnameserver 127.0.0.53\nnameserver 10.1.2.3\nsearch lan\n";
+        assert_eq!(name_servers(resolv), vec![Ipv4Addr::new(10, 1, 2, 3)]);
+    }
+
+    #[test]
+    fn forwards_bind_to_loopback() {
+        let args = passt_arguments(&[
+            PortForward {
+                host_port: 8080,
+                guest_port: 80,
+                protocol: "tcp".into(),
+            },
+            PortForward {
+                host_port: 5353,
+                guest_port: 53,
+                protocol: "udp".into(),
+            },
+        ])
+        .join(" ");
+        assert!(args.contains("--no-map-gw"), "{args}");
+        assert!(args.contains("-t 127.0.0.1/8080:80"), "{args}");
+        assert!(args.contains("-u 127.0.0.1/5353:53"), "{args}");
+    }
+
+    #[test]
+    fn guest_config_renders_to_the_command_line() {
+        let net = GuestNet {
+            address: Ipv4Addr::new(192, 0, 2, 2),
+            prefix: 24,
+            gateway: Ipv4Addr::new(192, 0, 2, 1),
+            dns: vec![Ipv4Addr::new(192, 0, 2, 53)],
+        };
+        assert_eq!(
+            net.cmdline(),
+            "boxlite.net=192.0.2.2/24,192.0.2.1 boxlite.dns=192.0.2.53"
+        );
+    }
+}
