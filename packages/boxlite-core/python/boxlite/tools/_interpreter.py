@@ -7,9 +7,9 @@ so a tool call costs a fork (``fresh`` mode) or nothing (``persistent`` mode) in
 
 * it writes ``READY`` once it can take requests;
 * a request is ``RUN <n>\\n`` and ``n`` bytes of UTF-8 code (``PING`` is answered ``PONG``);
-* ``fresh``: a forked child runs the code in a copy of the pristine namespace, so every call
-  starts clean; ``persistent``: the code runs in the server's own namespace, so variables
-  survive between calls;
+* ``fresh``: a child forked ahead of time (between requests) runs the code in a copy of the
+  pristine namespace, so every call starts clean; ``persistent``: the code runs in the
+  server's own namespace, so variables survive between calls;
 * the code's stdout and stderr go to ``DIR/out`` and ``DIR/err`` (never to the protocol
   stream); its matplotlib figures are saved to ``OUTPUT_DIR``;
 * the answer is ``DONE <n>\\n`` and ``n`` bytes of JSON: exit code, each stream's size and at
@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import traceback
+from typing import Any
 
 SESSION_DIR, MODE, OUTPUT_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 BYTE_CAP, MAX_IMAGES, MAX_IMAGE_BYTES = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
@@ -126,6 +127,33 @@ def _images(before: "dict[str, tuple[int, int]]") -> "list[dict[str, str]]":
     return found
 
 
+def _fork_child(close: "list[Any]", namespace: "dict[str, object]") -> "tuple[int, int]":
+    """Forks the child that will run the next request, ahead of time (a fork costs
+    milliseconds under emulation; done between requests, it is off the call's path). The child
+    waits for ``<request id>\\n<code>`` on a pipe; returns its pid and the pipe's write end."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return pid, write_end
+    os.close(write_end)
+    for stream in close:
+        stream.close()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    with os.fdopen(read_end, "rb") as pipe:
+        request = pipe.read()
+    if not request:
+        os._exit(0)  # the server went away without a request for this child
+    request_id, _, code = request.partition(b"\n")
+    _redirect(OUT_PATH, 1)
+    _redirect(ERR_PATH, 2)
+    status = _run(code.decode("utf-8", "replace"), dict(namespace))
+    _save_figures(int(request_id))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def _serve() -> None:
     os.makedirs(SESSION_DIR, exist_ok=True)
     os.makedirs(OUTPUT_DIR, exist_ok=True)
@@ -141,6 +169,7 @@ def _serve() -> None:
     with open(os.path.join(SESSION_DIR, "pid.tmp"), "w") as f:
         f.write(str(os.getpid()))
     os.rename(os.path.join(SESSION_DIR, "pid.tmp"), os.path.join(SESSION_DIR, "pid"))
+    child = _fork_child([requests, responses], namespace) if MODE != "persistent" else None
     responses.write(b"READY\n")
     request_id = 0
     while True:
@@ -174,22 +203,18 @@ def _serve() -> None:
                 os.dup2(null, 1)
                 os.dup2(saved_err, 2)
         else:
-            pid = os.fork()
-            if pid == 0:
-                requests.close()
-                responses.close()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                _redirect(OUT_PATH, 1)
-                _redirect(ERR_PATH, 2)
-                status = _run(code, dict(namespace))
-                _save_figures(request_id)
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(status)
+            assert child is not None
+            pid, pipe = child
+            try:
+                with os.fdopen(pipe, "wb") as to_child:
+                    to_child.write(b"%d\n" % request_id + code_bytes)
+            except BrokenPipeError:
+                pass  # the child died waiting (killed from outside): its status says how
             _, wait_status = os.waitpid(pid, 0)
             exit_code = os.waitstatus_to_exitcode(wait_status)
             if exit_code < 0:
                 exit_code = 128 - exit_code
+            child = None
         out_size, out = _capped(OUT_PATH)
         err_size, err = _capped(ERR_PATH)
         answer = {
@@ -202,6 +227,9 @@ def _serve() -> None:
         }
         payload = json.dumps(answer).encode()
         responses.write(b"DONE %d\n" % len(payload) + payload)
+        if MODE != "persistent" and child is None:
+            # After the answer: the caller does not wait for the next child's fork.
+            child = _fork_child([requests, responses], namespace)
 
 
 if __name__ == "__main__":
