@@ -36,7 +36,8 @@ def scripted_llm(*calls: tuple[str, dict[str, Any]]) -> MockFunctionCallingLLM:
 
 
 async def run_agent(spec: BoxLiteToolSpec, *calls: tuple[str, dict[str, Any]]) -> list[ToolOutput]:
-    agent = FunctionAgent(tools=spec.to_tool_list(), llm=scripted_llm(*calls))
+    # A generous workflow timeout: a loaded 2-core host under TCG is slow.
+    agent = FunctionAgent(tools=spec.to_tool_list(), llm=scripted_llm(*calls), timeout=600)
     handler = agent.run(user_msg="go")
     outputs = [ev.tool_output async for ev in handler.stream_events() if isinstance(ev, ToolCallResult)]
     await handler
@@ -54,6 +55,7 @@ async def spec(plot_image: str) -> AsyncIterator[BoxLiteToolSpec]:
 @pytest.fixture(scope="module")
 async def session_spec(plot_image: str) -> AsyncIterator[BoxLiteToolSpec]:
     tool_spec = BoxLiteToolSpec(plot_image, memory_mib=512, persistent=True)
+    await tool_spec.sandbox.run_python("pass")  # boot the box before the agent's clock runs
     yield tool_spec
     await tool_spec.aclose()
 
@@ -67,7 +69,7 @@ async def test_persistent_session_keeps_variables(session_spec: BoxLiteToolSpec)
     outputs = await run_agent(
         session_spec, ("run_python", {"code": "answer = 41"}), ("run_python", {"code": "print(answer + 1)"})
     )
-    assert "stdout:\n42\n" in outputs[1].content
+    assert "stdout:\n42\n" in outputs[1].content, [o.content for o in outputs]
 
 
 async def test_timeout_kills_everything(spec: BoxLiteToolSpec) -> None:

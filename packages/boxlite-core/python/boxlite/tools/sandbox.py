@@ -238,6 +238,10 @@ class BoxSandbox:
                 # Cancelled mid-request (or the channel failed): the interpreter's answer would
                 # reach the next caller, so it goes, with everything it started.
                 await self._discard_interpreter()
+                if self.persistent:
+                    self._restarted_note = (
+                        "the Python session was restarted (a call was cancelled): variables from earlier calls are gone"
+                    )
                 raise
             if answer is None:
                 # The interpreter is gone (killed, crashed, out of memory): start a new one next time.
