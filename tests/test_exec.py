@@ -106,3 +106,20 @@ async def test_seed_concurrency_example_shape(runtime: boxlite.Boxlite, python_i
     finally:
         await box.stop()
         await runtime.remove(box.id)
+
+
+async def test_named_users_come_from_the_images_passwd(python_box: boxlite.SimpleBox) -> None:
+    result = await python_box.exec("sh", "-c", "id -u; id -g; echo $HOME", user="nobody")
+    assert result.stdout.split() == ["65534", "65534", "/nonexistent"], result
+    grouped = await python_box.exec("id", "-gn", user="nobody:daemon")
+    assert grouped.stdout.strip() == "daemon"
+    numeric = await python_box.exec("sh", "-c", "id -u; echo $HOME", user="4242")
+    assert numeric.stdout.split() == ["4242", "/"]
+    root = await python_box.exec("sh", "-c", "id -u; echo $HOME", user="root")
+    assert root.stdout.split() == ["0", "/root"]
+
+
+async def test_unknown_user_is_a_clear_error(python_box: boxlite.SimpleBox) -> None:
+    result = await python_box.exec("id", user="mallory")
+    assert result.exit_code == 126
+    assert result.error is not None and "mallory" in result.error and "/etc/passwd" in result.error

@@ -7,13 +7,12 @@ async with boxlite.CodeBox() as cb:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
+from typing_extensions import Unpack
+
 from .errors import InvalidOptionError, PackageInstallError
-from .options import SecurityOptions
-from .runtime import Boxlite
-from .simplebox import SimpleBox
+from .simplebox import SimpleBox, SimpleBoxArgs
 
 #: The image a CodeBox (and a BoxPool) uses when none is given and ``BOXLITE_DEFAULT_IMAGE`` is unset.
 DEFAULT_IMAGE = "python:slim"
@@ -36,38 +35,10 @@ class CodeBox(SimpleBox):
     and installed packages do.
     """
 
-    def __init__(
-        self,
-        image: str | None = None,
-        *,
-        rootfs_path: str | None = None,
-        cpus: int | None = None,
-        memory_mib: int | None = None,
-        working_dir: str | None = None,
-        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
-        name: str | None = None,
-        auto_remove: bool = True,
-        runtime: Boxlite | None = None,
-        cpu: int | None = None,
-        memory: int | None = None,
-        security: SecurityOptions | None = None,
-    ) -> None:
-        if image is None and rootfs_path is None:
+    def __init__(self, image: str | None = None, **options: Unpack[SimpleBoxArgs]) -> None:
+        if image is None and options.get("rootfs_path") is None:
             image = default_image()
-        super().__init__(
-            image,
-            rootfs_path=rootfs_path,
-            cpus=cpus,
-            memory_mib=memory_mib,
-            working_dir=working_dir,
-            env=env,
-            name=name,
-            auto_remove=auto_remove,
-            runtime=runtime,
-            cpu=cpu,
-            memory=memory,
-            security=security,
-        )
+        super().__init__(image, **options)
 
     async def run(self, code: str, timeout: float | None = None) -> str:
         """Runs ``code`` with ``python3 -c`` and returns its output as a string.

@@ -5,10 +5,34 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import TracebackType
+from typing import TypedDict
+
+from typing_extensions import Unpack
 
 from .errors import BoxStoppedError
 from .options import BoxOptions, SecurityOptions
 from .runtime import Box, Boxlite, BoxMetrics, ExecResult
+
+
+class SimpleBoxArgs(TypedDict, total=False):
+    """Keyword arguments of :class:`SimpleBox` and the boxes built on it (see
+    :class:`~boxlite.BoxOptions` for their meaning)."""
+
+    rootfs_path: str | None
+    cpus: int | None
+    memory_mib: int | None
+    working_dir: str | None
+    env: Mapping[str, str] | list[tuple[str, str]] | None
+    name: str | None
+    auto_remove: bool
+    #: The runtime to create the box in (default: :meth:`Boxlite.default`).
+    runtime: Boxlite | None
+    #: Aliases of ``cpus`` and ``memory_mib``.
+    cpu: int | None
+    memory: int | None
+    security: SecurityOptions | None
+    ports: list[tuple[int, int] | tuple[int, int, str]] | None
+    volumes: list[tuple[str, str] | tuple[str, str, str]] | None
 
 
 class SimpleBox:
@@ -20,44 +44,24 @@ class SimpleBox:
     ``cpu`` and ``memory`` are accepted as aliases of ``cpus`` and ``memory_mib``.
     """
 
-    def __init__(
-        self,
-        image: str | None = None,
-        *,
-        rootfs_path: str | None = None,
-        cpus: int | None = None,
-        memory_mib: int | None = None,
-        working_dir: str | None = None,
-        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
-        name: str | None = None,
-        auto_remove: bool = True,
-        runtime: Boxlite | None = None,
-        cpu: int | None = None,
-        memory: int | None = None,
-        security: SecurityOptions | None = None,
-        ports: list[tuple[int, int] | tuple[int, int, str]] | None = None,
-        volumes: list[tuple[str, str] | tuple[str, str, str]] | None = None,
-    ) -> None:
-        fields: dict[str, object] = {
-            "image": image,
-            "rootfs_path": rootfs_path,
-            "working_dir": working_dir,
-            "env": env,
-            "name": name,
-            "auto_remove": auto_remove,
-        }
-        if security is not None:
-            fields["security"] = security
-        if ports is not None:
-            fields["ports"] = ports
-        if volumes is not None:
-            fields["volumes"] = volumes
-        if (cpus if cpus is not None else cpu) is not None:
-            fields["cpus"] = cpus if cpus is not None else cpu
-        if (memory_mib if memory_mib is not None else memory) is not None:
-            fields["memory_mib"] = memory_mib if memory_mib is not None else memory
+    def __init__(self, image: str | None = None, **options: Unpack[SimpleBoxArgs]) -> None:
+        unknown = sorted(set(options) - set(SimpleBoxArgs.__annotations__))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
+        fields: dict[str, object] = {"image": image, "auto_remove": options.get("auto_remove", True)}
+        for key in ("rootfs_path", "working_dir", "env", "name", "security", "ports", "volumes"):
+            if options.get(key) is not None:
+                fields[key] = options[key]
+        cpus = options.get("cpus")
+        memory_mib = options.get("memory_mib")
+        cpus = cpus if cpus is not None else options.get("cpu")
+        memory_mib = memory_mib if memory_mib is not None else options.get("memory")
+        if cpus is not None:
+            fields["cpus"] = cpus
+        if memory_mib is not None:
+            fields["memory_mib"] = memory_mib
         self._options = BoxOptions.model_validate(fields)
-        self._runtime = runtime
+        self._runtime = options.get("runtime")
         self._box: Box | None = None
 
     @property

@@ -24,11 +24,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from typing_extensions import Unpack
+
 from . import runtime as _runtime
 from .codebox import CodeBox
-from .options import BoxOptions, Options, SecurityOptions
+from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecOutputStream, ExecResult, Execution, RuntimeMetrics
-from .simplebox import SimpleBox
+from .simplebox import SimpleBox, SimpleBoxArgs
 
 logger = logging.getLogger("boxlite.sync_api")
 
@@ -426,36 +428,8 @@ class SyncSimpleBox:
 
     _async_class: type[SimpleBox] = SimpleBox
 
-    def __init__(
-        self,
-        image: str | None = None,
-        *,
-        rootfs_path: str | None = None,
-        cpus: int | None = None,
-        memory_mib: int | None = None,
-        working_dir: str | None = None,
-        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
-        name: str | None = None,
-        auto_remove: bool = True,
-        runtime: Boxlite | None = None,
-        cpu: int | None = None,
-        memory: int | None = None,
-        security: SecurityOptions | None = None,
-    ) -> None:
-        self._simple = self._async_class(
-            image,
-            rootfs_path=rootfs_path,
-            cpus=cpus,
-            memory_mib=memory_mib,
-            working_dir=working_dir,
-            env=env,
-            name=name,
-            auto_remove=auto_remove,
-            runtime=runtime,
-            cpu=cpu,
-            memory=memory,
-            security=security,
-        )
+    def __init__(self, image: str | None = None, **options: Unpack[SimpleBoxArgs]) -> None:
+        self._simple = self._async_class(image, **options)
 
     @property
     def simple_box(self) -> SimpleBox:

@@ -538,23 +538,12 @@ impl LiteBox {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             ));
         }
+        // Names are resolved by the agent in the box's own /etc/passwd; the agent also sets
+        // HOME from it when the environment has none.
         let user = spec
             .user
-            .as_deref()
-            .or(self.image.user.as_deref())
-            .map(parse_numeric_user)
-            .transpose()?
-            .flatten();
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            env.push((
-                "HOME".into(),
-                if user.is_some_and(|(uid, _)| uid != 0) {
-                    "/".into()
-                } else {
-                    "/root".into()
-                },
-            ));
-        }
+            .or_else(|| self.image.user.clone())
+            .filter(|u| !u.is_empty());
         let working_dir = spec
             .working_dir
             .or_else(|| self.options.working_dir.clone())
@@ -639,26 +628,6 @@ impl LiteBox {
             reason,
         }
     }
-}
-
-/// `uid[:gid]` in numbers; user names need the image's /etc/passwd, which comes later.
-fn parse_numeric_user(user: &str) -> Result<Option<(u32, u32)>> {
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    if u == "root" || u == "0" && (g.is_empty() || g == "0") {
-        return Ok(None);
-    }
-    let uid = u.parse::<u32>().map_err(|_| {
-        Error::InvalidOption(format!(
-            "user {user:?}: only numeric uid[:gid] is supported so far"
-        ))
-    })?;
-    let gid = if g.is_empty() {
-        uid
-    } else {
-        g.parse::<u32>()
-            .map_err(|_| Error::InvalidOption(format!("user {user:?}: gid must be numeric")))?
-    };
-    Ok(Some((uid, gid)))
 }
 
 /// What to run.

@@ -207,15 +207,19 @@ impl Runtime {
         infos
     }
 
-    /// Totals over the boxes of this runtime.
-    pub fn metrics(&self) -> RuntimeMetrics {
-        let boxes: Vec<Arc<LiteBox>> = self
-            .boxes
+    /// Every box of this runtime, outside the lock.
+    fn all_boxes(&self) -> Vec<Arc<LiteBox>> {
+        self.boxes
             .lock()
             .expect("boxes lock")
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Totals over the boxes of this runtime.
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let boxes = self.all_boxes();
         let mut metrics = RuntimeMetrics::default();
         for b in &boxes {
             let info = b.info();
@@ -259,13 +263,7 @@ impl Runtime {
 
     /// Stops every running box (at interpreter exit, for example).
     pub async fn shutdown(&self) {
-        let boxes: Vec<Arc<LiteBox>> = self
-            .boxes
-            .lock()
-            .expect("boxes lock")
-            .values()
-            .cloned()
-            .collect();
+        let boxes = self.all_boxes();
         let stops = boxes
             .iter()
             .filter(|b| b.status() == BoxStatus::Running)

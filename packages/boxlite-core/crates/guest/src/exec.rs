@@ -20,7 +20,7 @@ use boxlite_protocol::{
 };
 
 use crate::channel::Port;
-use crate::{builtin, metrics, spawn, system, ROOTFS};
+use crate::{builtin, metrics, spawn, system, users, ROOTFS};
 
 /// How long output is still collected after the process exited, for descendants that keep the
 /// pipes open. The execution ends on the process's exit, not on EOF.
@@ -319,11 +319,20 @@ impl Executions {
             .chain(req.args.iter().map(String::as_str))
             .map(to_c)
             .collect();
-        let envp: Option<Vec<CString>> = req
-            .env
-            .iter()
-            .map(|(k, v)| to_c(&format!("{k}={v}")))
-            .collect();
+        let identity = match req.user.as_deref().map(users::resolve).transpose() {
+            Ok(identity) => identity.filter(|i| i.uid != 0 || i.gid != 0 || !i.groups.is_empty()),
+            Err(message) => return self.spawn_failed(exec_id, 126, message),
+        };
+        let mut env = req.env.clone();
+        if !env.iter().any(|(k, _)| k == "HOME") {
+            let home = match &identity {
+                None => "/root".to_owned(),
+                Some(i) => i.home.clone().unwrap_or_else(|| "/".to_owned()),
+            };
+            env.push(("HOME".into(), home));
+        }
+        let envp: Option<Vec<CString>> =
+            env.iter().map(|(k, v)| to_c(&format!("{k}={v}"))).collect();
         let (Some(argv), Some(envp), Some(root), Some(cwd)) =
             (argv, envp, to_c(ROOTFS), to_c(&working_dir))
         else {
@@ -357,7 +366,11 @@ impl Executions {
             envp,
             root,
             cwd,
-            user: req.user,
+            user: identity.as_ref().map(|i| (i.uid, i.gid)),
+            groups: identity
+                .as_ref()
+                .map(|i| i.groups.clone())
+                .unwrap_or_default(),
             stdio: stdio.child_fds(),
             tty: req.tty.is_some(),
             rlimits: rlimits(&req.limits),

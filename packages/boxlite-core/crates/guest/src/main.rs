@@ -13,6 +13,7 @@ mod metrics;
 mod network;
 mod spawn;
 mod system;
+mod users;
 
 use std::sync::Arc;
 

@@ -22,6 +22,8 @@ pub struct SpawnRequest {
     pub root: CString,
     pub cwd: CString,
     pub user: Option<(u32, u32)>,
+    /// Supplementary groups of `user`.
+    pub groups: Vec<libc::gid_t>,
     /// Descriptors for the child's stdin, stdout and stderr.
     pub stdio: [RawFd; 3],
     /// The `cgroup.procs` file of the execution's cgroup; the child moves itself in before
@@ -43,6 +45,7 @@ struct ChildArgs {
     root: *const libc::c_char,
     cwd: *const libc::c_char,
     user: Option<(u32, u32)>,
+    groups: Vec<libc::gid_t>,
     stdio: [RawFd; 3],
     cgroup_procs: Option<RawFd>,
     tty: bool,
@@ -119,7 +122,7 @@ unsafe fn prepare_child(args: &ChildArgs) -> Result<(), i32> {
         }
     }
     if let Some((uid, gid)) = args.user {
-        if libc::setgroups(0, std::ptr::null()) != 0
+        if libc::setgroups(args.groups.len(), args.groups.as_ptr()) != 0
             || libc::setgid(gid) != 0
             || libc::setuid(uid) != 0
         {
@@ -196,6 +199,7 @@ fn child_args(request: &SpawnRequest, error_fd: RawFd) -> ChildArgs {
         root: request.root.as_ptr(),
         cwd: request.cwd.as_ptr(),
         user: request.user,
+        groups: request.groups.clone(),
         stdio: request.stdio,
         cgroup_procs: request.cgroup_procs,
         tty: request.tty,

@@ -73,8 +73,9 @@ pub struct ExecRequest {
     pub working_dir: String,
     /// Keep standard input open for [`HostMessage::Stdin`]; otherwise it reads `/dev/null`.
     pub stdin: bool,
-    /// Numeric user and group to run as; `None` runs as root.
-    pub user: Option<(u32, u32)>,
+    /// `user[:group]` to run as, names or numbers (names are looked up in the box's
+    /// `/etc/passwd` and `/etc/group`); `None` runs as root.
+    pub user: Option<String>,
     /// Run on a pseudo-terminal of this size (rows, columns): stdin, stdout and stderr are the
     /// terminal, so all output arrives as stdout.
     pub tty: Option<(u16, u16)>,
