@@ -14,6 +14,8 @@ pkgs=(linux-source-6.12 flex bison bc libelf-dev libssl-dev busybox-static deboo
       e2fsprogs xz-utils util-linux binutils make docker-registry skopeo apache2-utils openssl)
 # Box networking (passt), and the network tests' second machine (ip netns).
 pkgs+=(passt iproute2)
+# The llm-sandbox baseline of benchmarks/bench_tools.py runs in bubblewrap.
+pkgs+=(bubblewrap)
 
 missing=()
 for p in "${backports_pkgs[@]}" "${pkgs[@]}"; do

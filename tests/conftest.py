@@ -96,3 +96,9 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+@pytest.fixture(scope="session")
+def plot_image() -> str:
+    """The python image plus matplotlib (``python-plot``), for the agent-tool tests."""
+    return str(build_images(["python-plot"])["python-plot"])

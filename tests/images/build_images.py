@@ -84,6 +84,9 @@ MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 DEBIAN_MIRROR = os.environ.get("BOXLITE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEBIAN_SUITE = "bookworm"
 PYTHON_PACKAGES = ("python3", "python-is-python3", "ca-certificates")
+#: The python image plus matplotlib (Debian's build, with numpy and pillow), for the tests of
+#: image collection by the agent tools; kept apart so the plain python image stays small.
+PYTHON_PLOT_PACKAGES = (*PYTHON_PACKAGES, "python3-matplotlib")
 
 #: Paths dpkg is told not to install in the python image (and that are removed after
 #: debootstrap), as in Debian's "slim" container images.
@@ -778,8 +781,8 @@ def python_inputs() -> dict[str, Any]:
     }
 
 
-def _debootstrap(rootfs: Path, log_path: Path, deb_cache: Path) -> None:
-    """Runs debootstrap (root only) into ``rootfs``, its output into ``log_path``."""
+def _debootstrap(rootfs: Path, log_path: Path, deb_cache: Path, packages: Sequence[str] = PYTHON_PACKAGES) -> None:
+    """Runs debootstrap (root only) into ``rootfs`` with ``packages``, its output into ``log_path``."""
     if os.geteuid() != 0:
         raise BuildError(
             "the python image is made by debootstrap, which must run as root: run this as root "
@@ -794,7 +797,7 @@ def _debootstrap(rootfs: Path, log_path: Path, deb_cache: Path) -> None:
     cmd = [
         debootstrap,
         "--variant=minbase",
-        f"--include={','.join(PYTHON_PACKAGES)}",
+        f"--include={','.join(packages)}",
         f"--arch={oci_arch()}",
         f"--cache-dir={deb_cache.resolve()}",
         DEBIAN_SUITE,
@@ -857,17 +860,19 @@ def installed_packages(root: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
 
-def build_python(ctx: BuildContext) -> dict[str, Any]:
-    """Debian bookworm minbase with python3, packed from the debootstrap tree as one layer."""
+def _build_debian_python(ctx: BuildContext, packages: Sequence[str]) -> dict[str, Any]:
+    """Debian bookworm minbase with ``packages``, packed from the debootstrap tree as one layer."""
     rootfs = ctx.work / "rootfs"
     built_since = time.time() - 1
-    _debootstrap(rootfs, ctx.work / "debootstrap.log", ctx.cache_dir / "_debs" / f"{DEBIAN_SUITE}-{oci_arch()}")
+    _debootstrap(
+        rootfs, ctx.work / "debootstrap.log", ctx.cache_dir / "_debs" / f"{DEBIAN_SUITE}-{oci_arch()}", packages
+    )
     if mounts := _mounts_under(rootfs):
         raise BuildError(f"debootstrap left mounts behind: {mounts}")
-    packages = installed_packages(rootfs)
+    installed = installed_packages(rootfs)
     _slim_rootfs(rootfs)
     created_by = (
-        f"debootstrap --variant=minbase --include={','.join(PYTHON_PACKAGES)} {DEBIAN_SUITE} / {DEBIAN_MIRROR}"
+        f"debootstrap --variant=minbase --include={','.join(packages)} {DEBIAN_SUITE} / {DEBIAN_MIRROR}"
         " (then docs, man pages, locales, apt lists and caches, logs removed)"
     )
     layer = ctx.out.write_layer(tree_members(rootfs, built_since), created_by)
@@ -877,7 +882,22 @@ def build_python(ctx: BuildContext) -> dict[str, Any]:
         env=[f"PATH={DEFAULT_PATH}", "LANG=C.UTF-8"],
         cmd=["python3"],
     )
-    return {"packages": packages}
+    return {"packages": installed}
+
+
+def build_python(ctx: BuildContext) -> dict[str, Any]:
+    """Debian bookworm minbase with python3."""
+    return _build_debian_python(ctx, PYTHON_PACKAGES)
+
+
+def python_plot_inputs() -> dict[str, Any]:
+    """What decides the python-plot image besides code."""
+    return python_inputs() | {"packages": list(PYTHON_PLOT_PACKAGES)}
+
+
+def build_python_plot(ctx: BuildContext) -> dict[str, Any]:
+    """Debian bookworm minbase with python3 and matplotlib (python3-matplotlib)."""
+    return _build_debian_python(ctx, PYTHON_PLOT_PACKAGES)
 
 
 IMAGES: dict[str, ImageSpec] = {
@@ -898,6 +918,13 @@ IMAGES: dict[str, ImageSpec] = {
             python_inputs,
             build_python,
             (python_inputs, _debootstrap, _slim_rootfs, installed_packages, build_python),
+        ),
+        ImageSpec(
+            "python-plot",
+            "bookworm-python3-matplotlib",
+            python_plot_inputs,
+            build_python_plot,
+            (python_plot_inputs, build_python_plot),
         ),
     )
 }

@@ -1,3 +1,31 @@
-"""BoxLite tools for crewai (the tools arrive with the adapters issue; this package reserves the layout)."""
+"""BoxLite tools for CrewAI: run model-written code in a local VM.
 
-__all__: list[str] = []
+``BoxLitePythonTool()`` runs Python; :func:`boxlite_tools` gives Python, shell and file tools
+that share one box across a crew (or lease boxes from a pool).
+"""
+
+from __future__ import annotations
+
+from .tools import (
+    BoxLiteBaseTool,
+    BoxLiteListFilesTool,
+    BoxLitePythonTool,
+    BoxLiteReadFileTool,
+    BoxLiteSandboxFailure,
+    BoxLiteShellTool,
+    BoxLiteWriteFileTool,
+    boxlite_tools,
+    default_images_dir,
+)
+
+__all__ = [
+    "BoxLiteBaseTool",
+    "BoxLiteListFilesTool",
+    "BoxLitePythonTool",
+    "BoxLiteReadFileTool",
+    "BoxLiteSandboxFailure",
+    "BoxLiteShellTool",
+    "BoxLiteWriteFileTool",
+    "boxlite_tools",
+    "default_images_dir",
+]

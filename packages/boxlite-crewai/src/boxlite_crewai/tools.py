@@ -1,0 +1,216 @@
+"""CrewAI tools that run code, commands and file operations in a BoxLite VM."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from boxlite import BoxliteError
+from boxlite.pool import BoxPool
+from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox, descriptions
+from crewai.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class PythonInput(BaseModel):
+    code: str = Field(description=descriptions.CODE_ARG)
+    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
+
+
+class ShellInput(BaseModel):
+    command: str = Field(description=descriptions.COMMAND_ARG)
+    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
+
+
+class ReadFileInput(BaseModel):
+    path: str = Field(description=descriptions.PATH_ARG)
+
+
+class WriteFileInput(BaseModel):
+    path: str = Field(description=descriptions.PATH_ARG)
+    content: str = Field(description=descriptions.CONTENT_ARG)
+
+
+class ListFilesInput(BaseModel):
+    path: str = Field(default=".", description=descriptions.DIR_ARG)
+
+
+class BoxLiteSandboxFailure(RuntimeError):
+    """The BoxLite sandbox itself failed (the VM or its interpreter), not the code it ran."""
+
+
+def default_images_dir() -> Path:
+    """Where images are saved when no ``images_dir`` is given: ``$TMPDIR/boxlite-crewai-images``."""
+    return Path(tempfile.gettempdir()) / "boxlite-crewai-images"
+
+
+class BoxLiteBaseTool(BaseTool):
+    """A CrewAI tool bound to a :class:`~boxlite.tools.ToolSandbox`.
+
+    Pass one ``sandbox`` to several tools (or use :func:`boxlite_tools`) to share one box across
+    a crew; otherwise the tool makes its own from ``image`` (default ``BOXLITE_DEFAULT_IMAGE``
+    or ``python:slim``), ``pool`` and ``persistent``. Works from sync and async crews and from
+    inside running event loops.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sandbox: ToolSandbox = Field(default=None, exclude=True)  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        sandbox: ToolSandbox | None = None,
+        image: str | os.PathLike[str] | None = None,
+        pool: BoxPool | None = None,
+        persistent: bool = False,
+        memory_mib: int = 1024,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        if sandbox is None:
+            sandbox = ToolSandbox(
+                image,
+                pool=pool,
+                persistent=persistent,
+                memory_mib=memory_mib,
+                max_output_chars=max_output_chars,
+                default_timeout=default_timeout,
+            )
+        elif image is not None or pool is not None or persistent:
+            raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
+        super().__init__(sandbox=sandbox, **kwargs)  # type: ignore[call-arg]  # a field of this model
+
+    def close(self) -> None:
+        """Stops the tool's box (if its sandbox created one)."""
+        self.sandbox.close_sync()
+
+    @staticmethod
+    def _guard_sync(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except BoxliteError as e:
+            raise BoxLiteSandboxFailure(f"the BoxLite sandbox failed: {e}") from e
+
+    @staticmethod
+    async def _guard(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except BoxliteError as e:
+            raise BoxLiteSandboxFailure(f"the BoxLite sandbox failed: {e}") from e
+
+
+class BoxLitePythonTool(BoxLiteBaseTool):
+    """Runs model-written Python in a local VM. Images the code makes are saved as PNG files in
+    ``images_dir`` on this machine, and the result text lists their paths."""
+
+    name: str = descriptions.PYTHON_TOOL_NAME
+    description: str = ""
+    args_schema: type[BaseModel] = PythonInput
+    images_dir: Path = Field(default_factory=default_images_dir)
+
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        if not self.description:
+            self.description = descriptions.python_tool_description(self.sandbox.persistent)
+
+    def _report(self, result: ToolResult) -> str:
+        text = result.to_text()
+        if result.images:
+            saved = result.save_images(self.images_dir)
+            text += "\nimages saved on the host: " + ", ".join(str(p) for p in saved)
+        return text
+
+    def _run(self, code: str, timeout: float | None = None) -> str:
+        return self._report(self._guard_sync(lambda: self.sandbox.run_python_sync(code, timeout)))
+
+    async def _arun(self, code: str, timeout: float | None = None) -> str:
+        return self._report(await self._guard(self.sandbox.run_python(code, timeout)))
+
+
+class BoxLiteShellTool(BoxLiteBaseTool):
+    """Runs a shell command in a local VM."""
+
+    name: str = descriptions.SHELL_TOOL_NAME
+    description: str = descriptions.SHELL_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = ShellInput
+
+    def _run(self, command: str, timeout: float | None = None) -> str:
+        return self._guard_sync(lambda: self.sandbox.run_shell_sync(command, timeout)).to_text()
+
+    async def _arun(self, command: str, timeout: float | None = None) -> str:
+        return (await self._guard(self.sandbox.run_shell(command, timeout))).to_text()
+
+
+class BoxLiteReadFileTool(BoxLiteBaseTool):
+    """Reads a text file from the VM."""
+
+    name: str = descriptions.READ_FILE_TOOL_NAME
+    description: str = descriptions.READ_FILE_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = ReadFileInput
+
+    def _run(self, path: str) -> str:
+        return self._guard_sync(lambda: self.sandbox.read_file_report_sync(path))
+
+    async def _arun(self, path: str) -> str:
+        return await self._guard(self.sandbox.read_file_report(path))
+
+
+class BoxLiteWriteFileTool(BoxLiteBaseTool):
+    """Writes a text file in the VM."""
+
+    name: str = descriptions.WRITE_FILE_TOOL_NAME
+    description: str = descriptions.WRITE_FILE_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = WriteFileInput
+
+    def _run(self, path: str, content: str) -> str:
+        return self._guard_sync(lambda: self.sandbox.write_file_report_sync(path, content))
+
+    async def _arun(self, path: str, content: str) -> str:
+        return await self._guard(self.sandbox.write_file_report(path, content))
+
+
+class BoxLiteListFilesTool(BoxLiteBaseTool):
+    """Lists a directory in the VM."""
+
+    name: str = descriptions.LIST_FILES_TOOL_NAME
+    description: str = descriptions.LIST_FILES_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = ListFilesInput
+
+    def _run(self, path: str = ".") -> str:
+        return self._guard_sync(lambda: self.sandbox.list_files_report_sync(path))
+
+    async def _arun(self, path: str = ".") -> str:
+        return await self._guard(self.sandbox.list_files_report(path))
+
+
+def boxlite_tools(
+    sandbox: ToolSandbox | None = None,
+    *,
+    image: str | os.PathLike[str] | None = None,
+    pool: BoxPool | None = None,
+    persistent: bool = False,
+    memory_mib: int = 1024,
+    images_dir: str | os.PathLike[str] | None = None,
+) -> list[BaseTool]:
+    """Python, shell, read, write and list tools sharing one sandbox (one box for the crew, or a
+    pool lease per call). Close it with ``tools[0].close()`` or ``sandbox.close_sync()``."""
+    sandbox = sandbox or ToolSandbox(image, pool=pool, persistent=persistent, memory_mib=memory_mib)
+    python = (
+        BoxLitePythonTool(sandbox=sandbox, images_dir=Path(images_dir))
+        if images_dir is not None
+        else BoxLitePythonTool(sandbox=sandbox)
+    )
+    return [
+        python,
+        BoxLiteShellTool(sandbox=sandbox),
+        BoxLiteReadFileTool(sandbox=sandbox),
+        BoxLiteWriteFileTool(sandbox=sandbox),
+        BoxLiteListFilesTool(sandbox=sandbox),
+    ]

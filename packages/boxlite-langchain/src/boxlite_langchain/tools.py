@@ -1,0 +1,290 @@
+"""LangChain tools that run code, commands and file operations in a BoxLite VM."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+from boxlite import BoxliteError
+from boxlite.pool import BoxPool
+from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox, descriptions
+from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
+from langchain_core.messages.content import create_image_block
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+#: What the model receives: the result text, plus one image content block per image.
+ToolContent = str | list[str | dict[str, Any]]
+
+
+class PythonInput(BaseModel):
+    code: str = Field(description=descriptions.CODE_ARG)
+    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
+
+
+class ShellInput(BaseModel):
+    command: str = Field(description=descriptions.COMMAND_ARG)
+    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
+
+
+class ReadFileInput(BaseModel):
+    path: str = Field(description=descriptions.PATH_ARG)
+
+
+class WriteFileInput(BaseModel):
+    path: str = Field(description=descriptions.PATH_ARG)
+    content: str = Field(description=descriptions.CONTENT_ARG)
+
+
+class ListFilesInput(BaseModel):
+    path: str = Field(default=".", description=descriptions.DIR_ARG)
+
+
+def make_sandbox(
+    image: str | os.PathLike[str] | None = None,
+    *,
+    pool: BoxPool | None = None,
+    persistent: bool = False,
+    memory_mib: int = 1024,
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    default_timeout: float = DEFAULT_TIMEOUT,
+) -> ToolSandbox:
+    """A :class:`~boxlite.tools.ToolSandbox` (one box started on first use, or a pool lease per call)."""
+    return ToolSandbox(
+        image,
+        pool=pool,
+        persistent=persistent,
+        memory_mib=memory_mib,
+        max_output_chars=max_output_chars,
+        default_timeout=default_timeout,
+    )
+
+
+def to_content(result: ToolResult) -> ToolContent:
+    """The result text, with the images as standard LangChain image content blocks."""
+    if not result.images:
+        return result.to_text()
+    blocks: list[str | dict[str, Any]] = [{"type": "text", "text": result.to_text()}]
+    blocks.extend(dict(create_image_block(base64=image.base64(), mime_type=image.mime_type)) for image in result.images)
+    return blocks
+
+
+class BoxLiteBaseTool(BaseTool):
+    """A tool bound to a :class:`~boxlite.tools.ToolSandbox`.
+
+    Without ``sandbox=`` the tool makes its own from ``image`` (default ``BOXLITE_DEFAULT_IMAGE``
+    or ``python:slim``), ``pool``, ``persistent`` and ``memory_mib``. Sandbox failures (the VM or
+    its interpreter) raise :class:`~langchain_core.tools.ToolException`; code that fails is an
+    ordinary result the model can read.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sandbox: ToolSandbox = Field(default=None, exclude=True)  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        sandbox: ToolSandbox | None = None,
+        image: str | os.PathLike[str] | None = None,
+        pool: BoxPool | None = None,
+        persistent: bool = False,
+        memory_mib: int = 1024,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        if sandbox is None:
+            sandbox = make_sandbox(
+                image,
+                pool=pool,
+                persistent=persistent,
+                memory_mib=memory_mib,
+                max_output_chars=max_output_chars,
+                default_timeout=default_timeout,
+            )
+        elif image is not None or pool is not None or persistent:
+            raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
+        super().__init__(sandbox=sandbox, **kwargs)
+
+    def close(self) -> None:
+        """Stops the tool's box (if its sandbox created one)."""
+        self.sandbox.close_sync()
+
+    async def aclose(self) -> None:
+        await self.sandbox.close()
+
+    @staticmethod
+    def _guard_sync(call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except BoxliteError as e:
+            raise ToolException(f"the BoxLite sandbox failed: {e}") from e
+
+    @staticmethod
+    async def _guard(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except BoxliteError as e:
+            raise ToolException(f"the BoxLite sandbox failed: {e}") from e
+
+
+class BoxLitePythonTool(BoxLiteBaseTool):
+    """Runs model-written Python in a local VM: ``BoxLitePythonTool()`` works as is.
+
+    Returns ``(content, artifact)``: the content is the result text (exit code, stdout,
+    stderr, timed out) plus an image content block per figure; the artifact is the
+    :class:`~boxlite.tools.ToolResult` (with the PNG bytes).
+    """
+
+    name: str = descriptions.PYTHON_TOOL_NAME
+    description: str = ""
+    args_schema: type[BaseModel] = PythonInput
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+
+    def model_post_init(self, context: Any) -> None:
+        super().model_post_init(context)
+        if not self.description:
+            self.description = descriptions.python_tool_description(self.sandbox.persistent)
+
+    def _run(
+        self, code: str, timeout: float | None = None, run_manager: CallbackManagerForToolRun | None = None
+    ) -> tuple[ToolContent, ToolResult]:
+        result = self._guard_sync(lambda: self.sandbox.run_python_sync(code, timeout))
+        return to_content(result), result
+
+    async def _arun(
+        self, code: str, timeout: float | None = None, run_manager: AsyncCallbackManagerForToolRun | None = None
+    ) -> tuple[ToolContent, ToolResult]:
+        result = await self._guard(self.sandbox.run_python(code, timeout))
+        return to_content(result), result
+
+
+class BoxLiteShellTool(BoxLiteBaseTool):
+    """Runs a shell command in a local VM; returns the result text and the ToolResult."""
+
+    name: str = descriptions.SHELL_TOOL_NAME
+    description: str = descriptions.SHELL_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = ShellInput
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
+
+    def _run(
+        self, command: str, timeout: float | None = None, run_manager: CallbackManagerForToolRun | None = None
+    ) -> tuple[ToolContent, ToolResult]:
+        result = self._guard_sync(lambda: self.sandbox.run_shell_sync(command, timeout))
+        return result.to_text(), result
+
+    async def _arun(
+        self, command: str, timeout: float | None = None, run_manager: AsyncCallbackManagerForToolRun | None = None
+    ) -> tuple[ToolContent, ToolResult]:
+        result = await self._guard(self.sandbox.run_shell(command, timeout))
+        return result.to_text(), result
+
+
+class BoxLiteReadFileTool(BoxLiteBaseTool):
+    """Reads a text file from the VM."""
+
+    name: str = descriptions.READ_FILE_TOOL_NAME
+    description: str = descriptions.READ_FILE_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = ReadFileInput
+
+    def _run(self, path: str, run_manager: CallbackManagerForToolRun | None = None) -> str:
+        return self._guard_sync(lambda: self.sandbox.read_file_report_sync(path))
+
+    async def _arun(self, path: str, run_manager: AsyncCallbackManagerForToolRun | None = None) -> str:
+        return await self._guard(self.sandbox.read_file_report(path))
+
+
+class BoxLiteWriteFileTool(BoxLiteBaseTool):
+    """Writes a text file in the VM."""
+
+    name: str = descriptions.WRITE_FILE_TOOL_NAME
+    description: str = descriptions.WRITE_FILE_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = WriteFileInput
+
+    def _run(self, path: str, content: str, run_manager: CallbackManagerForToolRun | None = None) -> str:
+        return self._guard_sync(lambda: self.sandbox.write_file_report_sync(path, content))
+
+    async def _arun(self, path: str, content: str, run_manager: AsyncCallbackManagerForToolRun | None = None) -> str:
+        return await self._guard(self.sandbox.write_file_report(path, content))
+
+
+class BoxLiteListFilesTool(BoxLiteBaseTool):
+    """Lists a directory in the VM."""
+
+    name: str = descriptions.LIST_FILES_TOOL_NAME
+    description: str = descriptions.LIST_FILES_TOOL_DESCRIPTION
+    args_schema: type[BaseModel] = ListFilesInput
+
+    def _run(self, path: str = ".", run_manager: CallbackManagerForToolRun | None = None) -> str:
+        return self._guard_sync(lambda: self.sandbox.list_files_report_sync(path))
+
+    async def _arun(self, path: str = ".", run_manager: AsyncCallbackManagerForToolRun | None = None) -> str:
+        return await self._guard(self.sandbox.list_files_report(path))
+
+
+class BoxLiteToolkit(BaseToolkit):
+    """Python, shell and file tools that share one sandbox: one box for the toolkit (created on
+    first use; ``persistent=True`` keeps Python variables between calls), or with ``pool=`` a
+    pool lease per call (concurrent agents never share a box).
+
+    ``with BoxLiteToolkit() as toolkit: agent = create_react_agent(model, toolkit.get_tools())``
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sandbox: ToolSandbox = Field(default=None, exclude=True)  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        *,
+        sandbox: ToolSandbox | None = None,
+        image: str | os.PathLike[str] | None = None,
+        pool: BoxPool | None = None,
+        persistent: bool = False,
+        memory_mib: int = 1024,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if sandbox is None:
+            sandbox = make_sandbox(
+                image,
+                pool=pool,
+                persistent=persistent,
+                memory_mib=memory_mib,
+                max_output_chars=max_output_chars,
+                default_timeout=default_timeout,
+            )
+        super().__init__(sandbox=sandbox)  # type: ignore[call-arg]  # a field of this model
+
+    def get_tools(self) -> list[BaseTool]:
+        """The Python, shell, read, write and list tools, all on this toolkit's sandbox."""
+        return [
+            BoxLitePythonTool(sandbox=self.sandbox),
+            BoxLiteShellTool(sandbox=self.sandbox),
+            BoxLiteReadFileTool(sandbox=self.sandbox),
+            BoxLiteWriteFileTool(sandbox=self.sandbox),
+            BoxLiteListFilesTool(sandbox=self.sandbox),
+        ]
+
+    def close(self) -> None:
+        """Stops the toolkit's box (a pool is left to its owner)."""
+        self.sandbox.close_sync()
+
+    async def aclose(self) -> None:
+        await self.sandbox.close()
+
+    def __enter__(self) -> BoxLiteToolkit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> BoxLiteToolkit:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
