@@ -32,6 +32,7 @@ bench: setup       ## start, exec (also under load), idle-box memory, boot relia
 	uv run --locked python benchmarks/bench_engine.py
 	uv run --locked python benchmarks/bench_pool.py
 	uv run --locked python benchmarks/bench_images.py
+	uv run --locked --group bench python benchmarks/bench_tools.py
 
 lint:
 	uv run --locked ruff check .
