@@ -123,3 +123,11 @@ async def test_unknown_user_is_a_clear_error(python_box: boxlite.SimpleBox) -> N
     result = await python_box.exec("id", user="mallory")
     assert result.exit_code == 126
     assert result.error is not None and "mallory" in result.error and "/etc/passwd" in result.error
+
+
+async def test_numpy_runs_on_the_emulated_cpu(runtime: boxlite.Boxlite, plot_image: str) -> None:
+    """Under TCG the guest CPU is QEMU's "max" model: with the default one OpenBLAS picks kernels
+    TCG cannot execute and numpy.dot dies with SIGILL (exit 132)."""
+    async with boxlite.SimpleBox(rootfs_path=plot_image, memory_mib=512, runtime=runtime) as box:
+        result = await box.exec("python3", "-c", "import numpy; a = numpy.ones((64, 64)); print(a.dot(a)[0, 0])")
+        assert (result.exit_code, result.stdout) == (0, "64.0\n"), result.stderr

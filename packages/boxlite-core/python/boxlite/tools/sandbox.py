@@ -116,11 +116,6 @@ class BoxSandbox:
         self.default_timeout = default_timeout
         self.output_dir = output_dir
         self._env = {"MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "BOXLITE_OUTPUT_DIR": output_dir}
-        if box.info().accel == "tcg":
-            # QEMU's default emulated CPU advertises AMD features that lead OpenBLAS (numpy's
-            # BLAS, hence matplotlib) to its 3DNow! "Opteron" kernels, which TCG cannot run:
-            # every numpy.dot dies with SIGILL. Its SSE3 kernels run everywhere.
-            self._env["OPENBLAS_CORETYPE"] = "Prescott"
         self._env.update(env or {})
         self._session_dir = f"{SESSION_ROOT}/{uuid.uuid4().hex[:12]}"
         self._interpreter: Execution | None = None

@@ -70,8 +70,10 @@ impl QemuBackend {
             "microvm,acpi=off,x-option-roms=off"
         };
         push(&["-M", machine, "-accel", spec.accel.as_str()]);
+        // Under TCG, "max" is every feature QEMU emulates. The default model (qemu64) advertises
+        // AMD features that lead OpenBLAS (numpy) to 3DNow! kernels TCG cannot run: SIGILL.
         match spec.accel {
-            Accel::Tcg => {}
+            Accel::Tcg => push(&["-cpu", "max"]),
             _ => push(&["-cpu", "host"]),
         }
         let memory = format!("{}M", spec.memory_mib);
@@ -366,8 +368,8 @@ mod tests {
         // Commas in paths are doubled so QEMU does not split the option there.
         assert!(args.contains("file=/boxes/a,,b/disk.qcow2"), "{args}");
         assert!(
-            !args.contains("-cpu host"),
-            "TCG uses QEMU's default CPU model"
+            args.contains("-cpu max"),
+            "TCG emulates every CPU feature it can"
         );
         assert!(QemuBackend::default()
             .arguments(&spec(Accel::Kvm))
