@@ -16,6 +16,7 @@ pub mod litebox;
 pub mod network;
 pub mod options;
 pub mod runtime;
+pub mod sqlite;
 pub mod state;
 pub mod tsc;
 

@@ -100,8 +100,9 @@ fn pid_pair(pid: Option<i64>, start: Option<i64>) -> Option<ProcessId> {
 impl BoxDb {
     pub fn open(path: PathBuf) -> Result<BoxDb> {
         let db = BoxDb { path };
-        db.connect()?
-            .execute_batch(
+        let conn = db.connect()?;
+        crate::sqlite::retry_busy(|| {
+            conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS boxes (
                     id TEXT PRIMARY KEY,
                     name TEXT UNIQUE,
@@ -116,17 +117,13 @@ impl BoxDb {
                     vmm_start INTEGER
                 );",
             )
-            .map_err(|e| db_error(&db.path, e))?;
+        })
+        .map_err(|e| db_error(&db.path, e))?;
         Ok(db)
     }
 
     fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path).map_err(|e| db_error(&self.path, e))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| db_error(&self.path, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| db_error(&self.path, e))?;
-        Ok(conn)
+        crate::sqlite::connect(&self.path).map_err(|e| db_error(&self.path, e))
     }
 
     /// Inserts or updates a box's row.

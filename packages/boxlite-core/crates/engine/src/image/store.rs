@@ -157,8 +157,9 @@ impl ImageDb {
     pub fn open(path: PathBuf) -> Result<ImageDb> {
         let db = ImageDb { path };
         let conn = db.connect()?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS images (
+        crate::sqlite::retry_busy(|| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS images (
                 reference TEXT PRIMARY KEY,
                 repository TEXT NOT NULL,
                 manifest_digest TEXT NOT NULL,
@@ -170,18 +171,14 @@ impl ImageDb {
                 pulled_at TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS images_by_manifest ON images(manifest_digest);",
-        )
+            )
+        })
         .map_err(|e| db_error(&db.path, e))?;
         Ok(db)
     }
 
     fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path).map_err(|e| db_error(&self.path, e))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(|e| db_error(&self.path, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| db_error(&self.path, e))?;
-        Ok(conn)
+        crate::sqlite::connect(&self.path).map_err(|e| db_error(&self.path, e))
     }
 
     pub fn put(&self, record: &ImageRecord) -> Result<()> {
