@@ -288,3 +288,13 @@ async def test_any_pool_works_and_leaks_no_interpreter(runtime: boxlite.Boxlite,
         assert pool.stats().created == 1  # the same box served every call
     finally:
         await pool.close()
+
+
+def test_a_given_sandbox_excludes_box_options() -> None:
+    """Every adapter resolves its sandbox the same way (ToolSandbox.given_or_new)."""
+    shared = ToolSandbox(memory_mib=512)
+    assert ToolSandbox.given_or_new(shared) is shared
+    with pytest.raises(ValueError, match="not both"):
+        ToolSandbox.given_or_new(shared, "python:slim")
+    fresh = ToolSandbox.given_or_new(None, "registry.local/py:1", memory_mib=768)
+    assert fresh.options is not None and (fresh.options.image, fresh.options.memory_mib) == ("registry.local/py:1", 768)

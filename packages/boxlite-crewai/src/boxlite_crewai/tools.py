@@ -74,17 +74,15 @@ class BoxLiteBaseTool(BaseTool):
         default_timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
-        if sandbox is None:
-            sandbox = ToolSandbox(
-                image,
-                pool=pool,
-                persistent=persistent,
-                memory_mib=memory_mib,
-                max_output_chars=max_output_chars,
-                default_timeout=default_timeout,
-            )
-        elif image is not None or pool is not None or persistent:
-            raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
+        sandbox = ToolSandbox.given_or_new(
+            sandbox,
+            image,
+            pool=pool,
+            persistent=persistent,
+            memory_mib=memory_mib,
+            max_output_chars=max_output_chars,
+            default_timeout=default_timeout,
+        )
         super().__init__(sandbox=sandbox, **kwargs)  # type: ignore[call-arg]  # a field of this model
 
     def close(self) -> None:
@@ -201,7 +199,7 @@ def boxlite_tools(
 ) -> list[BaseTool]:
     """Python, shell, read, write and list tools sharing one sandbox (one box for the crew, or a
     pool lease per call). Close it with ``tools[0].close()`` or ``sandbox.close_sync()``."""
-    sandbox = sandbox or ToolSandbox(image, pool=pool, persistent=persistent, memory_mib=memory_mib)
+    sandbox = ToolSandbox.given_or_new(sandbox, image, pool=pool, persistent=persistent, memory_mib=memory_mib)
     python = (
         BoxLitePythonTool(sandbox=sandbox, images_dir=Path(images_dir))
         if images_dir is not None

@@ -43,26 +43,6 @@ class ListFilesInput(BaseModel):
     path: str = Field(default=".", description=descriptions.DIR_ARG)
 
 
-def make_sandbox(
-    image: str | os.PathLike[str] | None = None,
-    *,
-    pool: BoxPool | None = None,
-    persistent: bool = False,
-    memory_mib: int = 1024,
-    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
-    default_timeout: float = DEFAULT_TIMEOUT,
-) -> ToolSandbox:
-    """A :class:`~boxlite.tools.ToolSandbox` (one box started on first use, or a pool lease per call)."""
-    return ToolSandbox(
-        image,
-        pool=pool,
-        persistent=persistent,
-        memory_mib=memory_mib,
-        max_output_chars=max_output_chars,
-        default_timeout=default_timeout,
-    )
-
-
 def to_content(result: ToolResult) -> ToolContent:
     """The result text, with the images as standard LangChain image content blocks."""
     if not result.images:
@@ -97,17 +77,15 @@ class BoxLiteBaseTool(BaseTool):
         default_timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
-        if sandbox is None:
-            sandbox = make_sandbox(
-                image,
-                pool=pool,
-                persistent=persistent,
-                memory_mib=memory_mib,
-                max_output_chars=max_output_chars,
-                default_timeout=default_timeout,
-            )
-        elif image is not None or pool is not None or persistent:
-            raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
+        sandbox = ToolSandbox.given_or_new(
+            sandbox,
+            image,
+            pool=pool,
+            persistent=persistent,
+            memory_mib=memory_mib,
+            max_output_chars=max_output_chars,
+            default_timeout=default_timeout,
+        )
         super().__init__(sandbox=sandbox, **kwargs)
 
     def close(self) -> None:
@@ -249,15 +227,15 @@ class BoxLiteToolkit(BaseToolkit):
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         default_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if sandbox is None:
-            sandbox = make_sandbox(
-                image,
-                pool=pool,
-                persistent=persistent,
-                memory_mib=memory_mib,
-                max_output_chars=max_output_chars,
-                default_timeout=default_timeout,
-            )
+        sandbox = ToolSandbox.given_or_new(
+            sandbox,
+            image,
+            pool=pool,
+            persistent=persistent,
+            memory_mib=memory_mib,
+            max_output_chars=max_output_chars,
+            default_timeout=default_timeout,
+        )
         super().__init__(sandbox=sandbox)  # type: ignore[call-arg]  # a field of this model
 
     def get_tools(self) -> list[BaseTool]:

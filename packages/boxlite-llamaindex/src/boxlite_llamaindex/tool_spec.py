@@ -58,9 +58,8 @@ class BoxLiteToolSpec(BaseToolSpec):
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         default_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if sandbox is not None and (image is not None or pool is not None or persistent):
-            raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
-        self.sandbox = sandbox or ToolSandbox(
+        self.sandbox = ToolSandbox.given_or_new(
+            sandbox,
             image,
             pool=pool,
             persistent=persistent,

@@ -438,6 +438,33 @@ class ToolSandbox:
         self._start_lock = asyncio.Lock()
         self._closed = False
 
+    @classmethod
+    def given_or_new(
+        cls,
+        sandbox: ToolSandbox | None,
+        image: str | os.PathLike[str] | None = None,
+        *,
+        pool: BoxPool | None = None,
+        persistent: bool = False,
+        memory_mib: int = 1024,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> ToolSandbox:
+        """What an adapter's tool runs on: ``sandbox`` when given (shared with other tools),
+        else a new one from the other arguments; both at once is an error."""
+        if sandbox is not None:
+            if image is not None or pool is not None or persistent:
+                raise ValueError("pass either sandbox= or image=/pool=/persistent=, not both")
+            return sandbox
+        return cls(
+            image,
+            pool=pool,
+            persistent=persistent,
+            memory_mib=memory_mib,
+            max_output_chars=max_output_chars,
+            default_timeout=default_timeout,
+        )
+
     @property
     def options(self) -> BoxOptions | None:
         """The options of the box this sandbox creates (None when given a box)."""
