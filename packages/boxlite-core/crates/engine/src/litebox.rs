@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use std::collections::VecDeque;
 
 use boxlite_protocol::{
-    Builtin, ExecRequest, ExitStatus, GuestMetrics, OutputStream, OUTPUT_WINDOW,
+    archive, Builtin, ExecRequest, ExitStatus, GuestMetrics, OutputStream, OUTPUT_WINDOW,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -370,21 +370,15 @@ impl LiteBox {
             &self.id[..12.min(self.id.len())].to_ascii_lowercase(),
             Some("/dev/vda"),
         );
-        let shares: Vec<(String, PathBuf, bool)> = self
-            .options
-            .volumes
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (format!("vol{i}"), v.host_path.clone(), v.mode == "ro"))
-            .collect();
-        if !self.options.volumes.is_empty() {
-            let mounts: Vec<String> = self
-                .options
-                .volumes
-                .iter()
-                .enumerate()
-                .map(|(i, v)| format!("vol{i}:{}:{}", v.mode, hex(v.guest_path.as_bytes())))
-                .collect();
+        // Each volume is a 9p device (its tag) and a mount the agent makes from the command line.
+        let mut shares: Vec<(String, PathBuf, bool)> = Vec::new();
+        let mut mounts: Vec<String> = Vec::new();
+        for (i, v) in self.options.volumes.iter().enumerate() {
+            let tag = format!("vol{i}");
+            mounts.push(format!("{tag}:{}:{}", v.mode, hex(v.guest_path.as_bytes())));
+            shares.push((tag, v.host_path.clone(), v.mode == "ro"));
+        }
+        if !mounts.is_empty() {
             cmdline.push_str(&format!(" boxlite.volumes={}", mounts.join(",")));
         }
         let mut passt = if self.options.network() {
@@ -810,7 +804,6 @@ struct ExecState {
     collected: [Vec<u8>; 2],
     /// Consumed bytes not yet acknowledged to the agent.
     unacked: u64,
-    pid: Option<u32>,
     timed_out: bool,
     /// How it ended: the exit status, or why the channel was lost.
     end: Option<std::result::Result<ExitStatus, String>>,
@@ -892,7 +885,7 @@ async fn drive_execution(
         {
             let mut state = shared.state.lock().expect("exec state");
             match event {
-                ExecEvent::Started { pid } => state.pid = Some(pid),
+                ExecEvent::Started { .. } => {}
                 ExecEvent::Output { stream, data } => {
                     if state.abandoned {
                         ack = state.consumed(data.len() as u64);
@@ -1235,7 +1228,8 @@ impl LiteBox {
                 "copy_in: the box path {guest_path:?} must be absolute"
             )));
         }
-        let meta = std::fs::symlink_metadata(host_path)
+        // A missing source fails here, before anything starts in the box.
+        std::fs::symlink_metadata(host_path)
             .context(|| format!("copy_in: {}", host_path.display()))?;
         let name = host_path
             .file_name()
@@ -1265,17 +1259,11 @@ impl LiteBox {
         let source = host_path.to_path_buf();
         let writer = tokio::task::spawn_blocking(move || {
             let sink = ChannelWriter { tx: tx.clone() };
-            let mut builder =
-                tar::Builder::new(std::io::BufWriter::with_capacity(STDIN_CHUNK, sink));
-            builder.follow_symlinks(false);
-            builder.mode(tar::HeaderMode::Complete);
-            let built = if meta.is_dir() {
-                builder.append_dir_all(&name, &source)
-            } else {
-                builder.append_path_with_name(&source, &name)
-            }
-            .and_then(|()| builder.into_inner().map_err(std::io::Error::other))
-            .and_then(|mut w| std::io::Write::flush(&mut w));
+            let built = archive::pack_item(
+                std::io::BufWriter::with_capacity(STDIN_CHUNK, sink),
+                &source,
+                std::ffi::OsStr::new(&name),
+            );
             if let Err(e) = built {
                 let _ = tx.blocking_send(Err(e));
             }
@@ -1361,43 +1349,7 @@ impl LiteBox {
             archive.set_preserve_permissions(true);
             archive.set_preserve_mtime(true);
             archive.set_overwrite(true);
-            let mut directories = Vec::new();
-            for entry in archive.entries()? {
-                let mut entry = entry?;
-                let inside = entry.path()?.into_owned();
-                let mut rest = PathBuf::new();
-                for part in inside.components().skip(1) {
-                    match part {
-                        std::path::Component::Normal(p) => rest.push(p),
-                        std::path::Component::CurDir => {}
-                        _ => {
-                            return Err(std::io::Error::new(
-                                std::io::ErrorKind::InvalidData,
-                                format!("archive entry {inside:?} leaves its directory"),
-                            ))
-                        }
-                    }
-                }
-                let path = if rest.as_os_str().is_empty() {
-                    unpack_target.clone()
-                } else {
-                    unpack_target.join(&rest)
-                };
-                if entry.header().entry_type().is_dir() {
-                    std::fs::create_dir_all(&path)?;
-                    directories.push((path, entry.header().mode().unwrap_or(0o755)));
-                    continue;
-                }
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                entry.unpack(&path)?;
-            }
-            use std::os::unix::fs::PermissionsExt;
-            for (path, mode) in directories.into_iter().rev() {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-            }
-            Ok(())
+            archive::unpack_item(&mut archive, &unpack_target)
         });
         let mut send_failed = false;
         while let Some(chunk) = execution.read_output(OutputStream::Stdout).await? {

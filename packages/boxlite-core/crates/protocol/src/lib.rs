@@ -9,6 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "archive")]
+pub mod archive;
+
 /// Bumped on every incompatible change of the messages below.
 pub const PROTOCOL_VERSION: u32 = 3;
 
