@@ -39,6 +39,21 @@ pub fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Creates the database at `path` if needed and its tables (`schema`, `IF NOT EXISTS`
+/// statements).
+pub fn create(path: &Path, schema: &str) -> rusqlite::Result<()> {
+    let conn = connect(path)?;
+    retry_busy(|| conn.execute_batch(schema))
+}
+
+/// An engine error for a failed operation on the database `what` (e.g. "box state") at `path`.
+pub fn error(what: &str, path: &Path, e: rusqlite::Error) -> crate::Error {
+    crate::Error::Io {
+        context: format!("{what} {}", path.display()),
+        source: std::io::Error::other(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,10 +84,7 @@ pub struct BoxDb {
 }
 
 fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Io {
-        context: format!("box state {}", path.display()),
-        source: std::io::Error::other(e),
-    }
+    crate::sqlite::error("box state", path, e)
 }
 
 fn pid_pair(pid: Option<i64>, start: Option<i64>) -> Option<ProcessId> {
@@ -97,13 +94,7 @@ fn pid_pair(pid: Option<i64>, start: Option<i64>) -> Option<ProcessId> {
     })
 }
 
-impl BoxDb {
-    pub fn open(path: PathBuf) -> Result<BoxDb> {
-        let db = BoxDb { path };
-        let conn = db.connect()?;
-        crate::sqlite::retry_busy(|| {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS boxes (
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS boxes (
                     id TEXT PRIMARY KEY,
                     name TEXT UNIQUE,
                     options TEXT NOT NULL,
@@ -115,10 +106,12 @@ impl BoxDb {
                     owner_start INTEGER,
                     vmm_pid INTEGER,
                     vmm_start INTEGER
-                );",
-            )
-        })
-        .map_err(|e| db_error(&db.path, e))?;
+                );";
+
+impl BoxDb {
+    pub fn open(path: PathBuf) -> Result<BoxDb> {
+        let db = BoxDb { path };
+        crate::sqlite::create(&db.path, SCHEMA).map_err(|e| db_error(&db.path, e))?;
         Ok(db)
     }
 

@@ -147,19 +147,10 @@ pub struct ImageDb {
 }
 
 fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Io {
-        context: format!("image index {}", path.display()),
-        source: std::io::Error::other(e),
-    }
+    crate::sqlite::error("image index", path, e)
 }
 
-impl ImageDb {
-    pub fn open(path: PathBuf) -> Result<ImageDb> {
-        let db = ImageDb { path };
-        let conn = db.connect()?;
-        crate::sqlite::retry_busy(|| {
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS images (
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS images (
                 reference TEXT PRIMARY KEY,
                 repository TEXT NOT NULL,
                 manifest_digest TEXT NOT NULL,
@@ -170,10 +161,12 @@ impl ImageDb {
                 source TEXT NOT NULL,
                 pulled_at TEXT NOT NULL
             );
-            CREATE INDEX IF NOT EXISTS images_by_manifest ON images(manifest_digest);",
-            )
-        })
-        .map_err(|e| db_error(&db.path, e))?;
+            CREATE INDEX IF NOT EXISTS images_by_manifest ON images(manifest_digest);";
+
+impl ImageDb {
+    pub fn open(path: PathBuf) -> Result<ImageDb> {
+        let db = ImageDb { path };
+        crate::sqlite::create(&db.path, SCHEMA).map_err(|e| db_error(&db.path, e))?;
         Ok(db)
     }
 
