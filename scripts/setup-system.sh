@@ -25,7 +25,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
   if . /etc/os-release && [ "${VERSION_CODENAME:-}" = bookworm ] \
      && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    echo 'deb http://deb.debian.org/debian bookworm-backports main' | sudo_if_needed tee /etc/apt/sources.list.d/boxlite-backports.list >/dev/null
+    # The backports suite lives on the archive this machine already uses: take its URI from the
+    # existing sources (one-line or deb822 format) rather than naming a host here.
+    mirror=$( { grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+                  | grep -E ' bookworm( |$)' | awk '{print $2}'
+                grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' \
+                  | grep -v -- '-security' ; } | head -n 1)
+    if [ -z "$mirror" ]; then
+      echo "no Debian archive found in /etc/apt/sources.list*: add bookworm-backports by hand" >&2
+      exit 1
+    fi
+    echo "deb $mirror bookworm-backports main" | sudo_if_needed tee /etc/apt/sources.list.d/boxlite-backports.list >/dev/null
   fi
   export DEBIAN_FRONTEND=noninteractive
   sudo_if_needed apt-get update -qq

@@ -81,7 +81,28 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 
-DEBIAN_MIRROR = os.environ.get("BOXLITE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+def _apt_archive_uri() -> str:
+    """The Debian archive this machine's apt already uses (one-line or deb822 sources).
+
+    The mirror is read from the machine's configuration so that no host is named here.
+    """
+    sources = Path("/etc/apt")
+    for path in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*.list"))]:
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            words = line.split()
+            if len(words) >= 3 and words[0] == "deb" and not words[1].startswith("["):
+                if words[2] == "bookworm":
+                    return words[1]
+    for path in sorted((sources / "sources.list.d").glob("*.sources")):
+        for line in path.read_text().splitlines():
+            if line.startswith("URIs:") and "-security" not in line:
+                return line.split()[1]
+    return ""
+
+
+DEBIAN_MIRROR = os.environ.get("BOXLITE_DEBIAN_MIRROR") or _apt_archive_uri()
 DEBIAN_SUITE = "bookworm"
 PYTHON_PACKAGES = ("python3", "python-is-python3", "ca-certificates")
 #: The python image plus matplotlib (Debian's build, with numpy and pillow), for the tests of
