@@ -82,7 +82,6 @@ MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 MEDIA_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 
 
-
 def _apt_archive_uri() -> str:
     """The Debian archive this machine's apt already uses (one-line or deb822 sources).
 
@@ -92,9 +91,8 @@ def _apt_archive_uri() -> str:
     for path in [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*.list"))]:
         for line in path.read_text().splitlines() if path.is_file() else []:
             words = line.split()
-            if len(words) >= 3 and words[0] == "deb" and not words[1].startswith("["):
-                if words[2] == "bookworm":
-                    return words[1]
+            if len(words) >= 3 and words[0] == "deb" and words[2] == "bookworm" and not words[1].startswith("["):
+                return words[1]
     for path in sorted((sources / "sources.list.d").glob("*.sources")):
         for line in path.read_text().splitlines():
             if line.startswith("URIs:") and "-security" not in line:
