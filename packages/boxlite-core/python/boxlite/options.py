@@ -130,6 +130,8 @@ class BoxOptions(BaseModel):
             the host's own services otherwise.
         volumes: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")`` (default
             ``rw``): a host directory shared into the box; ``ro`` is read-only for the box.
+            Owners, modes and special files the box sets stay box-side (extended attributes):
+            on the host, what the box creates is plain 0600/0700 files of the host user.
     """
 
     model_config = ConfigDict(extra="forbid")

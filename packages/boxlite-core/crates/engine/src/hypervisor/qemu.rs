@@ -126,9 +126,16 @@ impl QemuBackend {
         }
         // Shares come last: with more than four virtio-mmio devices the guest loses its RTC
         // (see the module comment), which the agent makes up for by taking the host's time.
+        //
+        // `mapped-xattr`: the guest's owners, modes, device nodes, fifos and symlinks are kept
+        // in `user.virtfs.*` extended attributes, never applied to the host file, which stays a
+        // plain file or directory owned by the user running QEMU (mode 0600, directories 0700);
+        // guest symlinks are files holding the target, and the host's own symlinks in the share
+        // are never followed (QEMU walks paths with O_NOFOLLOW). `security_model=none` would
+        // chmod/chown/mknod for real: setuid files and device nodes on the host.
         for (i, (tag, path, readonly)) in spec.shares.iter().enumerate() {
             let mut fsdev = format!(
-                "local,id=fs{i},path={},security_model=none",
+                "local,id=fs{i},path={},security_model=mapped-xattr",
                 escape(&path.display().to_string())
             );
             if *readonly {
@@ -375,6 +382,28 @@ mod tests {
             .arguments(&spec(Accel::Kvm))
             .join(" ")
             .contains("-cpu host"));
+    }
+
+    #[test]
+    fn shares_keep_guest_metadata_off_the_host_files() {
+        let mut shared = spec(Accel::Tcg);
+        shared.shares = vec![
+            ("vol0".into(), "/host/in,put".into(), true),
+            ("vol1".into(), "/host/out".into(), false),
+        ];
+        let args = QemuBackend::default().arguments(&shared).join(" ");
+        assert!(
+            args.contains(
+                "-fsdev local,id=fs0,path=/host/in,,put,security_model=mapped-xattr,readonly=on"
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("-fsdev local,id=fs1,path=/host/out,security_model=mapped-xattr -device"),
+            "{args}"
+        );
+        assert!(!args.contains("security_model=none"), "{args}");
+        assert!(!args.contains("passthrough"), "{args}");
     }
 
     #[test]
