@@ -130,6 +130,9 @@ class BoxOptions(BaseModel):
             the host's own services otherwise.
         volumes: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")`` (default
             ``rw``): a host directory shared into the box; ``ro`` is read-only for the box.
+        copy_out_max_bytes: The most bytes one ``copy_out`` may write on the host (the box's
+            archive: file contents plus 512 bytes per entry; default 4 GiB, at least 64 KiB).
+            A larger copy fails with :class:`~boxlite.errors.CopyError` naming this option.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -147,6 +150,7 @@ class BoxOptions(BaseModel):
     network_enabled: bool = True
     ports: list[tuple[int, int, str]] = []
     volumes: list[tuple[str, str, str]] = []
+    copy_out_max_bytes: int = 4 << 30
 
     @field_validator("volumes", mode="before")
     @classmethod
