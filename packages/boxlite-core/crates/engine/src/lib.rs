@@ -6,6 +6,7 @@
 //! the channel to the guest agent; [`litebox`] ties them into one box with executions.
 
 pub mod agent;
+mod agent_socket;
 pub mod assets;
 pub mod boot;
 pub mod disk;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::agent::{AgentClient, ConnectError, ExecEvent};
+use crate::agent_socket;
 use crate::assets::GuestAssets;
 use crate::boot;
 use crate::disk;
@@ -137,24 +138,6 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Unix sockets paths are limited to 107 bytes; deep homes fall back to a private runtime dir.
-fn agent_socket_path(dir: &Path, id: &str) -> Result<PathBuf> {
-    let preferred = dir.join("agent.sock");
-    if preferred.as_os_str().len() < 100 {
-        return Ok(preferred);
-    }
-    let base = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/boxlite-{}", unsafe { libc::getuid() })));
-    let sockets = base.join("boxlite-sockets");
-    std::fs::create_dir_all(&sockets).context(|| format!("create {}", sockets.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o700))
-        .context(|| format!("chmod {}", sockets.display()))?;
-    Ok(sockets.join(format!("{id}.sock")))
 }
 
 impl LiteBox {
@@ -363,7 +346,7 @@ impl LiteBox {
         }
         let disk_ms = disk_started.elapsed().as_millis() as u64;
 
-        let socket = agent_socket_path(&self.dir, &self.id)?;
+        let socket = agent_socket::for_launch(&self.dir)?;
         let _ = std::fs::remove_file(&socket);
         let accel = self.platform.accel.accel;
         let mut cmdline = boot::kernel_cmdline(
@@ -570,6 +553,7 @@ impl LiteBox {
 
     /// Deletes the box's directory (its disk included). The box must be stopped.
     pub(crate) fn delete_files(&self) -> Result<()> {
+        agent_socket::remove(&self.dir);
         match std::fs::remove_dir_all(&self.dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -591,7 +575,7 @@ impl LiteBox {
     /// agent as [`LiteBox::start`] does after a launch.
     pub(crate) async fn attach(self: &Arc<Self>, vm: Box<dyn VmHandle>) -> Result<()> {
         let _lifecycle = self.lifecycle.lock().await;
-        let socket = agent_socket_path(&self.dir, &self.id)?;
+        let socket = agent_socket::for_attach(&self.dir)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
             Ok(ok) => ok,
@@ -1314,6 +1298,11 @@ impl LiteBox {
 
     /// Copies a file or directory tree out of the box: to `host_path/<name>` when `host_path`
     /// is an existing directory, else to `host_path` itself.
+    ///
+    /// The box's tar stream is untrusted: it is unpacked confined to that destination
+    /// ([`archive::UnpackPolicy::confined`]: nothing written through a symlink, hard links only
+    /// within the copy, no special files, permission bits only), at most
+    /// [`BoxOptions::copy_out_max_bytes`] of it and never beyond the destination's free space.
     pub async fn copy_out(self: &Arc<Self>, guest_path: &str, host_path: &Path) -> Result<()> {
         if !guest_path.starts_with('/') {
             return Err(Error::InvalidOption(format!(
@@ -1339,42 +1328,94 @@ impl LiteBox {
             .await?,
         );
         // Unpack on a blocking thread as the stream arrives.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
         let unpack_target = target.clone();
-        let unpacker = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut archive = tar::Archive::new(ChannelReader {
+        let limit = self.options.copy_out_max_bytes;
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let reader = ChannelReader {
                 rx,
                 current: std::io::Cursor::new(Vec::new()),
-            });
-            archive.set_preserve_permissions(true);
-            archive.set_preserve_mtime(true);
-            archive.set_overwrite(true);
-            archive::unpack_item(&mut archive, &unpack_target)
+            };
+            archive::unpack_item(
+                reader,
+                &unpack_target,
+                &archive::UnpackPolicy::confined(limit),
+            )
         });
-        let mut send_failed = false;
+        // Until the stream ends, or the unpacker stops taking it (the archive ended, or it
+        // was refused).
+        let mut unpacker_stopped = false;
         while let Some(chunk) = execution.read_output(OutputStream::Stdout).await? {
-            if !send_failed && tx.send(chunk).is_err() {
-                send_failed = true;
+            if tx.send(chunk).await.is_err() {
+                unpacker_stopped = true;
+                break;
             }
         }
         drop(tx);
         let unpacked = unpacker
             .await
             .map_err(|e| Error::Copy(format!("copy_out: {e}")))?;
-        let output = execution.wait().await?;
-        if output.exit_code != 0 {
-            return Err(Error::Copy(format!(
-                "copy_out of {guest_path}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
+        // What the box does after its archive cannot change the copy: it gets a moment and a
+        // little output to finish, then it is killed.
+        let finished = if unpacked.is_err() && unpacker_stopped {
+            None
+        } else {
+            tokio::time::timeout(COPY_OUT_FINISH, finish_copy_out(&execution))
+                .await
+                .ok()
+                .flatten()
+        };
+        if finished.is_none() {
+            let _ = execution.kill().await;
+            let _ = tokio::time::timeout(COPY_OUT_FINISH, execution.wait()).await;
         }
-        unpacked.map_err(|e| {
-            Error::Copy(format!(
-                "copy_out of {guest_path} to {}: {e}",
-                target.display()
-            ))
-        })
+        let where_to = |e: &dyn std::fmt::Display| {
+            format!("copy_out of {guest_path} to {}: {e}", target.display())
+        };
+        if let Some(output) = &finished {
+            if output.exit_code != 0 {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let stderr: String = stderr.trim().chars().take(4096).collect();
+                return Err(Error::Copy(format!("copy_out of {guest_path}: {stderr}")));
+            }
+        }
+        match unpacked {
+            Err(e @ archive::UnpackError::TooLarge { .. }) => Err(Error::Copy(format!(
+                "{}; raise BoxOptions.copy_out_max_bytes (now {limit}) to copy more",
+                where_to(&e)
+            ))),
+            Err(e) => Err(Error::Copy(where_to(&e))),
+            Ok(_) if finished.is_none() => Err(Error::Copy(where_to(&format!(
+                "the box did not end the copy within {} s of its archive's end",
+                COPY_OUT_FINISH.as_secs()
+            )))),
+            Ok(report) => {
+                for skipped in &report.skipped {
+                    tracing::warn!(id = %self.id, entry = %skipped, "copy_out: special file not copied to the host");
+                }
+                Ok(())
+            }
+        }
     }
+}
+
+/// How long the box has to end a copy_out once its archive ended (or was refused).
+const COPY_OUT_FINISH: Duration = Duration::from_secs(10);
+
+/// Output a box may send after its archive's end (the end-of-archive blocks and padding).
+const COPY_OUT_TRAILER_BYTES: usize = 64 * 1024;
+
+/// Reads what follows the archive and waits for the pack to exit; `None` when the box sends
+/// more than a trailer or the channel fails.
+async fn finish_copy_out(execution: &Execution) -> Option<ExecOutput> {
+    let mut trailer = 0;
+    while let Some(chunk) = execution.read_output(OutputStream::Stdout).await.ok()? {
+        trailer += chunk.len();
+        if trailer > COPY_OUT_TRAILER_BYTES {
+            return None;
+        }
+    }
+    execution.wait().await.ok()
 }
 
 /// `Write` into a bounded channel of chunks (a blocking producer feeding async code).
@@ -1397,7 +1438,7 @@ impl std::io::Write for ChannelWriter {
 
 /// `Read` from a channel of chunks (async code feeding a blocking consumer).
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
     current: std::io::Cursor<Vec<u8>>,
 }
 
@@ -1408,9 +1449,9 @@ impl std::io::Read for ChannelReader {
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            match self.rx.recv() {
-                Ok(chunk) => self.current = std::io::Cursor::new(chunk),
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = std::io::Cursor::new(chunk),
+                None => return Ok(0),
             }
         }
     }

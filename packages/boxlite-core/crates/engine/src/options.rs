@@ -13,6 +13,12 @@ pub const MEMORY_MIB_RANGE: (u32, u32) = (128, 65536);
 /// Largest `disk_size_gb` (the base disk is a sparse file; ext4's metadata grows with it).
 pub const DISK_SIZE_GB_MAX: u32 = 1024;
 
+/// Default `copy_out_max_bytes`: 4 GiB, the default free space of a box's disk.
+pub const COPY_OUT_MAX_BYTES_DEFAULT: u64 = 4 << 30;
+
+/// Smallest `copy_out_max_bytes`: an archive's headers alone take 512 bytes per entry.
+pub const COPY_OUT_MAX_BYTES_MIN: u64 = 64 << 10;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RuntimeOptions {
@@ -81,6 +87,9 @@ pub struct BoxOptions {
     pub ports: Vec<PortForward>,
     /// Host directories shared into the box.
     pub volumes: Vec<Volume>,
+    /// The most bytes one `copy_out` may write on the host: the box's archive, file contents
+    /// plus 512 bytes of header per entry (default [`COPY_OUT_MAX_BYTES_DEFAULT`]).
+    pub copy_out_max_bytes: u64,
 }
 
 /// `(host_path, guest_path, mode)`: a host directory shared into the box at `guest_path`;
@@ -212,6 +221,7 @@ impl Default for BoxOptions {
             network_enabled: true,
             ports: Vec::new(),
             volumes: Vec::new(),
+            copy_out_max_bytes: COPY_OUT_MAX_BYTES_DEFAULT,
         }
     }
 }
@@ -264,6 +274,12 @@ impl BoxOptions {
                     "disk_size_gb={gb} is out of range: use 1 to {DISK_SIZE_GB_MAX}"
                 ));
             }
+        }
+        if self.copy_out_max_bytes < COPY_OUT_MAX_BYTES_MIN {
+            return invalid(format!(
+                "copy_out_max_bytes={} is too small: use at least {COPY_OUT_MAX_BYTES_MIN} (64 KiB)",
+                self.copy_out_max_bytes
+            ));
         }
         if let Some(dir) = &self.working_dir {
             if !dir.starts_with('/') {
@@ -411,5 +427,13 @@ mod tests {
         assert!(err.contains("absolute"), "{err}");
         let err = BoxOptions::default().validate().unwrap_err().to_string();
         assert!(err.contains("no image"), "{err}");
+        let err = BoxOptions {
+            copy_out_max_bytes: 100,
+            ..with_image()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("copy_out_max_bytes=100"), "{err}");
     }
 }

@@ -43,12 +43,9 @@ fn unpack(dest: &Path, name: &str) -> io::Result<()> {
     }
     // SAFETY: fd 0 is the execution's stdin; ManuallyDrop keeps it open.
     let stdin = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(0) });
-    let mut archive = tar::Archive::new(&*stdin);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
-    archive::unpack_item(&mut archive, &target)
+    // The host's archive, in the box's own tree: kept as `docker cp` keeps it.
+    archive::unpack_item(&*stdin, &target, &archive::UnpackPolicy::trusted())?;
+    Ok(())
 }
 
 fn pack(path: &Path) -> io::Result<()> {
