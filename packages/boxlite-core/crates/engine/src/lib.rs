@@ -9,6 +9,7 @@ pub mod agent;
 pub mod assets;
 pub mod boot;
 pub mod disk;
+pub mod egress;
 pub mod error;
 pub mod hypervisor;
 pub mod image;
