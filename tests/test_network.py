@@ -1,6 +1,10 @@
 """Networking through passt: outbound traffic works, the host's own services are out of reach
-(its loopback and its own address) unless a port is forwarded, forwards bind to 127.0.0.1, and a
-box without network has no network device at all."""
+by every address of the host (and link-local addresses too) unless a port is forwarded,
+forwards bind to 127.0.0.1, allow-lists (``BoxOptions(network=...)``) admit only what they list,
+and a box without network has no network device at all.
+
+The egress tests run the engine inside network namespaces the test builds (``netlab.py``) and
+assert on what the services there logged. No test traffic leaves this machine."""
 
 from __future__ import annotations
 
@@ -9,12 +13,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import boxlite
+import netlab
 import pytest
+from netlab import GATEWAY, HOST_MAIN, HOST_MAIN6, HOST_SECOND, HOST_SECOND6, METADATA, OTHER, PORT, THIRD, NetLab
 
 CONNECT = """
 import socket, sys
@@ -31,32 +38,6 @@ def host_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect(("192.0.2.123", 9))  # no packet is sent for a UDP connect
         return str(s.getsockname()[0])
-
-
-@pytest.fixture(scope="module")
-def host_service() -> Iterator[int]:
-    """An HTTP server on every host address (0.0.0.0)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", str(port), "--bind", "0.0.0.0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                import time
-
-                time.sleep(0.05)
-        yield port
-    finally:
-        server.kill()
-        server.wait()
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +103,6 @@ async def test_the_box_gets_the_hosts_address_and_route(net_box: boxlite.Box) ->
     assert addr.stdout.strip() == host_address(), "passt gives the box the host's own address"
 
 
-async def test_host_services_are_unreachable(net_box: boxlite.Box, host_service: int) -> None:
-    # Sanity: the service answers on the host itself.
-    socket.create_connection((host_address(), host_service), timeout=2).close()
-    assert (await connect(net_box, "127.0.0.1", host_service)).startswith("refused")
-    assert (await connect(net_box, host_address(), host_service)).startswith("refused")
-
-
 async def test_outbound_traffic_to_other_machines_works(net_box: boxlite.Box, peer: str) -> None:
     assert await connect(net_box, peer, 8123) == "connected"
     page = await net_box.run(
@@ -185,3 +159,111 @@ async def test_bad_port_forwards_are_refused(runtime: boxlite.Boxlite, busybox: 
         await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, ports=[(8080, 80)], network_enabled=False))
     with pytest.raises(boxlite.InvalidOptionError, match="twice"):
         await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, ports=[(8080, 80), (8080, 81)]))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
+    why = netlab.can_build()
+    if why is not None:
+        pytest.skip(why)
+    lab = NetLab(tmp_path_factory.mktemp("netlab"))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+# Every way to the host's service: both addresses of both interfaces, loopback, unspecified,
+# IPv4-mapped IPv6; and the metadata service (link-local), over TCP and UDP.
+ATTACKS: list[tuple[str, str, int]] = [
+    ("tcp", HOST_SECOND, PORT),
+    ("udp", HOST_SECOND, PORT),
+    ("tcp", HOST_MAIN, PORT),
+    ("tcp", "127.0.0.1", PORT),
+    ("tcp", "0.0.0.0", PORT),
+    ("tcp", HOST_SECOND6, PORT),
+    ("udp", HOST_SECOND6, PORT),
+    ("tcp", HOST_MAIN6, PORT),
+    ("tcp", "::ffff:" + HOST_SECOND, PORT),
+    ("tcp", "::1", PORT),
+    ("tcp", METADATA, 80),
+    ("udp", METADATA, 80),
+]
+
+
+@pytest.mark.parametrize("user", [None, 65534], ids=["root", "unprivileged"])
+def test_host_services_are_unreachable(lab: NetLab, python_image: str, tmp_path: Path, user: int | None) -> None:
+    """A service on 0.0.0.0/:: of the host is reached through no host address and no
+    link-local address; the gateway's service (the positive control) and a forwarded port work."""
+    lab.clear()
+    image = python_image
+    home = tmp_path / "home"
+    if user is not None:
+        # The image and home must be reachable by that user: a copy of the layout outside root's
+        # cache, in a directory every user can traverse.
+        shared = Path(tempfile.mkdtemp(prefix="boxlite-egress-"))
+        shared.chmod(0o755)
+        image = str(shutil.copytree(python_image, shared / "python"))
+        home = shared / "home"
+        home.mkdir()
+        for path in [shared / "python", *Path(image).rglob("*"), home]:
+            os.chown(path, user, user)
+    forward = netlab.free_port()
+    try:
+        result = lab.run_box(
+            home,
+            image,
+            {"ports": [(forward, 8000)]},
+            [*ATTACKS, ("tcp", GATEWAY, PORT)],
+            forward=forward,
+            as_user=user,
+        )
+    finally:
+        if user is not None:
+            shutil.rmtree(home.parent, ignore_errors=True)
+    probes = result["probes"]
+    assert isinstance(probes, list) and len(probes) == len(ATTACKS) + 1, probes
+    assert probes[-1] == "ok", f"positive control: the gateway's service must be reachable: {probes}"
+    assert netlab.wait_until(lambda: lab.log("gateway") != [])
+    assert result["forwarded"] == 200, "a forwarded port reaches the box"
+    assert lab.log("host") == [], f"the host's service was reached: {lab.log('host')} (probes: {probes})"
+    assert lab.log("metadata") == [], f"the metadata service was reached: {lab.log('metadata')}"
+    assert lab.log("second_peer") == []
+
+
+def test_allow_list_admits_only_what_it_lists(lab: NetLab, python_image: str, tmp_path: Path) -> None:
+    lab.clear()
+    home = tmp_path / "home"
+    result = lab.run_box(
+        home,
+        python_image,
+        {"network": {"allow_net": ["allowed.test", f"{THIRD}/32"]}},
+        [
+            ("dns", "allowed.test", PORT),  # by name: resolves (DNS let through) and connects
+            ("tcp", THIRD, PORT),  # by network
+            ("tcp", OTHER, PORT),  # not listed
+            ("dns", "refused.test", PORT),  # not listed: its query never reaches the server
+            ("tcp", HOST_SECOND, PORT),  # the host stays out of reach
+        ],
+    )
+    probes = result["probes"]
+    assert isinstance(probes, list), probes
+    assert probes[0] == "ok" and probes[1] == "ok", probes
+    assert probes[2] != "ok" and probes[3] != "ok" and probes[4] != "ok", probes
+    assert netlab.wait_until(lambda: len(lab.log("gateway")) == 1 and len(lab.log("third")) == 1)
+    assert lab.log("other") == [], "an address not on the allow-list was reached"
+    assert lab.log("host") == []
+    dns = lab.log("dns")
+    assert "dns allowed.test" in dns and not any("refused.test" in q for q in dns), dns
+
+
+async def test_bad_allow_lists_are_refused(runtime: boxlite.Boxlite, busybox: str) -> None:
+    for entry, says in [("127.0.0.1", "loopback"), ("169.254.169.254", "link-local"), ("example.com:443", "ports")]:
+        with pytest.raises(boxlite.InvalidOptionError, match=says):
+            await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, network=[entry]))
+    with pytest.raises(boxlite.InvalidOptionError, match="needs the network"):
+        await runtime.create(
+            boxlite.BoxOptions(rootfs_path=busybox, network=boxlite.NetworkSpec(mode="disabled", allow_net=["a.test"]))
+        )
+    spec = boxlite.BoxOptions(rootfs_path=busybox, network=["example.com", "10.0.0.0/8"]).network
+    assert spec == boxlite.NetworkSpec(allow_net=["example.com", "10.0.0.0/8"])

@@ -19,7 +19,7 @@ from .errors import (
     QemuNotFoundError,
 )
 from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
-from .options import BoxOptions, Options, SecurityOptions
+from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
@@ -50,6 +50,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidOptionError",
     "Lease",
+    "NetworkSpec",
     "Options",
     "PackageInstallError",
     "PoolClosedError",

@@ -107,6 +107,28 @@ class SecurityOptions(BaseModel):
         return cls(max_open_files=1024, max_file_size=1 << 30, max_processes=100)
 
 
+class NetworkSpec(BaseModel):
+    """What a box's network may reach (upstream's ``boxlite.NetworkSpec``).
+
+    A box never reaches the host by any of its addresses (IPv4 or IPv6, every interface) nor
+    link-local addresses such as the cloud metadata service at 169.254.169.254, whatever
+    this says; host services are reachable only through forwarded ports (``BoxOptions.ports``).
+
+    Attributes:
+        mode: ``"enabled"`` (default) or ``"disabled"`` (no network device at all, as
+            ``network_enabled=False``).
+        allow_net: Host names (``example.com``), wildcards (``*.example.com``: every name below
+            it), addresses and CIDR networks (``10.0.0.0/8``) the box may reach; everything else
+            is refused, and DNS queries for names not listed get no answer. Empty (default):
+            every destination but the host's and link-local ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: str = "enabled"
+    allow_net: list[str] = []
+
+
 class BoxOptions(BaseModel):
     """Configuration of one box.
 
@@ -128,6 +150,8 @@ class BoxOptions(BaseModel):
         ports: ``(host_port, guest_port)`` or ``(host_port, guest_port, "tcp"|"udp")``:
             127.0.0.1:host_port on the host reaches guest_port in the box. The box cannot reach
             the host's own services otherwise.
+        network: A :class:`NetworkSpec`, or a list of ``allow_net`` entries as a shorthand for
+            ``NetworkSpec(allow_net=[...])``.
         volumes: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")`` (default
             ``rw``): a host directory shared into the box; ``ro`` is read-only for the box.
             Owners, modes and special files the box sets stay box-side (extended attributes):
@@ -151,8 +175,16 @@ class BoxOptions(BaseModel):
     security: SecurityOptions = SecurityOptions()
     network_enabled: bool = True
     ports: list[tuple[int, int, str]] = []
+    network: NetworkSpec = NetworkSpec()
     volumes: list[tuple[str, str, str]] = []
     copy_out_max_bytes: int = 4 << 30
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _allow_list(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return NetworkSpec(allow_net=list(value))
+        return value
 
     @field_validator("volumes", mode="before")
     @classmethod

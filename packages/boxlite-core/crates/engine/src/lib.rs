@@ -10,6 +10,7 @@ mod agent_socket;
 pub mod assets;
 pub mod boot;
 pub mod disk;
+pub mod egress;
 pub mod error;
 pub mod hypervisor;
 pub mod image;

@@ -365,15 +365,21 @@ impl LiteBox {
             cmdline.push_str(&format!(" boxlite.volumes={}", mounts.join(",")));
         }
         let mut passt = if self.options.network() {
+            let mut name_servers = Vec::new();
             if let Some(net) = network::guest_config() {
                 cmdline.push(' ');
                 cmdline.push_str(&net.cmdline());
+                name_servers.extend(net.dns.iter().copied().map(std::net::IpAddr::V4));
             } else {
                 tracing::warn!(id = %self.id, "the host has no IPv4 default route: the box's network interface stays unconfigured");
             }
+            let policy = crate::egress::Policy::new(&self.options.network.allow_net, name_servers)
+                .map_err(Error::InvalidOption)?;
             Some(Passt::start(
                 &self.options.ports,
                 &self.dir.join("passt.log"),
+                policy,
+                &self.id,
             )?)
         } else {
             None

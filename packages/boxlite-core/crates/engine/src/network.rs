@@ -8,6 +8,9 @@
 //! so host services are reachable only through explicitly forwarded ports. passt and QEMU talk
 //! over a socket pair the engine creates, so nothing is left in the file system, and passt
 //! exits when QEMU closes its end (`--one-off`).
+//!
+//! passt runs under the engine's egress filter ([`crate::egress`]): it never reaches an
+//! address of the host, a link-local address, or (with an allow-list) anything not listed.
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -15,6 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::egress;
 use crate::error::{Error, IoContext, Result};
 use crate::options::PortForward;
 
@@ -161,8 +165,14 @@ pub struct Passt {
 }
 
 impl Passt {
-    /// Starts passt with its log in `log`.
-    pub fn start(ports: &[PortForward], log: &Path) -> Result<Passt> {
+    /// Starts passt with its log in `log`, its egress decided by `policy` on a supervisor
+    /// thread named after box `id`.
+    pub fn start(
+        ports: &[PortForward],
+        log: &Path,
+        policy: egress::Policy,
+        id: &str,
+    ) -> Result<Passt> {
         let binary = passt_binary()?;
         let mut fds = [0 as RawFd; 2];
         // SAFETY: socketpair fills two fresh descriptors that we then own.
@@ -193,13 +203,40 @@ impl Passt {
             .stderr(Stdio::from(log_file))
             .process_group(0);
         let source = passt_end.as_raw_fd();
+        // The filter is built before fork; the child installs it and hands the engine its
+        // listener (report: child to parent, ack: parent to child).
+        // SAFETY: geteuid has no preconditions.
+        let prog = egress::filter(unsafe { libc::geteuid() } != 0);
+        let (report_r, report_w) = pipe().context(|| "pipe for passt's filter".into())?;
+        let (ack_r, ack_w) = pipe().context(|| "pipe for passt's filter".into())?;
+        let (report_fd, ack_fd) = (report_w.as_raw_fd(), ack_r.as_raw_fd());
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            command.pre_exec(move || place_fds(&[source]));
+            command.pre_exec(move || {
+                // First, while the pipes still sit where the parent left them.
+                egress::install_in_child(&prog, report_fd, ack_fd)?;
+                place_fds(&[source])
+            });
         }
-        let child = command
-            .spawn()
-            .context(|| format!("start {}", binary.display()))?;
+        let taker = std::thread::spawn(move || {
+            let listener = egress::take_listener(report_r)?;
+            // SAFETY: one byte to the child from a descriptor we own.
+            if unsafe { libc::write(ack_w.as_raw_fd(), [1u8].as_ptr().cast(), 1) } != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(listener)
+        });
+        let spawned = command.spawn();
+        // Our copies: once they are closed, a child that died early cannot block the taker.
+        drop((report_w, ack_r));
+        let taken = taker.join().expect("listener taker panicked");
+        let child = spawned.context(|| format!("start {}", binary.display()))?;
+        let listener = taken.context(|| "take passt's seccomp listener".into())?;
+        let supervisor = egress::Supervisor::new(listener, policy, id.to_owned());
+        std::thread::Builder::new()
+            .name(format!("egress-{}", &id[..12.min(id.len())]))
+            .spawn(move || supervisor.run())
+            .context(|| "start the egress supervisor".into())?;
         drop(passt_end);
         Ok(Passt {
             child,
@@ -227,6 +264,17 @@ impl Drop for Passt {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two fresh descriptors that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// In a child before exec: puts `sources` at descriptors 3, 4, ... (without close-on-exec),

@@ -85,6 +85,8 @@ pub struct BoxOptions {
     pub network_enabled: bool,
     /// Host ports forwarded into the box, bound to 127.0.0.1.
     pub ports: Vec<PortForward>,
+    /// What the box's network may reach (`mode`, `allow_net`).
+    pub network: NetworkSpec,
     /// Host directories shared into the box.
     pub volumes: Vec<Volume>,
     /// The most bytes one `copy_out` may write on the host: the box's archive, file contents
@@ -116,6 +118,51 @@ fn stores_user_xattrs(dir: &std::path::Path) -> bool {
 
 /// Most volumes one box may have (one virtio device each).
 pub const MAX_VOLUMES: usize = 8;
+
+/// The box's network as upstream's `NetworkSpec` describes it: `mode` `enabled` (default) or
+/// `disabled` (no network device, as `network_enabled=False`), and `allow_net`, the host
+/// names, `*.domain` wildcards, addresses and CIDR networks the box may reach (empty: any
+/// destination but the host's own addresses and link-local ones, which are never reachable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkSpec {
+    pub mode: String,
+    pub allow_net: Vec<String>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            mode: "enabled".into(),
+            allow_net: Vec::new(),
+        }
+    }
+}
+
+/// Most `allow_net` entries.
+pub const MAX_ALLOW_NET: usize = 256;
+
+impl NetworkSpec {
+    fn validate(&self) -> Result<()> {
+        let invalid = |msg: String| Err(Error::InvalidOption(msg));
+        if self.mode != "enabled" && self.mode != "disabled" {
+            return invalid(format!(
+                "network.mode={:?}: use \"enabled\" or \"disabled\"",
+                self.mode
+            ));
+        }
+        if self.allow_net.len() > MAX_ALLOW_NET {
+            return invalid(format!(
+                "network.allow_net: {} entries given, at most {MAX_ALLOW_NET} are supported (use CIDR networks or *.domain wildcards)",
+                self.allow_net.len()
+            ));
+        }
+        for entry in &self.allow_net {
+            crate::egress::AllowRule::parse(entry).map_err(Error::InvalidOption)?;
+        }
+        Ok(())
+    }
+}
 
 /// `(host_port, guest_port, protocol)`: connections to 127.0.0.1:host_port on the host reach
 /// guest_port in the box.
@@ -220,6 +267,7 @@ impl Default for BoxOptions {
             security: SecurityOptions::default(),
             network_enabled: true,
             ports: Vec::new(),
+            network: NetworkSpec::default(),
             volumes: Vec::new(),
             copy_out_max_bytes: COPY_OUT_MAX_BYTES_DEFAULT,
         }
@@ -229,7 +277,7 @@ impl Default for BoxOptions {
 impl BoxOptions {
     /// Whether the box gets a network device.
     pub fn network(&self) -> bool {
-        self.network_enabled && self.security.network_enabled
+        self.network_enabled && self.security.network_enabled && self.network.mode == "enabled"
     }
 }
 
@@ -294,6 +342,12 @@ impl BoxOptions {
             }
         }
         self.security.validate()?;
+        self.network.validate()?;
+        if !self.network.allow_net.is_empty() && !self.network() {
+            return invalid(
+                "network.allow_net needs the network: remove allow_net, or enable the network (network_enabled, security.network_enabled and network.mode)".into(),
+            );
+        }
         let mut host_ports = std::collections::HashSet::new();
         for port in &self.ports {
             if port.host_port == 0 || port.guest_port == 0 {
