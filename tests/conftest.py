@@ -102,3 +102,13 @@ def pid_alive(pid: int) -> bool:
 def plot_image() -> str:
     """The python image plus matplotlib (``python-plot``), for the agent-tool tests."""
     return str(build_images(["python-plot"])["python-plot"])
+
+
+# Tool code for the kill-on-timeout tests: starts `sleep {n}` as a daemon (its own session),
+# says so once it runs (Popen returns after the exec), then spins until the timeout kills it.
+SPAWN_AND_SPIN = (
+    "import subprocess\n"
+    "subprocess.Popen(['sleep', '{n}'], start_new_session=True)\n"
+    "print('spawned', flush=True)\n"
+    "while True: pass"
+)

@@ -238,11 +238,14 @@ class TokenServer:
 
 class FlakyProxy:
     """An HTTP proxy in front of a registry that answers the first request for each blob with
-    ``503 Service Unavailable`` (a transient failure a client must retry), then forwards."""
+    ``503 Service Unavailable`` (a transient failure a client must retry), then forwards.
+    ``authorizations`` records the ``Authorization`` header (or ``None``) of every request;
+    with ``basic_challenge`` its ``/v2/`` asks for HTTP basic auth (and serves anyone anyway)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, *, basic_challenge: bool = False) -> None:
         self.upstream = upstream
         self.failed: list[str] = []
+        self.authorizations: list[str | None] = []
         seen: set[str] = set()
         proxy = self
 
@@ -251,6 +254,13 @@ class FlakyProxy:
                 pass
 
             def do_GET(self) -> None:
+                proxy.authorizations.append(self.headers.get("Authorization"))
+                if basic_challenge and self.path == "/v2/":
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="mirror"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if "/blobs/" in self.path and self.path not in seen:
                     seen.add(self.path)
                     proxy.failed.append(self.path)

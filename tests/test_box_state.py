@@ -5,12 +5,14 @@ process was killed are cleaned up (ephemeral) or reattached (kept) by the next r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boxlite
@@ -37,6 +39,9 @@ async def main():
     kept = await runtime.create(boxlite.BoxOptions(rootfs_path=sys.argv[2], memory_mib=256,
                                                    auto_remove=False, name="kept"))
     await (await kept.exec("sh", ["-c", "echo still-here > /root/note.txt"])).wait()
+    # Turn the guest's clock back to 2001: the next connection must set it again.
+    clock = await (await kept.exec("sh", ["-c", "date -s @1000000000 >/dev/null && date +%s"])).wait()
+    assert clock.stdout.strip().isdigit() and int(clock.stdout) < 1000000100, clock
     ephemeral = await runtime.create(boxlite.BoxOptions(rootfs_path=sys.argv[2], memory_mib=256))
     print(json.dumps({
         "kept": kept.id, "kept_vmm": kept.info().vmm_pid,
@@ -123,6 +128,9 @@ async def test_after_kill_9_of_the_owner_ephemeral_boxes_are_cleaned_and_kept_on
     box = await runtime.get("kept")
     result = await (await box.exec("cat", ["/root/note.txt"])).wait()
     assert result.stdout == "still-here\n"
+    # Reattaching set the guest's clock from the host's again.
+    guest_time = await (await box.exec("date", ["+%s"])).wait()
+    assert abs(int(guest_time.stdout) - time.time()) < 120, guest_time.stdout
     await box.stop()
     assert not pid_alive(made["kept_vmm"])
     assert (await runtime.get_info("kept")).status == "stopped"
@@ -199,3 +207,32 @@ async def test_a_stopped_box_is_taken_up_by_another_live_process_and_runs_in_one
     finally:
         await proc.wait()
     await runtime.remove("shared", force=True)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_boxes_never_write_to_the_shared_base_disk(busybox: str, tmp_path: Path) -> None:
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
+    first = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, auto_remove=False))
+    [base] = (tmp_path / "images" / "disks").glob("*.ext4")
+    digest, mtime = file_digest(base), base.stat().st_mtime_ns
+    try:
+        # Root in the box rewrites, deletes and fills its file system.
+        vandal = "echo owned > /etc/passwd && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=8 && sync"
+        result = await first.run("sh", ["-c", vandal])
+        assert result.exit_code == 0, result
+        assert os.stat(Path(first.info().dir) / "disk.qcow2").st_blocks * 512 > 8 << 20, "the box wrote its overlay"
+        await first.stop()
+        assert (file_digest(base), base.stat().st_mtime_ns) == (digest, mtime)
+        # A new box on the same image sees the image as it was.
+        second = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+        try:
+            passwd = await second.run("sh", ["-c", "head -1 /etc/passwd; test -d /usr && echo usr-there"])
+            assert passwd.stdout.startswith("root:") and "usr-there" in passwd.stdout, passwd
+        finally:
+            await second.stop()
+        assert file_digest(base) == digest
+    finally:
+        await runtime.remove(first.id, force=True)

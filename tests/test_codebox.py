@@ -34,9 +34,18 @@ async def test_each_run_is_a_new_interpreter_but_files_persist(codebox: boxlite.
 
 
 async def test_run_timeout_kills_the_code(codebox: boxlite.CodeBox) -> None:
-    output = await codebox.run("import time\nprint('start', flush=True)\ntime.sleep(60)", timeout=1)
-    assert output.startswith("start\n")
-    assert "TimeoutError: the code ran longer than 1 s and was killed" in output
+    code = (
+        "import subprocess, time\n"
+        "subprocess.Popen(['sleep', '4242'], start_new_session=True)\n"
+        "print('start', flush=True)\n"
+        "time.sleep(60)"
+    )
+    output = await codebox.run(code, timeout=5)
+    assert output.startswith("start\n"), "the code and its child ran before the timeout"
+    assert "TimeoutError: the code ran longer than 5 s and was killed" in output
+    # Neither the interpreter nor the daemon it started is left (no ps in the image: /proc).
+    listing = await codebox.exec("sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert "sleep 4242" not in listing.stdout and "time.sleep(60)" not in listing.stdout, listing.stdout
 
 
 async def test_run_script_runs_a_host_file(codebox: boxlite.CodeBox, tmp_path: Path) -> None:

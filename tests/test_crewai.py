@@ -21,6 +21,7 @@ import boxlite
 import pytest
 from boxlite.tools import ToolSandbox, create_tool_pool
 from boxlite_crewai import BoxLitePythonTool, boxlite_tools
+from conftest import SPAWN_AND_SPIN
 from crewai import Agent, BaseLLM, Crew, Task
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai")
@@ -159,13 +160,12 @@ async def test_persistent_session_shared_across_a_crew(session_tools: list[Any])
 async def test_timeout_kills_everything(crew_tools: list[Any]) -> None:
     crew = make_crew(
         crew_tools,
-        action(
-            "boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '777'])\nwhile True: pass", timeout=2
-        ),
+        action("boxlite_python", code=SPAWN_AND_SPIN.format(n=777), timeout=5),
         action("boxlite_shell", command="cat /proc/[0-9]*/cmdline | tr '\\0' ' '"),
     )
     timed_out, processes = results(await crew.kickoff_async())
     assert "timed out: true" in timed_out and "exit code: 124" in timed_out
+    assert "stdout:\nspawned\n" in timed_out, "the child ran before the timeout"
     assert "sleep 777" not in processes
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import boxlite
@@ -27,9 +29,22 @@ async def test_path_that_is_not_an_oci_layout(runtime: boxlite.Boxlite, tmp_path
         await runtime.create(boxlite.BoxOptions(rootfs_path=str(tmp_path / "missing")))
 
 
-async def test_registry_reference_is_refused_clearly_for_now(runtime: boxlite.Boxlite) -> None:
-    with pytest.raises(boxlite.ImageError, match="python:slim"):
-        await runtime.create(boxlite.BoxOptions(image="python:slim"))
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_unreachable_registry_and_bad_reference_are_clear_errors(runtime: boxlite.Boxlite) -> None:
+    before = set((runtime.home / "boxes").iterdir())
+    port = unused_port()
+    reference = f"127.0.0.1:{port}/library/python:slim"
+    with pytest.raises(boxlite.ImageError, match=rf"{re.escape(reference)}.*cannot connect"):
+        await runtime.create(boxlite.BoxOptions(image=reference))
+    with pytest.raises(boxlite.ImageError, match=r"not a valid image reference"):
+        await runtime.create(boxlite.BoxOptions(image="Python:Slim!"))
+    assert set((runtime.home / "boxes").iterdir()) == before
 
 
 @pytest.mark.parametrize(

@@ -70,13 +70,48 @@ async def test_kernel_file_systems_are_mounted(shared_box: boxlite.Box) -> None:
 
 
 async def test_three_executions_in_flight_at_once(shared_box: boxlite.Box) -> None:
-    executions = await asyncio.gather(*(shared_box.exec("sh", ["-c", f"sleep 1; echo task {i}"]) for i in range(3)))
-    started = asyncio.get_running_loop().time()
+    # Each notes the guest's uptime when it starts and when it ends (after a second's sleep).
+    script = "read up idle < /proc/uptime; echo $up; sleep 1; read up idle < /proc/uptime; echo $up; echo task {i}"
+    executions = await asyncio.gather(*(shared_box.exec("sh", ["-c", script.format(i=i)]) for i in range(3)))
     results = await asyncio.gather(*(e.wait() for e in executions))
-    elapsed = asyncio.get_running_loop().time() - started
-    assert [r.stdout for r in results] == ["task 0\n", "task 1\n", "task 2\n"]
-    # They ran side by side, not one after another.
-    assert elapsed < 2.5, elapsed
+    assert [r.stdout.split()[2:] for r in results] == [["task", "0"], ["task", "1"], ["task", "2"]]
+    spans = [tuple(float(t) for t in r.stdout.split()[:2]) for r in results]
+    # They ran side by side: each had started before any of them ended.
+    assert max(start for start, _ in spans) < min(end for _, end in spans), spans
+
+
+async def test_an_execution_ends_with_its_process_even_if_a_child_holds_the_pipe(shared_box: boxlite.Box) -> None:
+    # The background sleep inherits stdout and keeps the pipe open for hours.
+    execution = await shared_box.exec("sh", ["-c", "sleep 30303 & echo parent done"])
+    try:
+        result = await asyncio.wait_for(execution.wait(), timeout=120)
+        assert (result.exit_code, result.stdout) == (0, "parent done\n")
+        ps = await shared_box.run("ps", ["-o", "args"])
+        assert "sleep 30303" in ps.stdout, "the child still holds the pipe"
+    finally:
+        await shared_box.run("sh", ["-c", "kill $(ps -o pid,args | grep '[s]leep 30303' | cut -c1-6)"])
+
+
+# Holds a FIFO open for writing until killed; each waiter opens it, says so, and reads: they all
+# see the end of file, and exit, the moment the holder dies.
+GATE_HOLDER = (
+    "rm -rf /tmp/gate*; mkfifo /tmp/gate; mkdir /tmp/gate.ready; exec 3<>/tmp/gate; echo ready; exec sleep 1000"
+)
+GATE_WAITER = "exec 4</tmp/gate; touch /tmp/gate.ready/{code}; read line <&4; exit {code}"
+
+
+async def test_no_exit_status_is_lost_when_many_processes_exit_at_once(shared_box: boxlite.Box) -> None:
+    holder = await shared_box.exec("sh", ["-c", GATE_HOLDER])
+    assert await asyncio.wait_for(holder.stdout().readline(), 60) == b"ready\n"
+    executions = await asyncio.gather(*(shared_box.exec("sh", ["-c", GATE_WAITER.format(code=i)]) for i in range(40)))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while (waiting := len((await shared_box.run("ls", ["/tmp/gate.ready"])).stdout.split())) < 40:
+        assert loop.time() < deadline, f"only {waiting} of 40 executions reached the gate"
+        await asyncio.sleep(0.2)
+    await holder.kill()
+    results = await asyncio.wait_for(asyncio.gather(*(e.wait() for e in executions)), timeout=120)
+    assert [r.exit_code for r in results] == list(range(40))
 
 
 async def test_command_not_found_is_127_with_a_message(shared_box: boxlite.Box) -> None:

@@ -13,6 +13,7 @@ import boxlite
 import pytest
 from boxlite.tools import ToolResult, create_tool_pool
 from boxlite_langchain import BoxLitePythonTool, BoxLiteShellTool, BoxLiteToolkit
+from conftest import SPAWN_AND_SPIN
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -117,12 +118,11 @@ async def test_persistent_session_keeps_variables(session_toolkit: BoxLiteToolki
 async def test_timeout_kills_the_loop_and_leaves_nothing_behind(toolkit: BoxLiteToolkit) -> None:
     messages = await run_agent(
         toolkit.get_tools(),
-        call(
-            "boxlite_python", code="import subprocess\nsubprocess.Popen(['sleep', '999'])\nwhile True: pass", timeout=2
-        ),
+        call("boxlite_python", code=SPAWN_AND_SPIN.format(n=999), timeout=5),
         call("boxlite_shell", command="cat /proc/[0-9]*/cmdline | tr '\\0' ' '"),
     )
     assert "timed out: true" in text_of(messages[0]) and "exit code: 124" in text_of(messages[0])
+    assert "stdout:\nspawned\n" in text_of(messages[0]), "the child ran before the timeout"
     assert "sleep 999" not in messages[1].artifact.stdout
 
 

@@ -73,6 +73,9 @@ async def test_unknown_box_id(runtime: boxlite.Boxlite) -> None:
 
 async def test_a_killed_vm_is_noticed_and_the_runtime_keeps_working(runtime: boxlite.Boxlite, busybox: str) -> None:
     box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    neighbour = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    # The neighbour is busy when the first VM dies, and its execution finishes normally.
+    gate = await neighbour.exec("sh", ["-c", "read line; echo neighbour $line"])
     running = await box.exec("sleep", ["600"])
     pid = box.info().vmm_pid
     assert pid is not None
@@ -83,10 +86,50 @@ async def test_a_killed_vm_is_noticed_and_the_runtime_keeps_working(runtime: box
     with pytest.raises(boxlite.BoxDiedError):
         await box.exec("true")
     await runtime.remove(box.id)
-    # Other boxes are unaffected.
-    other = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
-    assert (await (await other.exec("true")).wait()).exit_code == 0
-    await other.stop()
+    # Other boxes are unaffected: the running execution goes on, new ones start.
+    try:
+        assert neighbour.info().status == "running"
+        await gate.stdin().send_input("lives\n")
+        await gate.stdin().close()
+        assert (await gate.wait()).stdout == "neighbour lives\n"
+        assert (await neighbour.run("echo", ["again"])).stdout == "again\n"
+        other = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+        assert (await (await other.exec("true")).wait()).exit_code == 0
+        await other.stop()
+    finally:
+        await neighbour.stop()
+
+
+def vmm_processes_under(home: Path) -> list[str]:
+    """Command lines of live processes (QEMU, passt) that name a path under ``home``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and pid_alive(int(entry.name)):
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if str(home) in cmdline and "pytest" not in cmdline:
+                found.append(cmdline)
+    return found
+
+
+async def test_a_create_that_fails_after_qemu_started_leaves_nothing(
+    busybox: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
+    # QEMU starts, then the agent's hello misses its deadline: the boot fails after the launch.
+    monkeypatch.setenv("BOXLITE_BOOT_TIMEOUT", "0")
+    with pytest.raises(boxlite.BoxliteError, match="did not answer within 0 s"):
+        await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, name="doomed"))
+    assert list((tmp_path / "boxes").iterdir()) == []
+    assert await runtime.list_info() == []
+    assert vmm_processes_under(tmp_path) == []
+    monkeypatch.delenv("BOXLITE_BOOT_TIMEOUT")
+    # The name is free again and the home works.
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, name="doomed"))
+    assert (await box.run("echo", ["fine"])).stdout == "fine\n"
+    await box.stop()
 
 
 async def test_accelerator_is_probed_and_reported(runtime: boxlite.Boxlite, shared_box: boxlite.Box) -> None:

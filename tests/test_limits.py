@@ -63,46 +63,147 @@ async def test_fork_bomb_is_contained_and_the_agent_stays_responsive(maximum_box
     assert "fork" in bomb.stderr or "Resource temporarily unavailable" in bomb.stderr
     alive = await maximum_box.run("echo", ["alive"])
     assert alive.stdout == "alive\n"
-    # Orphaned members of the bomb's pipelines may outlive its first shell (an execution ends
-    # with its process, as in a shell), but never more than its cgroup's pids.max.
-    ps = await maximum_box.run("ps", ["-o", "pid,args"])
-    left = [line for line in ps.stdout.splitlines() if "bomb()" in line]
-    assert len(left) <= 100, len(left)
 
 
-async def test_file_size_limit(maximum_box: boxlite.Box) -> None:
-    security = SecurityOptions(max_file_size=1024 * 1024)
-    assert security.max_file_size == 1 << 20
-    result = await maximum_box.run("sh", ["-c", "dd if=/dev/zero of=/tmp/big bs=1M count=2000 2>&1; echo rc=$?"])
-    assert "rc=0" not in result.stdout or result.exit_code != 0 or "File too large" in result.stdout
+# A subshell starts 300 sleepers, or as many as pids.max lets it, and dies at the first refused
+# fork; then, with builtins only (no fork is possible any more), the execution counts its
+# cgroup's processes and kills its process group.
+SLEEPERS = """
+(i=0; while [ $i -lt 300 ]; do sleep 1000 & i=$((i + 1)); done) 2>/dev/null
+read -r line < /proc/self/cgroup; cgroup=/sys/fs/cgroup${line#0::}
+n=0; while read -r pid; do n=$((n + 1)); done < $cgroup/cgroup.procs
+while read -r key value; do [ "$key" = max ] && echo refused=$value; done < $cgroup/pids.events
+echo procs=$n
+kill -9 0
+"""
+
+
+async def test_an_execution_cannot_start_more_than_pids_max_processes(maximum_box: boxlite.Box) -> None:
+    result = await maximum_box.run("sh", ["-c", SLEEPERS], timeout=120)
+    assert not result.timed_out, result
+    counts = dict(line.split("=") for line in result.stdout.split())
+    # pids.max is 100: the shell and at most 99 sleepers, and the limit refused forks.
+    assert 90 <= int(counts["procs"]) <= 100, result.stdout
+    assert int(counts["refused"]) > 0, result.stdout
+
+
+@pytest.fixture(scope="module")
+async def limited_box(runtime: boxlite.Boxlite, busybox: str) -> boxlite.Box:
+    """A box whose processes may write files of at most 1 MiB and map at most 64 MiB."""
+    security = SecurityOptions(max_file_size=1 << 20, max_memory=64 << 20)
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, security=security))
+    yield box  # type: ignore[misc]
+    await box.stop()
+
+
+async def test_file_size_limit(limited_box: boxlite.Box) -> None:
+    # 32 writes of 64 KiB: the 17th would pass 1 MiB and fails (EFBIG, SIGXFSZ); the file stops there.
+    result = await limited_box.run("dd", ["if=/dev/zero", "of=/tmp/big", "bs=64k", "count=32"])
+    assert result.exit_code != 0, result
+    size = await limited_box.run("stat", ["-c", "%s", "/tmp/big"])
+    assert size.stdout == f"{1 << 20}\n", (result, size)
+    # Under the limit, writing works.
+    small = await limited_box.run("dd", ["if=/dev/zero", "of=/tmp/small", "bs=64k", "count=15"])
+    assert small.exit_code == 0, small
+
+
+async def test_max_memory_limits_every_process(limited_box: boxlite.Box) -> None:
+    # dd allocates its block: 1 MiB fits under RLIMIT_AS (64 MiB), 96 MiB does not.
+    fits = await limited_box.run("dd", ["if=/dev/zero", "of=/dev/null", "bs=1M", "count=1"])
+    assert fits.exit_code == 0, fits
+    too_big = await limited_box.run("dd", ["if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"])
+    assert too_big.exit_code != 0, too_big
+    limit = await limited_box.run("sh", ["-c", "ulimit -v"])
+    assert limit.stdout == f"{64 << 10}\n", limit
+
+
+def vmm_status(pid: int) -> dict[str, str]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in status.splitlines() if ":" in line)}
+
+
+async def test_vmm_is_filtered_has_no_core_dumps_and_none_of_our_descriptors(
+    runtime: boxlite.Boxlite, busybox: str, tmp_path: Path
+) -> None:
+    # A descriptor this process holds open, inheritable, while it starts the VMM.
+    marker = tmp_path / "not-for-the-vmm"
+    fd = os.open(marker, os.O_CREAT | os.O_RDWR)
+    os.set_inheritable(fd, True)
+    try:
+        box = await runtime.create(
+            boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, security=SecurityOptions.maximum())
+        )
+    finally:
+        os.close(fd)
+    try:
+        pid = box.info().vmm_pid
+        assert pid is not None
+        assert vmm_status(pid)["Seccomp"] == "2", "QEMU runs under its seccomp filter"
+        limits = Path(f"/proc/{pid}/limits").read_text()
+        assert any(line.startswith("Max core file size") and " 0 " in line for line in limits.splitlines())
+        # QEMU holds only what it opened itself: its box's files, the base disk, the guest files.
+        box_dir = box.info().dir
+        held = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
+        assert not any(str(marker) in target for target in held), held
+        foreign = [
+            target
+            for target in held
+            if not (
+                target.startswith((box_dir, str(runtime.home / "images" / "disks"), "anon_inode:", "socket:", "pipe:"))
+                or target in ("/dev/null", "/dev/kvm", "/dev/urandom", "/dev/net/tun")
+                or target.endswith(("/vmlinux", "/initramfs.cpio"))
+            )
+        ]
+        assert foreign == [], held
+    finally:
+        await box.stop()
 
 
 @pytest.mark.skipif(
     os.geteuid() != 0, reason="the jailer chroots and drops privileges only when the engine runs as root"
 )
-async def test_vmm_is_jailed_and_filtered(maximum_box: boxlite.Box) -> None:
+async def test_vmm_is_jailed_as_nobody_in_an_empty_directory(maximum_box: boxlite.Box) -> None:
     pid = maximum_box.info().vmm_pid
     assert pid is not None
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    assert fields["Seccomp"].strip() == "2", "QEMU runs under its seccomp filter"
-    assert fields["Uid"].split()[:2] == ["65534", "65534"], "QEMU dropped to nobody"
-    assert os.readlink(f"/proc/{pid}/root").endswith("/jail")
+    assert vmm_status(pid)["Uid"].split()[:2] == ["65534", "65534"], "QEMU dropped to nobody"
+    assert os.readlink(f"/proc/{pid}/root") == str(Path(maximum_box.info().dir) / "jail")
     assert os.listdir(f"/proc/{pid}/root") == [], "the jail is empty"
-    limits = Path(f"/proc/{pid}/limits").read_text()
-    assert any(line.startswith("Max core file size") and " 0 " in line for line in limits.splitlines())
-    # No descriptor of ours leaked: QEMU holds only what it opened itself.
-    home = str(Path(maximum_box.info().dir).parent.parent)
-    held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-    foreign = [
-        target
-        for target in held
-        if not (
-            target.startswith((home, "anon_inode:", "socket:", "pipe:", "/dev/"))
-            or target.endswith(("vmlinux", "initramfs.cpio"))
-        )
-    ]
-    assert foreign == [], held
+
+
+async def test_default_vmm_is_filtered_in_its_own_process_group_with_an_empty_environment(
+    shared_box: boxlite.Box,
+) -> None:
+    pid = shared_box.info().vmm_pid
+    assert pid is not None
+    assert vmm_status(pid)["Seccomp"] == "2", "the default preset (standard) filters QEMU"
+    # Its own process group: a Ctrl-C for the Python program does not reach it.
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    assert int(stat[2]) == pid and os.getpgid(pid) != os.getpgid(0)
+    # None of our environment: only PATH.
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert [e.split(b"=")[0] for e in environ if e] == [b"PATH"], environ
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root jails the VMM, so only root can keep one out of the jail")
+async def test_a_box_with_volumes_runs_its_vmm_outside_the_jail(
+    runtime: boxlite.Boxlite, busybox: str, tmp_path: Path
+) -> None:
+    """QEMU's 9p server reaches a volume by path, so such a VMM is not chrooted (it stays filtered)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    box = await runtime.create(
+        boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, volumes=[(str(shared), "/mnt/shared")])
+    )
+    try:
+        pid = box.info().vmm_pid
+        assert pid is not None
+        assert os.readlink(f"/proc/{pid}/root") == "/"
+        assert vmm_status(pid)["Seccomp"] == "2"
+        written = await box.run("sh", ["-c", "echo from-the-box > /mnt/shared/out.txt"])
+        assert written.exit_code == 0, written
+        assert (shared / "out.txt").read_text() == "from-the-box\n"
+    finally:
+        await box.stop()
 
 
 async def test_development_preset_runs_the_vmm_unconfined(runtime: boxlite.Boxlite, busybox: str) -> None:

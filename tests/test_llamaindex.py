@@ -12,6 +12,7 @@ import boxlite
 import pytest
 from boxlite.tools import ToolSandbox, create_tool_pool
 from boxlite_llamaindex import BoxLiteToolSpec
+from conftest import SPAWN_AND_SPIN
 from llama_index.core.agent.workflow import FunctionAgent, ToolCallResult
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, ToolCallBlock
 from llama_index.core.llms.mock import MockFunctionCallingLLM
@@ -73,13 +74,13 @@ async def test_persistent_session_keeps_variables(session_spec: BoxLiteToolSpec)
 
 
 async def test_timeout_kills_everything(spec: BoxLiteToolSpec) -> None:
-    code = "import subprocess\nsubprocess.Popen(['sleep', '555'])\nwhile True: pass"
     timed_out, processes = await run_agent(
         spec,
-        ("run_python", {"code": code, "timeout": 2}),
+        ("run_python", {"code": SPAWN_AND_SPIN.format(n=555), "timeout": 5}),
         ("run_shell", {"command": "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"}),
     )
     assert "timed out: true" in timed_out.content and "exit code: 124" in timed_out.content
+    assert "stdout:\nspawned\n" in timed_out.content, "the child ran before the timeout"
     assert "sleep 555" not in processes.content
 
 

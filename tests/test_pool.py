@@ -69,16 +69,23 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 30.0) -> No
         await asyncio.sleep(0.1)
 
 
-async def test_start_prewarms_min_idle(make_pool: Callable[..., BoxPool]) -> None:
+async def running_box_ids(runtime: boxlite.Boxlite) -> set[str]:
+    return {info.id for info in await runtime.list_info() if info.status == "running"}
+
+
+async def test_start_prewarms_min_idle(make_pool: Callable[..., BoxPool], runtime: boxlite.Boxlite) -> None:
+    before = await running_box_ids(runtime)
     pool = make_pool(min_idle=2, max_size=3)
     assert pool.stats().idle == 0
     await pool.start()
     stats = pool.stats()
     assert (stats.idle, stats.created, stats.leased, stats.starting) == (2, 2, 0, 0)
+    prewarmed = await running_box_ids(runtime) - before
+    assert len(prewarmed) == 2
     # The pre-warmed boxes are the ones leased: no boot on the lease path.
     async with pool.lease() as lease:
+        assert lease.box.id in prewarmed
         assert (await lease.box.run("echo", ["warm"])).stdout == "warm\n"
-        assert pool.stats().created >= 2
 
 
 async def test_max_uses_1_gives_a_fresh_box_and_no_state_leaks(make_pool: Callable[..., BoxPool]) -> None:
@@ -191,14 +198,17 @@ async def test_stats_count_leases(make_pool: Callable[..., BoxPool]) -> None:
 
 
 async def test_close_stops_every_box(make_pool: Callable[..., BoxPool], runtime: boxlite.Boxlite) -> None:
+    others = await running_box_ids(runtime)
     pool = make_pool(min_idle=2, max_size=3)
     await pool.start()
     lease = await pool.acquire()
-    pids = [vmm_pid(lease)]
-    pids += [i.vmm_pid for i in await runtime.list_info() if i.status == "running" and i.vmm_pid]
+    await eventually(lambda: pool.stats().created == 3 and pool.stats().starting == 0, timeout=240)
+    # The leased box and the two idle ones (one booted to refill min_idle).
+    pids = [i.vmm_pid for i in await runtime.list_info() if i.status == "running" and i.id not in others]
+    assert len(pids) == 3 and vmm_pid(lease) in pids
     await pool.close()
     assert pool.closed
-    assert not pid_alive(pids[0])
+    assert [pid for pid in pids if pid is not None and pid_alive(pid)] == []
     stats = pool.stats()
     assert (stats.idle, stats.leased, stats.starting) == (0, 0, 0)
     assert stats.destroyed == stats.created == 3

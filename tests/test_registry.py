@@ -449,6 +449,24 @@ async def test_transient_server_errors_are_retried(registry: LocalRegistry, tmp_
         proxy.stop()
 
 
+async def test_credentials_go_only_to_the_host_they_are_configured_for(registry: LocalRegistry, tmp_path: Path) -> None:
+    """Credentials for docker.io are not sent to a mirror of docker.io (another host), even
+    when the mirror asks for them."""
+    mirror = FlakyProxy(registry.url, basic_challenge=True)
+    try:
+        runtime = new_runtime(
+            tmp_path,
+            registry_mirrors={"docker.io": mirror.url},
+            image_registries=[boxlite.ImageRegistry("docker.io", username="agent", password="s3cret")],
+        )
+        info = await runtime.images.pull("busybox")
+        assert info.source == f"{mirror.url} (mirror of docker.io)"
+        assert len(mirror.authorizations) >= 3  # manifest, config, layers: all through the mirror
+        assert set(mirror.authorizations) == {None}, mirror.authorizations
+    finally:
+        mirror.stop()
+
+
 def test_the_sync_api_pulls_lists_and_removes(registry: LocalRegistry, tmp_path: Path) -> None:
     runtime = boxlite.SyncBoxlite(boxlite.Options(home_dir=str(tmp_path), registry_mirrors={"docker.io": registry.url}))
     events: list[boxlite.PullProgress] = []

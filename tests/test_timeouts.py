@@ -26,18 +26,36 @@ async def test_sleep_times_out_and_leaves_no_process(shared_box: boxlite.Box) ->
     assert await processes(shared_box, "sleep 9999") == []
 
 
+async def until_running(box: boxlite.Box, *patterns: str, within: float = 60) -> None:
+    """Waits until a process matching each pattern runs in the box: a kill that fires before
+    the processes exist would prove nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        listing = await processes(box, "")
+        missing = [p for p in patterns if not any(p in line for line in listing)]
+        if not missing:
+            return
+        assert loop.time() < deadline, f"{missing} never started: {listing}"
+        await asyncio.sleep(0.1)
+
+
 async def test_backgrounded_grandchildren_and_daemons_die_too(shared_box: boxlite.Box) -> None:
     # A grandchild in the background, and a daemon that left the process group with setsid.
     script = "sleep 8881 & setsid sleep 8882 & (setsid sh -c 'sleep 8883' &) ; sleep 8884"
-    result = await shared_box.run("sh", ["-c", script], timeout=2)
+    sleeps = [f"sleep {n}" for n in (8881, 8882, 8883, 8884)]
+    run = asyncio.ensure_future(shared_box.run("sh", ["-c", script], timeout=8))
+    await until_running(shared_box, *sleeps, within=6)
+    assert not run.done(), "the timeout fired before every process ran"
+    result = await run
     assert result.timed_out
-    for n in (8881, 8882, 8883, 8884):
-        assert await processes(shared_box, f"sleep {n}") == [], n
+    for sleep in sleeps:
+        assert await processes(shared_box, sleep) == [], sleep
 
 
 async def test_kill_kills_the_whole_tree(shared_box: boxlite.Box) -> None:
     execution = await shared_box.exec("sh", ["-c", "setsid sleep 7771 & sleep 7772"])
-    await asyncio.sleep(0.5)
+    await until_running(shared_box, "sleep 7771", "sleep 7772")
     await execution.kill()
     result = await execution.wait()
     assert result.exit_code == 137 and not result.timed_out
@@ -47,6 +65,7 @@ async def test_kill_kills_the_whole_tree(shared_box: boxlite.Box) -> None:
 async def test_cancelled_wait_kills_the_execution(shared_box: boxlite.Box) -> None:
     """The reference docs' 'zombie' pattern is safe with us: wait_for's cancellation kills."""
     execution = await shared_box.exec("sh", ["-c", "sleep 6661 & sleep 6662"])
+    await until_running(shared_box, "sleep 6661", "sleep 6662")
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(execution.wait(), timeout=1)
     assert await processes(shared_box, "sleep 666") == []

@@ -4,6 +4,7 @@ persistent), timeouts that kill everything, output caps, image collection, shell
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ print("plotted")
 RUNAWAY_CODE = """
 import subprocess
 subprocess.Popen(["sleep", "1000"], start_new_session=True)
+print("spawned", flush=True)
 while True:
     pass
 """
@@ -91,9 +93,10 @@ async def test_failing_code_is_an_ordinary_result(fresh: ToolSandbox) -> None:
 
 
 async def test_timeout_kills_everything_and_recovers(fresh: ToolSandbox) -> None:
-    result = await fresh.run_python("print('started', flush=True)\n" + RUNAWAY_CODE, timeout=2)
+    result = await fresh.run_python("print('started', flush=True)\n" + RUNAWAY_CODE, timeout=5)
     assert result.timed_out and result.exit_code == 124
-    assert result.stdout == "started\n"  # the output so far
+    # The output so far, which also says that the grandchild ran before the timeout.
+    assert result.stdout == "started\nspawned\n"
     assert "timed out: true" in result.to_text()
     assert await processes_matching(fresh, "sleep 1000") == []
     # The spinning child (a fork of the interpreter) is gone with it: no python3 at all is left.
@@ -183,8 +186,14 @@ async def test_sync_calls_work_inside_a_running_loop(fresh: ToolSandbox) -> None
 
 
 async def test_concurrent_calls_on_one_box_are_serialised(fresh: ToolSandbox) -> None:
-    results = await asyncio.gather(*(fresh.run_python(f"print({i} * 2)") for i in range(4)))
-    assert [r.stdout for r in results] == ["0\n", "2\n", "4\n", "6\n"]
+    # Each call notes when it started and ended, on the guest's clock.
+    code = "import time\nstart = time.monotonic()\ntime.sleep(0.3)\nprint({i}, start, time.monotonic())"
+    results = await asyncio.gather(*(fresh.run_python(code.format(i=i)) for i in range(4)))
+    spans = [r.stdout.split() for r in results]
+    assert [int(s[0]) for s in spans] == [0, 1, 2, 3], spans
+    ordered = sorted((float(s[1]), float(s[2])) for s in spans)
+    for (_, end), (start, _) in itertools.pairwise(ordered):
+        assert start >= end, f"two calls ran at once in one interpreter: {ordered}"
 
 
 async def test_interpreter_death_is_reported_and_recovered(fresh: ToolSandbox) -> None:

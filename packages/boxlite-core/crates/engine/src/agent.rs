@@ -326,3 +326,92 @@ async fn read_loop(
     }
     let _ = closed.send(Some(reason));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake agent on a unix socket: sends `hello`, then returns what the host answered.
+    async fn handshake_with(
+        hello: GuestMessage,
+    ) -> (
+        Result<(AgentClient, GuestHello), ConnectError>,
+        Option<HostMessage>,
+    ) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let guest = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (mut reader, mut writer) = stream.into_split();
+            nonblocking::write_message(&mut writer, &hello)
+                .await
+                .expect("send hello");
+            nonblocking::read_message::<HostMessage, _>(&mut reader)
+                .await
+                .ok()
+                .flatten()
+        });
+        let (_vm_tx, vm_exit) = watch::channel(None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let connected = AgentClient::connect(&socket, deadline, vm_exit).await;
+        // The host writes its hello before `connect` returns.
+        let answer = if connected.is_ok() {
+            guest.await.expect("fake agent")
+        } else {
+            guest.abort();
+            None
+        };
+        (connected, answer)
+    }
+
+    #[tokio::test]
+    async fn a_guest_speaking_another_protocol_version_is_refused() {
+        let (connected, _) = handshake_with(GuestMessage::Hello {
+            version: PROTOCOL_VERSION + 1,
+            kernel_release: "6.12".into(),
+            uptime_ms: 1,
+        })
+        .await;
+        match connected {
+            Err(ConnectError::Protocol(message)) => {
+                assert!(
+                    message.contains(&format!("protocol {}", PROTOCOL_VERSION + 1))
+                        && message.contains("reinstall"),
+                    "{message}"
+                );
+            }
+            Err(other) => panic!("refused for another reason: {other:?}"),
+            Ok(_) => panic!("a mismatched protocol version was accepted"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_host_answers_a_matching_hello_with_its_version_and_clock() {
+        let (connected, answer) = handshake_with(GuestMessage::Hello {
+            version: PROTOCOL_VERSION,
+            kernel_release: "6.12".into(),
+            uptime_ms: 1,
+        })
+        .await;
+        let (_, hello) = connected.unwrap_or_else(|e| panic!("handshake failed: {e:?}"));
+        assert_eq!(hello.kernel_release, "6.12");
+        let Some(HostMessage::Hello {
+            version,
+            unix_time_ns,
+        }) = answer
+        else {
+            panic!("the host did not answer with a hello: {answer:?}");
+        };
+        assert_eq!(version, PROTOCOL_VERSION);
+        // The guest sets its clock from this: it must be the host's wall clock, now.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos() as u64;
+        assert!(
+            now.abs_diff(unix_time_ns) < 60_000_000_000,
+            "host hello time {unix_time_ns} is not now ({now})"
+        );
+    }
+}
