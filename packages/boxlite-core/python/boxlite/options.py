@@ -33,6 +33,11 @@ class Options(BaseModel):
             ``{"docker.io": ["http://127.0.0.1:5000"]}``. ``BOXLITE_REGISTRY_MIRRORS``
             (``docker.io=http://127.0.0.1:5000,ghcr.io=https://mirror.example``) adds more.
         image_registries: Credentials and settings per registry host (:class:`ImageRegistry`).
+        image_max_bytes: Most bytes of file content one image may unpack to (all layers; also
+            the most its layers may state on a pull). Images are untrusted: a gzip or
+            sparse-file bomb fails with an :class:`ImageError` naming this limit. Default 16 GiB.
+        image_max_entries: Most files, directories and other entries one image may hold (all
+            layers). Default 1,000,000.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,6 +45,8 @@ class Options(BaseModel):
     home_dir: str | None = None
     registry_mirrors: dict[str, list[str]] = {}
     image_registries: list[ImageRegistry] = []
+    image_max_bytes: int | None = None
+    image_max_entries: int | None = None
 
     @field_validator("registry_mirrors", mode="before")
     @classmethod

@@ -448,6 +448,7 @@ class Boxlite:
             "home_dir": options.home_dir,
             "guest_dir": str(GUEST_DIR),
             **options.model_dump(mode="json", include={"registry_mirrors", "image_registries"}),
+            **options.model_dump(mode="json", include={"image_max_bytes", "image_max_entries"}, exclude_none=True),
         }
         self._inner = _engine.Runtime(json.dumps(payload))
         #: The image cache: ``pull()``, ``list()``, ``remove()``, ``prune()``.

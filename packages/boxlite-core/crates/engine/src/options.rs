@@ -30,9 +30,34 @@ pub struct RuntimeOptions {
     /// are tried after these).
     #[serde(flatten)]
     pub registry: crate::image::registry::RegistryOptions,
+    /// What preparing one image may write (`image_max_bytes`, `image_max_entries`).
+    #[serde(flatten)]
+    pub image_limits: crate::image::ImageLimits,
 }
 
+/// Smallest `image_max_bytes` and `image_max_entries` accepted.
+pub const IMAGE_LIMITS_MIN: (u64, u64) = (1 << 20, 16);
+
 impl RuntimeOptions {
+    /// The image limits, checked.
+    pub fn image_limits(&self) -> Result<crate::image::ImageLimits> {
+        let limits = self.image_limits;
+        let (min_bytes, min_entries) = IMAGE_LIMITS_MIN;
+        if limits.image_max_bytes < min_bytes {
+            return Err(Error::InvalidOption(format!(
+                "image_max_bytes={} is too small: use at least {min_bytes} (1 MiB)",
+                limits.image_max_bytes
+            )));
+        }
+        if limits.image_max_entries < min_entries {
+            return Err(Error::InvalidOption(format!(
+                "image_max_entries={} is too small: use at least {min_entries}",
+                limits.image_max_entries
+            )));
+        }
+        Ok(limits)
+    }
+
     /// The registry options with the mirrors of `BOXLITE_REGISTRY_MIRRORS` added.
     pub fn registry_with_env(&self) -> Result<crate::image::registry::RegistryOptions> {
         use crate::image::registry::{parse_mirrors_env, MIRRORS_ENV};

@@ -107,6 +107,7 @@ impl Runtime {
                 home.join("images"),
                 home.join("db").join("images.db"),
                 options.registry_with_env()?,
+                options.image_limits()?,
             )?),
             home,
             guest_dir: options.guest_dir,

@@ -2,6 +2,10 @@
 //! `<hex>.json`, and Docker 25+'s OCI-style `blobs/sha256/…`): `manifest.json` names each
 //! image's config, layers and tags. Config and layers are hashed into the blob store, an OCI
 //! manifest is written for them, and each tag is recorded in the image index like a pull.
+//!
+//! Archives are untrusted: `manifest.json` and configs are size-capped, and an import never
+//! rebinds a name the cache already holds for other content (remove it first), nor records a
+//! digest-pinned name (`name@sha256:…`) for content with another digest.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,6 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::image::layout::MAX_METADATA_BYTES;
 use crate::image::registry;
 use crate::image::store::{BlobStore, ImageDb, ImageRecord};
 
@@ -47,7 +52,7 @@ fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, String> {
         .entries_with_seek()
         .map_err(|e| archive_error(path, e))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| archive_error(path, e))?;
+        let entry = entry.map_err(|e| archive_error(path, e))?;
         let name = normalise(
             &entry
                 .path()
@@ -55,8 +60,18 @@ fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, String> {
                 .to_string_lossy(),
         );
         if name == "manifest.json" {
+            if entry.size() > MAX_METADATA_BYTES {
+                return Err(archive_error(
+                    path,
+                    format!(
+                        "manifest.json has {} bytes, more than the {MAX_METADATA_BYTES} it may have",
+                        entry.size()
+                    ),
+                ));
+            }
             let mut text = Vec::new();
             entry
+                .take(MAX_METADATA_BYTES)
                 .read_to_end(&mut text)
                 .map_err(|e| archive_error(path, e))?;
             return serde_json::from_slice(&text)
@@ -155,6 +170,15 @@ pub fn import(
             })
         };
         let config = get(&image.config)?;
+        if config.size > MAX_METADATA_BYTES {
+            return Err(archive_error(
+                path,
+                format!(
+                    "the config {} has {} bytes, more than the {MAX_METADATA_BYTES} an image's metadata may have",
+                    image.config, config.size
+                ),
+            ));
+        }
         let layers = image
             .layers
             .iter()
@@ -195,8 +219,33 @@ pub fn import(
         }
         for name in names {
             let parsed = registry::parse_reference(&name).map_err(|e| e.to_string())?;
+            let canonical = registry::canonical(&parsed);
+            if let Some(pinned) = parsed.digest() {
+                if pinned != manifest_digest {
+                    return Err(archive_error(
+                        path,
+                        format!(
+                            "it names an image {canonical}, but that image's manifest hashes to \
+                             {manifest_digest}: a digest-pinned name only ever names content with that digest"
+                        ),
+                    ));
+                }
+            }
+            if let Some(existing) = db.get(&canonical).map_err(|e| e.to_string())? {
+                if existing.manifest_digest != manifest_digest {
+                    return Err(archive_error(
+                        path,
+                        format!(
+                            "it names an image {canonical}, which the cache already holds for other \
+                             content ({} from {}); an import never replaces a cached name: remove it first \
+                             (runtime.images.remove({canonical:?})) or import under another name (reference=...)",
+                            existing.manifest_digest, existing.source
+                        ),
+                    ));
+                }
+            }
             let record = ImageRecord {
-                reference: registry::canonical(&parsed),
+                reference: canonical,
                 repository: parsed.repository().to_owned(),
                 manifest_digest: manifest_digest.clone(),
                 index_digest: None,
@@ -207,9 +256,24 @@ pub fn import(
                 pulled_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
             };
-            db.put(&record).map_err(|e| e.to_string())?;
+            if let Some(other) = records
+                .iter()
+                .find(|r: &&ImageRecord| r.reference == record.reference)
+            {
+                if other.manifest_digest != record.manifest_digest {
+                    return Err(archive_error(
+                        path,
+                        format!("it names two different images {}", record.reference),
+                    ));
+                }
+                continue;
+            }
             records.push(record);
         }
+    }
+    // Recorded only once every name was checked: a refused archive leaves no name behind.
+    for record in &records {
+        db.put(record).map_err(|e| e.to_string())?;
     }
     Ok(records)
 }

@@ -49,17 +49,43 @@ fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
+/// Longest command line debugfs reads from a command file: it reads lines with `fgets` into
+/// an 8,192-byte buffer, so a longer line is split and its tail runs as a command of its own
+/// (measured with e2fsprogs 1.47.0: `stat /<8,184 a>mkdir /x` runs `kdir /x`).
+pub const DEBUGFS_MAX_LINE: usize = 8190;
+
 /// Quotes a path for debugfs's command parser (double quotes, `""` for a literal quote).
+/// Names debugfs could misread are refused: control characters (a newline ends a command,
+/// a carriage return cuts it), components over 255 bytes, paths over 4,095 bytes.
 fn quote(path: &Path) -> Result<String> {
+    use crate::image::unpack::{MAX_NAME_BYTES, MAX_PATH_BYTES};
     let s = path
         .to_str()
         .ok_or_else(|| Error::Disk(format!("path {} is not UTF-8", path.display())))?;
-    if s.contains('\n') {
+    if s.chars().any(|c| c.is_control()) {
         return Err(Error::Disk(format!(
-            "path {s:?} contains a newline, which debugfs cannot express"
+            "path {s:?} contains a control character, which debugfs cannot express safely"
+        )));
+    }
+    if s.len() > MAX_PATH_BYTES || s.split('/').any(|c| c.len() > MAX_NAME_BYTES) {
+        return Err(Error::Disk(format!(
+            "path {:?}... is over {MAX_PATH_BYTES} bytes or has a name over {MAX_NAME_BYTES} bytes",
+            s.chars().take(64).collect::<String>()
         )));
     }
     Ok(format!("\"/{}\"", s.replace('"', "\"\"")))
+}
+
+/// Refuses a script any of whose lines debugfs would split (see [`DEBUGFS_MAX_LINE`]).
+fn check_lines(script: &str) -> Result<()> {
+    match script.lines().find(|l| l.len() > DEBUGFS_MAX_LINE) {
+        Some(line) => Err(Error::Disk(format!(
+            "a debugfs command for {:?}... is {} bytes long, over debugfs's line limit of {DEBUGFS_MAX_LINE}; the image's path names are too long",
+            line.chars().take(64).collect::<String>(),
+            line.len()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The debugfs commands that make the file system match the manifest. Entries whose staged
@@ -107,6 +133,7 @@ pub fn fixup_commands(staging: &Path, manifest: &Manifest) -> Result<String> {
             "sif {quoted} mode 0{full_mode:o}\nsif {quoted} uid {uid}\nsif {quoted} gid {gid}"
         );
     }
+    check_lines(&script)?;
     Ok(script)
 }
 
@@ -199,6 +226,39 @@ mod tests {
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn no_script_line_exceeds_what_debugfs_reads_whole() {
+        // 16 names of 255 quotes: a legal 4,095-byte path whose quoting doubles it, so its
+        // `sif` line would be split by debugfs and its tail run as a command.
+        let path = PathBuf::from(vec!["\"".repeat(255); 16].join("/"));
+        let mut manifest = Manifest::new();
+        manifest.insert(
+            path,
+            Meta {
+                kind: Kind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        );
+        let err = fixup_commands(Path::new("/nonexistent"), &manifest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line limit"), "{err}");
+        let short: Manifest = [(
+            PathBuf::from("ok"),
+            Meta {
+                kind: Kind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            },
+        )]
+        .into();
+        let script = fixup_commands(Path::new("/nonexistent"), &short).unwrap();
+        assert!(script.lines().all(|l| l.len() <= DEBUGFS_MAX_LINE));
     }
 
     #[test]

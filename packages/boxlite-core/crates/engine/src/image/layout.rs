@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
+/// Largest index, manifest or image config read into memory (images from real registries
+/// have a few KiB; a config with a long history a few hundred).
+pub const MAX_METADATA_BYTES: u64 = 4 << 20;
+
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -26,6 +30,8 @@ pub struct LayerBlob {
     pub path: PathBuf,
     /// `sha256:<hex>` of the blob as stored.
     pub digest: String,
+    /// The size the manifest states, checked against the blob before it is unpacked.
+    pub size: Option<u64>,
     pub compression: Compression,
 }
 
@@ -122,17 +128,57 @@ impl<R: Read> Read for VerifyingReader<R> {
     }
 }
 
+/// Reads a small JSON document (index, manifest, config) of at most [`MAX_METADATA_BYTES`].
+fn read_metadata(layout: &Path, what: &str, file: File) -> Result<Vec<u8>> {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX_METADATA_BYTES {
+        return Err(not_layout(
+            layout,
+            format!("{what} has {len} bytes, more than the {MAX_METADATA_BYTES} an image's metadata may have"),
+        ));
+    }
+    let mut data = Vec::new();
+    file.take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| not_layout(layout, format!("{what}: {e}")))?;
+    if data.len() as u64 > MAX_METADATA_BYTES {
+        return Err(not_layout(
+            layout,
+            format!(
+                "{what} has more than the {MAX_METADATA_BYTES} bytes an image's metadata may have"
+            ),
+        ));
+    }
+    Ok(data)
+}
+
 fn read_verified_blob(layout: &Path, descriptor: &Descriptor) -> Result<Vec<u8>> {
     let digest = descriptor.digest().to_string();
     let path = blob_path(layout, &digest)?;
+    if descriptor.size() > MAX_METADATA_BYTES {
+        return Err(not_layout(
+            layout,
+            format!(
+                "blob {digest} is stated to have {} bytes, more than the {MAX_METADATA_BYTES} an image's metadata may have",
+                descriptor.size()
+            ),
+        ));
+    }
     let file = File::open(&path)
         .map_err(|e| not_layout(layout, format!("blob {digest} unreadable: {e}")))?;
-    let mut reader = VerifyingReader::new(file, &digest);
-    let mut data = Vec::new();
-    reader
-        .read_to_end(&mut data)
-        .map_err(|e| not_layout(layout, format!("blob {digest}: {e}")))?;
-    reader
+    let data = read_metadata(layout, &format!("blob {digest}"), file)?;
+    // Size 0: a descriptor made for a cached manifest, whose size is not recorded.
+    if descriptor.size() != 0 && descriptor.size() != data.len() as u64 {
+        return Err(not_layout(
+            layout,
+            format!(
+                "blob {digest}: size mismatch: stated {} bytes, the blob has {}",
+                descriptor.size(),
+                data.len()
+            ),
+        ));
+    }
+    VerifyingReader::new(&data[..], &digest)
         .finish()
         .map_err(|e| not_layout(layout, format!("blob {digest}: {e}")))?;
     Ok(data)
@@ -209,8 +255,9 @@ pub fn resolve(layout: &Path, tag: Option<&str>) -> Result<ResolvedImage> {
     if !layout.join("oci-layout").is_file() {
         return Err(not_layout(layout, "missing the `oci-layout` file"));
     }
-    let index_bytes = std::fs::read(layout.join("index.json"))
+    let index_file = File::open(layout.join("index.json"))
         .map_err(|e| not_layout(layout, format!("index.json: {e}")))?;
+    let index_bytes = read_metadata(layout, "index.json", index_file)?;
     let index: ImageIndex = serde_json::from_slice(&index_bytes)
         .map_err(|e| not_layout(layout, format!("index.json is not an OCI index: {e}")))?;
     let manifest_descriptor = select_manifest(layout, &index, tag)?;
@@ -247,6 +294,7 @@ pub fn resolve_manifest(layout: &Path, manifest_descriptor: &Descriptor) -> Resu
             Ok(LayerBlob {
                 path: blob_path(layout, &digest)?,
                 digest,
+                size: Some(d.size()),
                 compression,
             })
         })

@@ -12,7 +12,7 @@ pub mod unpack;
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::BufReader;
+use std::io::{BufReader, Seek as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -23,6 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use layout::{Compression, ResolvedImage, VerifyingReader};
 use registry::{Progress, PullError, Puller, RegistryOptions};
 use store::{BlobStore, GcLock, GcReport, ImageDb, ImageRecord};
+pub use unpack::ImageLimits;
 
 /// What a box needs from its image at run time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +44,7 @@ pub struct ImageStore {
     blobs: Arc<BlobStore>,
     db: ImageDb,
     registry: RegistryOptions,
+    limits: ImageLimits,
 }
 
 fn image_error(image: &str, reason: impl Into<String>) -> Error {
@@ -87,7 +89,12 @@ fn now_rfc3339() -> String {
 
 impl ImageStore {
     /// `root` is `BOXLITE_HOME/images`; the index lives in `db_path` (`db/images.db`).
-    pub fn new(root: PathBuf, db_path: PathBuf, registry: RegistryOptions) -> Result<ImageStore> {
+    pub fn new(
+        root: PathBuf,
+        db_path: PathBuf,
+        registry: RegistryOptions,
+        limits: ImageLimits,
+    ) -> Result<ImageStore> {
         for sub in ["disks", "tmp"] {
             fs::create_dir_all(root.join(sub))
                 .context(|| format!("create {}", root.join(sub).display()))?;
@@ -100,7 +107,31 @@ impl ImageStore {
             db: ImageDb::open(db_path)?,
             root,
             registry,
+            limits,
         })
+    }
+
+    /// After a failed pull or import: deletes the blobs it stored (those not in `before`) that
+    /// no cached image references, if no other pull holds the cache (else `prune()` will).
+    fn discard_new_blobs(&self, before: &HashSet<String>) {
+        let Some(_gc) = GcLock::try_exclusive(&self.root) else {
+            return;
+        };
+        match store::discard_unreferenced(&self.blobs, &self.db, before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(blobs = n, "removed the blobs of a failed pull or import"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not remove the blobs of a failed pull or import")
+            }
+        }
+    }
+
+    fn blob_snapshot(&self) -> HashSet<String> {
+        self.blobs
+            .digests()
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
     }
 
     /// Pulls `reference` from its mirrors or registry into the cache (again, if it is cached:
@@ -109,16 +140,21 @@ impl ImageStore {
         let parsed = registry::parse_reference(reference)
             .map_err(|e| image_error(reference, e.to_string()))?;
         let root = self.root.clone();
-        let _gc = tokio::task::spawn_blocking(move || GcLock::shared(&root))
+        let gc = tokio::task::spawn_blocking(move || GcLock::shared(&root))
             .await
             .map_err(|e| image_error(reference, e.to_string()))??;
-        let puller = Puller::new(self.registry.clone(), self.blobs.clone());
+        let before = self.blob_snapshot();
+        let puller = Puller::new(self.registry.clone(), self.blobs.clone(), self.limits);
         let started = Instant::now();
-        let pulled = puller.pull(&parsed, &progress).await.map_err(|e| match e {
-            PullError::Invalid(reason) | PullError::Failed(reason) => {
-                image_error(reference, reason)
+        let pulled = match puller.pull(&parsed, &progress).await {
+            Ok(pulled) => pulled,
+            Err(PullError::Invalid(reason) | PullError::Failed(reason)) => {
+                drop(gc);
+                self.discard_new_blobs(&before);
+                return Err(image_error(reference, reason));
             }
-        })?;
+        };
+        let _gc = gc;
         let record = ImageRecord {
             reference: pulled.reference,
             repository: parsed.repository().to_owned(),
@@ -140,6 +176,13 @@ impl ImageStore {
         let Some(record) = self.db.get(&registry::canonical(reference))? else {
             return Ok(None);
         };
+        // A digest-pinned reference only ever resolves to content with that digest.
+        if let Some(pinned) = reference.digest() {
+            if record.manifest_digest != pinned && record.index_digest.as_deref() != Some(pinned) {
+                tracing::warn!(reference = %record.reference, manifest = %record.manifest_digest, "a cached record does not match its pinned digest; ignoring it");
+                return Ok(None);
+            }
+        }
         let complete = std::iter::once(&record.manifest_digest)
             .chain(std::iter::once(&record.config_digest))
             .chain(record.layers.iter())
@@ -199,9 +242,16 @@ impl ImageStore {
     /// Imports a `docker save` archive into the cache; `reference` names its single image.
     pub fn import_archive(&self, path: &Path, reference: Option<&str>) -> Result<Vec<ImageRecord>> {
         let spec = path.display().to_string();
-        let _gc = GcLock::shared(&self.root)?;
-        let records = docker_archive::import(&self.blobs, &self.db, path, reference)
-            .map_err(|reason| image_error(&spec, reason))?;
+        let gc = GcLock::shared(&self.root)?;
+        let before = self.blob_snapshot();
+        let records = match docker_archive::import(&self.blobs, &self.db, path, reference) {
+            Ok(records) => records,
+            Err(reason) => {
+                drop(gc);
+                self.discard_new_blobs(&before);
+                return Err(image_error(&spec, reason));
+            }
+        };
         tracing::info!(archive = %spec, images = records.len(), "imported a docker archive");
         Ok(records)
     }
@@ -310,6 +360,24 @@ impl ImageStore {
         if disk.is_file() {
             return Ok(disk);
         }
+        let built = self.build_base_disk(spec, image, disk_size_gb, &disk);
+        if built.is_err() {
+            // Nothing of a failed build stays in the cache. Deleting the lock file is safe:
+            // a process that still locks the old file builds its own copy (into its own
+            // staging directory, renamed into place), which only costs time.
+            let _ = fs::remove_file(&lock_path);
+        }
+        drop(lock);
+        built.map(|()| disk)
+    }
+
+    fn build_base_disk(
+        &self,
+        spec: &str,
+        image: &ResolvedImage,
+        disk_size_gb: Option<u32>,
+        disk: &Path,
+    ) -> Result<()> {
         let started = Instant::now();
         let staging = tempfile::Builder::new()
             .prefix("unpack-")
@@ -318,6 +386,9 @@ impl ImageStore {
         let rootfs = staging.path().join("rootfs");
         let mut unpacker =
             unpack::Unpacker::new(&rootfs).context(|| format!("create {}", rootfs.display()))?;
+        unpacker.set_limits(self.limits);
+        // The staged copy and the base disk each take about the image's size.
+        unpacker.set_free_space(free_space(staging.path()).saturating_sub(FREE_SPACE_RESERVE) / 2);
         for layer in &image.layers {
             apply_layer(&mut unpacker, layer)
                 .map_err(|e| image_error(spec, format!("layer {}: {e}", layer.digest)))?;
@@ -330,14 +401,44 @@ impl ImageStore {
             &partial,
             disk_size_gb.map(|gb| u64::from(gb) << 30),
         )?;
-        fs::rename(&partial, &disk).context(|| format!("move base disk to {}", disk.display()))?;
+        fs::rename(&partial, disk).context(|| format!("move base disk to {}", disk.display()))?;
         tracing::info!(image = spec, digest = %image.manifest_digest, elapsed_ms = started.elapsed().as_millis() as u64, "built base disk");
-        Ok(disk)
+        Ok(())
     }
 }
 
+/// Space kept free on the cache's file system when an image is unpacked.
+const FREE_SPACE_RESERVE: u64 = 64 << 20;
+
+/// Bytes available to this user on the file system holding `dir` (`u64::MAX` if unknown).
+fn free_space(dir: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return u64::MAX;
+    };
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stat` a valid, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return u64::MAX;
+    }
+    (stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64)
+}
+
+/// Unpacks one layer blob. The blob is checked against its stated size and digest before a
+/// byte of it is unpacked (and hashed again while it is, so a blob changed in between is
+/// caught too).
 fn apply_layer(unpacker: &mut unpack::Unpacker, layer: &layout::LayerBlob) -> std::io::Result<()> {
-    let file = BufReader::with_capacity(1 << 20, File::open(&layer.path)?);
+    let mut file = File::open(&layer.path)?;
+    let len = file.metadata()?.len();
+    if let Some(stated) = layer.size.filter(|&s| s != len) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("size mismatch: the manifest states {stated} bytes, the blob has {len}"),
+        ));
+    }
+    VerifyingReader::new(BufReader::with_capacity(1 << 20, &mut file), &layer.digest).finish()?;
+    file.rewind()?;
+    let file = BufReader::with_capacity(1 << 20, file);
     let mut verifying = VerifyingReader::new(file, &layer.digest);
     match layer.compression {
         Compression::None => unpacker.apply_layer(&mut verifying)?,

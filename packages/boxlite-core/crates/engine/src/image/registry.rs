@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{DigestError, OciDistributionError};
+use oci_client::errors::{DigestError, OciDistributionError, OciEnvelope};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -23,6 +23,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::image::layout;
 use crate::image::store::BlobStore;
+use crate::image::unpack::ImageLimits;
 
 /// The environment variable holding mirrors: `docker.io=http://127.0.0.1:5000,ghcr.io=https://m`.
 pub const MIRRORS_ENV: &str = "BOXLITE_REGISTRY_MIRRORS";
@@ -32,6 +33,8 @@ const CONCURRENT_LAYERS: usize = 3;
 /// Attempts per request on transient failures (connection errors, 5xx, 429).
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Most layers an image may have (Docker stops at 127).
+const MAX_LAYERS: usize = 256;
 
 const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
@@ -342,11 +345,16 @@ fn sha256(data: &[u8]) -> String {
 pub struct Puller {
     options: RegistryOptions,
     store: Arc<BlobStore>,
+    limits: ImageLimits,
 }
 
 impl Puller {
-    pub fn new(options: RegistryOptions, store: Arc<BlobStore>) -> Puller {
-        Puller { options, store }
+    pub fn new(options: RegistryOptions, store: Arc<BlobStore>, limits: ImageLimits) -> Puller {
+        Puller {
+            options,
+            store,
+            limits,
+        }
     }
 
     /// Pulls `reference` (already parsed) from its mirrors, then its registry.
@@ -402,6 +410,17 @@ impl Puller {
         })
     }
 
+    /// The HTTP client for manifests (oci-client's `pull_manifest_raw` reads a body of any
+    /// length into memory; ours stops at [`layout::MAX_METADATA_BYTES`]).
+    fn http_client(&self) -> Result<reqwest::Client, EndpointError> {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .user_agent(concat!("boxlite/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| EndpointError::Fatal(format!("cannot create an HTTP client: {e}")))
+    }
+
     fn auth_for(&self, endpoint: &Endpoint, reference: &Reference) -> RegistryAuth {
         let settings = host_settings(&self.options, &endpoint.host).or_else(|| {
             (!endpoint.mirror)
@@ -438,23 +457,28 @@ impl Puller {
                 EndpointError::Fatal(reason)
             }
         };
-        retry("authenticate", || {
+        let token = retry("authenticate", || {
             client.auth(&at, &auth, RegistryOperation::Pull)
         })
         .await
         .map_err(classify)?;
-
-        let (bytes, _) = retry("manifest", || {
-            client.pull_manifest_raw(&at, &auth, MANIFEST_TYPES)
-        })
-        .await
-        .map_err(|e| {
-            if not_found(&e) {
-                EndpointError::TryNext(format!("not found ({})", describe(&e)))
-            } else {
-                classify(e)
-            }
-        })?;
+        let http = self.http_client()?;
+        let fetch = ManifestFetch {
+            http: &http,
+            endpoint,
+            auth: &auth,
+            token: token.as_deref(),
+        };
+        let bytes = retry("manifest", || fetch.get(&at))
+            .await
+            .map_err(|e| {
+                if not_found(&e) {
+                    EndpointError::TryNext(format!("not found ({})", describe(&e)))
+                } else {
+                    classify(e)
+                }
+            })?
+            .map_err(EndpointError::Fatal)?;
         let top_digest = sha256(&bytes);
         if let Some(wanted) = reference.digest() {
             if wanted != top_digest {
@@ -471,11 +495,10 @@ impl Puller {
                 let chosen = select_platform(&index)?;
                 let child_digest = chosen.digest().to_string();
                 let child_ref = at.clone_with_digest(child_digest.clone());
-                let (child, _) = retry("manifest", || {
-                    client.pull_manifest_raw(&child_ref, &auth, MANIFEST_TYPES)
-                })
-                .await
-                .map_err(classify)?;
+                let child = retry("manifest", || fetch.get(&child_ref))
+                    .await
+                    .map_err(classify)?
+                    .map_err(EndpointError::Fatal)?;
                 let actual = sha256(&child);
                 if actual != child_digest {
                     return Err(EndpointError::Fatal(format!(
@@ -492,6 +515,7 @@ impl Puller {
         let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| EndpointError::Fatal(format!("the manifest is not valid: {e}")))?;
         let layers: Vec<Descriptor> = manifest.layers().clone();
+        self.check_sizes(&manifest)?;
         let total: u64 = layers.iter().map(|d| d.size()).sum::<u64>() + manifest.config().size();
         emit(
             progress,
@@ -531,6 +555,35 @@ impl Puller {
             size: total,
             source: endpoint.label.clone(),
         })
+    }
+
+    /// Refuses a manifest whose stated sizes exceed the limits, before anything is fetched.
+    fn check_sizes(&self, manifest: &ImageManifest) -> Result<(), EndpointError> {
+        let config = manifest.config().size();
+        if config > layout::MAX_METADATA_BYTES {
+            return Err(EndpointError::Fatal(format!(
+                "the image config is stated to have {config} bytes, more than the {} an image's metadata may have",
+                layout::MAX_METADATA_BYTES
+            )));
+        }
+        if manifest.layers().len() > MAX_LAYERS {
+            return Err(EndpointError::Fatal(format!(
+                "the image has {} layers, more than the {MAX_LAYERS} supported",
+                manifest.layers().len()
+            )));
+        }
+        let layers = manifest
+            .layers()
+            .iter()
+            .fold(0u64, |sum, d| sum.saturating_add(d.size()));
+        if layers > self.limits.image_max_bytes {
+            return Err(EndpointError::Fatal(
+                self.limits
+                    .too_many_bytes(&format!("its layers are stated to have {layers} bytes,"))
+                    .to_string(),
+            ));
+        }
+        Ok(())
     }
 
     /// Downloads one blob into the store unless it is there; verifies it on the way.
@@ -608,6 +661,11 @@ impl Puller {
                 DownloadError::Fatal(describe(&e))
             }
         })?;
+        if let Some(length) = stream.content_length.filter(|&l| l != total) {
+            return Err(DownloadError::Fatal(format!(
+                "size mismatch: the manifest states {total} bytes, the registry announces {length}"
+            )));
+        }
         let partial = self
             .store
             .new_partial()
@@ -632,11 +690,17 @@ impl Puller {
                 }
                 Err(e) => return Err(DownloadError::Transient(e.to_string())),
             };
+            downloaded += chunk.len() as u64;
+            if downloaded > total {
+                // A registry that streams forever is cut off here.
+                return Err(DownloadError::Fatal(format!(
+                    "size mismatch: the registry sent more than the {total} bytes the manifest states; cut off"
+                )));
+            }
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
                 .map_err(|e| DownloadError::Fatal(format!("writing to the image cache: {e}")))?;
-            downloaded += chunk.len() as u64;
             if downloaded - reported >= (1 << 20) {
                 reported = downloaded;
                 emit(
@@ -655,6 +719,11 @@ impl Puller {
         file.sync_all()
             .await
             .map_err(|e| DownloadError::Fatal(format!("writing to the image cache: {e}")))?;
+        if downloaded != total {
+            return Err(DownloadError::Fatal(format!(
+                "size mismatch: the manifest states {total} bytes, the registry sent {downloaded}"
+            )));
+        }
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if &actual != digest {
             return Err(DownloadError::Fatal(format!(
@@ -673,6 +742,83 @@ impl Puller {
             },
         );
         Ok(())
+    }
+}
+
+/// Fetches manifests with a size cap, authenticated as oci-client negotiated.
+struct ManifestFetch<'a> {
+    http: &'a reqwest::Client,
+    endpoint: &'a Endpoint,
+    auth: &'a RegistryAuth,
+    /// The bearer token oci-client obtained, if the registry wants one.
+    token: Option<&'a str>,
+}
+
+impl ManifestFetch<'_> {
+    /// The manifest `at` names (by digest, else tag): `Ok(Err(reason))` when it is larger than
+    /// [`layout::MAX_METADATA_BYTES`] (read no further than that).
+    async fn get(&self, at: &Reference) -> Result<Result<Vec<u8>, String>, OciDistributionError> {
+        let scheme = if self.endpoint.http { "http" } else { "https" };
+        let url = format!(
+            "{scheme}://{}/v2/{}/manifests/{}{}",
+            at.resolve_registry(),
+            at.repository(),
+            at.digest().or(at.tag()).unwrap_or("latest"),
+            at.namespace()
+                .map(|ns| format!("?ns={ns}"))
+                .unwrap_or_default()
+        );
+        let mut request = self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_TYPES.join(", "));
+        request = match (self.token, self.auth) {
+            (Some(token), _) => request.bearer_auth(token),
+            (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
+            _ => request,
+        };
+        let mut response = request.send().await?;
+        let status = response.status();
+        let limit = layout::MAX_METADATA_BYTES;
+        let too_large = |what: String| {
+            Ok(Err(format!(
+                "the manifest is {what} bytes long: an image's metadata may have at most {limit} bytes; cut off"
+            )))
+        };
+        if let Some(length) = response.content_length().filter(|&l| l > limit) {
+            return too_large(length.to_string());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return too_large(format!("over {limit}"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if status == reqwest::StatusCode::OK {
+            return Ok(Ok(body));
+        }
+        Err(match status {
+            reqwest::StatusCode::UNAUTHORIZED => OciDistributionError::UnauthorizedError { url },
+            reqwest::StatusCode::NOT_FOUND
+                if serde_json::from_slice::<OciEnvelope>(&body).is_err() =>
+            {
+                OciDistributionError::ImageManifestNotFoundError(url)
+            }
+            s if s.is_client_error() => match serde_json::from_slice::<OciEnvelope>(&body) {
+                Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+                Err(_) => OciDistributionError::ServerError {
+                    code: s.as_u16(),
+                    url,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                },
+            },
+            s => OciDistributionError::ServerError {
+                code: s.as_u16(),
+                url,
+                message: String::from_utf8_lossy(&body).into_owned(),
+            },
+        })
     }
 }
 

@@ -268,12 +268,50 @@ impl GcLock {
         Ok(GcLock(file))
     }
 
+    /// The exclusive lock if nobody holds the lock now (no pull, import or collection runs).
+    pub fn try_exclusive(root: &Path) -> Option<GcLock> {
+        let file = Self::open(root).ok()?;
+        file.try_lock().ok()?;
+        Some(GcLock(file))
+    }
+
     pub fn exclusive(root: &Path) -> Result<GcLock> {
         let file = Self::open(root)?;
         file.lock()
             .context(|| format!("lock {}", root.join("gc.lock").display()))?;
         Ok(GcLock(file))
     }
+}
+
+/// Deletes the stored blobs not in `keep` that no cached image references; returns how many.
+/// The caller holds the exclusive [`GcLock`].
+pub fn discard_unreferenced(
+    store: &BlobStore,
+    db: &ImageDb,
+    keep: &HashSet<String>,
+) -> Result<usize> {
+    let referenced = referenced_digests(&db.list()?);
+    let mut removed = 0;
+    for digest in store.digests()? {
+        if keep.contains(&digest) || referenced.contains(&digest) {
+            continue;
+        }
+        if fs::remove_file(store.path(&digest)?).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+fn referenced_digests(images: &[ImageRecord]) -> HashSet<String> {
+    let mut keep: HashSet<String> = HashSet::new();
+    for image in images {
+        keep.insert(image.manifest_digest.clone());
+        keep.insert(image.config_digest.clone());
+        keep.extend(image.index_digest.iter().cloned());
+        keep.extend(image.layers.iter().cloned());
+    }
+    keep
 }
 
 /// What garbage collection removed.
@@ -292,14 +330,7 @@ pub fn collect_garbage(
     db: &ImageDb,
     keep_disks: &HashSet<String>,
 ) -> Result<GcReport> {
-    let images = db.list()?;
-    let mut keep: HashSet<String> = HashSet::new();
-    for image in &images {
-        keep.insert(image.manifest_digest.clone());
-        keep.insert(image.config_digest.clone());
-        keep.extend(image.index_digest.iter().cloned());
-        keep.extend(image.layers.iter().cloned());
-    }
+    let keep = referenced_digests(&db.list()?);
     let mut report = GcReport::default();
     for digest in store.digests()? {
         if keep.contains(&digest) {

@@ -7,6 +7,12 @@
 //!
 //! Paths are resolved inside the staging root, symlinks included: an absolute symlink in the
 //! image (`/opt/escape -> /`) never makes a later entry land outside the root.
+//!
+//! Layers are hostile input: the bytes written and the entries created per image are capped
+//! ([`ImageLimits`]), a file's declared size is checked before anything is written (a 1 TiB
+//! sparse entry fails at once), names the ext4 fix-up could not express safely (control
+//! characters, components over 255 bytes, paths over 4,095 bytes) and malformed whiteouts
+//! (`.wh.`, `.wh..`, `.wh...`, unknown `.wh..wh.` markers) are refused.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -66,24 +72,92 @@ pub type Manifest = BTreeMap<PathBuf, Meta>;
 const MAX_SYMLINK_HOPS: usize = 40;
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+/// Longest file name component ext4 (and Linux) accepts.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest path (relative to the root) an image may hold: Linux's `PATH_MAX` less the NUL.
+pub const MAX_PATH_BYTES: usize = 4095;
+
+/// What preparing one image may write: hostile images (gzip bombs, sparse-file bombs, millions
+/// of empty files) fail with an error naming the limit long before the disk fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct ImageLimits {
+    /// Most bytes of file content an image may unpack to (all layers together; a file a later
+    /// layer overwrites counts twice). Also caps the sum of its layers' stated sizes on a pull.
+    pub image_max_bytes: u64,
+    /// Most tar entries an image may hold (all layers together, whiteouts included).
+    pub image_max_entries: u64,
+}
+
+/// Default [`ImageLimits::image_max_bytes`]: 16 GiB.
+pub const DEFAULT_IMAGE_MAX_BYTES: u64 = 16 << 30;
+/// Default [`ImageLimits::image_max_entries`].
+pub const DEFAULT_IMAGE_MAX_ENTRIES: u64 = 1_000_000;
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            image_max_bytes: DEFAULT_IMAGE_MAX_BYTES,
+            image_max_entries: DEFAULT_IMAGE_MAX_ENTRIES,
+        }
+    }
+}
+
+impl ImageLimits {
+    /// The error for an image over `image_max_bytes`.
+    pub fn too_many_bytes(&self, what: &str) -> io::Error {
+        invalid(format!(
+            "{what} more than {} bytes, the limit image_max_bytes; if you trust this image, \
+             raise it: Options(image_max_bytes=...)",
+            self.image_max_bytes
+        ))
+    }
+}
 
 pub struct Unpacker {
     root: PathBuf,
     manifest: Manifest,
     /// Paths written by the layer being applied (an opaque whiteout keeps these).
     this_layer: HashSet<PathBuf>,
+    limits: ImageLimits,
+    /// Bytes this unpacker may still write before the file system runs short (see
+    /// [`Unpacker::set_free_space`]); `None`: not checked.
+    free_space: Option<u64>,
+    /// File content written so far, all layers.
+    written: u64,
+    /// Tar entries seen so far, all layers.
+    entries: u64,
 }
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Normalises a tar entry path to components relative to the root; `..` is refused.
+/// Normalises a tar entry path to components relative to the root; `..` is refused, and so
+/// are names with control characters, components over [`MAX_NAME_BYTES`] and paths over
+/// [`MAX_PATH_BYTES`].
 fn normalise(path: &Path) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
-            Component::Normal(c) => out.push(c),
+            Component::Normal(c) => {
+                let bytes = c.as_bytes();
+                if bytes.len() > MAX_NAME_BYTES {
+                    return Err(invalid(format!(
+                        "entry {:?} has a name of {} bytes; file names are at most {MAX_NAME_BYTES} bytes",
+                        path.display(),
+                        bytes.len()
+                    )));
+                }
+                if bytes.iter().any(|b| b.is_ascii_control()) {
+                    return Err(invalid(format!(
+                        "entry {:?} has a control character in its name, which images may not use",
+                        path.display()
+                    )));
+                }
+                out.push(c)
+            }
             Component::CurDir | Component::RootDir => {}
             Component::ParentDir => {
                 return Err(invalid(format!(
@@ -99,7 +173,28 @@ fn normalise(path: &Path) -> io::Result<PathBuf> {
             }
         }
     }
+    if out.as_os_str().len() > MAX_PATH_BYTES {
+        return Err(invalid(format!(
+            "entry {:?}... has a path of {} bytes; paths are at most {MAX_PATH_BYTES} bytes",
+            path.to_string_lossy().chars().take(64).collect::<String>(),
+            out.as_os_str().len()
+        )));
+    }
     Ok(out)
+}
+
+/// The name a whiteout hides (`.wh.NAME`), refusing names that are no file of the directory
+/// (`.wh.`, `.wh..`, `.wh...`) and whiteout markers other than the opaque one.
+fn whiteout_target(name: &str) -> io::Result<Option<&str>> {
+    let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) else {
+        return Ok(None);
+    };
+    if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.starts_with(WHITEOUT_PREFIX) {
+        return Err(invalid(format!(
+            "whiteout {name:?} is malformed (it names no file of its directory); the layer is refused"
+        )));
+    }
+    Ok(Some(hidden))
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
@@ -131,7 +226,52 @@ impl Unpacker {
             root: root.to_owned(),
             manifest,
             this_layer: HashSet::new(),
+            limits: ImageLimits::default(),
+            free_space: None,
+            written: 0,
+            entries: 0,
         })
+    }
+
+    /// Caps what the image may write (default: [`ImageLimits::default`]).
+    pub fn set_limits(&mut self, limits: ImageLimits) {
+        self.limits = limits;
+    }
+
+    /// Bytes of file content the staging file system can take for this image; beyond it the
+    /// unpack fails with an error saying so, before the disk is full.
+    pub fn set_free_space(&mut self, bytes: u64) {
+        self.free_space = Some(bytes);
+    }
+
+    /// File content written so far, in bytes.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks that `more` bytes of file content fit the limit and the free space.
+    fn reserve(&self, rel: &Path, more: u64) -> io::Result<()> {
+        let total = self.written.saturating_add(more);
+        if total > self.limits.image_max_bytes {
+            return Err(self.limits.too_many_bytes(&format!(
+                "{} (declared {more} bytes) takes the image to",
+                rel.display()
+            )));
+        }
+        if let Some(free) = self.free_space {
+            if total > free {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "not enough free space to unpack the image: {} (declared {more} bytes) takes it to \
+                         {total} bytes, and only {free} can be staged (the base disk needs the same again); \
+                         free some space (runtime.images.prune()) or put BOXLITE_HOME on a larger disk",
+                        rel.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn into_manifest(self) -> Manifest {
@@ -220,6 +360,14 @@ impl Unpacker {
         let mut archive = tar::Archive::new(layer);
         for entry in archive.entries()? {
             let mut entry = entry?;
+            self.entries += 1;
+            if self.entries > self.limits.image_max_entries {
+                return Err(invalid(format!(
+                    "the image has more than {} entries, the limit image_max_entries; if you trust \
+                     this image, raise it: Options(image_max_entries=...)",
+                    self.limits.image_max_entries
+                )));
+            }
             let raw_path = entry.path()?.into_owned();
             let rel = normalise(&raw_path)?;
             let header = entry.header();
@@ -253,7 +401,7 @@ impl Unpacker {
                 self.clear_directory(&parent)?;
                 continue;
             }
-            if let Some(hidden) = name_str.strip_prefix(WHITEOUT_PREFIX) {
+            if let Some(hidden) = whiteout_target(&name_str)? {
                 let doomed = parent.join(hidden);
                 remove_any(&self.root.join(&doomed))?;
                 self.forget(&doomed);
@@ -279,12 +427,24 @@ impl Unpacker {
                     }
                 }
                 EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                    // The size the header declares (for a GNU sparse entry, its expanded size)
+                    // is checked before a byte is written; the copy is capped all the same.
+                    let declared = entry.size();
+                    self.reserve(&rel, declared)?;
                     let mut file = fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
                         .mode(0o644)
                         .open(&host)?;
-                    io::copy(&mut entry, &mut file)?;
+                    let room = self.limits.image_max_bytes - self.written;
+                    let copied =
+                        io::copy(&mut (&mut entry).take(room.saturating_add(1)), &mut file)?;
+                    if copied > room {
+                        return Err(self
+                            .limits
+                            .too_many_bytes(&format!("{} takes the image to", rel.display())));
+                    }
+                    self.written += copied;
                     meta
                 }
                 EntryType::Symlink => {
@@ -498,6 +658,121 @@ mod tests {
         // The write through the absolute symlink landed inside the root.
         assert_eq!(fs::read(root.join("tmp/canary")).unwrap(), b"c");
         assert!(m.contains_key(Path::new("tmp/canary")));
+    }
+
+    fn small_limits() -> ImageLimits {
+        ImageLimits {
+            image_max_bytes: 1 << 20,
+            image_max_entries: 10,
+        }
+    }
+
+    #[test]
+    fn a_file_over_the_byte_limit_is_refused_and_no_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(dir.path()).unwrap();
+        u.set_limits(small_limits());
+        let big = vec![0u8; (1 << 20) + 1];
+        let err = u
+            .apply_layer(&layer(|b| add(b, "big", EntryType::Regular, 0o644, 0, &big, None))[..])
+            .unwrap_err();
+        assert!(err.to_string().contains("image_max_bytes"), "{err}");
+        assert_eq!(u.written(), 0);
+        assert!(
+            !dir.path().join("big").exists(),
+            "refused before it was created"
+        );
+    }
+
+    #[test]
+    fn a_huge_declared_size_fails_before_anything_is_written() {
+        // A 1 TiB header with no data behind it: refused on the header alone.
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(dir.path()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Regular);
+        h.set_path("sparse-bomb").unwrap();
+        h.set_size(1 << 40);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        let mut raw = h.as_bytes().to_vec();
+        raw.extend_from_slice(&[0u8; 4096]);
+        let err = u.apply_layer(&raw[..]).unwrap_err();
+        assert!(
+            err.to_string().contains("declared 1099511627776 bytes")
+                && err.to_string().contains("image_max_bytes"),
+            "{err}"
+        );
+        assert!(!dir.path().join("sparse-bomb").exists());
+    }
+
+    #[test]
+    fn free_space_is_checked_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(dir.path()).unwrap();
+        u.set_free_space(100);
+        let err = u
+            .apply_layer(&layer(|b| add(b, "f", EntryType::Regular, 0o644, 0, &[1; 200], None))[..])
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert!(err.to_string().contains("not enough free space"), "{err}");
+    }
+
+    #[test]
+    fn too_many_entries_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut u = Unpacker::new(dir.path()).unwrap();
+        u.set_limits(small_limits());
+        let err = u
+            .apply_layer(
+                &layer(|b| {
+                    for i in 0..11 {
+                        add(b, &format!("f{i}"), EntryType::Regular, 0o644, 0, b"", None);
+                    }
+                })[..],
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("image_max_entries"), "{err}");
+    }
+
+    #[test]
+    fn malformed_whiteouts_are_refused_and_delete_nothing() {
+        for bad in [".wh.", ".wh..", ".wh...", "sub/.wh...", ".wh..wh.plnk"] {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("root");
+            let canary = dir.path().join("canary");
+            fs::write(&canary, b"c").unwrap();
+            let mut u = Unpacker::new(&root).unwrap();
+            u.apply_layer(
+                &layer(|b| add(b, "sub/keep", EntryType::Regular, 0o644, 0, b"k", None))[..],
+            )
+            .unwrap();
+            let err = u
+                .apply_layer(&layer(|b| add(b, bad, EntryType::Regular, 0o644, 0, b"", None))[..])
+                .unwrap_err();
+            assert!(err.to_string().contains("malformed"), "{bad}: {err}");
+            assert!(canary.exists() && root.join("sub/keep").exists(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_debugfs_could_misread_are_refused() {
+        for (name, why) in [
+            (
+                "a\nsif /etc/shadow mode 0777".to_owned(),
+                "control character",
+            ),
+            ("tab\there".to_owned(), "control character"),
+            ("x".repeat(256), "at most 255 bytes"),
+            (vec!["y".repeat(255); 17].join("/"), "at most 4095 bytes"),
+        ] {
+            let err = normalise(Path::new(&name)).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        assert!(normalise(Path::new(&"z".repeat(255))).is_ok());
     }
 
     #[test]
