@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from .images import ImageRegistry
 
+#: Bytes of each output stream a result keeps unless ``BoxOptions.max_output_bytes`` says otherwise.
+DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+
 
 def normalize_env(env: Mapping[str, str] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:
     """Accepts a mapping or ``(key, value)`` pairs; returns pairs."""
@@ -130,6 +133,10 @@ class BoxOptions(BaseModel):
             the host's own services otherwise.
         volumes: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")`` (default
             ``rw``): a host directory shared into the box; ``ro`` is read-only for the box.
+        max_output_bytes: Bytes of stdout (and, separately, of stderr) a result of ``run()``,
+            ``wait()`` or ``SimpleBox.exec()`` keeps (default 4 MiB, at most 1 GiB). The process
+            is never held up: the rest is read and dropped, and the result has
+            ``truncated=True``. Read more through ``execution.stdout()`` or ``copy_out``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -147,6 +154,7 @@ class BoxOptions(BaseModel):
     network_enabled: bool = True
     ports: list[tuple[int, int, str]] = []
     volumes: list[tuple[str, str, str]] = []
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @field_validator("volumes", mode="before")
     @classmethod
