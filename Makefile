@@ -30,6 +30,7 @@ test-rust:
 
 bench: setup       ## start, exec (also under load), idle-box memory, boot reliability, pool, image figures
 	uv run --locked python benchmarks/bench_engine.py
+	uv run --locked python benchmarks/bench_output.py
 	uv run --locked python benchmarks/bench_pool.py
 	uv run --locked python benchmarks/bench_images.py
 	uv run --locked --group bench python benchmarks/bench_tools.py

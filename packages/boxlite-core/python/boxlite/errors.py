@@ -102,3 +102,8 @@ class CopyError(BoxliteError):
 
 class StdinClosedError(BoxliteError):
     """Input was sent to an execution whose stdin is closed or which has ended."""
+
+
+class OutputLimitError(BoxliteError, ValueError):
+    """A read of an execution's output stream would hold more than its ``limit`` (the box
+    decides how much it writes, so every read is bounded); the message names the limit."""

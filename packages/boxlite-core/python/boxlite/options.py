@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from .images import ImageRegistry
 
+#: Bytes of each output stream a result keeps unless ``BoxOptions.max_output_bytes`` says otherwise.
+DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+
 
 def normalize_env(env: Mapping[str, str] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:
     """Accepts a mapping or ``(key, value)`` pairs; returns pairs."""
@@ -166,6 +169,10 @@ class BoxOptions(BaseModel):
         copy_out_max_bytes: The most bytes one ``copy_out`` may write on the host (the box's
             archive: file contents plus 512 bytes per entry; default 4 GiB, at least 64 KiB).
             A larger copy fails with :class:`~boxlite.errors.CopyError` naming this option.
+        max_output_bytes: Bytes of stdout (and, separately, of stderr) a result of ``run()``,
+            ``wait()`` or ``SimpleBox.exec()`` keeps (default 4 MiB, at most 1 GiB). The process
+            is never held up: the rest is read and dropped, and the result has
+            ``truncated=True``. Read more through ``execution.stdout()`` or ``copy_out``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -192,6 +199,7 @@ class BoxOptions(BaseModel):
         if isinstance(value, list | tuple):
             return NetworkSpec(allow_net=list(value))
         return value
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @field_validator("volumes", mode="before")
     @classmethod

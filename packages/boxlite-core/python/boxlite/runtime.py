@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from . import _bridge, _engine
+from .errors import OutputLimitError
 from .images import Images
 from .options import BoxOptions, Options, normalize_env
 
@@ -30,13 +31,23 @@ DEFAULT_TTY_SIZE = (24, 80)
 #: Seconds allowed at interpreter exit to stop boxes cleanly before their VMs are killed.
 EXIT_STOP_TIMEOUT = 20.0
 
+#: Longest line :meth:`ExecOutputStream.readline` returns unless given a ``limit``.
+DEFAULT_LINE_LIMIT = 1024 * 1024
+
+#: Most bytes :meth:`ExecOutputStream.read` and :meth:`~ExecOutputStream.readexactly` return
+#: unless given a ``limit``.
+DEFAULT_READ_LIMIT = 64 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ExecResult:
-    """How an execution ended, with its complete output.
+    """How an execution ended, with its output.
 
     ``exit_code`` follows the shell convention: 128 + N when signal N killed the process,
     127 when the command was not found in the box, 126 when it could not be executed.
+    Each stream keeps at most ``max_output_bytes`` (``BoxOptions``, or the call's); beyond
+    that the output is read and dropped, ``truncated`` is true and ``stdout_dropped`` /
+    ``stderr_dropped`` count the bytes dropped.
     """
 
     exit_code: int
@@ -49,6 +60,14 @@ class ExecResult:
     timed_out: bool = False
     stdout_bytes: bytes = field(default=b"", repr=False)
     stderr_bytes: bytes = field(default=b"", repr=False)
+    #: Bytes of stdout / stderr dropped beyond the output limit.
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        """Part of the output was dropped: a stream wrote more than the output limit."""
+        return self.stdout_dropped > 0 or self.stderr_dropped > 0
 
     @property
     def returncode(self) -> int:
@@ -71,6 +90,8 @@ class ExecResult:
             timed_out=output.timed_out,
             stdout_bytes=out,
             stderr_bytes=err,
+            stdout_dropped=output.stdout_dropped,
+            stderr_dropped=output.stderr_dropped,
         )
 
 
@@ -101,7 +122,9 @@ class ExecOutputStream:
     :meth:`chunks` yields raw bytes as they come; :meth:`readline`, :meth:`readexactly` and
     :meth:`read` read bytes. Output read this way is not part of ``wait()``'s result, and only
     a bounded amount of it (about 1 MiB) is ever held on the host, however much the process
-    writes: a process whose output nobody reads waits, as with a pipe.
+    writes: a process whose output nobody reads waits, as with a pipe. The reads that gather
+    bytes (:meth:`readline`, :meth:`readexactly`, :meth:`read`) each take a ``limit`` and
+    raise :class:`~boxlite.errors.OutputLimitError` rather than hold more.
     """
 
     def __init__(self, inner: _engine.Execution, name: str) -> None:
@@ -131,21 +154,38 @@ class ExecOutputStream:
             if not await self._fill():
                 return
 
-    async def readline(self) -> bytes:
-        """The next line, newline included; what is left without one at the end; ``b""`` at EOF."""
+    async def readline(self, limit: int = DEFAULT_LINE_LIMIT) -> bytes:
+        """The next line, newline included; what is left without one at the end; ``b""`` at EOF.
+
+        :class:`~boxlite.errors.OutputLimitError` when ``limit`` bytes arrive without a newline
+        (they stay buffered: :meth:`chunks` or :meth:`readexactly` can still take them).
+        """
+        searched = 0
         while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
+            end = self._buffer.find(b"\n", searched)
+            if end >= 0 and end < limit:
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
                 return line
+            if end >= 0 or len(self._buffer) > limit:
+                raise OutputLimitError(
+                    f"the {self._name} line is longer than readline's limit of {limit} bytes: "
+                    "pass a larger limit=, or read chunks()"
+                )
+            searched = len(self._buffer)
             if not await self._fill():
                 line = bytes(self._buffer)
                 self._buffer.clear()
                 return line
 
-    async def readexactly(self, n: int) -> bytes:
-        """Exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if the stream ends first."""
+    async def readexactly(self, n: int, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Exactly ``n`` bytes; :class:`asyncio.IncompleteReadError` if the stream ends first.
+
+        ``n`` often comes from the box (a length header): more than ``limit`` is refused with
+        :class:`~boxlite.errors.OutputLimitError` before anything is read.
+        """
+        if n < 0 or n > limit:
+            raise OutputLimitError(f"readexactly({n}) on {self._name}: use 0 to {limit} bytes (the limit= argument)")
         while len(self._buffer) < n:
             if not await self._fill():
                 partial = bytes(self._buffer)
@@ -155,10 +195,15 @@ class ExecOutputStream:
         del self._buffer[:n]
         return data
 
-    async def read(self) -> bytes:
-        """Everything up to the end of the stream."""
+    async def read(self, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Everything up to the end of the stream; :class:`~boxlite.errors.OutputLimitError`
+        once more than ``limit`` bytes arrived (read :meth:`chunks` for output of any size)."""
         while await self._fill():
-            pass
+            if len(self._buffer) > limit:
+                raise OutputLimitError(
+                    f"{self._name} holds more than read's limit of {limit} bytes: "
+                    "pass a larger limit=, or read chunks()"
+                )
         data = bytes(self._buffer)
         self._buffer.clear()
         return data
@@ -372,6 +417,7 @@ class Box:
         user: str | None = None,
         timeout: float | None = None,
         tty: bool = False,
+        max_output_bytes: int | None = None,
     ) -> Execution:
         """Starts ``cmd`` with ``args`` in the box; ``await execution.wait()`` for the result,
         or read its :meth:`~Execution.stdout` / :meth:`~Execution.stderr` as they arrive.
@@ -380,11 +426,14 @@ class Box:
         With ``timeout`` (seconds), every process the execution started is killed once it runs
         longer, and ``wait()`` returns a result with ``timed_out=True`` and exit code 124.
         ``tty=True`` runs it on a pseudo-terminal (24x80 until :meth:`~Execution.resize_tty`).
+        ``max_output_bytes`` caps each stream in ``wait()``'s result (default: the box's).
         """
         argv, pairs = _exec_args(args), normalize_env(env)
         size = DEFAULT_TTY_SIZE if tty else None
         inner = await _bridge.call(
-            lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user, True, timeout, size)
+            lambda c: self._inner.exec(
+                c, str(cmd), argv, pairs, working_dir, user, True, timeout, size, False, max_output_bytes
+            )
         )
         return Execution(inner)
 
@@ -397,13 +446,17 @@ class Box:
         working_dir: str | None = None,
         user: str | None = None,
         timeout: float | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one
         call, with stdin reading ``/dev/null``. A cancelled call kills the execution's processes.
+        Each stream keeps at most ``max_output_bytes`` (default: the box's); see :class:`ExecResult`.
         """
         argv, pairs = _exec_args(args), normalize_env(env)
         output = await _bridge.call(
-            lambda c: self._inner.exec(c, str(cmd), argv, pairs, working_dir, user, False, timeout, None, True)
+            lambda c: self._inner.exec(
+                c, str(cmd), argv, pairs, working_dir, user, False, timeout, None, True, max_output_bytes
+            )
         )
         return ExecResult._from_engine(output)
 

@@ -34,6 +34,7 @@ class SimpleBoxArgs(TypedDict, total=False):
     security: SecurityOptions | None
     ports: list[tuple[int, int] | tuple[int, int, str]] | None
     volumes: list[tuple[str, str] | tuple[str, str, str]] | None
+    max_output_bytes: int | None
 
 
 class SimpleBox:
@@ -50,7 +51,17 @@ class SimpleBox:
         if unknown:
             raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
         fields: dict[str, object] = {"image": image, "auto_remove": options.get("auto_remove", True)}
-        for key in ("rootfs_path", "working_dir", "env", "name", "disk_size_gb", "security", "ports", "volumes"):
+        for key in (
+            "rootfs_path",
+            "working_dir",
+            "env",
+            "name",
+            "disk_size_gb",
+            "security",
+            "ports",
+            "volumes",
+            "max_output_bytes",
+        ):
             if options.get(key) is not None:
                 fields[key] = options[key]
         cpus = options.get("cpus")
@@ -101,13 +112,24 @@ class SimpleBox:
         working_dir: str | None = None,
         user: str | None = None,
         timeout: float | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         """Runs ``cmd`` with ``args`` and returns its result (exit code, stdout, stderr).
 
         With ``timeout`` (seconds), every process the command started is killed once it runs
         longer, and the result has ``timed_out=True``, exit code 124 and the output so far.
+        Each stream keeps at most ``max_output_bytes`` (default: the box's, 4 MiB); beyond it
+        the output is dropped and the result has ``truncated=True``.
         """
-        return await self.box.run(cmd, list(args), env, working_dir=working_dir, user=user, timeout=timeout)
+        return await self.box.run(
+            cmd,
+            list(args),
+            env,
+            working_dir=working_dir,
+            user=user,
+            timeout=timeout,
+            max_output_bytes=max_output_bytes,
+        )
 
     async def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
         """Copies a host file or directory into the box (see :meth:`boxlite.Box.copy_in`)."""

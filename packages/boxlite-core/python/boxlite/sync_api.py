@@ -241,11 +241,14 @@ class SyncOutputStream:
         """Raw output chunks as they arrive."""
         return iterate_sync(self._stream.chunks())
 
-    def readline(self) -> bytes:
-        return run_sync(self._stream.readline())
+    def readline(self, limit: int = _runtime.DEFAULT_LINE_LIMIT) -> bytes:
+        return run_sync(self._stream.readline(limit))
 
-    def read(self) -> bytes:
-        return run_sync(self._stream.read())
+    def readexactly(self, n: int, limit: int = _runtime.DEFAULT_READ_LIMIT) -> bytes:
+        return run_sync(self._stream.readexactly(n, limit))
+
+    def read(self, limit: int = _runtime.DEFAULT_READ_LIMIT) -> bytes:
+        return run_sync(self._stream.read(limit))
 
 
 class SyncExecution:
@@ -326,10 +329,22 @@ class SyncBox:
         user: str | None = None,
         timeout: float | None = None,
         tty: bool = False,
+        max_output_bytes: int | None = None,
     ) -> SyncExecution:
         """Starts ``cmd`` in the box; ``.wait()`` for the result (see :meth:`Box.exec`)."""
         return SyncExecution(
-            run_sync(self._box.exec(cmd, args, env, working_dir=working_dir, user=user, timeout=timeout, tty=tty))
+            run_sync(
+                self._box.exec(
+                    cmd,
+                    args,
+                    env,
+                    working_dir=working_dir,
+                    user=user,
+                    timeout=timeout,
+                    tty=tty,
+                    max_output_bytes=max_output_bytes,
+                )
+            )
         )
 
     def run(
@@ -341,9 +356,14 @@ class SyncBox:
         working_dir: str | None = None,
         user: str | None = None,
         timeout: float | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         """Runs ``cmd`` to its end and returns its result (see :meth:`Box.run`)."""
-        return run_sync(self._box.run(cmd, args, env, working_dir=working_dir, user=user, timeout=timeout))
+        return run_sync(
+            self._box.run(
+                cmd, args, env, working_dir=working_dir, user=user, timeout=timeout, max_output_bytes=max_output_bytes
+            )
+        )
 
     def metrics(self) -> BoxMetrics:
         """Resource use of the box (see :meth:`Box.metrics`)."""
@@ -499,9 +519,20 @@ class SyncSimpleBox:
         working_dir: str | None = None,
         user: str | None = None,
         timeout: float | None = None,
+        max_output_bytes: int | None = None,
     ) -> ExecResult:
         """Runs ``cmd`` with ``args`` and returns its result (see :meth:`SimpleBox.exec`)."""
-        return run_sync(self._simple.exec(cmd, *args, env=env, working_dir=working_dir, user=user, timeout=timeout))
+        return run_sync(
+            self._simple.exec(
+                cmd,
+                *args,
+                env=env,
+                working_dir=working_dir,
+                user=user,
+                timeout=timeout,
+                max_output_bytes=max_output_bytes,
+            )
+        )
 
     def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
         """Copies a host file or directory into the box."""

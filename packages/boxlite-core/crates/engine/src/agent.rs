@@ -1,19 +1,26 @@
 //! The host end of the guest channel: connects to the VM's agent socket, checks the protocol
 //! version, and multiplexes executions over the one stream.
+//!
+//! The guest is hostile (its agent may be taken over by root in the box), so the client holds
+//! it to the protocol: output beyond an execution's window, stdin acknowledgements for bytes
+//! never sent, oversized or malformed frames, a write the guest does not read within its
+//! deadline and a request it does not answer in time (while executions are open, a liveness
+//! probe runs too) all close the channel as *broken*, and the box's hook kills its VM.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use boxlite_protocol::{
-    nonblocking, ExecRequest, ExitStatus, GuestMessage, GuestMetrics, HostMessage, OutputStream,
-    PROTOCOL_VERSION,
+    encode_frame, nonblocking, ExecRequest, ExitStatus, GuestMessage, GuestMetrics, HostMessage,
+    OutputStream, ProtocolError, MAX_GUEST_FRAME_LEN, OUTPUT_WINDOW, PROTOCOL_VERSION,
 };
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::hypervisor::VmExit;
@@ -42,17 +49,75 @@ pub struct GuestHello {
     pub uptime_ms: u64,
 }
 
-type Routes = Arc<Mutex<Option<HashMap<u32, mpsc::UnboundedSender<ExecEvent>>>>>;
-type MetricsWaiters = Arc<Mutex<HashMap<u64, tokio::sync::oneshot::Sender<GuestMetrics>>>>;
+/// How long the guest may take over what the host waits for; past it, the channel is broken.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// One frame written to the channel (the guest must keep reading it).
+    pub write: Duration,
+    /// An answer to a request (a liveness probe, metrics).
+    pub answer: Duration,
+    /// How often the agent is probed while executions are open, so a guest that stopped
+    /// (a paused VM, a stopped PID 1) cannot keep `wait()` waiting forever.
+    pub heartbeat: Duration,
+}
 
-pub struct AgentClient {
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            write: Duration::from_secs(10),
+            answer: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the channel closed.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    pub reason: String,
+    /// The guest broke the protocol or stopped answering (as opposed to the VM ending).
+    pub broken: bool,
+}
+
+/// Longest guest-supplied message (an error, a spawn failure) kept or logged, in bytes.
+const MAX_GUEST_TEXT: usize = 4096;
+
+/// Errors of the agent logged as warnings per connection; later ones go to the debug log, so
+/// a guest cannot flood the host's log.
+const MAX_LOGGED_ERRORS: u64 = 20;
+
+/// One open execution: where its events go and its flow-control accounts.
+struct Route {
+    events: mpsc::UnboundedSender<ExecEvent>,
+    output_received: u64,
+    output_acked: u64,
+    stdin_sent: u64,
+    stdin_acked: u64,
+}
+
+enum Answer {
+    Pong,
+    Metrics(GuestMetrics),
+}
+
+type BrokenHook = Box<dyn Fn(&str) + Send + Sync>;
+
+struct Shared {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
     /// Open executions; `None` once the channel is closed.
-    routes: Routes,
+    routes: Mutex<Option<HashMap<u32, Route>>>,
+    /// Requests awaiting their answer, by token.
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next_token: AtomicU64,
+    errors_logged: AtomicU64,
+    closed: watch::Sender<Option<Closed>>,
+    on_broken: OnceLock<BrokenHook>,
+    deadlines: Deadlines,
+}
+
+pub struct AgentClient {
+    shared: Arc<Shared>,
     next_exec_id: AtomicU32,
-    closed: watch::Receiver<Option<String>>,
-    metrics_waiters: MetricsWaiters,
-    next_token: std::sync::atomic::AtomicU64,
 }
 
 /// Why connecting to the agent failed.
@@ -64,13 +129,252 @@ pub enum ConnectError {
     Protocol(String),
 }
 
+/// `text` cut to [`MAX_GUEST_TEXT`] bytes (at a character boundary).
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_GUEST_TEXT {
+        let mut end = MAX_GUEST_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+impl Shared {
+    fn closed(&self) -> Option<Closed> {
+        self.closed.borrow().clone()
+    }
+
+    /// Closes the channel once: pending executions and requests fail with `reason`; a broken
+    /// channel also runs the box's hook (which kills the VM).
+    fn close(&self, reason: String, broken: bool) {
+        let first = self.closed.send_if_modified(|c| {
+            if c.is_some() {
+                return false;
+            }
+            *c = Some(Closed {
+                reason: reason.clone(),
+                broken,
+            });
+            true
+        });
+        if !first {
+            return;
+        }
+        if broken {
+            tracing::warn!(%reason, "the guest broke its channel");
+            if let Some(hook) = self.on_broken.get() {
+                hook(&reason);
+            }
+        }
+        let open = self
+            .routes
+            .lock()
+            .expect("routes lock")
+            .take()
+            .unwrap_or_default();
+        for (_, route) in open {
+            let _ = route.events.send(ExecEvent::Lost(reason.clone()));
+        }
+        self.waiters.lock().expect("waiters lock").clear();
+    }
+
+    fn closed_error(&self) -> String {
+        self.closed()
+            .map_or_else(|| "the channel closed".to_owned(), |c| c.reason)
+    }
+
+    /// Writes one frame within the write deadline.
+    async fn send(&self, msg: &HostMessage) -> Result<(), String> {
+        let frame = encode_frame(msg).map_err(|e| e.to_string())?;
+        let mut writer = self.writer.lock().await;
+        if let Some(closed) = self.closed() {
+            return Err(closed.reason);
+        }
+        let write = async {
+            writer.write_all(&frame).await?;
+            writer.flush().await
+        };
+        match tokio::time::timeout(self.deadlines.write, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                // The VM ended (its exit watcher reports that) or the socket failed.
+                let reason = format!("channel write failed: {e}");
+                self.close(reason.clone(), false);
+                Err(reason)
+            }
+            Err(_) => {
+                // Half a frame may be written: the stream cannot be used any more.
+                let reason = format!(
+                    "the guest did not read its channel for {} s (is its VM paused or its agent stopped?)",
+                    self.deadlines.write.as_secs_f64()
+                );
+                self.close(reason.clone(), true);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Sends the request `make(token)` and waits for its answer within the answer deadline.
+    async fn request(
+        &self,
+        what: &str,
+        make: impl FnOnce(u64) -> HostMessage,
+    ) -> Result<Answer, String> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters lock").insert(token, tx);
+        let answer = async {
+            self.send(&make(token)).await?;
+            match tokio::time::timeout(self.deadlines.answer, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(self.closed_error()),
+                Err(_) => {
+                    let reason = format!(
+                        "the guest agent did not answer a {what} within {} s (is its VM paused or its agent stopped?)",
+                        self.deadlines.answer.as_secs_f64()
+                    );
+                    self.close(reason.clone(), true);
+                    Err(reason)
+                }
+            }
+        }
+        .await;
+        self.waiters.lock().expect("waiters lock").remove(&token);
+        answer
+    }
+
+    /// Routes one message from the guest; `Err` is a protocol violation.
+    fn route(&self, msg: GuestMessage) -> Result<(), String> {
+        let (exec_id, event, last) = match msg {
+            GuestMessage::Started { exec_id, pid } => (exec_id, ExecEvent::Started { pid }, false),
+            GuestMessage::Output {
+                exec_id,
+                stream,
+                data,
+            } => {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                (exec_id, ExecEvent::Output { stream, data }, false)
+            }
+            GuestMessage::StdinAck { exec_id, bytes } => {
+                if bytes == 0 {
+                    return Ok(());
+                }
+                (exec_id, ExecEvent::StdinAck(bytes), false)
+            }
+            GuestMessage::Exited { exec_id, status } => {
+                let status = match status {
+                    ExitStatus::SpawnFailed { code, message } => ExitStatus::SpawnFailed {
+                        code,
+                        message: clip(message),
+                    },
+                    other => other,
+                };
+                (exec_id, ExecEvent::Exited(status), true)
+            }
+            GuestMessage::Error {
+                exec_id: Some(exec_id),
+                message,
+            } => (exec_id, ExecEvent::Lost(clip(message)), true),
+            GuestMessage::Error {
+                exec_id: None,
+                message,
+            } => {
+                let message = clip(message);
+                if self.errors_logged.fetch_add(1, Ordering::Relaxed) < MAX_LOGGED_ERRORS {
+                    tracing::warn!(%message, "guest agent reported an error");
+                } else {
+                    tracing::debug!(%message, "guest agent reported an error");
+                }
+                return Ok(());
+            }
+            GuestMessage::Pong { token } => {
+                self.answer(token, Answer::Pong);
+                return Ok(());
+            }
+            GuestMessage::Metrics { token, metrics } => {
+                self.answer(token, Answer::Metrics(metrics));
+                return Ok(());
+            }
+            GuestMessage::Hello { .. } => return Ok(()),
+        };
+        let mut routes = self.routes.lock().expect("routes lock");
+        // Messages for executions the host does not know (or that ended) are dropped.
+        let Some(routes) = routes.as_mut() else {
+            return Ok(());
+        };
+        let Some(route) = routes.get_mut(&exec_id) else {
+            return Ok(());
+        };
+        match &event {
+            ExecEvent::Output { data, .. } => {
+                route.output_received += data.len() as u64;
+                let ahead = route.output_received - route.output_acked.min(route.output_received);
+                if ahead > OUTPUT_WINDOW {
+                    return Err(format!(
+                        "the guest sent {ahead} bytes of output of execution {exec_id} ahead of the host's acknowledgements, more than the {OUTPUT_WINDOW}-byte window it was granted"
+                    ));
+                }
+            }
+            ExecEvent::StdinAck(bytes) => {
+                let acked = route.stdin_acked.saturating_add(*bytes);
+                if acked > route.stdin_sent {
+                    return Err(format!(
+                        "the guest acknowledged {acked} bytes of stdin of execution {exec_id}, but only {} were sent",
+                        route.stdin_sent
+                    ));
+                }
+                route.stdin_acked = acked;
+            }
+            _ => {}
+        }
+        let _ = route.events.send(event);
+        if last {
+            routes.remove(&exec_id);
+        }
+        Ok(())
+    }
+
+    fn answer(&self, token: u64, answer: Answer) {
+        if let Some(tx) = self.waiters.lock().expect("waiters lock").remove(&token) {
+            let _ = tx.send(answer);
+        }
+    }
+
+    fn with_route(&self, exec_id: u32, f: impl FnOnce(&mut Route)) {
+        if let Some(route) = self
+            .routes
+            .lock()
+            .expect("routes lock")
+            .as_mut()
+            .and_then(|r| r.get_mut(&exec_id))
+        {
+            f(route);
+        }
+    }
+}
+
 impl AgentClient {
     /// Connects to `socket` and waits for the agent's hello, until `deadline` or until the VM
     /// ends (`vm_exit` turns `Some`), whichever comes first.
     pub async fn connect(
         socket: &Path,
         deadline: Instant,
+        vm_exit: watch::Receiver<Option<VmExit>>,
+    ) -> Result<(AgentClient, GuestHello), ConnectError> {
+        Self::connect_with(socket, deadline, vm_exit, Deadlines::default()).await
+    }
+
+    /// [`AgentClient::connect`] with the given deadlines for the channel's life.
+    pub async fn connect_with(
+        socket: &Path,
+        deadline: Instant,
         mut vm_exit: watch::Receiver<Option<VmExit>>,
+        deadlines: Deadlines,
     ) -> Result<(AgentClient, GuestHello), ConnectError> {
         let handshake = async {
             // QEMU creates the socket shortly after it starts.
@@ -81,7 +385,12 @@ impl AgentClient {
                 }
             };
             let (mut reader, mut writer) = stream.into_split();
-            let hello = match nonblocking::read_message::<GuestMessage, _>(&mut reader).await {
+            let hello = match nonblocking::read_message_max::<GuestMessage, _>(
+                &mut reader,
+                MAX_GUEST_FRAME_LEN,
+            )
+            .await
+            {
                 Ok(Some(GuestMessage::Hello {
                     version,
                     kernel_release,
@@ -93,14 +402,14 @@ impl AgentClient {
                         )));
                     }
                     GuestHello {
-                        kernel_release,
+                        kernel_release: clip(kernel_release),
                         uptime_ms,
                     }
                 }
                 Ok(Some(other)) => {
-                    return Err(ConnectError::Protocol(format!(
+                    return Err(ConnectError::Protocol(clip(format!(
                         "expected a hello, got {other:?}"
-                    )))
+                    ))))
                 }
                 Ok(None) => {
                     return Err(ConnectError::Protocol(
@@ -140,36 +449,59 @@ impl AgentClient {
             exit = vm_ended => return Err(ConnectError::VmExited(exit)),
         };
 
-        let routes: Routes = Arc::new(Mutex::new(Some(HashMap::new())));
-        let (closed_tx, closed_rx) = watch::channel(None);
-        let metrics_waiters = MetricsWaiters::default();
-        tokio::spawn(read_loop(
-            reader,
-            routes.clone(),
-            metrics_waiters.clone(),
-            closed_tx,
-        ));
-        let client = AgentClient {
+        let (closed, _) = watch::channel(None);
+        let shared = Arc::new(Shared {
             writer: tokio::sync::Mutex::new(writer),
-            routes,
+            routes: Mutex::new(Some(HashMap::new())),
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            errors_logged: AtomicU64::new(0),
+            closed,
+            on_broken: OnceLock::new(),
+            deadlines,
+        });
+        tokio::spawn(read_loop(reader, shared.clone()));
+        tokio::spawn(heartbeat(Arc::downgrade(&shared)));
+        let client = AgentClient {
+            shared,
             next_exec_id: AtomicU32::new(1),
-            closed: closed_rx,
-            metrics_waiters,
-            next_token: std::sync::atomic::AtomicU64::new(1),
         };
         Ok((client, hello))
     }
 
     /// Why the channel closed, once it has.
     pub fn closed_reason(&self) -> Option<String> {
-        self.closed.borrow().clone()
+        self.shared.closed().map(|c| c.reason)
+    }
+
+    /// How the channel closed, once it has.
+    pub fn closed(&self) -> Option<Closed> {
+        self.shared.closed()
+    }
+
+    /// Runs `hook` (once the channel is broken, or now if it already is): the box kills its VM.
+    pub fn set_on_broken(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        if self.shared.on_broken.set(Box::new(hook)).is_err() {
+            return;
+        }
+        if let Some(Closed {
+            reason,
+            broken: true,
+        }) = self.shared.closed()
+        {
+            if let Some(hook) = self.shared.on_broken.get() {
+                hook(&reason);
+            }
+        }
+    }
+
+    /// Declares the channel broken (the guest misbehaved in a way only the caller sees).
+    pub fn fail(&self, reason: String) {
+        self.shared.close(reason, true);
     }
 
     async fn send(&self, msg: &HostMessage) -> Result<(), String> {
-        let mut writer = self.writer.lock().await;
-        nonblocking::write_message(&mut *writer, msg)
-            .await
-            .map_err(|e| e.to_string())
+        self.shared.send(msg).await
     }
 
     /// Starts an execution; its events arrive on the returned receiver.
@@ -181,16 +513,23 @@ impl AgentClient {
         request.exec_id = exec_id;
         let (tx, rx) = mpsc::unbounded_channel();
         {
-            let mut routes = self.routes.lock().expect("routes lock");
+            let mut routes = self.shared.routes.lock().expect("routes lock");
             let Some(routes) = routes.as_mut() else {
-                return Err(self
-                    .closed_reason()
-                    .unwrap_or_else(|| "channel closed".into()));
+                return Err(self.shared.closed_error());
             };
-            routes.insert(exec_id, tx);
+            routes.insert(
+                exec_id,
+                Route {
+                    events: tx,
+                    output_received: 0,
+                    output_acked: 0,
+                    stdin_sent: 0,
+                    stdin_acked: 0,
+                },
+            );
         }
         if let Err(e) = self.send(&HostMessage::Exec(Box::new(request))).await {
-            if let Some(routes) = self.routes.lock().expect("routes lock").as_mut() {
+            if let Some(routes) = self.shared.routes.lock().expect("routes lock").as_mut() {
                 routes.remove(&exec_id);
             }
             return Err(e);
@@ -207,6 +546,9 @@ impl AgentClient {
     }
 
     pub async fn stdin(&self, exec_id: u32, data: Vec<u8>) -> Result<(), String> {
+        let len = data.len() as u64;
+        self.shared
+            .with_route(exec_id, |r| r.stdin_sent = r.stdin_sent.saturating_add(len));
         self.send(&HostMessage::Stdin { exec_id, data }).await
     }
 
@@ -214,8 +556,13 @@ impl AgentClient {
         self.send(&HostMessage::CloseStdin { exec_id }).await
     }
 
-    /// Tells the agent the host consumed `bytes` more output of the execution.
+    /// Tells the agent the host consumed `bytes` more output of the execution (which lets
+    /// it send that much more).
     pub async fn ack_output(&self, exec_id: u32, bytes: u64) -> Result<(), String> {
+        // Counted before it is sent: the guest cannot use credit it has not been given yet.
+        self.shared.with_route(exec_id, |r| {
+            r.output_acked = r.output_acked.saturating_add(bytes)
+        });
         self.send(&HostMessage::OutputAck { exec_id, bytes }).await
     }
 
@@ -228,27 +575,24 @@ impl AgentClient {
         .await
     }
 
+    /// A liveness probe: `Ok` once the agent answered (within the answer deadline).
+    pub async fn ping(&self) -> Result<(), String> {
+        self.shared
+            .request("liveness probe", |token| HostMessage::Ping { token })
+            .await
+            .map(|_| ())
+    }
+
     /// The guest's resource use.
     pub async fn metrics(&self) -> Result<GuestMetrics, String> {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.metrics_waiters
-            .lock()
-            .expect("metrics lock")
-            .insert(token, tx);
-        let sent = self.send(&HostMessage::Metrics { token }).await;
-        let answer = match sent {
-            Ok(()) => tokio::time::timeout(Duration::from_secs(10), rx)
-                .await
-                .map_err(|_| "the guest agent did not answer a metrics request".to_owned())
-                .and_then(|r| r.map_err(|_| "the channel closed".to_owned())),
-            Err(e) => Err(e),
-        };
-        self.metrics_waiters
-            .lock()
-            .expect("metrics lock")
-            .remove(&token);
-        answer
+        match self
+            .shared
+            .request("metrics request", |token| HostMessage::Metrics { token })
+            .await?
+        {
+            Answer::Metrics(metrics) => Ok(metrics),
+            Answer::Pong => Err("the guest agent answered a metrics request with a pong".into()),
+        }
     }
 
     /// Asks the agent to flush and power off; the VM then exits by itself.
@@ -257,74 +601,319 @@ impl AgentClient {
     }
 }
 
-async fn read_loop(
-    mut reader: tokio::net::unix::OwnedReadHalf,
-    routes: Routes,
-    metrics_waiters: MetricsWaiters,
-    closed: watch::Sender<Option<String>>,
-) {
-    let reason = loop {
-        match nonblocking::read_message::<GuestMessage, _>(&mut reader).await {
-            Ok(Some(msg)) => {
-                let (exec_id, event, last) = match msg {
-                    GuestMessage::Started { exec_id, pid } => {
-                        (exec_id, ExecEvent::Started { pid }, false)
-                    }
-                    GuestMessage::Output {
-                        exec_id,
-                        stream,
-                        data,
-                    } => (exec_id, ExecEvent::Output { stream, data }, false),
-                    GuestMessage::StdinAck { exec_id, bytes } => {
-                        (exec_id, ExecEvent::StdinAck(bytes), false)
-                    }
-                    GuestMessage::Metrics { token, metrics } => {
-                        if let Some(tx) =
-                            metrics_waiters.lock().expect("metrics lock").remove(&token)
-                        {
-                            let _ = tx.send(metrics);
-                        }
-                        continue;
-                    }
-                    GuestMessage::Exited { exec_id, status } => {
-                        (exec_id, ExecEvent::Exited(status), true)
-                    }
-                    GuestMessage::Error {
-                        exec_id: Some(exec_id),
-                        message,
-                    } => (exec_id, ExecEvent::Lost(message), true),
-                    GuestMessage::Error {
-                        exec_id: None,
-                        message,
-                    } => {
-                        tracing::warn!(%message, "guest agent reported an error");
-                        continue;
-                    }
-                    GuestMessage::Hello { .. } | GuestMessage::Pong { .. } => continue,
-                };
-                let mut routes = routes.lock().expect("routes lock");
-                if let Some(routes) = routes.as_mut() {
-                    if let Some(tx) = routes.get(&exec_id) {
-                        let _ = tx.send(event);
-                    }
-                    if last {
-                        routes.remove(&exec_id);
-                    }
-                }
-            }
-            Ok(None) => break "the guest closed the channel".to_owned(),
-            Err(e) => break format!("channel read failed: {e}"),
+async fn read_loop(mut reader: OwnedReadHalf, shared: Arc<Shared>) {
+    let (reason, broken) = loop {
+        let msg = match nonblocking::read_message_max::<GuestMessage, _>(
+            &mut reader,
+            MAX_GUEST_FRAME_LEN,
+        )
+        .await
+        {
+            Ok(Some(msg)) => msg,
+            Ok(None) => break ("the guest closed the channel".to_owned(), false),
+            Err(ProtocolError::Io(e)) => break (format!("channel read failed: {e}"), false),
+            Err(e) => break (format!("the guest agent broke the protocol: {e}"), true),
+        };
+        if let Err(violation) = shared.route(msg) {
+            break (violation, true);
         }
     };
-    let open = routes
-        .lock()
-        .expect("routes lock")
-        .take()
-        .unwrap_or_default();
-    for (_, tx) in open {
-        let _ = tx.send(ExecEvent::Lost(reason.clone()));
+    shared.close(reason, broken);
+}
+
+/// Probes the agent while executions are open (see [`Deadlines::heartbeat`]).
+async fn heartbeat(shared: Weak<Shared>) {
+    loop {
+        let Some(interval) = shared.upgrade().map(|s| s.deadlines.heartbeat) else {
+            return;
+        };
+        tokio::time::sleep(interval).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.closed().is_some() {
+            return;
+        }
+        let busy = shared
+            .routes
+            .lock()
+            .expect("routes lock")
+            .as_ref()
+            .is_some_and(|r| !r.is_empty());
+        if busy
+            && shared
+                .request("liveness probe", |token| HostMessage::Ping { token })
+                .await
+                .is_err()
+        {
+            return;
+        }
     }
-    let _ = closed.send(Some(reason));
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against a fake agent on a real unix socket (no VM): a guest that breaks the
+    //! protocol or stops answering gets the channel declared broken.
+
+    use super::*;
+    use boxlite_protocol::{ExecLimits, OUTPUT_CHUNK_LEN};
+    use tokio::net::UnixListener;
+
+    /// The guest's end of the channel.
+    struct FakeAgent {
+        reader: OwnedReadHalf,
+        writer: OwnedWriteHalf,
+    }
+
+    impl FakeAgent {
+        async fn send(&mut self, msg: GuestMessage) {
+            nonblocking::write_message(&mut self.writer, &msg)
+                .await
+                .unwrap();
+        }
+
+        async fn receive(&mut self) -> HostMessage {
+            nonblocking::read_message(&mut self.reader)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        /// Sends `bytes` of stdout of `exec_id` in chunks of the agent's size.
+        async fn output(&mut self, exec_id: u32, mut bytes: u64) {
+            while bytes > 0 {
+                let n = bytes.min(OUTPUT_CHUNK_LEN as u64);
+                self.send(GuestMessage::Output {
+                    exec_id,
+                    stream: OutputStream::Stdout,
+                    data: vec![b'x'; n as usize],
+                })
+                .await;
+                bytes -= n;
+            }
+        }
+    }
+
+    struct Connected {
+        client: AgentClient,
+        agent: FakeAgent,
+        broken: Arc<Mutex<Vec<String>>>,
+        _vm: watch::Sender<Option<VmExit>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn connect(deadlines: Deadlines) -> Connected {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (vm, vm_exit) = watch::channel(None);
+        let accept = async {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (reader, writer) = stream.into_split();
+            let mut agent = FakeAgent { reader, writer };
+            agent
+                .send(GuestMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    kernel_release: "test".into(),
+                    uptime_ms: 1,
+                })
+                .await;
+            assert!(matches!(agent.receive().await, HostMessage::Hello { .. }));
+            agent
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (connected, agent) = tokio::join!(
+            AgentClient::connect_with(&path, deadline, vm_exit, deadlines),
+            accept
+        );
+        let (client, _) = connected.unwrap_or_else(|e| panic!("connect: {e:?}"));
+        let broken = Arc::new(Mutex::new(Vec::new()));
+        let seen = broken.clone();
+        client.set_on_broken(move |why| seen.lock().unwrap().push(why.to_owned()));
+        Connected {
+            client,
+            agent,
+            broken,
+            _vm: vm,
+            _dir: dir,
+        }
+    }
+
+    fn request() -> ExecRequest {
+        ExecRequest {
+            exec_id: 0,
+            program: "true".into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            working_dir: "/".into(),
+            stdin: true,
+            user: None,
+            tty: None,
+            limits: ExecLimits::default(),
+            builtin: None,
+        }
+    }
+
+    /// Events until the channel ends the execution; panics after 10 s.
+    async fn drain(events: &mut mpsc::UnboundedReceiver<ExecEvent>) -> (u64, Option<String>) {
+        let mut bytes = 0;
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("the execution did not end");
+            match event {
+                Some(ExecEvent::Output { data, .. }) => bytes += data.len() as u64,
+                Some(ExecEvent::Lost(reason)) => return (bytes, Some(reason)),
+                Some(ExecEvent::Exited(_)) => return (bytes, None),
+                None => return (bytes, None),
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn started(c: &mut Connected) -> (u32, mpsc::UnboundedReceiver<ExecEvent>) {
+        let (id, events) = c.client.exec(request()).await.unwrap();
+        assert!(matches!(c.agent.receive().await, HostMessage::Exec(_)));
+        (id, events)
+    }
+
+    #[tokio::test]
+    async fn output_beyond_the_window_breaks_the_channel() {
+        let mut c = connect(Deadlines::default()).await;
+        let (id, mut events) = started(&mut c).await;
+        // A whole window, acknowledged, then another whole window: all within the grant.
+        c.agent.output(id, OUTPUT_WINDOW).await;
+        c.client.ack_output(id, OUTPUT_WINDOW).await.unwrap();
+        assert!(matches!(
+            c.agent.receive().await,
+            HostMessage::OutputAck { bytes, .. } if bytes == OUTPUT_WINDOW
+        ));
+        c.agent.output(id, OUTPUT_WINDOW).await;
+        assert!(c.client.closed().is_none(), "{:?}", c.client.closed());
+        // One byte more than was granted.
+        c.agent.output(id, 1).await;
+        let (bytes, lost) = drain(&mut events).await;
+        assert_eq!(
+            bytes,
+            2 * OUTPUT_WINDOW,
+            "output beyond the window is not delivered"
+        );
+        let reason = lost.expect("the execution is lost");
+        assert!(reason.contains("window"), "{reason}");
+        let closed = c.client.closed().expect("closed");
+        assert!(closed.broken);
+        assert_eq!(c.broken.lock().unwrap().as_slice(), [reason]);
+    }
+
+    #[tokio::test]
+    async fn stdin_acknowledged_beyond_what_was_sent_breaks_the_channel() {
+        let mut c = connect(Deadlines::default()).await;
+        let (id, mut events) = started(&mut c).await;
+        c.client.stdin(id, vec![0; 10]).await.unwrap();
+        assert!(matches!(c.agent.receive().await, HostMessage::Stdin { .. }));
+        c.agent
+            .send(GuestMessage::StdinAck {
+                exec_id: id,
+                bytes: 10,
+            })
+            .await;
+        c.agent
+            .send(GuestMessage::StdinAck {
+                exec_id: id,
+                bytes: 1,
+            })
+            .await;
+        let (_, lost) = drain(&mut events).await;
+        assert!(lost.expect("lost").contains("stdin"));
+        assert!(c.client.closed().is_some_and(|c| c.broken));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_breaks_the_channel_before_it_is_read() {
+        let mut c = connect(Deadlines::default()).await;
+        let (_, mut events) = started(&mut c).await;
+        let prefix = (MAX_GUEST_FRAME_LEN as u32 + 1).to_le_bytes();
+        c.agent.writer.write_all(&prefix).await.unwrap();
+        let (_, lost) = drain(&mut events).await;
+        assert!(lost.expect("lost").contains("limit"));
+        assert_eq!(c.broken.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_guest_that_stops_reading_breaks_the_channel_at_the_write_deadline() {
+        let deadlines = Deadlines {
+            write: Duration::from_millis(300),
+            ..Deadlines::default()
+        };
+        let mut c = connect(deadlines).await;
+        let (id, mut events) = started(&mut c).await;
+        // The fake agent reads nothing more: the socket's buffers fill, then a write stalls.
+        let started = std::time::Instant::now();
+        let mut failure = None;
+        for _ in 0..1000 {
+            if let Err(e) = c.client.stdin(id, vec![0; 64 * 1024]).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        let failure = failure.expect("a write failed");
+        assert!(failure.contains("did not read"), "{failure}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(drain(&mut events).await.1.is_some());
+        assert_eq!(c.broken.lock().unwrap().len(), 1);
+        // Later calls fail at once with the same reason.
+        assert_eq!(c.client.kill_tree(id).await.unwrap_err(), failure);
+    }
+
+    #[tokio::test]
+    async fn a_silent_guest_breaks_the_channel_while_executions_are_open() {
+        let deadlines = Deadlines {
+            write: Duration::from_secs(10),
+            answer: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(100),
+        };
+        let mut c = connect(deadlines).await;
+        // Idle (no execution open): no probe, so a silent guest is left alone.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(c.client.closed().is_none());
+        let (_, mut events) = started(&mut c).await;
+        // The agent answers probes for a while...
+        for _ in 0..3 {
+            match c.agent.receive().await {
+                HostMessage::Ping { token } => c.agent.send(GuestMessage::Pong { token }).await,
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+        assert!(c.client.closed().is_none());
+        // ...then goes silent.
+        let (_, lost) = drain(&mut events).await;
+        let reason = lost.expect("lost");
+        assert!(
+            reason.contains("did not answer a liveness probe"),
+            "{reason}"
+        );
+        assert_eq!(c.broken.lock().unwrap().as_slice(), [reason]);
+    }
+
+    #[tokio::test]
+    async fn a_metrics_request_nobody_answers_breaks_the_channel() {
+        let deadlines = Deadlines {
+            answer: Duration::from_millis(200),
+            ..Deadlines::default()
+        };
+        let c = connect(deadlines).await;
+        let err = c.client.metrics().await.unwrap_err();
+        assert!(err.contains("metrics request"), "{err}");
+        assert!(c.client.closed().is_some_and(|c| c.broken));
+    }
+
+    #[test]
+    fn guest_text_is_clipped() {
+        assert_eq!(clip("short".into()), "short");
+        let long = clip("é".repeat(MAX_GUEST_TEXT));
+        assert!(long.len() <= MAX_GUEST_TEXT + 3 && long.ends_with("..."));
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use std::collections::VecDeque;
 
 use boxlite_protocol::{
-    archive, Builtin, ExecRequest, ExitStatus, GuestMetrics, OutputStream, OUTPUT_WINDOW,
+    archive, Builtin, ExecRequest, ExitStatus, GuestMetrics, OutputStream, OUTPUT_CHUNK_LEN,
+    OUTPUT_WINDOW,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -462,9 +463,21 @@ impl LiteBox {
                 guest_uptime_ms: hello.uptime_ms,
             };
         }
+        self.kill_when_broken(&running);
         self.watch_for_exit(running);
         let _ = self.write_config();
         Ok(())
+    }
+
+    /// A broken channel (the guest broke the protocol or stopped answering) kills the VM.
+    fn kill_when_broken(self: &Arc<Self>, running: &Arc<Running>) {
+        let this = Arc::downgrade(self);
+        let weak = Arc::downgrade(running);
+        running.agent.set_on_broken(move |why| {
+            if let (Some(this), Some(running)) = (this.upgrade(), weak.upgrade()) {
+                this.mark_broken(&running, why);
+            }
+        });
     }
 
     /// Marks the box crashed when its VM ends without a stop request.
@@ -611,6 +624,7 @@ impl LiteBox {
             state.running = Some(running.clone());
             state.last_error = None;
         }
+        self.kill_when_broken(&running);
         self.watch_for_exit(running);
         tracing::info!(id = %self.id, "reattached to a running box");
         self.write_config()
@@ -650,6 +664,10 @@ impl LiteBox {
             .or_else(|| self.image.working_dir.clone())
             .unwrap_or_else(|| "/".into());
         let timeout = spec.timeout;
+        let output_limit = spec
+            .max_output_bytes
+            .unwrap_or(self.options.max_output_bytes)
+            .min(usize::MAX as u64) as usize;
         let stdin_open = spec.stdin || spec.tty.is_some();
         let tty = spec.tty.is_some();
         let request = ExecRequest {
@@ -675,12 +693,12 @@ impl LiteBox {
             state: Mutex::new(ExecState::default()),
             changed,
             stdin_credit: Semaphore::new(OUTPUT_WINDOW as usize),
+            kill_sent: tokio::sync::Notify::new(),
         });
         tokio::spawn(drive_execution(
             shared.clone(),
             events,
             running.agent.clone(),
-            self.clone(),
             exec_id,
             timeout.map(|t| Instant::now() + t),
         ));
@@ -692,26 +710,39 @@ impl LiteBox {
             stdin_open,
             stdin_claimed: AtomicBool::new(false),
             stdin_closed: AtomicBool::new(false),
+            output_limit,
             shared,
             result: tokio::sync::OnceCell::new(),
         })
     }
 
-    /// The guest stopped answering: kill its VM so nothing keeps running unobserved, and say so.
-    pub(crate) fn declare_broken(&self, why: &str) -> Error {
+    /// The guest broke its channel or stopped answering: kill `running`'s VM so nothing keeps
+    /// running unobserved and, if it is still this box's, mark the box crashed with why.
+    /// Idempotent: the first reason is kept.
+    fn mark_broken(&self, running: &Arc<Running>, why: &str) -> Error {
         let reason = format!("{why}; the box was declared broken and its VM killed");
-        tracing::warn!(id = %self.id, %reason, "box broken");
+        // Before the kill, so the exit watcher does not report the exit as a crash of its own.
+        running.stopping.store(true, Ordering::SeqCst);
+        running.vm.kill();
         let mut state = self.state.lock().expect("state lock");
-        if let Some(running) = state.running.take() {
-            running.stopping.store(true, Ordering::SeqCst);
-            running.vm.kill();
+        if state
+            .running
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, running))
+        {
+            tracing::warn!(id = %self.id, %reason, "box broken");
+            state.running = None;
+            state.status = BoxStatus::Crashed;
+            state.last_error = Some(reason.clone());
+            drop(state);
+            let _ = self.persist();
+            return Error::BoxDied {
+                id: self.id.clone(),
+                reason,
+            };
         }
-        state.status = BoxStatus::Crashed;
-        state.last_error = Some(reason.clone());
-        Error::BoxDied {
-            id: self.id.clone(),
-            reason,
-        }
+        drop(state);
+        self.channel_error(reason)
     }
 
     /// A channel failure: the box died if its VM is gone, otherwise a channel error.
@@ -746,6 +777,9 @@ pub struct ExecSpec {
     pub tty: Option<(u16, u16)>,
     /// One of the agent's own operations instead of `program` (copying files).
     pub builtin: Option<Builtin>,
+    /// Bytes of each stream kept in the result of `wait` (default: the box's
+    /// `max_output_bytes`); the rest is read and dropped.
+    pub max_output_bytes: Option<u64>,
 }
 
 /// The end of an execution.
@@ -754,19 +788,30 @@ pub struct ExecOutput {
     pub exit_code: i32,
     /// The signal that killed the process, if one did.
     pub signal: Option<i32>,
-    /// Output that was not consumed as a stream.
+    /// Output that was not consumed as a stream, up to the execution's output limit.
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Bytes of each stream dropped beyond the output limit (read from the box, not kept).
+    pub stdout_dropped: u64,
+    pub stderr_dropped: u64,
     /// Why the process never started (exit code 126 or 127), if it did not.
     pub error: Option<String>,
     /// The timeout fired: every process of the execution was killed, and `exit_code` is 124.
     pub timed_out: bool,
 }
 
+impl ExecOutput {
+    /// Part of the output was dropped (more than the output limit per stream).
+    pub fn truncated(&self) -> bool {
+        self.stdout_dropped > 0 || self.stderr_dropped > 0
+    }
+}
+
 /// Exit code of an execution killed by its timeout (as `timeout(1)` reports it).
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
 
-/// How long the agent may take to confirm a kill before the box is declared broken.
+/// How long the agent may take to confirm a kill (`kill()` or a timeout's) before the box is
+/// declared broken.
 const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Consumed output is acknowledged to the agent in batches of this many bytes (well below
@@ -790,8 +835,10 @@ struct ExecState {
     queues: [VecDeque<Vec<u8>>; 2],
     /// The stream is read by `read_output`; `wait` leaves it alone.
     streamed: [bool; 2],
-    /// Output gathered by `wait`, per stream.
+    /// Output gathered by `wait`, per stream (at most the execution's output limit).
     collected: [Vec<u8>; 2],
+    /// Bytes `wait` read beyond the output limit and dropped, per stream.
+    dropped: [u64; 2],
     /// Consumed bytes not yet acknowledged to the agent.
     unacked: u64,
     timed_out: bool,
@@ -812,11 +859,22 @@ impl ExecState {
     }
 }
 
+/// Queues `data`, appended to the last queued chunk while that stays small, so a guest
+/// sending many tiny frames costs no more host memory than a few large ones.
+fn push_output(queue: &mut VecDeque<Vec<u8>>, data: Vec<u8>) {
+    match queue.back_mut() {
+        Some(last) if last.len() + data.len() <= OUTPUT_CHUNK_LEN => last.extend_from_slice(&data),
+        _ => queue.push_back(data),
+    }
+}
+
 struct ExecShared {
     state: Mutex<ExecState>,
     changed: watch::Sender<u64>,
     /// Bytes of stdin that may still be sent before the agent acknowledges earlier ones.
     stdin_credit: Semaphore,
+    /// A kill was sent: its confirmation (the exit) is due within [`KILL_CONFIRM_TIMEOUT`].
+    kill_sent: tokio::sync::Notify,
 }
 
 impl ExecShared {
@@ -835,38 +893,50 @@ pub struct Execution {
     /// Somebody took the stdin handle; otherwise `wait` closes stdin first.
     stdin_claimed: AtomicBool,
     stdin_closed: AtomicBool,
+    /// Bytes of each stream `wait` keeps.
+    output_limit: usize,
     shared: Arc<ExecShared>,
     result: tokio::sync::OnceCell<std::result::Result<ExecOutput, String>>,
 }
 
-/// Routes one execution's events into its shared state, and enforces its timeout even when
-/// nobody waits for it.
+/// Routes one execution's events into its shared state, and enforces its timeout and the
+/// confirmation of its kill even when nobody waits for it. It never waits on the channel
+/// itself (acknowledgements and kills are sent by tasks of their own), so it keeps up with the
+/// guest whatever the guest does.
 async fn drive_execution(
     shared: Arc<ExecShared>,
     mut events: mpsc::UnboundedReceiver<ExecEvent>,
     agent: Arc<AgentClient>,
-    litebox: Arc<LiteBox>,
     exec_id: u32,
     deadline: Option<Instant>,
 ) {
     let mut kill_deadline: Option<Instant> = None;
     loop {
-        let alarm = kill_deadline.or(deadline.filter(|_| kill_deadline.is_none()));
+        let alarm = kill_deadline.or(deadline);
         let event = tokio::select! {
-            event = events.recv() => event.unwrap_or_else(|| ExecEvent::Lost("the channel closed".into())),
+            event = events.recv() => event.unwrap_or_else(|| {
+                ExecEvent::Lost(agent.closed_reason().unwrap_or_else(|| "the channel closed".into()))
+            }),
+            _ = shared.kill_sent.notified(), if kill_deadline.is_none() => {
+                kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                continue;
+            }
             _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
                 if kill_deadline.is_some() {
-                    let err = litebox.declare_broken("the guest agent did not confirm a kill");
-                    ExecEvent::Lost(err.to_string())
+                    agent.fail(format!(
+                        "the guest agent did not confirm a kill within {} s",
+                        KILL_CONFIRM_TIMEOUT.as_secs()
+                    ));
+                    ExecEvent::Lost(agent.closed_reason().unwrap_or_default())
                 } else {
                     // The timeout contract: every process of the execution is dead before the
                     // result is reported; the agent reports the exit once its cgroup is empty.
                     shared.state.lock().expect("exec state").timed_out = true;
                     kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
-                    match agent.kill_tree(exec_id).await {
-                        Ok(()) => continue,
-                        Err(e) => ExecEvent::Lost(e),
-                    }
+                    let agent = agent.clone();
+                    // A failed send closes the channel, which ends this execution as lost.
+                    tokio::spawn(async move { agent.kill_tree(exec_id).await });
+                    continue;
                 }
             }
         };
@@ -880,9 +950,10 @@ async fn drive_execution(
                     if state.abandoned {
                         ack = state.consumed(data.len() as u64);
                     } else {
-                        state.queues[stream_index(stream)].push_back(data);
+                        push_output(&mut state.queues[stream_index(stream)], data);
                     }
                 }
+                // The agent client checked that no more is acknowledged than was sent.
                 ExecEvent::StdinAck(bytes) => shared
                     .stdin_credit
                     .add_permits(bytes.min(OUTPUT_WINDOW) as usize),
@@ -901,7 +972,8 @@ async fn drive_execution(
         }
         shared.notify();
         if let Some(bytes) = ack {
-            let _ = agent.ack_output(exec_id, bytes).await;
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.ack_output(exec_id, bytes).await });
         }
         if over {
             return;
@@ -983,9 +1055,15 @@ impl Execution {
                             if state.streamed[i] {
                                 continue;
                             }
+                            // Beyond the limit, output is still read (so the process is never
+                            // held up) but dropped.
                             while let Some(chunk) = state.queues[i].pop_front() {
                                 moved += chunk.len() as u64;
-                                state.collected[i].extend_from_slice(&chunk);
+                                let room =
+                                    self.output_limit.saturating_sub(state.collected[i].len());
+                                let keep = room.min(chunk.len());
+                                state.collected[i].extend_from_slice(&chunk[..keep]);
+                                state.dropped[i] += (chunk.len() - keep) as u64;
                             }
                         }
                         let ack = state.consumed(moved);
@@ -1008,6 +1086,8 @@ impl Execution {
                                     signal,
                                     stdout: std::mem::take(&mut state.collected[0]),
                                     stderr: std::mem::take(&mut state.collected[1]),
+                                    stdout_dropped: state.dropped[0],
+                                    stderr_dropped: state.dropped[1],
                                     error,
                                 }
                             })
@@ -1041,12 +1121,15 @@ impl Execution {
     }
 
     /// Kills every process the execution started (its cgroup in the guest), descendants that
-    /// left its process group included.
+    /// left its process group included. An agent that does not confirm the kill in time gets
+    /// its box declared broken.
     pub async fn kill(&self) -> Result<()> {
         self.agent
             .kill_tree(self.exec_id)
             .await
-            .map_err(|e| self.lost(e))
+            .map_err(|e| self.lost(e))?;
+        self.shared.kill_sent.notify_one();
+        Ok(())
     }
 
     /// Marks stdin as taken by the caller: `wait` no longer closes it by itself.
@@ -1075,7 +1158,13 @@ impl Execution {
                 .acquire_many(chunk.len() as u32)
                 .await
                 .map_err(|_| {
-                    Error::StdinClosed("the execution has ended; its stdin is closed".into())
+                    let end = self.shared.state.lock().expect("exec state").end.clone();
+                    match end {
+                        Some(Err(reason)) => self.lost(reason),
+                        _ => Error::StdinClosed(
+                            "the execution has ended; its stdin is closed".into(),
+                        ),
+                    }
                 })?;
             permit.forget();
             self.agent

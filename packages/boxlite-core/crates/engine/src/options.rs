@@ -10,6 +10,12 @@ use crate::error::{Error, Result};
 /// Smallest and largest guest memory, as the reference documentation states.
 pub const MEMORY_MIB_RANGE: (u32, u32) = (128, 65536);
 
+/// Bytes of each output stream an execution's result keeps by default (`max_output_bytes`).
+pub const MAX_OUTPUT_BYTES_DEFAULT: u64 = 4 << 20;
+
+/// Largest `max_output_bytes`: a result is held in host memory.
+pub const MAX_OUTPUT_BYTES_MAX: u64 = 1 << 30;
+
 /// Largest `disk_size_gb` (the base disk is a sparse file; ext4's metadata grows with it).
 pub const DISK_SIZE_GB_MAX: u32 = 1024;
 
@@ -117,6 +123,9 @@ pub struct BoxOptions {
     /// The most bytes one `copy_out` may write on the host: the box's archive, file contents
     /// plus 512 bytes of header per entry (default [`COPY_OUT_MAX_BYTES_DEFAULT`]).
     pub copy_out_max_bytes: u64,
+    /// Bytes of stdout (and, separately, of stderr) an execution's result keeps; the rest is
+    /// read and dropped, and the result says it was truncated.
+    pub max_output_bytes: u64,
 }
 
 /// `(host_path, guest_path, mode)`: a host directory shared into the box at `guest_path`;
@@ -295,6 +304,7 @@ impl Default for BoxOptions {
             network: NetworkSpec::default(),
             volumes: Vec::new(),
             copy_out_max_bytes: COPY_OUT_MAX_BYTES_DEFAULT,
+            max_output_bytes: MAX_OUTPUT_BYTES_DEFAULT,
         }
     }
 }
@@ -304,6 +314,16 @@ impl BoxOptions {
     pub fn network(&self) -> bool {
         self.network_enabled && self.security.network_enabled && self.network.mode == "enabled"
     }
+}
+
+/// Checks a `max_output_bytes` (of a box or of one call).
+pub fn check_max_output_bytes(bytes: u64) -> Result<u64> {
+    if bytes > MAX_OUTPUT_BYTES_MAX {
+        return Err(Error::InvalidOption(format!(
+            "max_output_bytes={bytes} is out of range: use 0 to {MAX_OUTPUT_BYTES_MAX} (1 GiB); read larger output as a stream (execution.stdout()) or with copy_out"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// An execution timeout in seconds, which must be positive and finite.
@@ -373,6 +393,7 @@ impl BoxOptions {
                 "network.allow_net needs the network: remove allow_net, or enable the network (network_enabled, security.network_enabled and network.mode)".into(),
             );
         }
+        check_max_output_bytes(self.max_output_bytes)?;
         let mut host_ports = std::collections::HashSet::new();
         for port in &self.ports {
             if port.host_port == 0 || port.guest_port == 0 {
@@ -514,5 +535,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("copy_out_max_bytes=100"), "{err}");
+        let err = BoxOptions {
+            max_output_bytes: MAX_OUTPUT_BYTES_MAX + 1,
+            ..with_image()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("max_output_bytes") && err.contains("1 GiB"),
+            "{err}"
+        );
     }
 }

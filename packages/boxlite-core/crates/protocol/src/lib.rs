@@ -21,6 +21,11 @@ pub const AGENT_PORT_NAME: &str = "boxlite.agent";
 /// Upper bound of one frame's payload; output is chunked well below it.
 pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 
+/// Largest frame the host accepts from the guest: an output chunk with room to spare. A
+/// frame's buffer is allocated before it is read, so this bounds what one lying length
+/// prefix can make the host allocate.
+pub const MAX_GUEST_FRAME_LEN: usize = 256 * 1024;
+
 /// Largest output chunk the agent puts into one frame.
 pub const OUTPUT_CHUNK_LEN: usize = 64 * 1024;
 
@@ -203,8 +208,8 @@ impl ExitStatus {
 pub enum ProtocolError {
     #[error("channel I/O failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
-    FrameTooLarge(usize),
+    #[error("frame of {0} bytes exceeds the {1}-byte limit")]
+    FrameTooLarge(usize, usize),
     #[error("malformed message: {0}")]
     Decode(#[from] postcard::Error),
 }
@@ -215,7 +220,7 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtocolError> {
     let mut frame = postcard::to_extend(msg, vec![0u8; 4])?;
     let len = frame.len() - 4;
     if len > MAX_FRAME_LEN {
-        return Err(ProtocolError::FrameTooLarge(len));
+        return Err(ProtocolError::FrameTooLarge(len, MAX_FRAME_LEN));
     }
     frame[..4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(frame)
@@ -226,10 +231,10 @@ pub fn decode_payload<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Pr
     Ok(postcard::from_bytes(payload)?)
 }
 
-fn checked_len(prefix: [u8; 4]) -> Result<usize, ProtocolError> {
+fn checked_len(prefix: [u8; 4], max: usize) -> Result<usize, ProtocolError> {
     let len = u32::from_le_bytes(prefix) as usize;
-    if len > MAX_FRAME_LEN {
-        return Err(ProtocolError::FrameTooLarge(len));
+    if len > max {
+        return Err(ProtocolError::FrameTooLarge(len, max));
     }
     Ok(len)
 }
@@ -249,7 +254,7 @@ pub mod blocking {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let mut payload = vec![0u8; checked_len(prefix)?];
+        let mut payload = vec![0u8; checked_len(prefix, MAX_FRAME_LEN)?];
         reader.read_exact(&mut payload)?;
         decode_payload(&payload).map(Some)
     }
@@ -274,13 +279,21 @@ pub mod nonblocking {
     pub async fn read_message<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
         reader: &mut R,
     ) -> Result<Option<T>, ProtocolError> {
+        read_message_max(reader, MAX_FRAME_LEN).await
+    }
+
+    /// [`read_message`] refusing frames longer than `max` bytes before allocating them.
+    pub async fn read_message_max<T: for<'de> Deserialize<'de>, R: AsyncRead + Unpin>(
+        reader: &mut R,
+        max: usize,
+    ) -> Result<Option<T>, ProtocolError> {
         let mut prefix = [0u8; 4];
         match reader.read_exact(&mut prefix).await {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let mut payload = vec![0u8; checked_len(prefix)?];
+        let mut payload = vec![0u8; checked_len(prefix, max)?];
         reader.read_exact(&mut payload).await?;
         decode_payload(&payload).map(Some)
     }
@@ -333,7 +346,7 @@ mod tests {
     fn oversized_length_prefix_is_rejected_before_allocating() {
         let wire = (u32::MAX).to_le_bytes();
         let err = blocking::read_message::<HostMessage, _>(&mut &wire[..]).unwrap_err();
-        assert!(matches!(err, ProtocolError::FrameTooLarge(_)), "{err}");
+        assert!(matches!(err, ProtocolError::FrameTooLarge(..)), "{err}");
     }
 
     #[test]

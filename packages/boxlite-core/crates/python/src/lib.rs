@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use boxlite_engine::image::registry::PullEvent;
-use boxlite_engine::options::timeout_from_secs;
+use boxlite_engine::options::{check_max_output_bytes, timeout_from_secs};
 use boxlite_engine::{
     BoxOptions, Error, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
 };
@@ -309,7 +309,7 @@ impl PyLiteBox {
 
     /// Starts a process. The outcome is an `Execution`, or with `wait` (run to completion in
     /// one call) its `ExecOutput`.
-    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None, tty=None, wait=false))]
+    #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None, tty=None, wait=false, max_output_bytes=None))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature one to one
     fn exec(
         &self,
@@ -323,8 +323,13 @@ impl PyLiteBox {
         timeout: Option<f64>,
         tty: Option<(u16, u16)>,
         wait: bool,
+        max_output_bytes: Option<u64>,
     ) -> PyResult<u64> {
         let timeout = timeout.map(timeout_from_secs).transpose().map_err(to_py)?;
+        let max_output_bytes = max_output_bytes
+            .map(check_max_output_bytes)
+            .transpose()
+            .map_err(to_py)?;
         let litebox = self.inner.clone();
         let spec = ExecSpec {
             program,
@@ -336,6 +341,7 @@ impl PyLiteBox {
             timeout,
             tty,
             builtin: None,
+            max_output_bytes,
         };
         if !wait {
             return Ok(completer.spawn(async move {
@@ -559,6 +565,17 @@ impl PyExecOutput {
     #[getter]
     fn timed_out(&self) -> bool {
         self.0.timed_out
+    }
+
+    /// Bytes of stdout / stderr dropped beyond the output limit.
+    #[getter]
+    fn stdout_dropped(&self) -> u64 {
+        self.0.stdout_dropped
+    }
+
+    #[getter]
+    fn stderr_dropped(&self) -> u64 {
+        self.0.stderr_dropped
     }
 
     #[getter]

@@ -311,7 +311,13 @@ class BoxSandbox:
             timed_out=result.timed_out,
             timeout=seconds,
             note=result.error,
-            **self._cap(result.stdout, result.stderr),
+            # Output beyond the box's max_output_bytes never reached the host: it counts as dropped.
+            **self._cap(
+                result.stdout,
+                result.stderr,
+                out_total=len(result.stdout) + result.stdout_dropped,
+                err_total=len(result.stderr) + result.stderr_dropped,
+            ),
         )
 
     async def read_file(self, path: str) -> bytes:
@@ -320,6 +326,11 @@ class BoxSandbox:
         result = await self.box.run("cat", ["--", path], timeout=self.default_timeout)
         if result.exit_code != 0:
             raise FileNotFoundError(result.stderr.strip() or f"cannot read {path}")
+        if result.stdout_dropped:
+            raise ValueError(
+                f"{path} is larger than the {len(result.stdout_bytes)} bytes a read keeps "
+                "(the box's max_output_bytes): copy it out with copy_out instead"
+            )
         return result.stdout_bytes
 
     async def read_text(self, path: str) -> str:
