@@ -131,14 +131,20 @@ class ExecOutputStream:
             if not await self._fill():
                 return
 
-    async def readline(self) -> bytes:
-        """The next line, newline included; what is left without one at the end; ``b""`` at EOF."""
+    async def readline(self, limit: int | None = None) -> bytes:
+        """The next line, newline included; what is left without one at the end; ``b""`` at EOF.
+
+        With ``limit``, a line longer than ``limit`` bytes (newline included) raises
+        :class:`ValueError` instead of being gathered: what a process writes is untrusted.
+        """
         while True:
             end = self._buffer.find(b"\n")
-            if end >= 0:
+            if end >= 0 and (limit is None or end < limit):
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
                 return line
+            if limit is not None and (end >= 0 or len(self._buffer) >= limit):
+                raise ValueError(f"the {self._name} stream sent a line longer than {limit} bytes")
             if not await self._fill():
                 line = bytes(self._buffer)
                 self._buffer.clear()
