@@ -15,6 +15,7 @@ pub mod error;
 pub mod hypervisor;
 pub mod image;
 pub mod litebox;
+pub mod logs;
 pub mod network;
 pub mod options;
 pub mod runtime;

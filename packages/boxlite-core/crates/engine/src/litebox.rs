@@ -24,6 +24,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hypervisor::accel::AccelChoice;
 use crate::hypervisor::{Confinement, Hypervisor, VmHandle, VmSpec};
 use crate::image::PreparedImage;
+use crate::logs::tail;
 use crate::network::{self, Passt};
 use crate::options::BoxOptions;
 
@@ -133,12 +134,6 @@ pub struct LiteBox {
     /// Where the box's state is persisted (`db/boxes.db`), once the runtime registered it.
     db: std::sync::OnceLock<Arc<crate::state::BoxDb>>,
     execs_started: std::sync::atomic::AtomicU64,
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 impl LiteBox {

@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::egress;
 use crate::error::{Error, IoContext, Result};
+use crate::logs;
 use crate::options::PortForward;
 
 /// The guest's IPv4 configuration, as passt hands it out.
@@ -190,17 +191,18 @@ impl Passt {
         // SAFETY: fresh descriptors owned by nobody else.
         let (qemu_end, passt_end) =
             unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let log_file =
-            std::fs::File::create(log).context(|| format!("create {}", log.display()))?;
+        // Its messages (some of which the guest's traffic can cause) go through a pipe into a
+        // capped log; the draining task ends with passt.
+        let (log_pipe, _drain) = logs::capped_pipe(log, logs::PROCESS_LOG_BYTES)?;
         let mut command = Command::new(&binary);
         command
             .args(passt_arguments(ports))
             .env_clear()
             .stdin(Stdio::null())
             .stdout(Stdio::from(
-                log_file.try_clone().context(|| "passt log".into())?,
+                log_pipe.try_clone().context(|| "passt log".into())?,
             ))
-            .stderr(Stdio::from(log_file))
+            .stderr(Stdio::from(log_pipe))
             .process_group(0);
         let source = passt_end.as_raw_fd();
         // The filter is built before fork; the child installs it and hands the engine its
@@ -215,6 +217,9 @@ impl Passt {
             command.pre_exec(move || {
                 // First, while the pipes still sit where the parent left them.
                 egress::install_in_child(&prog, report_fd, ack_fd)?;
+                // A log nobody drains any more (the owner died, the box was kept) must not
+                // kill the box's network.
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 place_fds(&[source])
             });
         }

@@ -13,6 +13,8 @@ import base64
 import json
 import logging
 import os
+import re
+import secrets
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -45,6 +47,10 @@ SESSION_ROOT = "/tmp/.boxlite-tools"
 #: The most images one call returns, and the largest one collected (bytes).
 MAX_IMAGES = 10
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
+#: The most image bytes one call returns, all images together.
+MAX_TOTAL_IMAGE_BYTES = 32 * 1024 * 1024
+#: The longest protocol line the interpreter may send (``READY``, ``PONG``, an answer's header).
+MAX_HEADER_BYTES = 256
 #: Bytes of a file write sent per exec (base64 in an argument).
 _WRITE_CHUNK = 64 * 1024
 
@@ -70,6 +76,53 @@ if [ "$3" = append ]; then printf '%s' "$2" | base64 -d >> "$1"; else printf '%s
 
 class ToolSandboxError(BoxliteError):
     """The sandbox itself failed (the box or its interpreter), not the code it ran."""
+
+
+class _ProtocolViolation(Exception):
+    """The interpreter sent something the protocol does not allow (too long, malformed, or not
+    the answer to the request in flight): the box is not to be trusted with another call."""
+
+
+_HEADER = re.compile(rb"(DONE|PONG) ([0-9a-f]{1,64})(?: ([0-9]{1,20}))?\n")
+
+
+def _max_answer_bytes(byte_cap: int) -> int:
+    """The largest answer the interpreter can honestly send: two capped streams as JSON text
+    (an escape takes at most 6 bytes per byte), the images in base64, and room for the rest."""
+    images = MAX_TOTAL_IMAGE_BYTES * 4 // 3 + 4 + MAX_IMAGES * (4096 + 64)
+    return 2 * 6 * byte_cap + images + 4096
+
+
+def _parse_answer(payload: bytes, byte_cap: int) -> dict[str, Any]:
+    """The interpreter's JSON answer, checked field by field."""
+    try:
+        answer = json.loads(payload)
+    except ValueError as e:
+        raise _ProtocolViolation(f"its answer is not JSON ({e})") from None
+    fields = {"exit_code": int, "stdout": str, "stdout_size": int, "stderr": str, "stderr_size": int, "images": list}
+    if not isinstance(answer, dict) or set(answer) != set(fields):
+        raise _ProtocolViolation(f"its answer does not have the fields {sorted(fields)}")
+    for name, kind in fields.items():
+        value = answer[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _ProtocolViolation(f"its answer's {name} is not {kind.__name__}")
+    if not 0 <= answer["exit_code"] <= 255 or answer["stdout_size"] < 0 or answer["stderr_size"] < 0:
+        raise _ProtocolViolation("its answer has an exit code or a size out of range")
+    if len(answer["stdout"]) > byte_cap or len(answer["stderr"]) > byte_cap:
+        raise _ProtocolViolation(f"its answer carries more than the {byte_cap} bytes of output asked for")
+    if len(answer["images"]) > MAX_IMAGES:
+        raise _ProtocolViolation(f"its answer has more than {MAX_IMAGES} images")
+    images = []
+    for image in answer["images"]:
+        if not (isinstance(image, dict) and isinstance(image.get("path"), str) and isinstance(image.get("data"), str)):
+            raise _ProtocolViolation("its answer has an image without a path or data")
+        try:
+            data = base64.b64decode(image["data"], validate=True)
+        except ValueError:
+            raise _ProtocolViolation("its answer has an image that is not base64") from None
+        images.append(ImageOutput(path=image["path"][:4096], data=data))
+    answer["images"] = tuple(images)
+    return answer
 
 
 def interpreter_source() -> str:
@@ -143,12 +196,13 @@ class BoxSandbox:
         if self._interpreter is not None:
             return
         mode = "persistent" if self.persistent else "fresh"
-        args = [self._session_dir, mode, self.output_dir, str(self._byte_cap), str(MAX_IMAGES), str(MAX_IMAGE_BYTES)]
+        limits = (self._byte_cap, MAX_IMAGES, MAX_IMAGE_BYTES, MAX_TOTAL_IMAGE_BYTES)
+        args = [self._session_dir, mode, self.output_dir, *map(str, limits)]
         execution = await self.box.exec("python3", ["-u", "-c", interpreter_source(), *args], self._env)
         stdout = execution.stdout()
         try:
-            ready = await asyncio.wait_for(stdout.readline(), INTERPRETER_START_TIMEOUT)
-        except asyncio.TimeoutError:
+            ready = await asyncio.wait_for(stdout.readline(MAX_HEADER_BYTES), INTERPRETER_START_TIMEOUT)
+        except (asyncio.TimeoutError, ValueError):
             ready = b""
         if ready != b"READY\n":
             await execution.kill()
@@ -180,23 +234,49 @@ class BoxSandbox:
 
     async def is_healthy(self) -> bool:
         """Whether the interpreter answers a ping within :data:`PING_TIMEOUT` (a round trip of
-        about a millisecond; no process is started). A box without one is checked with ``true``."""
+        about a millisecond; no process is started). A box without one is checked with ``true``.
+        An interpreter that does not answer in time, or answers anything but the pong asked
+        for, is stopped."""
         async with self._lock:
             if self._interpreter is None:
                 try:
                     return (await self.box.run("true", timeout=PING_TIMEOUT)).exit_code == 0
                 except BoxliteError:
                     return False
-            assert self._requests is not None and self._answers is not None
             try:
-                await self._requests.send_input(b"PING\n")
-                answer = await asyncio.wait_for(self._answers.readline(), PING_TIMEOUT)
-            except (asyncio.TimeoutError, BoxliteError):
-                answer = b""
-            if answer != b"PONG\n":
+                await asyncio.wait_for(self._ping(), PING_TIMEOUT)
+                return True
+            except (asyncio.TimeoutError, EOFError, BoxliteError, _ProtocolViolation) as e:
+                why = str(e) or f"no answer within {PING_TIMEOUT:g} s"
+                logger.warning("the interpreter in box %s failed its health check: %s", self.box.id, why)
                 await self._discard_interpreter()
                 return False
-            return True
+
+    async def _ping(self) -> None:
+        assert self._requests is not None
+        nonce = secrets.token_hex(16)
+        await self._requests.send_input(b"PING %s\n" % nonce.encode())
+        kind, answered, _ = await self._read_header()
+        if (kind, answered) != (b"PONG", nonce):
+            raise _ProtocolViolation(f"it answered {kind.decode()} {answered} to PING {nonce}")
+
+    async def _read_header(self) -> tuple[bytes, str, int | None]:
+        """The interpreter's next protocol line: kind, nonce and payload size (``DONE`` only).
+        Raises :class:`EOFError` when the interpreter is gone."""
+        assert self._answers is not None
+        try:
+            line = await self._answers.readline(MAX_HEADER_BYTES)
+        except ValueError as e:
+            raise _ProtocolViolation(str(e)) from None
+        if not line:
+            raise EOFError
+        match = _HEADER.fullmatch(line)
+        if match is None:
+            raise _ProtocolViolation(f"it sent {line[:80]!r} where an answer header was expected")
+        kind, nonce, size = match.groups()
+        if (kind == b"DONE") != (size is not None):
+            raise _ProtocolViolation(f"it sent a malformed header {line[:80]!r}")
+        return kind, nonce.decode(), int(size) if size is not None else None
 
     # -- tool operations -------------------------------------------------------------------
 
@@ -229,6 +309,14 @@ class BoxSandbox:
                 answer = await asyncio.wait_for(self._exchange(code.encode()), seconds)
             except asyncio.TimeoutError:
                 return await self._timed_out(seconds, note)
+            except _ProtocolViolation as e:
+                await self._discard_interpreter()
+                if self.persistent:
+                    self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
+                raise ToolSandboxError(
+                    f"the Python interpreter in box {self.box.id} broke the tool protocol ({e}); it was stopped "
+                    "and the next call starts a new one (code that writes to the interpreter's own channel does this)"
+                ) from None
             except BaseException:
                 # Cancelled mid-request (or the channel failed): the interpreter's answer would
                 # reach the next caller, so it goes, with everything it started.
@@ -251,11 +339,10 @@ class BoxSandbox:
                     **self._cap(partial.stdout, partial.stderr),
                 )
             out, err = answer["stdout"], answer["stderr"]
-            images = tuple(ImageOutput(path=i["path"], data=base64.b64decode(i["data"])) for i in answer["images"])
             return ToolResult(
                 exit_code=answer["exit_code"],
                 timeout=seconds,
-                images=images,
+                images=answer["images"],
                 note=note,
                 **self._cap(
                     out,
@@ -267,15 +354,30 @@ class BoxSandbox:
             )
 
     async def _exchange(self, code: bytes) -> dict[str, Any] | None:
-        """Sends one request to the interpreter and reads its answer (None: it died)."""
+        """Sends one request to the interpreter and reads its answer (None: it died).
+
+        Every request carries a fresh random nonce that its answer must repeat, and every size
+        the interpreter announces is checked against what it may honestly send, so anything
+        written into the channel by other means is refused (:class:`_ProtocolViolation`)."""
         assert self._requests is not None and self._answers is not None
-        await self._requests.send_input(b"RUN %d\n" % len(code) + code)
-        header = await self._answers.readline()
-        if not header.startswith(b"DONE "):
+        nonce = secrets.token_hex(16)
+        await self._requests.send_input(b"RUN %s %d\n" % (nonce.encode(), len(code)) + code)
+        try:
+            kind, answered, size = await self._read_header()
+        except EOFError:
             return None
-        payload = await self._answers.readexactly(int(header.split()[1]))
-        answer: dict[str, Any] = json.loads(payload)
-        return answer
+        limit = _max_answer_bytes(self._byte_cap)
+        if kind != b"DONE" or size is None:
+            raise _ProtocolViolation(f"it sent {kind.decode()} where an answer was expected")
+        if size > limit:
+            raise _ProtocolViolation(f"its answer announces {size} bytes, more than the limit of {limit} bytes")
+        if answered != nonce:
+            raise _ProtocolViolation(f"its answer is for request {answered}, not for request {nonce}")
+        try:
+            payload = await self._answers.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return None
+        return _parse_answer(payload, self._byte_cap)
 
     async def _partial_output(self) -> ExecResult:
         """What the last request wrote before it was stopped (its output files stay in the box)."""

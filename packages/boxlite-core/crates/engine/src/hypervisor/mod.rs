@@ -64,9 +64,9 @@ pub struct VmSpec {
     pub root_disk: Option<PathBuf>,
     /// Unix socket the backend serves the agent's port on; the engine connects to it.
     pub agent_socket: PathBuf,
-    /// Where the guest's serial console is written.
+    /// Where the guest's serial console is written (a [`crate::logs::RotatingLog`]).
     pub console_log: PathBuf,
-    /// Where the VMM's own diagnostics go.
+    /// Where the VMM's own diagnostics go (a [`crate::logs::RotatingLog`]).
     pub vmm_log: PathBuf,
     /// How the VMM process itself is confined.
     pub confinement: Confinement,

@@ -2,12 +2,11 @@
 //!
 //! The guest has no ACPI (`acpi=off`: our module-free kernel fails ACPI setup on microvm, and
 //! QEMU then passes the virtio-mmio devices on the kernel command line itself), no PCI, one
-//! serial console written to a file, a virtio-serial port for the agent channel, a virtio-rng
+//! serial console on QEMU's stdout (a pipe the engine drains into a size-capped log), a virtio-serial port for the agent channel, a virtio-rng
 //! device, the box's qcow2 overlay as a virtio-blk disk, and optionally a virtio-net device (to
 //! passt) and 9p shares (volumes). Without ACPI a fifth virtio-mmio device gets the RTC's
 //! interrupt and fails to probe; boxes with more devices run without an RTC instead.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -17,6 +16,10 @@ use tokio::sync::watch;
 
 use super::{Accel, Hypervisor, VmExit, VmHandle, VmSpec};
 use crate::error::{Error, IoContext, Result};
+use crate::logs;
+
+/// How long an exited VMM's logs may take to drain (their pipes end with the process).
+const LOG_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct QemuBackend {
     binary_name: String,
@@ -96,11 +99,14 @@ impl QemuBackend {
             "-append",
             &spec.cmdline,
         ]);
-        let console = format!(
-            "file,id=console,path={}",
-            escape(&spec.console_log.display().to_string())
-        );
-        push(&["-chardev", &console, "-serial", "chardev:console"]);
+        // The console goes to QEMU's stdout, a pipe the engine drains into a capped log (see
+        // `launch`): a file chardev would grow as long as the guest writes.
+        push(&[
+            "-chardev",
+            "stdio,id=console,signal=off",
+            "-serial",
+            "chardev:console",
+        ]);
         let agent = format!(
             "socket,id=agent,path={},server=on,wait=off",
             escape(&spec.agent_socket.display().to_string())
@@ -225,8 +231,9 @@ impl Hypervisor for QemuBackend {
 
     fn launch(&self, spec: &VmSpec) -> Result<Box<dyn VmHandle>> {
         let binary = self.binary()?;
-        let vmm_log =
-            File::create(&spec.vmm_log).context(|| format!("create {}", spec.vmm_log.display()))?;
+        let (console, console_task) =
+            logs::capped_pipe(&spec.console_log, logs::CONSOLE_LOG_BYTES)?;
+        let (vmm_log, vmm_log_task) = logs::capped_pipe(&spec.vmm_log, logs::PROCESS_LOG_BYTES)?;
         let mut command = Command::new(&binary);
         command
             .args(self.arguments(spec))
@@ -234,7 +241,7 @@ impl Hypervisor for QemuBackend {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(console))
             .stderr(Stdio::from(vmm_log))
             // Its own process group: a Ctrl-C meant for the Python program must not kill boxes
             // behind its back; the runtime stops them in order.
@@ -245,6 +252,9 @@ impl Hypervisor for QemuBackend {
         // SAFETY: only async-signal-safe system calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
+                // A write to a log nobody drains any more (its owner process died while the box
+                // was kept) fails instead of killing the VMM.
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 // No core dumps of guest memory; a VMM needs few descriptors.
                 let no_core = libc::rlimit {
                     rlim_cur: 0,
@@ -279,7 +289,12 @@ impl Hypervisor for QemuBackend {
         let (tx, rx) = watch::channel(None);
         tokio::spawn(async move {
             use std::os::unix::process::ExitStatusExt;
-            let exit = match child.wait().await {
+            let status = child.wait().await;
+            // The logs are complete before anyone learns of the exit (crash messages read them).
+            for task in [console_task, vmm_log_task] {
+                let _ = tokio::time::timeout(LOG_DRAIN_TIMEOUT, task).await;
+            }
+            let exit = match status {
                 Ok(status) => VmExit {
                     code: status.code(),
                     signal: status.signal(),
@@ -369,6 +384,8 @@ mod tests {
             "-nodefaults",
             "-kernel /k/vmlinux",
             "name=boxlite.agent",
+            // The console goes through a pipe into a capped log, never straight to a file.
+            "-chardev stdio,id=console,signal=off -serial chardev:console",
         ] {
             assert!(args.contains(needle), "{needle} missing from {args}");
         }
