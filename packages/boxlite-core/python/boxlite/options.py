@@ -192,6 +192,7 @@ class BoxOptions(BaseModel):
     network: NetworkSpec = NetworkSpec()
     volumes: list[tuple[str, str, str]] = []
     copy_out_max_bytes: int = 4 << 30
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @field_validator("network", mode="before")
     @classmethod
@@ -199,7 +200,6 @@ class BoxOptions(BaseModel):
         if isinstance(value, list | tuple):
             return NetworkSpec(allow_net=list(value))
         return value
-    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @field_validator("volumes", mode="before")
     @classmethod
