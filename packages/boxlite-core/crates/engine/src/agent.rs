@@ -880,7 +880,8 @@ mod tests {
         let (_, mut events) = started(&mut c).await;
         // The agent answers probes for a while...
         for _ in 0..3 {
-            match c.agent.receive().await {
+            let probe = tokio::time::timeout(Duration::from_secs(10), c.agent.receive());
+            match probe.await.expect("no liveness probe within 10 s") {
                 HostMessage::Ping { token } => c.agent.send(GuestMessage::Pong { token }).await,
                 other => panic!("expected a ping, got {other:?}"),
             }
