@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CORE := packages/boxlite-core
 export CARGO_TARGET_DIR := $(CURDIR)/$(CORE)/target
 
-.PHONY: setup system python guest images demo test test-rust bench lint fmt clean
+.PHONY: setup system python guest images demo test test-rust audit bench lint fmt clean
 
 setup: system python guest
 
@@ -24,6 +24,11 @@ demo: setup        ## boot a box on the local Debian+python image and run Python
 
 test: setup test-rust  ## every test: Rust unit tests, then end-to-end tests booting real VMs
 	uv run --locked pytest -v
+
+audit: setup       ## the hostile-input tests alone: hostile archives, frames, images, volumes, egress, logs
+	cargo test --locked --manifest-path $(CORE)/Cargo.toml -p boxlite-protocol archive
+	cargo test --locked --manifest-path $(CORE)/Cargo.toml -p boxlite-engine -- image:: agent:: egress:: logs:: agent_socket::
+	uv run --locked pytest -v -m hostile
 
 test-rust:
 	cargo test --locked --manifest-path $(CORE)/Cargo.toml --workspace --exclude boxlite-python

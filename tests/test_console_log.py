@@ -12,6 +12,9 @@ from pathlib import Path
 import boxlite
 import pytest
 
+#: Every test here tries an attack for real and checks the host afterwards (`make audit`).
+pytestmark = pytest.mark.hostile
+
 #: The engine's cap per console file (crates/engine/src/logs.rs: CONSOLE_LOG_BYTES).
 CONSOLE_CAP = 1 << 20
 #: The engine's cap per helper log file (PROCESS_LOG_BYTES).

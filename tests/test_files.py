@@ -91,6 +91,7 @@ def _host_victims(tmp_path: Path) -> Path:
     return outside
 
 
+@pytest.mark.hostile
 async def test_copy_out_of_a_hostile_tree_writes_only_inside_the_destination(
     shared_box: boxlite.Box, tmp_path: Path
 ) -> None:
@@ -186,6 +187,7 @@ async def _smuggle(
     raise AssertionError("the smuggling process did not start")
 
 
+@pytest.mark.hostile
 async def test_copy_out_of_a_hostile_tar_stream_writes_only_inside_the_destination(
     python_box: boxlite.SimpleBox, tmp_path: Path
 ) -> None:
@@ -223,6 +225,7 @@ async def test_copy_out_of_a_hostile_tar_stream_writes_only_inside_the_destinati
     assert os.readlink(tmp_path / "dest-symlink" / "cmdline" / "link") == str(outside / "sub")
 
 
+@pytest.mark.hostile
 async def test_copy_out_over_the_size_limit_fails_clearly(
     runtime: boxlite.Boxlite, busybox: str, tmp_path: Path
 ) -> None:

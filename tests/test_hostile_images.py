@@ -30,6 +30,9 @@ import boxlite
 import pytest
 from local_registry import layout_manifest, sha256_digest
 
+#: Every test here tries an attack for real and checks the host afterwards (`make audit`).
+pytestmark = pytest.mark.hostile
+
 MiB = 1 << 20
 LIMIT_BYTES = 16 * MiB
 LIMIT_ENTRIES = 1000

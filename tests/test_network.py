@@ -192,6 +192,7 @@ ATTACKS: list[tuple[str, str, int]] = [
 
 
 @pytest.mark.parametrize("user", [None, 65534], ids=["root", "unprivileged"])
+@pytest.mark.hostile
 def test_host_services_are_unreachable(lab: NetLab, python_image: str, tmp_path: Path, user: int | None) -> None:
     """A service on 0.0.0.0/:: of the host is reached through no host address and no
     link-local address; the gateway's service (the positive control) and a forwarded port work."""
@@ -231,6 +232,7 @@ def test_host_services_are_unreachable(lab: NetLab, python_image: str, tmp_path:
     assert lab.log("second_peer") == []
 
 
+@pytest.mark.hostile
 def test_allow_list_admits_only_what_it_lists(lab: NetLab, python_image: str, tmp_path: Path) -> None:
     lab.clear()
     home = tmp_path / "home"

@@ -79,6 +79,7 @@ async def volume_box(runtime: boxlite.Boxlite, busybox: str, tmp_path_factory: p
     await box.stop()
 
 
+@pytest.mark.hostile
 async def test_read_only_volume_is_readable_and_refuses_writes(volume_box: boxlite.Box) -> None:
     data, _ = volume_box.test_dirs  # type: ignore[attr-defined]
     assert (await volume_box.run("cat", ["/data/input.txt"])).stdout == "from the host\n"
@@ -153,6 +154,7 @@ def _guest_view(stdout: str) -> list[str]:
     return [" ".join(line.split()) for line in stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.hostile
 async def test_root_in_the_box_cannot_plant_host_files(runtime: boxlite.Boxlite, busybox: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
@@ -223,6 +225,7 @@ def nobody_dir(busybox: str) -> Iterator[Path]:
     os.geteuid() != 0,
     reason="switching to another user needs root; as a non-root user the test above already runs unprivileged",
 )
+@pytest.mark.hostile
 async def test_an_unprivileged_engine_cannot_have_host_files_planted(
     nobody_dir: Path, runtime: boxlite.Boxlite
 ) -> None:
