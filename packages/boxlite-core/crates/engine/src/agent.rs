@@ -918,7 +918,10 @@ mod tests {
 }
 
 #[cfg(test)]
-mod tests {
+mod handshake_tests {
+    //! The version handshake against a fake agent: a mismatch is refused, the host's hello
+    //! carries its version and clock.
+
     use super::*;
 
     /// A fake agent on a unix socket: sends `hello`, then returns what the host answered.
