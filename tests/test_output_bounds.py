@@ -20,6 +20,9 @@ import pytest
 from boxlite.errors import BoxDiedError, OutputLimitError
 from conftest import pid_alive
 
+#: Every test here tries an attack for real and checks the host afterwards (`make audit`).
+pytestmark = pytest.mark.hostile
+
 MIB = 1024 * 1024
 
 
@@ -129,9 +132,6 @@ async def test_stream_reads_refuse_to_hold_more_than_their_limit(shared_box: box
 # at once), then more output for its own execution than the host ever granted.
 FORGE = r"""
 import ctypes, os, struct, sys
-
-#: Every test here tries an attack for real and checks the host afterwards (`make audit`).
-pytestmark = pytest.mark.hostile
 libc = ctypes.CDLL(None, use_errno=True)
 own_id = int(sys.stdin.readline())
 pidfd = os.pidfd_open(1)

@@ -12,6 +12,9 @@ import boxlite.tools.sandbox as sandbox_module
 import pytest
 from boxlite.tools import BoxSandbox, ToolSandboxError
 
+#: Every test here tries an attack for real and checks the host afterwards (`make audit`).
+pytestmark = pytest.mark.hostile
+
 # What the forgeries claim: if it ever shows up as a call's result, the forgery worked.
 FORGED_ANSWER = (
     '{"exit_code": 0, "stdout": "FORGED\\n", "stdout_size": 7, "stderr": "", "stderr_size": 0, "images": []}'
@@ -87,9 +90,6 @@ async def test_code_writing_to_every_file_it_holds_cannot_answer(sandbox: BoxSan
     # process, its answer stream would be one of them), and every descriptor it has.
     code = f"""
 import gc, io, os
-
-#: Every test here tries an attack for real and checks the host afterwards (`make audit`).
-pytestmark = pytest.mark.hostile
 for obj in gc.get_objects():
     if isinstance(obj, io.FileIO) and not obj.closed and obj.writable():
         try:
