@@ -181,13 +181,16 @@ async def test_root_in_the_box_cannot_plant_host_files(runtime: boxlite.Boxlite,
 # still root (the interpreter may live where that user cannot read), then drops to the user for
 # good, as `setpriv --reuid --regid --clear-groups` would, before it creates any box.
 UNPRIVILEGED = """
-import asyncio, json, os, sys
+import asyncio, ctypes, json, os, sys
 import boxlite
 
 home, layout, out, script, uid = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 os.setgroups([])
 os.setresgid(uid, uid, uid)
 os.setresuid(uid, uid, uid)
+# setpriv ends with an exec, after which the process is dumpable again (a credential change
+# clears the flag); the engine's passt launcher needs that to hand over its seccomp listener.
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE
 
 async def main():
     runtime = boxlite.Boxlite(boxlite.Options(home_dir=home))
