@@ -91,10 +91,11 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is dead for our purposes.
+    # A zombie is dead for our purposes. The process may also go between the kill and the
+    # read, which the kernel reports as ESRCH (ProcessLookupError) rather than ENOENT.
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):
         return False
 
 
