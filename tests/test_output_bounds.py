@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +20,7 @@ from pathlib import Path
 import boxlite
 import pytest
 from boxlite.errors import BoxDiedError, OutputLimitError
+from boxlite.pool import BoxPool
 from conftest import pid_alive
 
 #: Every test here tries an attack for real and checks the host afterwards (`make audit`).
@@ -208,6 +211,50 @@ async def test_a_guest_that_sends_beyond_its_window_is_declared_broken(python_vm
         await python_vm.run("true")
 
 
+# Runs as root in the box: stops the agent's reaper thread (the one thread of PID 1 blocked in
+# waitid) with ptrace, so the agent keeps answering the host (probes, new executions) but never
+# learns that a process exited, and so never confirms a kill.
+HOLD_REAPER = r"""
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_SEIZE, PTRACE_INTERRUPT, SYS_WAITID = 0x4206, 0x4207, 247
+reapers = [
+    tid for tid in map(int, os.listdir("/proc/1/task"))
+    if open(f"/proc/1/task/{tid}/syscall").read().split()[0] == str(SYS_WAITID)
+]
+assert len(reapers) == 1, reapers
+for request in (PTRACE_SEIZE, PTRACE_INTERRUPT):
+    assert libc.ptrace(request, reapers[0], None, None) == 0, os.strerror(ctypes.get_errno())
+print("held", reapers[0], flush=True)
+time.sleep(3600)  # the hold lasts as long as this tracer
+"""
+
+
+async def test_an_agent_that_does_not_confirm_a_kill_gets_its_vm_killed(python_vm: boxlite.Box) -> None:
+    vmm = python_vm.info().vmm_pid
+    assert vmm is not None
+    holder = await python_vm.exec("python3", ["-c", HOLD_REAPER])
+    line = await asyncio.wait_for(holder.stdout().readline(limit=256), timeout=60)
+    assert line.startswith(b"held "), line
+    # The agent still answers: a new execution starts, and its output arrives.
+    probe = await python_vm.exec("echo", ["still answering"])
+    assert await asyncio.wait_for(probe.stdout().readline(limit=256), timeout=30) == b"still answering\n"
+    started = time.monotonic()
+    with pytest.raises(BoxDiedError, match="did not confirm a kill within 10 s") as died:
+        await asyncio.wait_for(python_vm.run("sleep", ["1000"], timeout=2), timeout=120)
+    assert "declared broken and its VM killed" in str(died.value)
+    # The timeout at 2 s, the kill confirmation due 10 s later.
+    elapsed = time.monotonic() - started
+    assert 11 < elapsed < 30, f"declared broken after {elapsed:.1f} s"
+    for _ in range(50):
+        if not pid_alive(vmm):
+            break
+        await asyncio.sleep(0.1)
+    assert not pid_alive(vmm), "the VM of the box that held its kill was killed"
+    assert python_vm.info().status == "crashed"
+
+
 # -- a guest that stops reading its channel (its VMM stopped) -------------------------------
 
 
@@ -275,6 +322,85 @@ async def test_copy_in_and_stop_do_not_hang_on_a_stalled_guest(
     stopped = time.monotonic()
     await asyncio.wait_for(box.stop(), timeout=60)
     assert time.monotonic() - stopped < 5
+
+
+async def test_a_copy_out_that_stops_sending_is_given_up_and_its_packer_killed(
+    stoppable: tuple[boxlite.Box, int], tmp_path: Path
+) -> None:
+    """/proc/kmsg never ends: the box's packer blocks reading it while the agent keeps
+    answering probes. The copy ends with an error 30 s after the last byte, nothing is left at
+    the destination, and the box works on."""
+    box, _ = stoppable
+    # Read what the kernel logged so far, so that the packer's first read already blocks.
+    drained = await box.run("sh", ["-c", "cat /proc/kmsg > /dev/null & sleep 1; kill $!"])
+    assert drained.exit_code == 0, drained.stderr
+    started = time.monotonic()
+    with pytest.raises(boxlite.errors.CopyError, match="the box sent nothing for 30 s"):
+        await asyncio.wait_for(box.copy_out("/proc/kmsg", tmp_path / "kmsg"), timeout=120)
+    elapsed = time.monotonic() - started
+    assert 29 < elapsed < 60, f"given up after {elapsed:.1f} s"
+    assert list(tmp_path.iterdir()) == []
+    assert box.info().status == "running"
+    # No process of the box holds /proc/kmsg open any more: the packer was killed.
+    holders = await box.run("sh", ["-c", "ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c /proc/kmsg"])
+    assert holders.stdout == "0\n", holders.stdout
+
+
+async def test_a_pool_health_check_on_a_stalled_box_fails_and_a_fresh_box_is_leased(
+    runtime: boxlite.Boxlite, busybox: str
+) -> None:
+    pool = BoxPool(
+        boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256),
+        runtime=runtime,
+        min_idle=1,
+        max_size=1,
+        max_uses=100,
+        acquire_timeout=120,
+    )
+    try:
+        async with pool.lease() as lease:
+            stalled_id, stalled = lease.box.id, lease.box.info().vmm_pid
+        assert stalled is not None
+        # Idle in the pool (max_size 1: the next lease must health-check this very box).
+        os.kill(stalled, signal.SIGSTOP)
+        started = time.monotonic()
+        async with pool.lease() as lease:
+            assert lease.box.id != stalled_id
+            assert (await lease.box.run("echo", ["fresh"])).stdout == "fresh\n"
+        # The check's `true` gets no answer (10 s), the stalled VM is killed, a new box boots.
+        elapsed = time.monotonic() - started
+        assert elapsed < 60, f"the lease took {elapsed:.1f} s"
+        assert not pid_alive(stalled), "the stalled box's VM was killed"
+    finally:
+        if pid_alive(stalled):
+            os.kill(stalled, signal.SIGCONT)
+        await pool.close()
+
+
+def test_interpreter_exit_with_a_stalled_box_kills_its_vm(busybox: str, tmp_path: Path) -> None:
+    script = f"""
+import asyncio, os, signal, boxlite
+rt = boxlite.Boxlite(boxlite.Options(home_dir={str(tmp_path)!r}))
+
+async def main():
+    box = await rt.create(boxlite.BoxOptions(rootfs_path={busybox!r}, memory_mib=256))
+    await box.exec("sleep", ["1000"])  # an execution open at exit, too
+    os.kill(box.info().vmm_pid, signal.SIGSTOP)
+    print(box.info().vmm_pid, flush=True)
+
+asyncio.run(main())
+"""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    elapsed = time.monotonic() - started
+    vmm = int(proc.stdout.split()[-1])
+    if pid_alive(vmm):
+        os.kill(vmm, signal.SIGKILL)
+        raise AssertionError(f"the stalled VM outlived the interpreter; stderr: {proc.stderr}")
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    # Boot, then at most the exit's stop deadline (20 s) and the kill.
+    assert elapsed < 90, f"the interpreter took {elapsed:.1f} s to exit"
 
 
 async def test_stop_of_a_stalled_guest_kills_it_in_bounded_time(stoppable: tuple[boxlite.Box, int]) -> None:

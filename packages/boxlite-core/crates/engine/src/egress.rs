@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use crate::host_interfaces;
+
 /// One allow-list entry: an address or network, an exact host name, or `*.domain` (every name
 /// below `domain`, not `domain` itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,45 +145,10 @@ fn always_refused(ip: IpAddr) -> Option<&'static str> {
 /// Every address of every interface of the host (this network namespace), with their
 /// broadcast addresses; read afresh at each call.
 pub fn host_addresses() -> HashSet<IpAddr> {
-    let mut found = HashSet::new();
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
-    unsafe {
-        if libc::getifaddrs(&mut addrs) != 0 {
-            return found;
-        }
-        let mut cursor = addrs;
-        while !cursor.is_null() {
-            let entry = &*cursor;
-            cursor = entry.ifa_next;
-            // ifa_ifu is the broadcast address on broadcast links (the peer's on others).
-            let broadcast = if entry.ifa_flags & libc::IFF_BROADCAST as u32 != 0 {
-                entry.ifa_ifu
-            } else {
-                std::ptr::null_mut()
-            };
-            for sa in [entry.ifa_addr, broadcast] {
-                if sa.is_null() {
-                    continue;
-                }
-                match (*sa).sa_family as i32 {
-                    libc::AF_INET => {
-                        let sin = &*(sa as *const libc::sockaddr_in);
-                        found.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                            sin.sin_addr.s_addr,
-                        ))));
-                    }
-                    libc::AF_INET6 if sa == entry.ifa_addr => {
-                        let sin6 = &*(sa as *const libc::sockaddr_in6);
-                        found.insert(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        libc::freeifaddrs(addrs);
-    }
-    found
+    host_interfaces::interface_addresses()
+        .into_iter()
+        .flat_map(|a| std::iter::once(a.address).chain(a.broadcast))
+        .collect()
 }
 
 /// How long resolved addresses of allowed names are trusted before they are looked up again.
@@ -459,18 +426,43 @@ pub fn filter(keep_dumpable: bool) -> Vec<libc::sock_filter> {
     prog
 }
 
+/// The child's ends of the two pipes of the listener hand-over, and the parent's ends, which
+/// the child inherited and closes first.
+#[derive(Debug, Clone, Copy)]
+pub struct HandOver {
+    /// Child to parent: `[pid, listener]`.
+    pub report: RawFd,
+    /// Parent to child: one byte once the parent holds the listener.
+    pub ack: RawFd,
+    /// The parent's ends (report's read end, ack's write end).
+    pub parent_ends: [RawFd; 2],
+}
+
 /// In the child before exec (async-signal-safe system calls only): installs `prog` with a new
 /// listener, writes `[pid, listener]` to `report`, and waits for one byte on `ack` (the parent
 /// has taken the listener with `pidfd_getfd`).
 ///
+/// The child first closes its copies of the parent's pipe ends: if the parent cannot take the
+/// listener, its own close of the ack pipe then ends the child's wait (an error, not a hang).
+/// It also makes itself dumpable, as its exec would: an engine that changed its user ids
+/// in-process is not dumpable, and neither would its forked child be, so `pidfd_getfd` (which
+/// needs ptrace access) would fail.
+///
 /// # Safety
 /// Call only in a freshly forked child.
-pub unsafe fn install_in_child(
-    prog: &[libc::sock_filter],
-    report: RawFd,
-    ack: RawFd,
-) -> std::io::Result<()> {
+pub unsafe fn install_in_child(prog: &[libc::sock_filter], pipes: HandOver) -> std::io::Result<()> {
+    let HandOver {
+        report,
+        ack,
+        parent_ends,
+    } = pipes;
     let last = std::io::Error::last_os_error;
+    for fd in parent_ends {
+        libc::close(fd);
+    }
+    if libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) != 0 {
+        return Err(last());
+    }
     if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
         return Err(last());
     }
@@ -561,6 +553,11 @@ pub struct Supervisor {
 /// Refusals logged one by one; after these, only every 1000th (a guest can try millions).
 const LOGGED_REFUSALS: u64 = 20;
 
+/// The refusal of a unix socket address. passt itself tries one (its syslog socket) at every
+/// start; the guest's traffic never leads to one. Refused all the same, and logged at debug
+/// level only, so that it does not hide the refusals that matter.
+const UNIX_SOCKET_REFUSAL: &str = "a unix socket (passt's own syslog)";
+
 enum Verdict {
     Continue,
     Refuse(Refusal),
@@ -629,6 +626,10 @@ impl Supervisor {
             };
             match verdict {
                 Verdict::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+                Verdict::Refuse(why) if why == UNIX_SOCKET_REFUSAL => {
+                    tracing::debug!(id = %self.id, "egress refused: {why}");
+                    resp.error = -libc::EACCES;
+                }
                 Verdict::Refuse(why) => {
                     self.refusals += 1;
                     if self.refusals <= LOGGED_REFUSALS || self.refusals.is_multiple_of(1000) {
@@ -746,6 +747,7 @@ impl Supervisor {
             libc::AF_UNSPEC if connect => return Ok(()),
             libc::AF_UNSPEC => parse_v4(&raw).ok_or("short address")?,
             libc::AF_NETLINK => return Ok(()),
+            libc::AF_UNIX => return Err(UNIX_SOCKET_REFUSAL.into()),
             other => return Err(format!("address family {other}")),
         };
         let payload = if connect { None } else { payload };

@@ -12,6 +12,7 @@ pub mod boot;
 pub mod disk;
 pub mod egress;
 pub mod error;
+pub mod host_interfaces;
 pub mod hypervisor;
 pub mod image;
 pub mod litebox;

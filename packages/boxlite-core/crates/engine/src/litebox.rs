@@ -1434,8 +1434,18 @@ impl LiteBox {
         });
         // Until the stream ends, or the unpacker stops taking it (the archive ended, or it
         // was refused).
+        // A box that stops sending (while still answering probes) is given up on.
         let mut unpacker_stopped = false;
-        while let Some(chunk) = execution.read_output(OutputStream::Stdout).await? {
+        let mut stalled = false;
+        loop {
+            let next =
+                tokio::time::timeout(COPY_OUT_IDLE, execution.read_output(OutputStream::Stdout))
+                    .await;
+            let Ok(next) = next else {
+                stalled = true;
+                break;
+            };
+            let Some(chunk) = next? else { break };
             if tx.send(chunk).await.is_err() {
                 unpacker_stopped = true;
                 break;
@@ -1445,6 +1455,15 @@ impl LiteBox {
         let unpacked = unpacker
             .await
             .map_err(|e| Error::Copy(format!("copy_out: {e}")))?;
+        if stalled {
+            let _ = execution.kill().await;
+            let _ = tokio::time::timeout(COPY_OUT_FINISH, execution.wait()).await;
+            return Err(Error::Copy(format!(
+                "copy_out of {guest_path} to {}: the box sent nothing for {} s; the copy was stopped",
+                target.display(),
+                COPY_OUT_IDLE.as_secs()
+            )));
+        }
         // What the box does after its archive cannot change the copy: it gets a moment and a
         // little output to finish, then it is killed.
         let finished = if unpacked.is_err() && unpacker_stopped {
@@ -1491,6 +1510,10 @@ impl LiteBox {
 
 /// How long the box has to end a copy_out once its archive ended (or was refused).
 const COPY_OUT_FINISH: Duration = Duration::from_secs(10);
+
+/// How long a copy_out waits for the box's next bytes: a packer reading a file that never
+/// ends (`/proc/kmsg`), or a hostile agent holding the stream, must not hold the caller.
+const COPY_OUT_IDLE: Duration = Duration::from_secs(30);
 
 /// Output a box may send after its archive's end (the end-of-archive blocks and padding).
 const COPY_OUT_TRAILER_BYTES: usize = 64 * 1024;

@@ -12,7 +12,7 @@
 //! passt runs under the engine's egress filter ([`crate::egress`]): it never reaches an
 //! address of the host, a link-local address, or (with an allow-list) anything not listed.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::egress;
 use crate::error::{Error, IoContext, Result};
+use crate::host_interfaces;
 use crate::logs;
 use crate::options::PortForward;
 
@@ -62,38 +63,12 @@ fn default_route(route_table: &str) -> Option<(String, Ipv4Addr)> {
 
 /// IPv4 address and prefix length of `interface`.
 fn interface_address(interface: &str) -> Option<(Ipv4Addr, u8)> {
-    let mut found = None;
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free once.
-    unsafe {
-        if libc::getifaddrs(&mut addrs) != 0 {
-            return None;
-        }
-        let mut cursor = addrs;
-        while !cursor.is_null() {
-            let entry = &*cursor;
-            cursor = entry.ifa_next;
-            if entry.ifa_addr.is_null() || entry.ifa_netmask.is_null() {
-                continue;
-            }
-            if (*entry.ifa_addr).sa_family as i32 != libc::AF_INET {
-                continue;
-            }
-            let name = std::ffi::CStr::from_ptr(entry.ifa_name).to_string_lossy();
-            if name != interface {
-                continue;
-            }
-            let addr = &*(entry.ifa_addr as *const libc::sockaddr_in);
-            let mask = &*(entry.ifa_netmask as *const libc::sockaddr_in);
-            found = Some((
-                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
-                u32::from_be(mask.sin_addr.s_addr).count_ones() as u8,
-            ));
-            break;
-        }
-        libc::freeifaddrs(addrs);
-    }
-    found
+    host_interfaces::interface_addresses()
+        .into_iter()
+        .find_map(|a| match a.address {
+            IpAddr::V4(address) if a.interface == interface => Some((address, a.prefix_len()?)),
+            _ => None,
+        })
 }
 
 /// Non-loopback IPv4 name servers of the host (a loopback resolver is not reachable from the
@@ -211,12 +186,16 @@ impl Passt {
         let prog = egress::filter(unsafe { libc::geteuid() } != 0);
         let (report_r, report_w) = pipe().context(|| "pipe for passt's filter".into())?;
         let (ack_r, ack_w) = pipe().context(|| "pipe for passt's filter".into())?;
-        let (report_fd, ack_fd) = (report_w.as_raw_fd(), ack_r.as_raw_fd());
+        let pipes = egress::HandOver {
+            report: report_w.as_raw_fd(),
+            ack: ack_r.as_raw_fd(),
+            parent_ends: [report_r.as_raw_fd(), ack_w.as_raw_fd()],
+        };
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             command.pre_exec(move || {
                 // First, while the pipes still sit where the parent left them.
-                egress::install_in_child(&prog, report_fd, ack_fd)?;
+                egress::install_in_child(&prog, pipes)?;
                 // A log nobody drains any more (the owner died, the box was kept) must not
                 // kill the box's network.
                 libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -235,8 +214,27 @@ impl Passt {
         // Our copies: once they are closed, a child that died early cannot block the taker.
         drop((report_w, ack_r));
         let taken = taker.join().expect("listener taker panicked");
-        let child = spawned.context(|| format!("start {}", binary.display()))?;
-        let listener = taken.context(|| "take passt's seccomp listener".into())?;
+        let (child, listener) = match (spawned, taken) {
+            (Ok(child), Ok(listener)) => (child, listener),
+            // The child ends its wait when the taker gives up: the taker's error is the cause.
+            (Err(spawn), Err(take)) => {
+                return Err(Error::Io {
+                    context: format!(
+                        "start {}: {spawn}; taking its seccomp listener failed",
+                        binary.display()
+                    ),
+                    source: take,
+                })
+            }
+            (Err(spawn), Ok(_)) => {
+                return Err(spawn).context(|| format!("start {}", binary.display()))
+            }
+            (Ok(mut child), Err(take)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(take).context(|| "take passt's seccomp listener".into());
+            }
+        };
         let supervisor = egress::Supervisor::new(listener, policy, id.to_owned());
         std::thread::Builder::new()
             .name(format!("egress-{}", &id[..12.min(id.len())]))

@@ -15,7 +15,7 @@ use std::path::Path;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::image::layout::MAX_METADATA_BYTES;
+use crate::image::metadata;
 use crate::image::registry;
 use crate::image::store::{BlobStore, ImageDb, ImageRecord};
 
@@ -60,19 +60,8 @@ fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, String> {
                 .to_string_lossy(),
         );
         if name == "manifest.json" {
-            if entry.size() > MAX_METADATA_BYTES {
-                return Err(archive_error(
-                    path,
-                    format!(
-                        "manifest.json has {} bytes, more than the {MAX_METADATA_BYTES} it may have",
-                        entry.size()
-                    ),
-                ));
-            }
-            let mut text = Vec::new();
-            entry
-                .take(MAX_METADATA_BYTES)
-                .read_to_end(&mut text)
+            let stated = entry.size();
+            let text = metadata::read_capped("manifest.json", stated, entry)
                 .map_err(|e| archive_error(path, e))?;
             return serde_json::from_slice(&text)
                 .map_err(|e| archive_error(path, format!("manifest.json is not valid: {e}")));
@@ -170,15 +159,8 @@ pub fn import(
             })
         };
         let config = get(&image.config)?;
-        if config.size > MAX_METADATA_BYTES {
-            return Err(archive_error(
-                path,
-                format!(
-                    "the config {} has {} bytes, more than the {MAX_METADATA_BYTES} an image's metadata may have",
-                    image.config, config.size
-                ),
-            ));
-        }
+        metadata::check_stated(&format!("the config {}", image.config), config.size)
+            .map_err(|e| archive_error(path, e))?;
         let layers = image
             .layers
             .iter()

@@ -11,12 +11,11 @@ use oci_spec::image::{
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
+use crate::image::metadata;
 
 const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
-/// Largest index, manifest or image config read into memory (images from real registries
-/// have a few KiB; a config with a long history a few hundred).
-pub const MAX_METADATA_BYTES: u64 = 4 << 20;
+pub use crate::image::metadata::MAX_METADATA_BYTES;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,39 +130,14 @@ impl<R: Read> Read for VerifyingReader<R> {
 /// Reads a small JSON document (index, manifest, config) of at most [`MAX_METADATA_BYTES`].
 fn read_metadata(layout: &Path, what: &str, file: File) -> Result<Vec<u8>> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if len > MAX_METADATA_BYTES {
-        return Err(not_layout(
-            layout,
-            format!("{what} has {len} bytes, more than the {MAX_METADATA_BYTES} an image's metadata may have"),
-        ));
-    }
-    let mut data = Vec::new();
-    file.take(MAX_METADATA_BYTES + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| not_layout(layout, format!("{what}: {e}")))?;
-    if data.len() as u64 > MAX_METADATA_BYTES {
-        return Err(not_layout(
-            layout,
-            format!(
-                "{what} has more than the {MAX_METADATA_BYTES} bytes an image's metadata may have"
-            ),
-        ));
-    }
-    Ok(data)
+    metadata::read_capped(what, len, file).map_err(|e| not_layout(layout, e))
 }
 
 fn read_verified_blob(layout: &Path, descriptor: &Descriptor) -> Result<Vec<u8>> {
     let digest = descriptor.digest().to_string();
     let path = blob_path(layout, &digest)?;
-    if descriptor.size() > MAX_METADATA_BYTES {
-        return Err(not_layout(
-            layout,
-            format!(
-                "blob {digest} is stated to have {} bytes, more than the {MAX_METADATA_BYTES} an image's metadata may have",
-                descriptor.size()
-            ),
-        ));
-    }
+    metadata::check_stated(&format!("blob {digest}"), descriptor.size())
+        .map_err(|e| not_layout(layout, e))?;
     let file = File::open(&path)
         .map_err(|e| not_layout(layout, format!("blob {digest} unreadable: {e}")))?;
     let data = read_metadata(layout, &format!("blob {digest}"), file)?;

@@ -6,6 +6,7 @@
 pub mod docker_archive;
 pub mod ext4;
 pub mod layout;
+pub mod metadata;
 pub mod registry;
 pub mod store;
 pub mod unpack;

@@ -22,6 +22,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::image::layout;
+use crate::image::metadata;
 use crate::image::store::BlobStore;
 use crate::image::unpack::ImageLimits;
 
@@ -411,7 +412,7 @@ impl Puller {
     }
 
     /// The HTTP client for manifests (oci-client's `pull_manifest_raw` reads a body of any
-    /// length into memory; ours stops at [`layout::MAX_METADATA_BYTES`]).
+    /// length into memory; ours stops at [`metadata::MAX_METADATA_BYTES`]).
     fn http_client(&self) -> Result<reqwest::Client, EndpointError> {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -560,12 +561,7 @@ impl Puller {
     /// Refuses a manifest whose stated sizes exceed the limits, before anything is fetched.
     fn check_sizes(&self, manifest: &ImageManifest) -> Result<(), EndpointError> {
         let config = manifest.config().size();
-        if config > layout::MAX_METADATA_BYTES {
-            return Err(EndpointError::Fatal(format!(
-                "the image config is stated to have {config} bytes, more than the {} an image's metadata may have",
-                layout::MAX_METADATA_BYTES
-            )));
-        }
+        metadata::check_stated("the image config", config).map_err(EndpointError::Fatal)?;
         if manifest.layers().len() > MAX_LAYERS {
             return Err(EndpointError::Fatal(format!(
                 "the image has {} layers, more than the {MAX_LAYERS} supported",
@@ -756,7 +752,7 @@ struct ManifestFetch<'a> {
 
 impl ManifestFetch<'_> {
     /// The manifest `at` names (by digest, else tag): `Ok(Err(reason))` when it is larger than
-    /// [`layout::MAX_METADATA_BYTES`] (read no further than that).
+    /// [`metadata::MAX_METADATA_BYTES`] (read no further than that).
     async fn get(&self, at: &Reference) -> Result<Result<Vec<u8>, String>, OciDistributionError> {
         let scheme = if self.endpoint.http { "http" } else { "https" };
         let url = format!(
@@ -779,7 +775,7 @@ impl ManifestFetch<'_> {
         };
         let mut response = request.send().await?;
         let status = response.status();
-        let limit = layout::MAX_METADATA_BYTES;
+        let limit = metadata::MAX_METADATA_BYTES;
         let too_large = |what: String| {
             Ok(Err(format!(
                 "the manifest is {what} bytes long: an image's metadata may have at most {limit} bytes; cut off"
