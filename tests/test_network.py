@@ -8,6 +8,8 @@ assert on what the services there logged. No test traffic leaves this machine.""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import socket
@@ -121,8 +123,6 @@ async def test_forwarded_port_reaches_the_box_on_loopback_only(net_box: boxlite.
                 body = urllib.request.urlopen("http://127.0.0.1:18573/hostname", timeout=5).read()
                 break
             except OSError:
-                import asyncio
-
                 await asyncio.sleep(0.2)
         assert body.strip() != b"", "the forwarded port answered with the box's /etc/hostname"
         with pytest.raises(OSError):
@@ -269,3 +269,136 @@ async def test_bad_allow_lists_are_refused(runtime: boxlite.Boxlite, busybox: st
         )
     spec = boxlite.BoxOptions(rootfs_path=busybox, network=["example.com", "10.0.0.0/8"]).network
     assert spec == boxlite.NetworkSpec(allow_net=["example.com", "10.0.0.0/8"])
+
+
+# -- UDP forwards ---------------------------------------------------------------------------
+
+UDP_RECEIVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+print("ready", flush=True)
+data, peer = s.recvfrom(100)
+print("got", data.decode(), peer[0], flush=True)
+"""
+
+# Runs in a box whose UDP port 5353 is forwarded: tries to reach the host's loopback UDP
+# service on port argv[1] through the gateway (the address passt shows the host's loopback
+# clients as), from the forwarded port (whose datagrams passt sends through the forward's own
+# socket, bound to the host's 127.0.0.1) and from an ephemeral port, and through 127.0.0.1.
+UDP_TO_HOST_LOOPBACK = """
+import socket, struct, sys
+target = int(sys.argv[1])
+gateway = None
+for line in open("/proc/net/route").read().splitlines()[1:]:
+    fields = line.split()
+    if fields[1] == "00000000":
+        gateway = socket.inet_ntoa(struct.pack("<I", int(fields[2], 16)))
+forwarded = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+forwarded.bind(("0.0.0.0", 5353))
+ephemeral = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(5):
+    for sock in (forwarded, ephemeral):
+        for address in (gateway, "127.0.0.1"):
+            sock.sendto(b"from the box", (address, target))
+print("sent", gateway, flush=True)
+"""
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_udp_forward_delivers_datagrams_to_the_box(runtime: boxlite.Boxlite, python_image: str) -> None:
+    """A datagram to 127.0.0.1:host_port reaches the box, which sees it come from its gateway.
+
+    Replies do not come back to the host's client: passt (Debian's 2023-03 build) addresses
+    them to the gateway, and mapping the gateway to the host's loopback (`--map-gw`) would hand
+    the box every loopback UDP service of the host (see the next test)."""
+    port = free_udp_port()
+    box = await runtime.create(
+        boxlite.BoxOptions(rootfs_path=python_image, memory_mib=512, ports=[(port, 5353, "udp")])
+    )
+    try:
+        server = await box.exec("python3", ["-c", UDP_RECEIVER])
+        stdout = server.stdout()
+        assert await asyncio.wait_for(stdout.readline(), 60) == b"ready\n"
+        received = asyncio.ensure_future(stdout.readline())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for _ in range(30):  # UDP may drop a datagram while the forward settles: resend
+                client.sendto(b"ping", ("127.0.0.1", port))
+                done, _ = await asyncio.wait({received}, timeout=1)
+                if done:
+                    break
+        gateway = (await box.run("sh", ["-c", "awk '$2 == \"00000000\" {print $3}' /proc/net/route"])).stdout
+        gateway_ip = socket.inet_ntoa(int(gateway.strip(), 16).to_bytes(4, "little"))
+        assert await asyncio.wait_for(received, 1) == f"got ping {gateway_ip}\n".encode()
+        assert (await asyncio.wait_for(server.wait(), 30)).exit_code == 0
+    finally:
+        await box.stop()
+
+
+# Runs in the lab's host namespace (the box's gateway is the lab's, so nothing leaves this
+# machine): a loopback UDP service, a box with a UDP forward that a host client has used, and
+# the attack above; prints what the forward delivered and what the service received.
+UDP_FORWARD_DRIVER = r"""
+import asyncio, json, socket, sys
+import boxlite
+home, image, receiver, attack = sys.argv[1:5]
+
+def udp_socket():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    return s
+
+async def main():
+    service, client, probe = udp_socket(), udp_socket(), udp_socket()
+    service.setblocking(False)
+    forward = probe.getsockname()[1]
+    probe.close()
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=home))
+    box = await runtime.create(
+        boxlite.BoxOptions(rootfs_path=image, memory_mib=256, ports=[(forward, 5353, "udp")])
+    )
+    try:
+        server = await box.exec("python3", ["-c", receiver])
+        stdout = server.stdout()
+        assert await asyncio.wait_for(stdout.readline(), 60) == b"ready\n"
+        got = asyncio.ensure_future(stdout.readline())
+        for _ in range(30):
+            client.sendto(b"ping", ("127.0.0.1", forward))
+            done, _ = await asyncio.wait({got}, timeout=1)
+            if done:
+                break
+        delivered = (await asyncio.wait_for(got, 1)).decode()
+        await server.wait()
+        sent = await box.run("python3", ["-c", attack, str(service.getsockname()[1])])
+        await asyncio.sleep(3)
+        try:
+            leaked = service.recv(100).decode(errors="replace")
+        except BlockingIOError:
+            leaked = None
+        print(json.dumps({"delivered": delivered, "attack": sent.stdout + sent.stderr, "leaked": leaked}))
+    finally:
+        await box.stop()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.hostile
+def test_a_udp_forward_opens_no_way_to_the_hosts_loopback_services(
+    lab: NetLab, python_image: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    command = [sys.executable, "-c", UDP_FORWARD_DRIVER, str(home), python_image, UDP_RECEIVER, UDP_TO_HOST_LOOPBACK]
+    done = subprocess.run(
+        lab.in_host(*command), capture_output=True, text=True, timeout=400, env={**os.environ, "HOME": str(home)}
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["delivered"] == f"got ping {GATEWAY}\n", "the forward works (positive control)"
+    assert result["attack"].startswith(f"sent {GATEWAY}"), result["attack"]
+    assert result["leaked"] is None, f"the host's loopback service got {result['leaked']!r} from the box"
