@@ -8,7 +8,9 @@
 
 mod builtin;
 mod channel;
+mod cmdline;
 mod exec;
+mod log;
 mod metrics;
 mod network;
 mod spawn;

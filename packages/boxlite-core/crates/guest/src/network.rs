@@ -6,7 +6,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use crate::system::{cmdline_value, log};
+use crate::cmdline::cmdline_value;
+use crate::log::log;
 use crate::ROOTFS;
 
 struct NetConfig {

@@ -2,11 +2,14 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::cmdline::{cmdline_value, kernel_cmdline};
+// The agent's log lives in `crate::log`; re-exported so `system::log` keeps working.
+pub use crate::log::log;
 use crate::ROOTFS;
 
 /// The cgroup every execution's own group lives under; it holds the memory limit of
@@ -53,15 +56,6 @@ pub struct Boot {
     pub has_rootfs: bool,
 }
 
-/// Writes a line to the kernel console (the host keeps it in the box's console log).
-pub fn log(msg: &str) {
-    if let Ok(mut kmsg) = fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = writeln!(kmsg, "boxlite-guest: {msg}");
-    } else {
-        eprintln!("boxlite-guest: {msg}");
-    }
-}
-
 fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in mount arguments")
 }
@@ -94,17 +88,6 @@ pub fn mount(
         ));
     }
     Ok(())
-}
-
-pub fn kernel_cmdline() -> String {
-    fs::read_to_string("/proc/cmdline").unwrap_or_default()
-}
-
-/// The value of `key=value` on the kernel command line.
-pub fn cmdline_value(cmdline: &str, key: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
 }
 
 fn kernel_release() -> String {
@@ -404,24 +387,4 @@ pub fn shutdown() -> ! {
         }
     }
     power_off()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cmdline_value;
-
-    #[test]
-    fn reads_values_from_the_kernel_command_line() {
-        let cmdline = "console=ttyS0 boxlite.root=/dev/vda boxlite.hostname=box-1 quiet\n";
-        assert_eq!(
-            cmdline_value(cmdline, "boxlite.root").as_deref(),
-            Some("/dev/vda")
-        );
-        assert_eq!(
-            cmdline_value(cmdline, "boxlite.hostname").as_deref(),
-            Some("box-1")
-        );
-        assert_eq!(cmdline_value(cmdline, "boxlite.missing"), None);
-        assert_eq!(cmdline_value(cmdline, "boxlite"), None);
-    }
 }
