@@ -4,6 +4,9 @@
 //! Processes are identified by pid and start time (from `/proc/<pid>/stat`), so a recycled
 //! pid is never mistaken for the owner or the VMM. Ownership changes only by compare-and-swap
 //! on that pair, so two runtimes opening the same home cannot both adopt one box.
+//!
+//! What a box's state is ([`BoxStatus`], [`BoxInfo`], [`StartTimings`]) is defined here, next to
+//! where it is stored; `litebox` re-exports it.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,8 +16,67 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::image::PreparedImage;
-use crate::litebox::BoxInfo;
 use crate::options::BoxOptions;
+
+/// Where a box is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxStatus {
+    Created,
+    Running,
+    Stopping,
+    Stopped,
+    /// The VM ended without being asked to.
+    Crashed,
+    /// Stopped and deleted (auto_remove or remove()).
+    Removed,
+}
+
+impl BoxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BoxStatus::Created => "created",
+            BoxStatus::Running => "running",
+            BoxStatus::Stopping => "stopping",
+            BoxStatus::Stopped => "stopped",
+            BoxStatus::Crashed => "crashed",
+            BoxStatus::Removed => "removed",
+        }
+    }
+}
+
+/// Durations of the stages of the last start, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StartTimings {
+    pub image_ms: u64,
+    pub disk_ms: u64,
+    pub spawn_ms: u64,
+    /// From launching the VM to the agent's hello.
+    pub boot_ms: u64,
+    /// The guest's own uptime at its hello.
+    pub guest_uptime_ms: u64,
+}
+
+/// A snapshot of a box for `info()` and listings (serialised to the bindings as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoxInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: BoxStatus,
+    pub image: String,
+    pub image_digest: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub auto_remove: bool,
+    pub accel: String,
+    pub accel_reason: String,
+    pub kernel_release: Option<String>,
+    pub vmm_pid: Option<u32>,
+    pub created_at: String,
+    pub dir: PathBuf,
+    pub timings: StartTimings,
+    pub last_error: Option<String>,
+}
 
 /// A process, as pid plus its start time (clock ticks since boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,469 @@
+//! A running execution: [`Execution`] and the driver task behind it, which routes the
+//! agent's events into per-stream output queues, acknowledges consumed output, grants stdin
+//! credit, and enforces the timeout and the kill-confirm deadline even when nobody waits;
+//! [`ExecOutput`] is how it ended.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use boxlite_protocol::{ExitStatus, OutputStream, OUTPUT_CHUNK_LEN, OUTPUT_WINDOW};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use super::LiteBox;
+use crate::agent::{AgentClient, ExecEvent};
+use crate::error::{Error, Result};
+
+/// The end of an execution.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    /// The signal that killed the process, if one did.
+    pub signal: Option<i32>,
+    /// Output that was not consumed as a stream, up to the execution's output limit.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Bytes of each stream dropped beyond the output limit (read from the box, not kept).
+    pub stdout_dropped: u64,
+    pub stderr_dropped: u64,
+    /// Why the process never started (exit code 126 or 127), if it did not.
+    pub error: Option<String>,
+    /// The timeout fired: every process of the execution was killed, and `exit_code` is 124.
+    pub timed_out: bool,
+}
+
+impl ExecOutput {
+    /// Part of the output was dropped (more than the output limit per stream).
+    pub fn truncated(&self) -> bool {
+        self.stdout_dropped > 0 || self.stderr_dropped > 0
+    }
+}
+
+/// Exit code of an execution killed by its timeout (as `timeout(1)` reports it).
+pub const TIMEOUT_EXIT_CODE: i32 = 124;
+
+/// How long the agent may take to confirm a kill (`kill()` or a timeout's) before the box is
+/// declared broken.
+const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Consumed output is acknowledged to the agent in batches of this many bytes (well below
+/// the window, so the agent never stalls while the host keeps reading).
+const ACK_BATCH: u64 = OUTPUT_WINDOW / 4;
+
+/// Largest stdin chunk sent in one frame.
+pub(super) const STDIN_CHUNK: usize = 64 * 1024;
+
+fn stream_index(stream: OutputStream) -> usize {
+    match stream {
+        OutputStream::Stdout => 0,
+        OutputStream::Stderr => 1,
+    }
+}
+
+/// What the execution's driver task and its consumers share.
+#[derive(Default)]
+pub(super) struct ExecState {
+    /// Output received and not yet consumed, per stream (stdout, stderr).
+    queues: [VecDeque<Vec<u8>>; 2],
+    /// The stream is read by `read_output`; `wait` leaves it alone.
+    streamed: [bool; 2],
+    /// Output gathered by `wait`, per stream (at most the execution's output limit).
+    collected: [Vec<u8>; 2],
+    /// Bytes `wait` read beyond the output limit and dropped, per stream.
+    dropped: [u64; 2],
+    /// Consumed bytes not yet acknowledged to the agent.
+    unacked: u64,
+    timed_out: bool,
+    /// How it ended: the exit status, or why the channel was lost.
+    end: Option<std::result::Result<ExitStatus, String>>,
+    /// Nobody holds the execution any more: output is acknowledged and dropped.
+    abandoned: bool,
+}
+
+impl ExecState {
+    /// Records consumed bytes; returns a batch to acknowledge when one is due.
+    fn consumed(&mut self, bytes: u64) -> Option<u64> {
+        self.unacked += bytes;
+        if self.unacked >= ACK_BATCH && self.end.is_none() {
+            return Some(std::mem::take(&mut self.unacked));
+        }
+        None
+    }
+}
+
+/// Queues `data`, appended to the last queued chunk while that stays small, so a guest
+/// sending many tiny frames costs no more host memory than a few large ones.
+fn push_output(queue: &mut VecDeque<Vec<u8>>, data: Vec<u8>) {
+    match queue.back_mut() {
+        Some(last) if last.len() + data.len() <= OUTPUT_CHUNK_LEN => last.extend_from_slice(&data),
+        _ => queue.push_back(data),
+    }
+}
+
+pub(super) struct ExecShared {
+    pub(super) state: Mutex<ExecState>,
+    pub(super) changed: watch::Sender<u64>,
+    /// Bytes of stdin that may still be sent before the agent acknowledges earlier ones.
+    pub(super) stdin_credit: Semaphore,
+    /// A kill was sent: its confirmation (the exit) is due within [`KILL_CONFIRM_TIMEOUT`].
+    pub(super) kill_sent: tokio::sync::Notify,
+}
+
+impl ExecShared {
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
+
+/// A running (or finished) process in a box.
+pub struct Execution {
+    pub(super) litebox: Arc<LiteBox>,
+    pub(super) agent: Arc<AgentClient>,
+    pub(super) exec_id: u32,
+    pub(super) tty: bool,
+    pub(super) stdin_open: bool,
+    /// Somebody took the stdin handle; otherwise `wait` closes stdin first.
+    pub(super) stdin_claimed: AtomicBool,
+    pub(super) stdin_closed: AtomicBool,
+    /// Bytes of each stream `wait` keeps.
+    pub(super) output_limit: usize,
+    pub(super) shared: Arc<ExecShared>,
+    pub(super) result: tokio::sync::OnceCell<std::result::Result<ExecOutput, String>>,
+}
+
+/// Routes one execution's events into its shared state, and enforces its timeout and the
+/// confirmation of its kill even when nobody waits for it. It never waits on the channel
+/// itself (acknowledgements and kills are sent by tasks of their own), so it keeps up with the
+/// guest whatever the guest does.
+pub(super) async fn drive_execution(
+    shared: Arc<ExecShared>,
+    mut events: mpsc::UnboundedReceiver<ExecEvent>,
+    agent: Arc<AgentClient>,
+    exec_id: u32,
+    deadline: Option<Instant>,
+) {
+    let mut kill_deadline: Option<Instant> = None;
+    loop {
+        let alarm = kill_deadline.or(deadline);
+        let event = tokio::select! {
+            event = events.recv() => event.unwrap_or_else(|| {
+                ExecEvent::Lost(agent.closed_reason().unwrap_or_else(|| "the channel closed".into()))
+            }),
+            _ = shared.kill_sent.notified(), if kill_deadline.is_none() => {
+                kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                continue;
+            }
+            _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
+                if kill_deadline.is_some() {
+                    agent.fail(format!(
+                        "the guest agent did not confirm a kill within {} s",
+                        KILL_CONFIRM_TIMEOUT.as_secs()
+                    ));
+                    ExecEvent::Lost(agent.closed_reason().unwrap_or_default())
+                } else {
+                    // The timeout contract: every process of the execution is dead before the
+                    // result is reported; the agent reports the exit once its cgroup is empty.
+                    shared.state.lock().expect("exec state").timed_out = true;
+                    kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                    let agent = agent.clone();
+                    // A failed send closes the channel, which ends this execution as lost.
+                    tokio::spawn(async move { agent.kill_tree(exec_id).await });
+                    continue;
+                }
+            }
+        };
+        let mut ack = None;
+        let mut over = false;
+        {
+            let mut state = shared.state.lock().expect("exec state");
+            match event {
+                ExecEvent::Started { .. } => {}
+                ExecEvent::Output { stream, data } => {
+                    if state.abandoned {
+                        ack = state.consumed(data.len() as u64);
+                    } else {
+                        push_output(&mut state.queues[stream_index(stream)], data);
+                    }
+                }
+                // The agent client checked that no more is acknowledged than was sent.
+                ExecEvent::StdinAck(bytes) => shared
+                    .stdin_credit
+                    .add_permits(bytes.min(OUTPUT_WINDOW) as usize),
+                ExecEvent::Exited(status) => {
+                    state.end = Some(Ok(status));
+                    over = true;
+                }
+                ExecEvent::Lost(reason) => {
+                    state.end = Some(Err(reason));
+                    over = true;
+                }
+            }
+        }
+        if over {
+            shared.stdin_credit.close();
+        }
+        shared.notify();
+        if let Some(bytes) = ack {
+            let agent = agent.clone();
+            tokio::spawn(async move { agent.ack_output(exec_id, bytes).await });
+        }
+        if over {
+            return;
+        }
+    }
+}
+
+impl Execution {
+    pub fn id(&self) -> u32 {
+        self.exec_id
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    async fn send_ack(&self, bytes: Option<u64>) {
+        if let Some(bytes) = bytes {
+            // A lost channel shows in the execution's end; nothing to report here.
+            let _ = self.agent.ack_output(self.exec_id, bytes).await;
+        }
+    }
+
+    fn lost(&self, reason: String) -> Error {
+        self.litebox.channel_error(reason)
+    }
+
+    /// The next chunk of `stream` as it arrives; `None` once the execution ended and all of
+    /// it was read. Output read this way is not part of [`Execution::wait`]'s result.
+    pub async fn read_output(&self, stream: OutputStream) -> Result<Option<Vec<u8>>> {
+        let i = stream_index(stream);
+        loop {
+            let mut changed = self.shared.changed.subscribe();
+            let (chunk, ack, end) = {
+                let mut state = self.shared.state.lock().expect("exec state");
+                state.streamed[i] = true;
+                // Output gathered by an earlier wait() comes first.
+                let chunk = if !state.collected[i].is_empty() {
+                    Some(std::mem::take(&mut state.collected[i]))
+                } else {
+                    state.queues[i].pop_front()
+                };
+                let ack = chunk.as_ref().and_then(|c| state.consumed(c.len() as u64));
+                (chunk, ack, state.end.clone())
+            };
+            self.send_ack(ack).await;
+            if let Some(chunk) = chunk {
+                return Ok(Some(chunk));
+            }
+            match end {
+                Some(Ok(_)) => return Ok(None),
+                Some(Err(reason)) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    return Err(self.lost(reason));
+                }
+                None => {
+                    let _ = changed.changed().await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to end; returns its exit status and the output not read as a
+    /// stream. Waiting again returns the same result. Stdin that nobody took is closed first,
+    /// so a program reading it sees end-of-file.
+    pub async fn wait(&self) -> Result<ExecOutput> {
+        if self.stdin_open && !self.stdin_claimed.load(Ordering::SeqCst) {
+            let _ = self.close_stdin().await;
+        }
+        let result = self
+            .result
+            .get_or_init(|| async {
+                loop {
+                    let mut changed = self.shared.changed.subscribe();
+                    let (ack, done) = {
+                        let mut state = self.shared.state.lock().expect("exec state");
+                        let mut moved = 0u64;
+                        for i in 0..2 {
+                            if state.streamed[i] {
+                                continue;
+                            }
+                            // Beyond the limit, output is still read (so the process is never
+                            // held up) but dropped.
+                            while let Some(chunk) = state.queues[i].pop_front() {
+                                moved += chunk.len() as u64;
+                                let room =
+                                    self.output_limit.saturating_sub(state.collected[i].len());
+                                let keep = room.min(chunk.len());
+                                state.collected[i].extend_from_slice(&chunk[..keep]);
+                                state.dropped[i] += (chunk.len() - keep) as u64;
+                            }
+                        }
+                        let ack = state.consumed(moved);
+                        let done = state.end.clone().map(|end| {
+                            end.map(|status| {
+                                let (signal, error) = match &status {
+                                    ExitStatus::Signal(s) => (Some(*s), None),
+                                    ExitStatus::SpawnFailed { message, .. } => {
+                                        (None, Some(message.clone()))
+                                    }
+                                    ExitStatus::Code(_) => (None, None),
+                                };
+                                ExecOutput {
+                                    exit_code: if state.timed_out {
+                                        TIMEOUT_EXIT_CODE
+                                    } else {
+                                        status.code()
+                                    },
+                                    timed_out: state.timed_out,
+                                    signal,
+                                    stdout: std::mem::take(&mut state.collected[0]),
+                                    stderr: std::mem::take(&mut state.collected[1]),
+                                    stdout_dropped: state.dropped[0],
+                                    stderr_dropped: state.dropped[1],
+                                    error,
+                                }
+                            })
+                        });
+                        (ack, done)
+                    };
+                    self.send_ack(ack).await;
+                    if let Some(done) = done {
+                        return done;
+                    }
+                    let _ = changed.changed().await;
+                }
+            })
+            .await;
+        match result.clone() {
+            Ok(output) => Ok(output),
+            Err(reason) => {
+                // Give the exit watcher a moment to record a crash, so the error says "died".
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(self.lost(reason))
+            }
+        }
+    }
+
+    /// Sends `signal` to the execution's process group.
+    pub async fn signal(&self, signal: i32) -> Result<()> {
+        self.agent
+            .signal(self.exec_id, signal)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    /// Kills every process the execution started (its cgroup in the guest), descendants that
+    /// left its process group included. An agent that does not confirm the kill in time gets
+    /// its box declared broken.
+    pub async fn kill(&self) -> Result<()> {
+        self.agent
+            .kill_tree(self.exec_id)
+            .await
+            .map_err(|e| self.lost(e))?;
+        self.shared.kill_sent.notify_one();
+        Ok(())
+    }
+
+    /// Marks stdin as taken by the caller: `wait` no longer closes it by itself.
+    pub fn claim_stdin(&self) -> Result<()> {
+        if !self.stdin_open {
+            return Err(Error::InvalidOption(
+                "this execution has no stdin: it was started to run to completion".into(),
+            ));
+        }
+        self.stdin_claimed.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Sends `data` to the process's stdin, waiting while the agent has a window's worth of
+    /// earlier input not yet delivered.
+    pub async fn write_stdin(&self, data: Vec<u8>) -> Result<()> {
+        if !self.stdin_open || self.stdin_closed.load(Ordering::SeqCst) {
+            return Err(Error::StdinClosed(
+                "stdin of this execution is closed".into(),
+            ));
+        }
+        for chunk in data.chunks(STDIN_CHUNK) {
+            let permit = self
+                .shared
+                .stdin_credit
+                .acquire_many(chunk.len() as u32)
+                .await
+                .map_err(|_| {
+                    let end = self.shared.state.lock().expect("exec state").end.clone();
+                    match end {
+                        Some(Err(reason)) => self.lost(reason),
+                        _ => Error::StdinClosed(
+                            "the execution has ended; its stdin is closed".into(),
+                        ),
+                    }
+                })?;
+            permit.forget();
+            self.agent
+                .stdin(self.exec_id, chunk.to_vec())
+                .await
+                .map_err(|e| self.lost(e))?;
+        }
+        Ok(())
+    }
+
+    /// Closes stdin (end-of-file for the process; ^D on a terminal).
+    pub async fn close_stdin(&self) -> Result<()> {
+        if !self.stdin_open || self.stdin_closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.agent
+            .close_stdin(self.exec_id)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+
+    /// Sets the terminal size of a TTY execution.
+    pub async fn resize_tty(&self, rows: u16, cols: u16) -> Result<()> {
+        if !self.tty {
+            return Err(Error::InvalidOption(
+                "resize_tty() needs an execution started with tty=True".into(),
+            ));
+        }
+        if rows == 0 || cols == 0 {
+            return Err(Error::InvalidOption(format!(
+                "resize_tty({rows}, {cols}): rows and columns must be at least 1"
+            )));
+        }
+        self.agent
+            .resize_tty(self.exec_id, rows, cols)
+            .await
+            .map_err(|e| self.lost(e))
+    }
+}
+
+impl Drop for Execution {
+    fn drop(&mut self) {
+        // Nobody reads this execution any more: let the agent go on sending (and us dropping)
+        // its output, so a process writing a lot is never stuck on a full window.
+        let pending = {
+            let mut state = self.shared.state.lock().expect("exec state");
+            if state.end.is_some() {
+                return;
+            }
+            state.abandoned = true;
+            let queued: u64 = state
+                .queues
+                .iter_mut()
+                .flat_map(|q| q.drain(..))
+                .map(|c| c.len() as u64)
+                .sum();
+            queued + std::mem::take(&mut state.unacked)
+        };
+        if pending > 0 {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let (agent, id) = (self.agent.clone(), self.exec_id);
+                handle.spawn(async move {
+                    let _ = agent.ack_output(id, pending).await;
+                });
+            }
+        }
+    }
+}

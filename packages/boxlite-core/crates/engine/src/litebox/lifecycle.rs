@@ -1,0 +1,390 @@
+//! A box's lifecycle: start (disk, network, VM launch, the agent's hello), stop, attach to a
+//! VM left by a dead owner, and what happens when the VM ends unasked (crashed) or the guest
+//! breaks its channel (declared broken, VM killed).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{BoxStatus, LiteBox, Running, StartTimings};
+use crate::agent::{AgentClient, ConnectError};
+use crate::agent_socket;
+use crate::boot;
+use crate::disk;
+use crate::error::{Error, Result};
+use crate::hypervisor::{VmHandle, VmSpec};
+use crate::logs::tail;
+use crate::network::{self, Passt};
+
+/// Lower-case hex, for paths on the kernel command line (which splits on spaces).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl LiteBox {
+    fn disk_path(&self) -> PathBuf {
+        self.dir.join("disk.qcow2")
+    }
+
+    /// Boots the VM (creating the box's disk on first start) and waits for the agent.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        let _lifecycle = self.lifecycle.lock().await;
+        match self.status() {
+            BoxStatus::Running => return Ok(()),
+            BoxStatus::Removed => {
+                return Err(Error::BoxNotRunning {
+                    id: self.id.clone(),
+                    state: "removed".into(),
+                    action: "start".into(),
+                })
+            }
+            _ => {}
+        }
+        self.check_not_running_elsewhere()?;
+        let disk_started = Instant::now();
+        if !self.disk_path().exists() {
+            let (base, overlay) = (self.image.base_disk.clone(), self.disk_path());
+            tokio::task::spawn_blocking(move || disk::create_overlay(&base, &overlay))
+                .await
+                .map_err(|e| Error::Disk(e.to_string()))??;
+        }
+        let disk_ms = disk_started.elapsed().as_millis() as u64;
+
+        let socket = agent_socket::for_launch(&self.dir)?;
+        let _ = std::fs::remove_file(&socket);
+        let accel = self.platform.accel.accel;
+        let mut cmdline = boot::kernel_cmdline(
+            &self.id[..12.min(self.id.len())].to_ascii_lowercase(),
+            Some("/dev/vda"),
+        );
+        // Each volume is a 9p device (its tag) and a mount the agent makes from the command line.
+        let mut shares: Vec<(String, PathBuf, bool)> = Vec::new();
+        let mut mounts: Vec<String> = Vec::new();
+        for (i, v) in self.options.volumes.iter().enumerate() {
+            let tag = format!("vol{i}");
+            mounts.push(format!("{tag}:{}:{}", v.mode, hex(v.guest_path.as_bytes())));
+            shares.push((tag, v.host_path.clone(), v.mode == "ro"));
+        }
+        if !mounts.is_empty() {
+            cmdline.push_str(&format!(" boxlite.volumes={}", mounts.join(",")));
+        }
+        let mut passt = if self.options.network() {
+            let mut name_servers = Vec::new();
+            if let Some(net) = network::guest_config() {
+                cmdline.push(' ');
+                cmdline.push_str(&net.cmdline());
+                name_servers.extend(net.dns.iter().copied().map(std::net::IpAddr::V4));
+            } else {
+                tracing::warn!(id = %self.id, "the host has no IPv4 default route: the box's network interface stays unconfigured");
+            }
+            let policy = crate::egress::Policy::new(&self.options.network.allow_net, name_servers)
+                .map_err(Error::InvalidOption)?;
+            Some(Passt::start(
+                &self.options.ports,
+                &self.dir.join("passt.log"),
+                policy,
+                &self.id,
+            )?)
+        } else {
+            None
+        };
+        let spec = VmSpec {
+            name: self.id.clone(),
+            accel,
+            kernel: self.platform.assets.kernel.clone(),
+            initrd: self.platform.assets.initrd.clone(),
+            cmdline,
+            cpus: self.options.cpus,
+            memory_mib: self.options.memory_mib,
+            root_disk: Some(self.disk_path()),
+            agent_socket: socket.clone(),
+            console_log: self.dir.join("console.log"),
+            vmm_log: self.dir.join("vmm.log"),
+            confinement: self.confinement()?,
+            network_fd: passt.as_ref().and_then(Passt::qemu_fd),
+            shares,
+        };
+        let launched = Instant::now();
+        let vm = self.platform.hypervisor.launch(&spec)?;
+        if let Some(passt) = &mut passt {
+            // QEMU has its copy; passt sees the end of the stream when QEMU exits.
+            passt.close_qemu_end();
+        }
+        let spawn_ms = launched.elapsed().as_millis() as u64;
+        let deadline = launched + boot::boot_timeout(accel);
+        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+            Ok(ok) => ok,
+            Err(err) => {
+                vm.kill();
+                let _ = vm.exit_watch().wait_for(|e| e.is_some()).await;
+                let why = match err {
+                    ConnectError::VmExited(exit) => format!("the VM exited ({exit}) before the guest agent answered"),
+                    ConnectError::TimedOut => format!(
+                        "the guest agent did not answer within {} s on {accel} (set BOXLITE_BOOT_TIMEOUT to wait longer)",
+                        boot::boot_timeout(accel).as_secs()
+                    ),
+                    ConnectError::Protocol(p) => p,
+                };
+                let reason = format!(
+                    "{why}\n--- VMM log ({}) ---\n{}\n--- console ({}) ---\n{}",
+                    spec.vmm_log.display(),
+                    tail(&spec.vmm_log, 10),
+                    spec.console_log.display(),
+                    tail(&spec.console_log, 20)
+                );
+                let mut state = self.state.lock().expect("state lock");
+                state.status = BoxStatus::Crashed;
+                state.last_error = Some(reason.clone());
+                return Err(Error::BootFailed {
+                    id: self.id.clone(),
+                    reason,
+                });
+            }
+        };
+        let boot_ms = launched.elapsed().as_millis() as u64;
+        tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, "box started");
+
+        let stopping = Arc::new(AtomicBool::new(false));
+        let running = Arc::new(Running {
+            vm,
+            _network: passt,
+            agent: Arc::new(agent),
+            kernel_release: hello.kernel_release,
+            stopping: stopping.clone(),
+        });
+        {
+            let mut state = self.state.lock().expect("state lock");
+            state.status = BoxStatus::Running;
+            state.running = Some(running.clone());
+            state.last_error = None;
+            let image_ms = state.timings.image_ms;
+            state.timings = StartTimings {
+                image_ms,
+                disk_ms,
+                spawn_ms,
+                boot_ms,
+                guest_uptime_ms: hello.uptime_ms,
+            };
+        }
+        self.kill_when_broken(&running);
+        self.watch_for_exit(running);
+        let _ = self.write_config();
+        Ok(())
+    }
+
+    /// A broken channel (the guest broke the protocol or stopped answering) kills the VM.
+    fn kill_when_broken(self: &Arc<Self>, running: &Arc<Running>) {
+        let this = Arc::downgrade(self);
+        let weak = Arc::downgrade(running);
+        running.agent.set_on_broken(move |why| {
+            if let (Some(this), Some(running)) = (this.upgrade(), weak.upgrade()) {
+                this.mark_broken(&running, why);
+            }
+        });
+    }
+
+    /// Marks the box crashed when its VM ends without a stop request.
+    fn watch_for_exit(self: &Arc<Self>, running: Arc<Running>) {
+        let this = Arc::downgrade(self);
+        let mut exit = running.vm.exit_watch();
+        tokio::spawn(async move {
+            let Ok(exit) = exit
+                .wait_for(|e| e.is_some())
+                .await
+                .map(|e| e.clone().expect("exited"))
+            else {
+                return;
+            };
+            if running.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let Some(this) = this.upgrade() else { return };
+            let reason = format!(
+                "the VM process exited unexpectedly ({exit}); console: {}",
+                tail(&this.dir.join("console.log"), 5)
+            );
+            tracing::warn!(id = %this.id, %reason, "box crashed");
+            let mut state = this.state.lock().expect("state lock");
+            if state
+                .running
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &running))
+            {
+                state.status = BoxStatus::Crashed;
+                state.running = None;
+                state.last_error = Some(reason);
+                drop(state);
+                let _ = this.persist();
+            }
+        });
+    }
+
+    pub(super) fn running(&self, action: &str) -> Result<Arc<Running>> {
+        let state = self.state.lock().expect("state lock");
+        match (&state.running, state.status) {
+            (Some(r), BoxStatus::Running) => Ok(r.clone()),
+            (_, BoxStatus::Crashed) => Err(Error::BoxDied {
+                id: self.id.clone(),
+                reason: state
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "the VM ended".into()),
+            }),
+            (_, status) => Err(Error::BoxNotRunning {
+                id: self.id.clone(),
+                state: status.as_str().into(),
+                action: action.into(),
+            }),
+        }
+    }
+
+    /// Shuts the guest down cleanly (kills the VM if it does not end in time), then deletes the
+    /// box's files when `auto_remove` is set.
+    pub async fn stop(&self) -> Result<()> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let running = {
+            let mut state = self.state.lock().expect("state lock");
+            match state.status {
+                BoxStatus::Removed | BoxStatus::Stopped => return Ok(()),
+                _ => {}
+            }
+            state.status = BoxStatus::Stopping;
+            state.running.take()
+        };
+        if let Some(running) = running {
+            running.stopping.store(true, Ordering::SeqCst);
+            let mut exit = running.vm.exit_watch();
+            let clean = running.agent.shutdown().await.is_ok()
+                && tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some()))
+                    .await
+                    .is_ok();
+            if !clean {
+                tracing::warn!(id = %self.id, "guest did not power off in time; killing its VM");
+                running.vm.kill();
+                let _ = exit.wait_for(|e| e.is_some()).await;
+            }
+        }
+        self.state.lock().expect("state lock").status = BoxStatus::Stopped;
+        if self.options.auto_remove {
+            self.delete_files()?;
+        } else {
+            let _ = self.write_config();
+        }
+        Ok(())
+    }
+
+    /// Deletes the box's directory (its disk included). The box must be stopped.
+    pub(crate) fn delete_files(&self) -> Result<()> {
+        agent_socket::remove(&self.dir);
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("remove {}", self.dir.display()),
+                    source: e,
+                })
+            }
+        }
+        self.state.lock().expect("state lock").status = BoxStatus::Removed;
+        if let Some(db) = self.db.get() {
+            db.remove(&self.id)?;
+        }
+        Ok(())
+    }
+
+    /// Takes over the running VM `vm` of this box (its previous owner died): connects to its
+    /// agent as [`LiteBox::start`] does after a launch.
+    pub(crate) async fn attach(self: &Arc<Self>, vm: Box<dyn VmHandle>) -> Result<()> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let socket = agent_socket::for_attach(&self.dir)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let why = match e {
+                    ConnectError::VmExited(exit) => format!("its VM exited ({exit})"),
+                    ConnectError::TimedOut => "its guest agent did not answer within 10 s".into(),
+                    ConnectError::Protocol(p) => p,
+                };
+                return Err(Error::Channel {
+                    id: self.id.clone(),
+                    reason: format!("cannot reattach: {why}"),
+                });
+            }
+        };
+        let running = Arc::new(Running {
+            vm,
+            // The dead owner's passt (if any) serves the VM until QEMU exits.
+            _network: None,
+            agent: Arc::new(agent),
+            kernel_release: hello.kernel_release,
+            stopping: Arc::new(AtomicBool::new(false)),
+        });
+        {
+            let mut state = self.state.lock().expect("state lock");
+            state.status = BoxStatus::Running;
+            state.running = Some(running.clone());
+            state.last_error = None;
+        }
+        self.kill_when_broken(&running);
+        self.watch_for_exit(running);
+        tracing::info!(id = %self.id, "reattached to a running box");
+        self.write_config()
+    }
+
+    /// Kills the VM at once (no clean shutdown), e.g. at interpreter exit.
+    pub fn kill_vm(&self) {
+        if let Some(running) = self.state.lock().expect("state lock").running.as_ref() {
+            running.stopping.store(true, Ordering::SeqCst);
+            running.vm.kill();
+        }
+    }
+
+    /// The guest broke its channel or stopped answering: kill `running`'s VM so nothing keeps
+    /// running unobserved and, if it is still this box's, mark the box crashed with why.
+    /// Idempotent: the first reason is kept.
+    fn mark_broken(&self, running: &Arc<Running>, why: &str) -> Error {
+        let reason = format!("{why}; the box was declared broken and its VM killed");
+        // Before the kill, so the exit watcher does not report the exit as a crash of its own.
+        running.stopping.store(true, Ordering::SeqCst);
+        running.vm.kill();
+        let mut state = self.state.lock().expect("state lock");
+        if state
+            .running
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, running))
+        {
+            tracing::warn!(id = %self.id, %reason, "box broken");
+            state.running = None;
+            state.status = BoxStatus::Crashed;
+            state.last_error = Some(reason.clone());
+            drop(state);
+            let _ = self.persist();
+            return Error::BoxDied {
+                id: self.id.clone(),
+                reason,
+            };
+        }
+        drop(state);
+        self.channel_error(reason)
+    }
+
+    /// A channel failure: the box died if its VM is gone, otherwise a channel error.
+    pub(super) fn channel_error(&self, reason: String) -> Error {
+        let state = self.state.lock().expect("state lock");
+        if state.status == BoxStatus::Crashed {
+            return Error::BoxDied {
+                id: self.id.clone(),
+                reason: state.last_error.clone().unwrap_or(reason),
+            };
+        }
+        Error::Channel {
+            id: self.id.clone(),
+            reason,
+        }
+    }
+}

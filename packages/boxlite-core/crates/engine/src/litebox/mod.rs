@@ -1,0 +1,105 @@
+//! One box: its VM, its channel to the agent, its lifecycle and executions.
+//!
+//! This module holds the [`LiteBox`] struct and the types its parts share; each concern has a
+//! file of its own, all adding `impl LiteBox` blocks: `lifecycle` (start, stop, attach, crash
+//! and declared-broken handling), `record` (info, `config.json` and the `db/boxes.db` row),
+//! `confinement` (the VMM's confinement from `SecurityOptions`), `exec` (starting an
+//! execution), `execution` (the per-execution driver and [`Execution`]), `files`
+//! (copy_in/copy_out) and `metrics` ([`BoxMetrics`]). [`BoxInfo`] and [`BoxStatus`] live with
+//! the state they describe, in [`crate::state`], and are re-exported here.
+
+mod confinement;
+mod exec;
+mod execution;
+mod files;
+mod lifecycle;
+mod metrics;
+mod record;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::agent::AgentClient;
+use crate::assets::GuestAssets;
+use crate::hypervisor::accel::AccelChoice;
+use crate::hypervisor::{Hypervisor, VmHandle};
+use crate::image::PreparedImage;
+use crate::network::Passt;
+use crate::options::BoxOptions;
+
+pub use crate::state::{BoxInfo, BoxStatus, StartTimings};
+pub use exec::ExecSpec;
+pub use execution::{ExecOutput, Execution, TIMEOUT_EXIT_CODE};
+pub(crate) use metrics::process_usage;
+pub use metrics::BoxMetrics;
+
+struct Running {
+    vm: Box<dyn VmHandle>,
+    /// The box's passt, if it has a network; killed with the box at the latest.
+    _network: Option<Passt>,
+    agent: Arc<AgentClient>,
+    kernel_release: String,
+    /// Set before a requested stop, so the exit watcher does not call it a crash.
+    stopping: Arc<AtomicBool>,
+}
+
+struct State {
+    status: BoxStatus,
+    running: Option<Arc<Running>>,
+    timings: StartTimings,
+    last_error: Option<String>,
+}
+
+/// Shared by every box of a runtime.
+pub struct Platform {
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub assets: GuestAssets,
+    pub accel: AccelChoice,
+}
+
+pub struct LiteBox {
+    pub id: String,
+    pub name: Option<String>,
+    options: BoxOptions,
+    image: PreparedImage,
+    dir: PathBuf,
+    platform: Arc<Platform>,
+    created_at: SystemTime,
+    state: Mutex<State>,
+    /// Serialises start and stop.
+    lifecycle: tokio::sync::Mutex<()>,
+    /// Where the box's state is persisted (`db/boxes.db`), once the runtime registered it.
+    db: std::sync::OnceLock<Arc<crate::state::BoxDb>>,
+    execs_started: std::sync::atomic::AtomicU64,
+}
+
+impl LiteBox {
+    pub(crate) fn new(
+        id: String,
+        options: BoxOptions,
+        image: PreparedImage,
+        dir: PathBuf,
+        platform: Arc<Platform>,
+    ) -> LiteBox {
+        LiteBox {
+            id,
+            name: options.name.clone(),
+            options,
+            image,
+            dir,
+            platform,
+            created_at: SystemTime::now(),
+            state: Mutex::new(State {
+                status: BoxStatus::Created,
+                running: None,
+                timings: StartTimings::default(),
+                last_error: None,
+            }),
+            lifecycle: tokio::sync::Mutex::new(()),
+            db: std::sync::OnceLock::new(),
+            execs_started: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
