@@ -1,0 +1,373 @@
+"""The warm interpreter session: one Python server (``_interpreter.py``) kept running in a box.
+
+Requests and answers are framed on the server's stdin and stdout: ``RUN <nonce> <size>`` then
+the code; ``DONE <nonce> <size>`` then a JSON answer; ``PING``/``PONG`` for health checks. Every
+request carries a fresh random nonce that its answer must repeat, every line and size the box
+announces is bounded (``MAX_*``), and any violation stops the interpreter; a persistent one is
+started anew on the next call, and the result says so. :class:`_InterpreterSession` holds this
+half of :class:`~boxlite.tools.BoxSandbox` (``run_python``); shell and file operations are in
+``_sandbox.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+from typing_extensions import Self
+
+from ..errors import BoxliteError
+from ..runtime import Box, ExecOutputStream, ExecResult, ExecStdin, Execution
+from .result import DEFAULT_MAX_OUTPUT_CHARS, ImageOutput, ToolResult, truncate_output
+
+logger = logging.getLogger("boxlite.tools")
+
+#: Seconds a tool call may run when the caller gives no timeout.
+DEFAULT_TIMEOUT = 60.0
+#: Seconds the warm interpreter may take to start (a cold Python under emulation is slow).
+INTERPRETER_START_TIMEOUT = 120.0
+#: Seconds a health check waits for the interpreter's answer.
+PING_TIMEOUT = 10.0
+#: Where images written by the code are collected from, in the box.
+DEFAULT_OUTPUT_DIR = "/output"
+#: Where the interpreters keep their pid file and each call's output files, in the box.
+SESSION_ROOT = "/tmp/.boxlite-tools"
+#: The most images one call returns, and the largest one collected (bytes).
+MAX_IMAGES = 10
+MAX_IMAGE_BYTES = 16 * 1024 * 1024
+#: The most image bytes one call returns, all images together.
+MAX_TOTAL_IMAGE_BYTES = 32 * 1024 * 1024
+#: The longest protocol line the interpreter may send (``READY``, ``PONG``, an answer's header).
+MAX_HEADER_BYTES = 256
+
+_PARTIAL_OUTPUT_SCRIPT = 'head -c "$2" "$1/out" 2>/dev/null; head -c "$2" "$1/err" >&2 2>/dev/null; true'
+
+
+class ToolSandboxError(BoxliteError):
+    """The sandbox itself failed (the box or its interpreter), not the code it ran."""
+
+
+class _ProtocolViolation(Exception):
+    """The interpreter sent something the protocol does not allow (too long, malformed, or not
+    the answer to the request in flight): the box is not to be trusted with another call."""
+
+
+_HEADER = re.compile(rb"(DONE|PONG) ([0-9a-f]{1,64})(?: ([0-9]{1,20}))?\n")
+
+
+def _max_answer_bytes(byte_cap: int) -> int:
+    """The largest answer the interpreter can honestly send: two capped streams as JSON text
+    (an escape takes at most 6 bytes per byte), the images in base64, and room for the rest."""
+    images = MAX_TOTAL_IMAGE_BYTES * 4 // 3 + 4 + MAX_IMAGES * (4096 + 64)
+    return 2 * 6 * byte_cap + images + 4096
+
+
+def _parse_answer(payload: bytes, byte_cap: int) -> dict[str, Any]:
+    """The interpreter's JSON answer, checked field by field."""
+    try:
+        answer = json.loads(payload)
+    except ValueError as e:
+        raise _ProtocolViolation(f"its answer is not JSON ({e})") from None
+    fields = {"exit_code": int, "stdout": str, "stdout_size": int, "stderr": str, "stderr_size": int, "images": list}
+    if not isinstance(answer, dict) or set(answer) != set(fields):
+        raise _ProtocolViolation(f"its answer does not have the fields {sorted(fields)}")
+    for name, kind in fields.items():
+        value = answer[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _ProtocolViolation(f"its answer's {name} is not {kind.__name__}")
+    if not 0 <= answer["exit_code"] <= 255 or answer["stdout_size"] < 0 or answer["stderr_size"] < 0:
+        raise _ProtocolViolation("its answer has an exit code or a size out of range")
+    if len(answer["stdout"]) > byte_cap or len(answer["stderr"]) > byte_cap:
+        raise _ProtocolViolation(f"its answer carries more than the {byte_cap} bytes of output asked for")
+    if len(answer["images"]) > MAX_IMAGES:
+        raise _ProtocolViolation(f"its answer has more than {MAX_IMAGES} images")
+    images = []
+    for image in answer["images"]:
+        if not (isinstance(image, dict) and isinstance(image.get("path"), str) and isinstance(image.get("data"), str)):
+            raise _ProtocolViolation("its answer has an image without a path or data")
+        try:
+            data = base64.b64decode(image["data"], validate=True)
+        except ValueError:
+            raise _ProtocolViolation("its answer has an image that is not base64") from None
+        images.append(ImageOutput(path=image["path"][:4096], data=data))
+    answer["images"] = tuple(images)
+    return answer
+
+
+def interpreter_source() -> str:
+    """The program of the warm interpreter that runs in the box."""
+    return resources.files(__package__).joinpath("_interpreter.py").read_text()
+
+
+def _check_limits(max_output_chars: int, default_timeout: float) -> None:
+    if max_output_chars < 100:
+        raise ValueError(f"max_output_chars={max_output_chars} is too small to be useful: use at least 100")
+    if default_timeout <= 0:
+        raise ValueError(f"default_timeout={default_timeout} must be a positive number of seconds")
+
+
+class _InterpreterSession:
+    """The warm interpreter of a :class:`~boxlite.tools.BoxSandbox` and ``run_python`` on it
+    (the sandbox's other operations, and its documentation, are in ``_sandbox.py``)."""
+
+    def __init__(
+        self,
+        box: Box,
+        *,
+        persistent: bool = False,
+        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        default_timeout: float = DEFAULT_TIMEOUT,
+        output_dir: str = DEFAULT_OUTPUT_DIR,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        _check_limits(max_output_chars, default_timeout)
+        self.box = box
+        self.persistent = persistent
+        self.max_output_chars = max_output_chars
+        self.default_timeout = default_timeout
+        self.output_dir = output_dir
+        self._env = {"MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "BOXLITE_OUTPUT_DIR": output_dir}
+        self._env.update(env or {})
+        self._session_dir = f"{SESSION_ROOT}/{uuid.uuid4().hex[:12]}"
+        self._interpreter: Execution | None = None
+        self._requests: ExecStdin | None = None
+        self._answers: ExecOutputStream | None = None
+        # Bytes of each stream the interpreter sends back: enough for the head and the tail.
+        self._byte_cap = max_output_chars * 4
+        self._lock = asyncio.Lock()
+        self._restarted_note: str | None = None
+
+    # -- the warm interpreter ------------------------------------------------------------
+
+    @property
+    def interpreter_running(self) -> bool:
+        """Whether an interpreter was started and not (knowingly) lost since."""
+        return self._interpreter is not None
+
+    async def start(self) -> Self:
+        """Starts the warm interpreter now (it is otherwise started by the first call)."""
+        async with self._lock:
+            await self._ensure_interpreter()
+        return self
+
+    async def _ensure_interpreter(self) -> None:
+        if self._interpreter is not None:
+            return
+        mode = "persistent" if self.persistent else "fresh"
+        limits = (self._byte_cap, MAX_IMAGES, MAX_IMAGE_BYTES, MAX_TOTAL_IMAGE_BYTES)
+        args = [self._session_dir, mode, self.output_dir, *map(str, limits)]
+        execution = await self.box.exec("python3", ["-u", "-c", interpreter_source(), *args], self._env)
+        stdout = execution.stdout()
+        try:
+            ready = await asyncio.wait_for(stdout.readline(MAX_HEADER_BYTES), INTERPRETER_START_TIMEOUT)
+        except (asyncio.TimeoutError, ValueError):
+            ready = b""
+        if ready != b"READY\n":
+            await execution.kill()
+            ended = await execution.wait()
+            if ended.exit_code == 127:
+                raise ToolSandboxError(
+                    "this image has no python3: use an image with Python (e.g. python:slim, the default)"
+                )
+            raise ToolSandboxError(
+                f"the Python interpreter did not start within {INTERPRETER_START_TIMEOUT:g} s "
+                f"(exit code {ended.exit_code}): {ended.stderr.strip()[-2000:] or ended.error or 'no output'}"
+            )
+        self._interpreter = execution
+        self._requests, self._answers = execution.stdin(), stdout
+        logger.debug("warm %s interpreter ready in box %s", mode, self.box.id)
+
+    async def _discard_interpreter(self) -> ExecResult | None:
+        """Kills the interpreter and everything it started; returns how it ended."""
+        execution, self._interpreter = self._interpreter, None
+        self._requests = self._answers = None
+        if execution is None:
+            return None
+        try:
+            await execution.kill()
+            return await execution.wait()
+        except BoxliteError:
+            logger.warning("could not kill the interpreter in box %s", self.box.id, exc_info=True)
+            return None
+
+    async def is_healthy(self) -> bool:
+        """Whether the interpreter answers a ping within :data:`PING_TIMEOUT` (a round trip of
+        about a millisecond; no process is started). A box without one is checked with ``true``.
+        An interpreter that does not answer in time, or answers anything but the pong asked
+        for, is stopped."""
+        async with self._lock:
+            if self._interpreter is None:
+                try:
+                    return (await self.box.run("true", timeout=PING_TIMEOUT)).exit_code == 0
+                except BoxliteError:
+                    return False
+            try:
+                await asyncio.wait_for(self._ping(), PING_TIMEOUT)
+                return True
+            except (asyncio.TimeoutError, EOFError, BoxliteError, _ProtocolViolation) as e:
+                why = str(e) or f"no answer within {PING_TIMEOUT:g} s"
+                logger.warning("the interpreter in box %s failed its health check: %s", self.box.id, why)
+                await self._discard_interpreter()
+                return False
+
+    async def _ping(self) -> None:
+        assert self._requests is not None
+        nonce = secrets.token_hex(16)
+        await self._requests.send_input(b"PING %s\n" % nonce.encode())
+        kind, answered, _ = await self._read_header()
+        if (kind, answered) != (b"PONG", nonce):
+            raise _ProtocolViolation(f"it answered {kind.decode()} {answered} to PING {nonce}")
+
+    async def _read_header(self) -> tuple[bytes, str, int | None]:
+        """The interpreter's next protocol line: kind, nonce and payload size (``DONE`` only).
+        Raises :class:`EOFError` when the interpreter is gone."""
+        assert self._answers is not None
+        try:
+            line = await self._answers.readline(MAX_HEADER_BYTES)
+        except ValueError as e:
+            raise _ProtocolViolation(str(e)) from None
+        if not line:
+            raise EOFError
+        match = _HEADER.fullmatch(line)
+        if match is None:
+            raise _ProtocolViolation(f"it sent {line[:80]!r} where an answer header was expected")
+        kind, nonce, size = match.groups()
+        if (kind == b"DONE") != (size is not None):
+            raise _ProtocolViolation(f"it sent a malformed header {line[:80]!r}")
+        return kind, nonce.decode(), int(size) if size is not None else None
+
+    # -- tool operations -------------------------------------------------------------------
+
+    def _timeout(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.default_timeout
+        if timeout <= 0:
+            raise ValueError(f"timeout={timeout} must be a positive number of seconds")
+        return float(timeout)
+
+    def _cap(
+        self, stdout: str, stderr: str, out_total: int | None = None, err_total: int | None = None
+    ) -> dict[str, Any]:
+        out, out_dropped = truncate_output(stdout, self.max_output_chars, total_chars=out_total)
+        err, err_dropped = truncate_output(stderr, self.max_output_chars, total_chars=err_total)
+        return {"stdout": out, "stderr": err, "stdout_truncated": out_dropped, "stderr_truncated": err_dropped}
+
+    async def run_python(self, code: str, timeout: float | None = None) -> ToolResult:
+        """Runs ``code`` and returns its exit code, capped output and images.
+
+        Like a notebook cell, the value of a final expression is printed. Code that fails
+        (an exception, ``sys.exit(3)``) is an ordinary result; :class:`ToolSandboxError` means
+        the sandbox itself failed.
+        """
+        seconds = self._timeout(timeout)
+        async with self._lock:
+            await self._ensure_interpreter()
+            note, self._restarted_note = self._restarted_note, None
+            try:
+                answer = await asyncio.wait_for(self._exchange(code.encode()), seconds)
+            except asyncio.TimeoutError:
+                return await self._timed_out(seconds, note)
+            except _ProtocolViolation as e:
+                await self._discard_interpreter()
+                if self.persistent:
+                    self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
+                raise ToolSandboxError(
+                    f"the Python interpreter in box {self.box.id} broke the tool protocol ({e}); it was stopped "
+                    "and the next call starts a new one (code that writes to the interpreter's own channel does this)"
+                ) from None
+            except BaseException:
+                # Cancelled mid-request (or the channel failed): the interpreter's answer would
+                # reach the next caller, so it goes, with everything it started.
+                await self._discard_interpreter()
+                if self.persistent:
+                    self._restarted_note = (
+                        "the Python session was restarted (a call was cancelled): variables from earlier calls are gone"
+                    )
+                raise
+            if answer is None:
+                # The interpreter is gone (killed, crashed, out of memory): start a new one next time.
+                ended = await self._discard_interpreter()
+                if self.persistent:
+                    self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
+                partial = await self._partial_output()
+                return ToolResult(
+                    exit_code=ended.exit_code if ended is not None else 1,
+                    timeout=seconds,
+                    note="the Python interpreter died during this call; the next call starts a new one",
+                    **self._cap(partial.stdout, partial.stderr),
+                )
+            out, err = answer["stdout"], answer["stderr"]
+            return ToolResult(
+                exit_code=answer["exit_code"],
+                timeout=seconds,
+                images=answer["images"],
+                note=note,
+                **self._cap(
+                    out,
+                    err,
+                    # What never left the box counts as dropped (bytes ~ characters).
+                    out_total=len(out) + max(0, answer["stdout_size"] - len(out.encode())),
+                    err_total=len(err) + max(0, answer["stderr_size"] - len(err.encode())),
+                ),
+            )
+
+    async def _exchange(self, code: bytes) -> dict[str, Any] | None:
+        """Sends one request to the interpreter and reads its answer (None: it died).
+
+        Every request carries a fresh random nonce that its answer must repeat, and every size
+        the interpreter announces is checked against what it may honestly send, so anything
+        written into the channel by other means is refused (:class:`_ProtocolViolation`)."""
+        assert self._requests is not None and self._answers is not None
+        nonce = secrets.token_hex(16)
+        await self._requests.send_input(b"RUN %s %d\n" % (nonce.encode(), len(code)) + code)
+        try:
+            kind, answered, size = await self._read_header()
+        except EOFError:
+            return None
+        limit = _max_answer_bytes(self._byte_cap)
+        if kind != b"DONE" or size is None:
+            raise _ProtocolViolation(f"it sent {kind.decode()} where an answer was expected")
+        if size > limit:
+            raise _ProtocolViolation(f"its answer announces {size} bytes, more than the limit of {limit} bytes")
+        if answered != nonce:
+            raise _ProtocolViolation(f"its answer is for request {answered}, not for request {nonce}")
+        try:
+            payload = await self._answers.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return None
+        return _parse_answer(payload, self._byte_cap)
+
+    async def _partial_output(self) -> ExecResult:
+        """What the last request wrote before it was stopped (its output files stay in the box)."""
+        return await self.box.run(
+            "sh", ["-c", _PARTIAL_OUTPUT_SCRIPT, "sh", self._session_dir, str(self._byte_cap)], timeout=30
+        )
+
+    async def _timed_out(self, seconds: float, note: str | None) -> ToolResult:
+        await self._discard_interpreter()
+        partial = await self._partial_output()
+        lost = " The Python session was restarted: variables from earlier calls are gone." if self.persistent else ""
+        if self.persistent:
+            self._restarted_note = (
+                "the Python session was restarted after a timeout: variables from earlier calls are gone"
+            )
+        return ToolResult(
+            exit_code=124,
+            timed_out=True,
+            timeout=seconds,
+            note=((note + "; ") if note else "") + f"the code was stopped after {seconds:g} s.{lost}",
+            **self._cap(partial.stdout, partial.stderr),
+        )
+
+    async def close(self) -> None:
+        """Stops the interpreter (the box itself belongs to whoever created it)."""
+        async with self._lock:
+            await self._discard_interpreter()

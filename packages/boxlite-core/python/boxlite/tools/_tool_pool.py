@@ -1,0 +1,70 @@
+"""``create_tool_pool``: a :class:`~boxlite.pool.BoxPool` whose boxes each hold a warm
+interpreter (a started :class:`~boxlite.tools.BoxSandbox`) before they are leased, and whose
+health check pings that interpreter."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from ..options import BoxOptions
+from ..pool import BoxPool
+from ..runtime import Box, Boxlite
+from ._sandbox import BoxSandbox, _box_options
+from ._session import DEFAULT_OUTPUT_DIR, DEFAULT_TIMEOUT
+from .result import DEFAULT_MAX_OUTPUT_CHARS
+
+
+async def _prepare_sandbox(box: Box, kwargs: dict[str, Any]) -> BoxSandbox:
+    return await BoxSandbox(box, **kwargs).start()
+
+
+def create_tool_pool(
+    image: str | os.PathLike[str] | None = None,
+    *,
+    persistent: bool = False,
+    memory_mib: int = 1024,
+    cpus: int = 1,
+    runtime: Boxlite | None = None,
+    max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+    default_timeout: float = DEFAULT_TIMEOUT,
+    output_dir: str = DEFAULT_OUTPUT_DIR,
+    env: Mapping[str, str] | None = None,
+    options: BoxOptions | None = None,
+    **pool_options: Any,
+) -> BoxPool:
+    """A :class:`~boxlite.pool.BoxPool` whose boxes each hold a warm interpreter, ready before
+    they are leased (so a pooled call costs milliseconds, not an interpreter start).
+
+    ``pool_options`` go to ``BoxPool`` (``min_idle``, ``max_size``, ``max_uses``, …); pass the
+    pool as ``ToolSandbox(pool=...)`` or to an adapter's ``pool=`` argument.
+    """
+    kwargs: dict[str, Any] = {
+        "persistent": persistent,
+        "max_output_chars": max_output_chars,
+        "default_timeout": default_timeout,
+        "output_dir": output_dir,
+        "env": dict(env or {}),
+    }
+
+    # The pool's boxes and their sandboxes (the health check gets only the box).
+    sandboxes: weakref.WeakValueDictionary[str, BoxSandbox] = weakref.WeakValueDictionary()
+
+    async def prepare(box: Box) -> BoxSandbox:
+        sandbox = await _prepare_sandbox(box, kwargs)
+        sandboxes[box.id] = sandbox
+        return sandbox
+
+    async def health_check(box: Box) -> bool:
+        sandbox = sandboxes.get(box.id)
+        return sandbox is not None and await sandbox.is_healthy()
+
+    return BoxPool(
+        _box_options(image, options, memory_mib, cpus),
+        runtime=runtime,
+        prepare=prepare,
+        health_check=health_check,
+        **pool_options,
+    )
