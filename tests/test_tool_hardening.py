@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import boxlite
-import boxlite.tools.sandbox as sandbox_module
+import boxlite.tools._session as session_module
 import pytest
 from boxlite.tools import BoxSandbox, ToolSandboxError
 
@@ -145,7 +145,7 @@ async def test_an_endless_line_is_refused_at_the_header_limit(sandbox: BoxSandbo
 async def test_a_stopped_interpreter_fails_its_health_check_in_time(
     sandbox: BoxSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sandbox_module, "PING_TIMEOUT", 3.0)
+    monkeypatch.setattr(session_module, "PING_TIMEOUT", 3.0)  # read where the session lives
     assert await sandbox.is_healthy()
     # The code stops its server (the interpreter) from a background process, after answering.
     stop = "import os\nos.system(f'(sleep 1; kill -STOP {os.getppid()}) >/dev/null 2>&1 &')"

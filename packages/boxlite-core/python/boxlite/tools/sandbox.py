@@ -14,11 +14,6 @@ re-exports their names, the import path adapters, tests and users have always us
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
-from . import _sandbox, _session, _tool_pool
 from ._sandbox import BoxSandbox as BoxSandbox
 from ._sandbox import ToolSandbox as ToolSandbox
 from ._sandbox import resolve_image as resolve_image
@@ -34,26 +29,3 @@ from ._session import SESSION_ROOT as SESSION_ROOT
 from ._session import ToolSandboxError as ToolSandboxError
 from ._session import interpreter_source as interpreter_source
 from ._tool_pool import create_tool_pool as create_tool_pool
-
-_PARTS = (_session, _sandbox, _tool_pool)
-
-
-class _ReexportingModule(types.ModuleType):
-    """This module, made to set (or delete) a name also in every private module that holds it:
-    the code reads its settings there, so ``monkeypatch.setattr(boxlite.tools.sandbox,
-    "PING_TIMEOUT", 3.0)`` keeps working as when everything lived in this file."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        for part in _PARTS:
-            if name in vars(part):
-                setattr(part, name, value)
-        super().__setattr__(name, value)
-
-    def __delattr__(self, name: str) -> None:
-        for part in _PARTS:
-            if name in vars(part):
-                delattr(part, name)
-        super().__delattr__(name)
-
-
-sys.modules[__name__].__class__ = _ReexportingModule
