@@ -37,6 +37,16 @@ def rss_bytes() -> int:
     raise AssertionError("no VmRSS in /proc/self/status")
 
 
+async def assert_vm_killed(box: boxlite.Box, vmm: int) -> None:
+    """The box's VMM is gone (within 5 s) and the box is marked crashed."""
+    for _ in range(50):
+        if not pid_alive(vmm):
+            break
+        await asyncio.sleep(0.1)
+    assert not pid_alive(vmm), f"the VM of box {box.id} was not killed"
+    assert box.info().status == "crashed"
+
+
 @contextmanager
 def peak_rss_growth() -> Iterator[list[int]]:
     """Samples the current RSS every 20 ms in a thread; yields a list whose one item becomes the
@@ -200,12 +210,7 @@ async def test_a_guest_that_sends_beyond_its_window_is_declared_broken(python_vm
     with pytest.raises(BoxDiedError, match="window it was granted") as died:
         await asyncio.wait_for(execution.wait(), timeout=30)
     assert "declared broken and its VM killed" in str(died.value)
-    for _ in range(100):
-        if not pid_alive(vmm):
-            break
-        await asyncio.sleep(0.1)
-    assert not pid_alive(vmm), "the VM of the broken box was killed"
-    assert python_vm.info().status == "crashed"
+    await assert_vm_killed(python_vm, vmm)
     assert grown[0] < 64 * MIB, f"RSS grew by {grown[0] / MIB:.0f} MiB while the guest flooded its channel"
     with pytest.raises(BoxDiedError, match="window"):
         await python_vm.run("true")
@@ -247,12 +252,7 @@ async def test_an_agent_that_does_not_confirm_a_kill_gets_its_vm_killed(python_v
     # The timeout at 2 s, the kill confirmation due 10 s later.
     elapsed = time.monotonic() - started
     assert 11 < elapsed < 30, f"declared broken after {elapsed:.1f} s"
-    for _ in range(50):
-        if not pid_alive(vmm):
-            break
-        await asyncio.sleep(0.1)
-    assert not pid_alive(vmm), "the VM of the box that held its kill was killed"
-    assert python_vm.info().status == "crashed"
+    await assert_vm_killed(python_vm, vmm)
 
 
 # -- a guest that stops reading its channel (its VMM stopped) -------------------------------
@@ -275,12 +275,7 @@ async def stoppable(runtime: boxlite.Boxlite, busybox: str) -> AsyncIterator[tup
 async def assert_killed_within(box: boxlite.Box, vmm: int, started: float, seconds: float) -> None:
     elapsed = time.monotonic() - started
     assert elapsed < seconds, f"the host waited {elapsed:.1f} s"
-    for _ in range(50):
-        if not pid_alive(vmm):
-            break
-        await asyncio.sleep(0.1)
-    assert not pid_alive(vmm), "the stalled box's VM was killed"
-    assert box.info().status == "crashed"
+    await assert_vm_killed(box, vmm)
 
 
 async def test_wait_on_a_stalled_guest_fails_and_kills_its_vm(stoppable: tuple[boxlite.Box, int]) -> None:
