@@ -57,6 +57,9 @@ class SyncOutputStream(AsyncProxy[ExecOutputStream]):
     """An output stream of a :class:`SyncExecution`: iterate it for text lines, or use
     :meth:`chunks`, :meth:`readline` and :meth:`read` (see :class:`boxlite.runtime.ExecOutputStream`)."""
 
+    def __init__(self, stream: ExecOutputStream) -> None:
+        super().__init__(stream)
+
     def __iter__(self) -> Iterator[str]:
         return iterate_sync(self._target)
 
@@ -71,6 +74,9 @@ class SyncOutputStream(AsyncProxy[ExecOutputStream]):
 
 class SyncExecution(AsyncProxy[Execution]):
     """A process started with :meth:`SyncBox.exec` (sync :class:`~boxlite.Execution`)."""
+
+    def __init__(self, execution: Execution) -> None:
+        super().__init__(execution)
 
     @property
     def id(self) -> int:
@@ -107,6 +113,9 @@ class SyncExecution(AsyncProxy[Execution]):
 class SyncBox(AsyncProxy[Box]):
     """A box (sync :class:`~boxlite.Box`)."""
 
+    def __init__(self, box: Box) -> None:
+        super().__init__(box)
+
     @property
     def box(self) -> Box:
         """The async box this wraps."""
@@ -138,6 +147,9 @@ class SyncBox(AsyncProxy[Box]):
 
 class SyncImages(AsyncProxy[Images]):
     """:class:`~boxlite.images.Images` with blocking methods (``SyncBoxlite.images``)."""
+
+    def __init__(self, images: Images) -> None:
+        super().__init__(images)
 
     pull = blocking(Images.pull)
     import_archive = blocking(Images.import_archive)
