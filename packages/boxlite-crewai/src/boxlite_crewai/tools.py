@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from boxlite import BoxliteError
+from boxlite import BoxliteError, run_sync
 from boxlite.pool import BoxPool
 from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox, descriptions
 from crewai.tools import BaseTool
@@ -90,13 +90,6 @@ class BoxLiteBaseTool(BaseTool):
         self.sandbox.close_sync()
 
     @staticmethod
-    def _guard_sync(call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except BoxliteError as e:
-            raise BoxLiteSandboxFailure(f"the BoxLite sandbox failed: {e}") from e
-
-    @staticmethod
     async def _guard(call: Awaitable[T]) -> T:
         try:
             return await call
@@ -126,7 +119,7 @@ class BoxLitePythonTool(BoxLiteBaseTool):
         return text
 
     def _run(self, code: str, timeout: float | None = None) -> str:
-        return self._report(self._guard_sync(lambda: self.sandbox.run_python_sync(code, timeout)))
+        return run_sync(self._arun(code, timeout))
 
     async def _arun(self, code: str, timeout: float | None = None) -> str:
         return self._report(await self._guard(self.sandbox.run_python(code, timeout)))
@@ -140,7 +133,7 @@ class BoxLiteShellTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = ShellInput
 
     def _run(self, command: str, timeout: float | None = None) -> str:
-        return self._guard_sync(lambda: self.sandbox.run_shell_sync(command, timeout)).to_text()
+        return run_sync(self._arun(command, timeout))
 
     async def _arun(self, command: str, timeout: float | None = None) -> str:
         return (await self._guard(self.sandbox.run_shell(command, timeout))).to_text()
@@ -154,7 +147,7 @@ class BoxLiteReadFileTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = ReadFileInput
 
     def _run(self, path: str) -> str:
-        return self._guard_sync(lambda: self.sandbox.read_file_report_sync(path))
+        return run_sync(self._arun(path))
 
     async def _arun(self, path: str) -> str:
         return await self._guard(self.sandbox.read_file_report(path))
@@ -168,7 +161,7 @@ class BoxLiteWriteFileTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = WriteFileInput
 
     def _run(self, path: str, content: str) -> str:
-        return self._guard_sync(lambda: self.sandbox.write_file_report_sync(path, content))
+        return run_sync(self._arun(path, content))
 
     async def _arun(self, path: str, content: str) -> str:
         return await self._guard(self.sandbox.write_file_report(path, content))
@@ -182,7 +175,7 @@ class BoxLiteListFilesTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = ListFilesInput
 
     def _run(self, path: str = ".") -> str:
-        return self._guard_sync(lambda: self.sandbox.list_files_report_sync(path))
+        return run_sync(self._arun(path))
 
     async def _arun(self, path: str = ".") -> str:
         return await self._guard(self.sandbox.list_files_report(path))

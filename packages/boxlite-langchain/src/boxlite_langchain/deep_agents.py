@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 
+from boxlite import run_sync
 from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox
 
 try:
@@ -74,20 +75,13 @@ class BoxLiteSandbox(BaseSandbox):
         return self._id
 
     def execute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
-        return _execute_response(self.sandbox.run_shell_sync(command, timeout))
+        return run_sync(self.aexecute(command, timeout=timeout))
 
     async def aexecute(self, command: str, *, timeout: int | None = None) -> ExecuteResponse:
         return _execute_response(await self.sandbox.run_shell(command, timeout))
 
     def upload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
-        responses = []
-        for path, content in files:
-            try:
-                self.sandbox.write_file_sync(path, content)
-                responses.append(FileUploadResponse(path=path))
-            except OSError as e:
-                responses.append(FileUploadResponse(path=path, error=_file_error(e)))
-        return responses
+        return run_sync(self.aupload_files(files))
 
     async def aupload_files(self, files: list[tuple[str, bytes]]) -> list[FileUploadResponse]:
         responses = []
@@ -100,13 +94,7 @@ class BoxLiteSandbox(BaseSandbox):
         return responses
 
     def download_files(self, paths: list[str]) -> list[FileDownloadResponse]:
-        responses = []
-        for path in paths:
-            try:
-                responses.append(FileDownloadResponse(path=path, content=self.sandbox.read_file_sync(path)))
-            except OSError as e:
-                responses.append(FileDownloadResponse(path=path, error=_file_error(e)))
-        return responses
+        return run_sync(self.adownload_files(paths))
 
     async def adownload_files(self, paths: list[str]) -> list[FileDownloadResponse]:
         responses = []

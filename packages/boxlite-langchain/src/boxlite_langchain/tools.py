@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
-from boxlite import BoxliteError
+from boxlite import BoxliteError, run_sync
 from boxlite.pool import BoxPool
 from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox, descriptions
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -96,13 +96,6 @@ class BoxLiteBaseTool(BaseTool):
         await self.sandbox.close()
 
     @staticmethod
-    def _guard_sync(call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except BoxliteError as e:
-            raise ToolException(f"the BoxLite sandbox failed: {e}") from e
-
-    @staticmethod
     async def _guard(call: Awaitable[T]) -> T:
         try:
             return await call
@@ -131,8 +124,7 @@ class BoxLitePythonTool(BoxLiteBaseTool):
     def _run(
         self, code: str, timeout: float | None = None, run_manager: CallbackManagerForToolRun | None = None
     ) -> tuple[ToolContent, ToolResult]:
-        result = self._guard_sync(lambda: self.sandbox.run_python_sync(code, timeout))
-        return to_content(result), result
+        return run_sync(self._arun(code, timeout))
 
     async def _arun(
         self, code: str, timeout: float | None = None, run_manager: AsyncCallbackManagerForToolRun | None = None
@@ -152,8 +144,7 @@ class BoxLiteShellTool(BoxLiteBaseTool):
     def _run(
         self, command: str, timeout: float | None = None, run_manager: CallbackManagerForToolRun | None = None
     ) -> tuple[ToolContent, ToolResult]:
-        result = self._guard_sync(lambda: self.sandbox.run_shell_sync(command, timeout))
-        return result.to_text(), result
+        return run_sync(self._arun(command, timeout))
 
     async def _arun(
         self, command: str, timeout: float | None = None, run_manager: AsyncCallbackManagerForToolRun | None = None
@@ -170,7 +161,7 @@ class BoxLiteReadFileTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = ReadFileInput
 
     def _run(self, path: str, run_manager: CallbackManagerForToolRun | None = None) -> str:
-        return self._guard_sync(lambda: self.sandbox.read_file_report_sync(path))
+        return run_sync(self._arun(path))
 
     async def _arun(self, path: str, run_manager: AsyncCallbackManagerForToolRun | None = None) -> str:
         return await self._guard(self.sandbox.read_file_report(path))
@@ -184,7 +175,7 @@ class BoxLiteWriteFileTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = WriteFileInput
 
     def _run(self, path: str, content: str, run_manager: CallbackManagerForToolRun | None = None) -> str:
-        return self._guard_sync(lambda: self.sandbox.write_file_report_sync(path, content))
+        return run_sync(self._arun(path, content))
 
     async def _arun(self, path: str, content: str, run_manager: AsyncCallbackManagerForToolRun | None = None) -> str:
         return await self._guard(self.sandbox.write_file_report(path, content))
@@ -198,7 +189,7 @@ class BoxLiteListFilesTool(BoxLiteBaseTool):
     args_schema: type[BaseModel] = ListFilesInput
 
     def _run(self, path: str = ".", run_manager: CallbackManagerForToolRun | None = None) -> str:
-        return self._guard_sync(lambda: self.sandbox.list_files_report_sync(path))
+        return run_sync(self._arun(path))
 
     async def _arun(self, path: str = ".", run_manager: AsyncCallbackManagerForToolRun | None = None) -> str:
         return await self._guard(self.sandbox.list_files_report(path))

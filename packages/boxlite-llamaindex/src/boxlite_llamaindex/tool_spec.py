@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from boxlite import run_sync
 from boxlite.pool import BoxPool
 from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
@@ -78,7 +79,7 @@ class BoxLiteToolSpec(BaseToolSpec):
             code: Python 3 source code to run.
             timeout: Seconds the call may run before it is killed (optional).
         """
-        return to_blocks(self.sandbox.run_python_sync(code, timeout))
+        return run_sync(self.arun_python(code, timeout))
 
     async def arun_python(self, code: str, timeout: float | None = None) -> PythonOutput:
         """Run Python 3 code in an isolated sandbox VM (see ``run_python``)."""
@@ -92,7 +93,7 @@ class BoxLiteToolSpec(BaseToolSpec):
             command: The shell command to run.
             timeout: Seconds the call may run before it is killed (optional).
         """
-        return self.sandbox.run_shell_sync(command, timeout).to_text()
+        return run_sync(self.arun_shell(command, timeout))
 
     async def arun_shell(self, command: str, timeout: float | None = None) -> str:
         """Run a shell command in an isolated sandbox VM (see ``run_shell``)."""
@@ -104,7 +105,7 @@ class BoxLiteToolSpec(BaseToolSpec):
         Args:
             path: Path of the file in the sandbox.
         """
-        return self.sandbox.read_file_report_sync(path)
+        return run_sync(self.aread_file(path))
 
     async def aread_file(self, path: str) -> str:
         """Read a text file from the sandbox VM (see ``read_file``)."""
@@ -117,7 +118,7 @@ class BoxLiteToolSpec(BaseToolSpec):
             path: Path of the file in the sandbox.
             content: The text to write.
         """
-        return self.sandbox.write_file_report_sync(path, content)
+        return run_sync(self.awrite_file(path, content))
 
     async def awrite_file(self, path: str, content: str) -> str:
         """Write text to a file in the sandbox VM (see ``write_file``)."""
@@ -129,7 +130,7 @@ class BoxLiteToolSpec(BaseToolSpec):
         Args:
             path: Path of the directory in the sandbox (default: the working directory).
         """
-        return self.sandbox.list_files_report_sync(path)
+        return run_sync(self.alist_files(path))
 
     async def alist_files(self, path: str = ".") -> str:
         """List a directory in the sandbox VM (see ``list_files``)."""

@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+from .._blocking import blocking
 from ..codebox import default_image
 from ..errors import BoxliteError
 from ..options import BoxOptions
 from ..pool import BoxPool
 from ..runtime import Box, Boxlite, ExecResult
-from ..sync_api import run_in_library_loop, run_sync
+from ..sync_api import run_in_library_loop
 from ._session import DEFAULT_OUTPUT_DIR, DEFAULT_TIMEOUT, ToolSandboxError, _check_limits, _InterpreterSession
 from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ToolResult, format_listing, truncate_output
 
@@ -347,32 +348,15 @@ class ToolSandbox:
         except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
             return f"error: {e}"
 
-    def read_file_report_sync(self, path: str) -> str:
-        return run_sync(self.read_file_report(path))
-
-    def write_file_report_sync(self, path: str, content: str) -> str:
-        return run_sync(self.write_file_report(path, content))
-
-    def list_files_report_sync(self, path: str = ".") -> str:
-        return run_sync(self.list_files_report(path))
-
-    def run_python_sync(self, code: str, timeout: float | None = None) -> ToolResult:
-        return run_sync(self.run_python(code, timeout))
-
-    def run_shell_sync(self, command: str, timeout: float | None = None) -> ToolResult:
-        return run_sync(self.run_shell(command, timeout))
-
-    def read_file_sync(self, path: str) -> bytes:
-        return run_sync(self.read_file(path))
-
-    def read_text_sync(self, path: str) -> str:
-        return run_sync(self.read_text(path))
-
-    def write_file_sync(self, path: str, content: str | bytes) -> int:
-        return run_sync(self.write_file(path, content))
-
-    def list_files_sync(self, path: str = ".") -> list[FileEntry]:
-        return run_sync(self.list_files(path))
+    read_file_report_sync = blocking(read_file_report)
+    write_file_report_sync = blocking(write_file_report)
+    list_files_report_sync = blocking(list_files_report)
+    run_python_sync = blocking(run_python)
+    run_shell_sync = blocking(run_shell)
+    read_file_sync = blocking(read_file)
+    read_text_sync = blocking(read_text)
+    write_file_sync = blocking(write_file)
+    list_files_sync = blocking(list_files)
 
     async def close(self) -> None:
         """Stops the shared interpreter and, if this sandbox created it, the box. A pool is
@@ -387,5 +371,4 @@ class ToolSandbox:
             if self._owns_box:
                 await shared.box.stop()
 
-    def close_sync(self) -> None:
-        run_sync(self.close())
+    close_sync = blocking(close)
