@@ -147,3 +147,24 @@ impl<T> IoContext<T> for std::io::Result<T> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        let kinds: std::collections::HashSet<ErrorKind> = ErrorKind::ALL.into_iter().collect();
+        assert_eq!(kinds.len(), ErrorKind::ALL.len());
+    }
+
+    #[test]
+    fn a_conflict_reads_as_the_invalid_option_it_was() {
+        let err = Error::Conflict("a box named \"x\" already exists".into());
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            err.to_string(),
+            "invalid option: a box named \"x\" already exists"
+        );
+    }
+}

@@ -44,16 +44,20 @@ fn error_class(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// The `boxlite.errors` classes by kind, looked up once per process (on the first error).
+/// The `boxlite.errors` classes by kind, looked up once per process (on the first error). A
+/// kind whose class is missing raises `RuntimeError` with the engine's message.
 static ERROR_CLASSES: PyOnceLock<HashMap<ErrorKind, Py<PyAny>>> = PyOnceLock::new();
 
 fn error_classes(py: Python<'_>) -> PyResult<&'static HashMap<ErrorKind, Py<PyAny>>> {
     ERROR_CLASSES.get_or_try_init(py, || {
         let module = py.import("boxlite.errors")?;
-        ErrorKind::ALL
+        Ok(ErrorKind::ALL
             .into_iter()
-            .map(|kind| Ok((kind, module.getattr(error_class(kind))?.unbind())))
-            .collect()
+            .filter_map(|kind| {
+                let class = module.getattr(error_class(kind)).ok()?;
+                Some((kind, class.unbind()))
+            })
+            .collect())
     })
 }
 
@@ -622,4 +626,23 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Completer>()?;
     m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table is built by name: a class missing from `boxlite.errors` would turn that kind
+    /// into a plain `RuntimeError`.
+    #[test]
+    fn every_error_kind_names_a_class_of_boxlite_errors() {
+        let errors = include_str!("../../../python/boxlite/errors.py");
+        for kind in ErrorKind::ALL {
+            let name = error_class(kind);
+            assert!(
+                errors.contains(&format!("\nclass {name}(")),
+                "{name} ({kind:?}) is not a class of boxlite.errors"
+            );
+        }
+    }
 }
