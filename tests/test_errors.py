@@ -79,3 +79,17 @@ def test_boxlite_home_selects_the_home_directory(tmp_path: Path, monkeypatch: py
     assert sorted(p.name for p in runtime.home.iterdir()) == ["boxes", "db", "images", "lock", "logs", "tmp"]
     explicit = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path / "explicit")))
     assert explicit.home == tmp_path / "explicit"
+
+
+async def test_a_box_name_already_taken_is_a_conflict(runtime: boxlite.Boxlite, busybox: str) -> None:
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, name="taken"))
+    try:
+        before = set((runtime.home / "boxes").iterdir())
+        with pytest.raises(boxlite.BoxliteConflictError, match=r"a box named \"taken\" already exists") as err:
+            await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, name="taken"))
+        # Callers that caught the invalid-option error before still catch it.
+        assert isinstance(err.value, boxlite.InvalidOptionError)
+        assert isinstance(err.value, boxlite.errors.BoxliteConflictError)
+        assert set((runtime.home / "boxes").iterdir()) == before
+    finally:
+        await runtime.remove(box.id, force=True)

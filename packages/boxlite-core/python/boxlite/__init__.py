@@ -6,6 +6,7 @@ from . import errors, pool, sync_api
 from .codebox import CodeBox
 from .errors import (
     BoxDiedError,
+    BoxliteConflictError,
     BoxliteError,
     BoxNotFoundError,
     BoxStartError,
@@ -38,6 +39,7 @@ __all__ = [
     "BoxStartError",
     "BoxStoppedError",
     "Boxlite",
+    "BoxliteConflictError",
     "BoxliteError",
     "CodeBox",
     "ExecResult",

@@ -1,7 +1,7 @@
 """The BoxLite exception hierarchy.
 
-The engine raises these classes by name (see ``crates/python/src/lib.rs``); every message names
-the problem and, where there is one, the fix.
+The engine raises these classes by name, looked up once per process (see
+``crates/python/src/lib.rs``); every message names the problem and, where there is one, the fix.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ class InvalidImageError(ImageError):
 
 class InvalidOptionError(BoxliteError, ValueError):
     """An option is malformed or out of range."""
+
+
+class BoxliteConflictError(InvalidOptionError):
+    """A name or a box is already taken: a box with that name exists, or another process owns
+    the box. A subclass of :class:`InvalidOptionError`, which these cases raised before."""
 
 
 class BoxNotFoundError(BoxliteError, LookupError):
@@ -81,6 +86,7 @@ __all__ = [
     "BoxNotFoundError",
     "BoxStartError",
     "BoxStoppedError",
+    "BoxliteConflictError",
     "BoxliteError",
     "ChannelError",
     "DiskError",

@@ -8,6 +8,7 @@
 //! probe runs too) all close the channel as *broken*, and the box's hook kills its VM.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -38,8 +39,9 @@ pub enum ExecEvent {
     /// This many more bytes of stdin reached the process.
     StdinAck(u64),
     Exited(ExitStatus),
-    /// The channel closed before the execution ended (the VM died or the box stopped).
-    Lost(String),
+    /// The channel closed before the execution ended (the VM died or the box stopped), or the
+    /// agent gave up on the execution.
+    Lost(AgentError),
 }
 
 /// The guest's hello.
@@ -71,10 +73,76 @@ impl Default for Deadlines {
     }
 }
 
+/// Why a call on the channel failed, or why the channel closed. Cloned to every execution and
+/// call the closing ends, so sources are shared.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AgentError {
+    /// The channel closed, and why is not known (yet).
+    #[error("the channel closed")]
+    Closed,
+    /// A host message could not be encoded.
+    #[error(transparent)]
+    Encode(Arc<ProtocolError>),
+    /// Writing to the channel failed: the VM ended (its exit watcher reports that) or the
+    /// socket failed.
+    #[error("channel write failed: {0}")]
+    WriteFailed(#[source] Arc<io::Error>),
+    /// The guest did not read a frame within the write deadline.
+    #[error("the guest did not read its channel for {} s (is its VM paused or its agent stopped?)", .after.as_secs_f64())]
+    WriteTimedOut { after: Duration },
+    /// The guest did not answer a request within the answer deadline.
+    #[error("the guest agent did not answer a {request} within {} s (is its VM paused or its agent stopped?)", .after.as_secs_f64())]
+    AnswerTimedOut {
+        request: &'static str,
+        after: Duration,
+    },
+    /// The guest answered a request with the answer to another kind of request.
+    #[error("the guest agent answered a {request} with a {answer}")]
+    WrongAnswer {
+        request: &'static str,
+        answer: &'static str,
+    },
+    /// The guest closed its end.
+    #[error("the guest closed the channel")]
+    GuestClosed,
+    #[error("channel read failed: {0}")]
+    ReadFailed(#[source] Arc<io::Error>),
+    /// A malformed or oversized frame.
+    #[error("the guest agent broke the protocol: {0}")]
+    Protocol(#[source] Arc<ProtocolError>),
+    #[error("the guest sent {ahead} bytes of output of execution {exec_id} ahead of the host's acknowledgements, more than the {OUTPUT_WINDOW}-byte window it was granted")]
+    OutputBeyondWindow { exec_id: u32, ahead: u64 },
+    #[error("the guest acknowledged {acked} bytes of stdin of execution {exec_id}, but only {sent} were sent")]
+    StdinOverAcknowledged { exec_id: u32, acked: u64, sent: u64 },
+    /// A kill (`kill()` or a timeout's) was not confirmed by the execution's exit in time.
+    #[error("the guest agent did not confirm a kill within {} s", .after.as_secs())]
+    KillNotConfirmed { after: Duration },
+    /// The agent's own message about one execution (clipped to [`MAX_GUEST_TEXT`]): the
+    /// guest's text is all there is.
+    #[error("{0}")]
+    Guest(String),
+}
+
+impl AgentError {
+    /// The guest broke the protocol or stopped answering (as opposed to the VM ending): a
+    /// channel closed by this error is *broken*, and the box's hook kills its VM.
+    pub fn breaks_channel(&self) -> bool {
+        matches!(
+            self,
+            AgentError::WriteTimedOut { .. }
+                | AgentError::AnswerTimedOut { .. }
+                | AgentError::Protocol(_)
+                | AgentError::OutputBeyondWindow { .. }
+                | AgentError::StdinOverAcknowledged { .. }
+                | AgentError::KillNotConfirmed { .. }
+        )
+    }
+}
+
 /// Why the channel closed.
 #[derive(Debug, Clone)]
 pub struct Closed {
-    pub reason: String,
+    pub error: AgentError,
     /// The guest broke the protocol or stopped answering (as opposed to the VM ending).
     pub broken: bool,
 }
@@ -147,15 +215,16 @@ impl Shared {
         self.closed.borrow().clone()
     }
 
-    /// Closes the channel once: pending executions and requests fail with `reason`; a broken
-    /// channel also runs the box's hook (which kills the VM).
-    fn close(&self, reason: String, broken: bool) {
+    /// Closes the channel once: pending executions and requests fail with `error`; an error
+    /// that breaks the channel also runs the box's hook (which kills the VM).
+    fn close(&self, error: AgentError) {
+        let broken = error.breaks_channel();
         let first = self.closed.send_if_modified(|c| {
             if c.is_some() {
                 return false;
             }
             *c = Some(Closed {
-                reason: reason.clone(),
+                error: error.clone(),
                 broken,
             });
             true
@@ -164,6 +233,7 @@ impl Shared {
             return;
         }
         if broken {
+            let reason = error.to_string();
             tracing::warn!(%reason, "the guest broke its channel");
             if let Some(hook) = self.on_broken.get() {
                 hook(&reason);
@@ -176,22 +246,27 @@ impl Shared {
             .take()
             .unwrap_or_default();
         for (_, route) in open {
-            let _ = route.events.send(ExecEvent::Lost(reason.clone()));
+            let _ = route.events.send(ExecEvent::Lost(error.clone()));
         }
         self.waiters.lock().expect("waiters lock").clear();
     }
 
-    fn closed_error(&self) -> String {
-        self.closed()
-            .map_or_else(|| "the channel closed".to_owned(), |c| c.reason)
+    fn closed_error(&self) -> AgentError {
+        self.closed().map_or(AgentError::Closed, |c| c.error)
+    }
+
+    /// Closes the channel with `error` and returns it.
+    fn fail(&self, error: AgentError) -> AgentError {
+        self.close(error.clone());
+        error
     }
 
     /// Writes one frame within the write deadline.
-    async fn send(&self, msg: &HostMessage) -> Result<(), String> {
-        let frame = encode_frame(msg).map_err(|e| e.to_string())?;
+    async fn send(&self, msg: &HostMessage) -> Result<(), AgentError> {
+        let frame = encode_frame(msg).map_err(|e| AgentError::Encode(Arc::new(e)))?;
         let mut writer = self.writer.lock().await;
         if let Some(closed) = self.closed() {
-            return Err(closed.reason);
+            return Err(closed.error);
         }
         let write = async {
             writer.write_all(&frame).await?;
@@ -199,30 +274,21 @@ impl Shared {
         };
         match tokio::time::timeout(self.deadlines.write, write).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                // The VM ended (its exit watcher reports that) or the socket failed.
-                let reason = format!("channel write failed: {e}");
-                self.close(reason.clone(), false);
-                Err(reason)
-            }
-            Err(_) => {
-                // Half a frame may be written: the stream cannot be used any more.
-                let reason = format!(
-                    "the guest did not read its channel for {} s (is its VM paused or its agent stopped?)",
-                    self.deadlines.write.as_secs_f64()
-                );
-                self.close(reason.clone(), true);
-                Err(reason)
-            }
+            // The VM ended (its exit watcher reports that) or the socket failed.
+            Ok(Err(e)) => Err(self.fail(AgentError::WriteFailed(Arc::new(e)))),
+            // Half a frame may be written: the stream cannot be used any more.
+            Err(_) => Err(self.fail(AgentError::WriteTimedOut {
+                after: self.deadlines.write,
+            })),
         }
     }
 
     /// Sends the request `make(token)` and waits for its answer within the answer deadline.
     async fn request(
         &self,
-        what: &str,
+        what: &'static str,
         make: impl FnOnce(u64) -> HostMessage,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, AgentError> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().expect("waiters lock").insert(token, tx);
@@ -231,14 +297,10 @@ impl Shared {
             match tokio::time::timeout(self.deadlines.answer, rx).await {
                 Ok(Ok(answer)) => Ok(answer),
                 Ok(Err(_)) => Err(self.closed_error()),
-                Err(_) => {
-                    let reason = format!(
-                        "the guest agent did not answer a {what} within {} s (is its VM paused or its agent stopped?)",
-                        self.deadlines.answer.as_secs_f64()
-                    );
-                    self.close(reason.clone(), true);
-                    Err(reason)
-                }
+                Err(_) => Err(self.fail(AgentError::AnswerTimedOut {
+                    request: what,
+                    after: self.deadlines.answer,
+                })),
             }
         }
         .await;
@@ -247,7 +309,7 @@ impl Shared {
     }
 
     /// Routes one message from the guest; `Err` is a protocol violation.
-    fn route(&self, msg: GuestMessage) -> Result<(), String> {
+    fn route(&self, msg: GuestMessage) -> Result<(), AgentError> {
         let (exec_id, event, last) = match msg {
             GuestMessage::Started { exec_id, pid } => (exec_id, ExecEvent::Started { pid }, false),
             GuestMessage::Output {
@@ -279,7 +341,11 @@ impl Shared {
             GuestMessage::Error {
                 exec_id: Some(exec_id),
                 message,
-            } => (exec_id, ExecEvent::Lost(clip(message)), true),
+            } => (
+                exec_id,
+                ExecEvent::Lost(AgentError::Guest(clip(message))),
+                true,
+            ),
             GuestMessage::Error {
                 exec_id: None,
                 message,
@@ -315,18 +381,17 @@ impl Shared {
                 route.output_received += data.len() as u64;
                 let ahead = route.output_received - route.output_acked.min(route.output_received);
                 if ahead > OUTPUT_WINDOW {
-                    return Err(format!(
-                        "the guest sent {ahead} bytes of output of execution {exec_id} ahead of the host's acknowledgements, more than the {OUTPUT_WINDOW}-byte window it was granted"
-                    ));
+                    return Err(AgentError::OutputBeyondWindow { exec_id, ahead });
                 }
             }
             ExecEvent::StdinAck(bytes) => {
                 let acked = route.stdin_acked.saturating_add(*bytes);
                 if acked > route.stdin_sent {
-                    return Err(format!(
-                        "the guest acknowledged {acked} bytes of stdin of execution {exec_id}, but only {} were sent",
-                        route.stdin_sent
-                    ));
+                    return Err(AgentError::StdinOverAcknowledged {
+                        exec_id,
+                        acked,
+                        sent: route.stdin_sent,
+                    });
                 }
                 route.stdin_acked = acked;
             }
@@ -470,8 +535,8 @@ impl AgentClient {
     }
 
     /// Why the channel closed, once it has.
-    pub fn closed_reason(&self) -> Option<String> {
-        self.shared.closed().map(|c| c.reason)
+    pub fn closed_error(&self) -> Option<AgentError> {
+        self.shared.closed().map(|c| c.error)
     }
 
     /// How the channel closed, once it has.
@@ -485,22 +550,23 @@ impl AgentClient {
             return;
         }
         if let Some(Closed {
-            reason,
+            error,
             broken: true,
         }) = self.shared.closed()
         {
             if let Some(hook) = self.shared.on_broken.get() {
-                hook(&reason);
+                hook(&error.to_string());
             }
         }
     }
 
-    /// Declares the channel broken (the guest misbehaved in a way only the caller sees).
-    pub fn fail(&self, reason: String) {
-        self.shared.close(reason, true);
+    /// Closes the channel with `error` (the guest misbehaved in a way only the caller sees;
+    /// an error that breaks the channel also runs the box's hook).
+    pub fn fail(&self, error: AgentError) {
+        self.shared.close(error);
     }
 
-    async fn send(&self, msg: &HostMessage) -> Result<(), String> {
+    async fn send(&self, msg: &HostMessage) -> Result<(), AgentError> {
         self.shared.send(msg).await
     }
 
@@ -508,7 +574,7 @@ impl AgentClient {
     pub async fn exec(
         &self,
         mut request: ExecRequest,
-    ) -> Result<(u32, mpsc::UnboundedReceiver<ExecEvent>), String> {
+    ) -> Result<(u32, mpsc::UnboundedReceiver<ExecEvent>), AgentError> {
         let exec_id = self.next_exec_id.fetch_add(1, Ordering::Relaxed);
         request.exec_id = exec_id;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -537,28 +603,28 @@ impl AgentClient {
         Ok((exec_id, rx))
     }
 
-    pub async fn signal(&self, exec_id: u32, signal: i32) -> Result<(), String> {
+    pub async fn signal(&self, exec_id: u32, signal: i32) -> Result<(), AgentError> {
         self.send(&HostMessage::Signal { exec_id, signal }).await
     }
 
-    pub async fn kill_tree(&self, exec_id: u32) -> Result<(), String> {
+    pub async fn kill_tree(&self, exec_id: u32) -> Result<(), AgentError> {
         self.send(&HostMessage::KillTree { exec_id }).await
     }
 
-    pub async fn stdin(&self, exec_id: u32, data: Vec<u8>) -> Result<(), String> {
+    pub async fn stdin(&self, exec_id: u32, data: Vec<u8>) -> Result<(), AgentError> {
         let len = data.len() as u64;
         self.shared
             .with_route(exec_id, |r| r.stdin_sent = r.stdin_sent.saturating_add(len));
         self.send(&HostMessage::Stdin { exec_id, data }).await
     }
 
-    pub async fn close_stdin(&self, exec_id: u32) -> Result<(), String> {
+    pub async fn close_stdin(&self, exec_id: u32) -> Result<(), AgentError> {
         self.send(&HostMessage::CloseStdin { exec_id }).await
     }
 
     /// Tells the agent the host consumed `bytes` more output of the execution (which lets
     /// it send that much more).
-    pub async fn ack_output(&self, exec_id: u32, bytes: u64) -> Result<(), String> {
+    pub async fn ack_output(&self, exec_id: u32, bytes: u64) -> Result<(), AgentError> {
         // Counted before it is sent: the guest cannot use credit it has not been given yet.
         self.shared.with_route(exec_id, |r| {
             r.output_acked = r.output_acked.saturating_add(bytes)
@@ -566,7 +632,7 @@ impl AgentClient {
         self.send(&HostMessage::OutputAck { exec_id, bytes }).await
     }
 
-    pub async fn resize_tty(&self, exec_id: u32, rows: u16, cols: u16) -> Result<(), String> {
+    pub async fn resize_tty(&self, exec_id: u32, rows: u16, cols: u16) -> Result<(), AgentError> {
         self.send(&HostMessage::ResizeTty {
             exec_id,
             rows,
@@ -576,7 +642,7 @@ impl AgentClient {
     }
 
     /// A liveness probe: `Ok` once the agent answered (within the answer deadline).
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), AgentError> {
         self.shared
             .request("liveness probe", |token| HostMessage::Ping { token })
             .await
@@ -584,25 +650,28 @@ impl AgentClient {
     }
 
     /// The guest's resource use.
-    pub async fn metrics(&self) -> Result<GuestMetrics, String> {
+    pub async fn metrics(&self) -> Result<GuestMetrics, AgentError> {
         match self
             .shared
             .request("metrics request", |token| HostMessage::Metrics { token })
             .await?
         {
             Answer::Metrics(metrics) => Ok(metrics),
-            Answer::Pong => Err("the guest agent answered a metrics request with a pong".into()),
+            Answer::Pong => Err(AgentError::WrongAnswer {
+                request: "metrics request",
+                answer: "pong",
+            }),
         }
     }
 
     /// Asks the agent to flush and power off; the VM then exits by itself.
-    pub async fn shutdown(&self) -> Result<(), String> {
+    pub async fn shutdown(&self) -> Result<(), AgentError> {
         self.send(&HostMessage::Shutdown).await
     }
 }
 
 async fn read_loop(mut reader: OwnedReadHalf, shared: Arc<Shared>) {
-    let (reason, broken) = loop {
+    let error = loop {
         let msg = match nonblocking::read_message_max::<GuestMessage, _>(
             &mut reader,
             MAX_GUEST_FRAME_LEN,
@@ -610,15 +679,15 @@ async fn read_loop(mut reader: OwnedReadHalf, shared: Arc<Shared>) {
         .await
         {
             Ok(Some(msg)) => msg,
-            Ok(None) => break ("the guest closed the channel".to_owned(), false),
-            Err(ProtocolError::Io(e)) => break (format!("channel read failed: {e}"), false),
-            Err(e) => break (format!("the guest agent broke the protocol: {e}"), true),
+            Ok(None) => break AgentError::GuestClosed,
+            Err(ProtocolError::Io(e)) => break AgentError::ReadFailed(Arc::new(e)),
+            Err(e) => break AgentError::Protocol(Arc::new(e)),
         };
         if let Err(violation) = shared.route(msg) {
-            break (violation, true);
+            break violation;
         }
     };
-    shared.close(reason, broken);
+    shared.close(error);
 }
 
 /// Probes the agent while executions are open (see [`Deadlines::heartbeat`]).
@@ -764,7 +833,7 @@ mod tests {
                 .expect("the execution did not end");
             match event {
                 Some(ExecEvent::Output { data, .. }) => bytes += data.len() as u64,
-                Some(ExecEvent::Lost(reason)) => return (bytes, Some(reason)),
+                Some(ExecEvent::Lost(error)) => return (bytes, Some(error.to_string())),
                 Some(ExecEvent::Exited(_)) => return (bytes, None),
                 None => return (bytes, None),
                 Some(_) => {}
@@ -857,13 +926,16 @@ mod tests {
                 break;
             }
         }
-        let failure = failure.expect("a write failed");
+        let failure = failure.expect("a write failed").to_string();
         assert!(failure.contains("did not read"), "{failure}");
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(drain(&mut events).await.1.is_some());
         assert_eq!(c.broken.lock().unwrap().len(), 1);
         // Later calls fail at once with the same reason.
-        assert_eq!(c.client.kill_tree(id).await.unwrap_err(), failure);
+        assert_eq!(
+            c.client.kill_tree(id).await.unwrap_err().to_string(),
+            failure
+        );
     }
 
     #[tokio::test]
@@ -904,9 +976,52 @@ mod tests {
             ..Deadlines::default()
         };
         let c = connect(deadlines).await;
-        let err = c.client.metrics().await.unwrap_err();
+        let err = c.client.metrics().await.unwrap_err().to_string();
         assert!(err.contains("metrics request"), "{err}");
         assert!(c.client.closed().is_some_and(|c| c.broken));
+    }
+
+    #[test]
+    fn error_messages_read_as_before_and_say_whether_the_guest_broke_the_channel() {
+        let ten = Duration::from_secs(10);
+        let cases = [
+            (
+                AgentError::WriteTimedOut { after: ten },
+                "the guest did not read its channel for 10 s (is its VM paused or its agent stopped?)".to_owned(),
+                true,
+            ),
+            (
+                AgentError::AnswerTimedOut { request: "liveness probe", after: ten },
+                "the guest agent did not answer a liveness probe within 10 s (is its VM paused or its agent stopped?)".to_owned(),
+                true,
+            ),
+            (
+                AgentError::KillNotConfirmed { after: ten },
+                "the guest agent did not confirm a kill within 10 s".to_owned(),
+                true,
+            ),
+            (
+                AgentError::OutputBeyondWindow { exec_id: 3, ahead: 5 },
+                format!("the guest sent 5 bytes of output of execution 3 ahead of the host's acknowledgements, more than the {OUTPUT_WINDOW}-byte window it was granted"),
+                true,
+            ),
+            (
+                AgentError::StdinOverAcknowledged { exec_id: 3, acked: 11, sent: 10 },
+                "the guest acknowledged 11 bytes of stdin of execution 3, but only 10 were sent".to_owned(),
+                true,
+            ),
+            (
+                AgentError::WrongAnswer { request: "metrics request", answer: "pong" },
+                "the guest agent answered a metrics request with a pong".to_owned(),
+                false,
+            ),
+            (AgentError::GuestClosed, "the guest closed the channel".to_owned(), false),
+            (AgentError::Closed, "the channel closed".to_owned(), false),
+        ];
+        for (error, message, broken) in cases {
+            assert_eq!(error.to_string(), message);
+            assert_eq!(error.breaks_channel(), broken, "{message}");
+        }
     }
 
     #[test]

@@ -4,37 +4,82 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 
-fn qemu_img() -> Result<PathBuf> {
+/// Why a box's disk could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("`qemu-img` not found: install it (Debian/Ubuntu: `sudo apt-get install qemu-utils`) or set BOXLITE_QEMU_IMG")]
+    QemuImgNotFound,
+    /// The base disk cannot be resolved (it is missing, or a path component is).
+    #[error("base disk {}: {source}", .path.display())]
+    BaseDisk {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("run qemu-img: {0}")]
+    Run(#[source] std::io::Error),
+    /// qemu-img ran and refused: its message.
+    #[error("qemu-img could not create {}: {stderr}", .overlay.display())]
+    Create { overlay: PathBuf, stderr: String },
+}
+
+impl From<DiskError> for Error {
+    fn from(err: DiskError) -> Self {
+        Error::Disk(err.to_string())
+    }
+}
+
+fn qemu_img() -> Result<PathBuf, DiskError> {
     if let Some(path) = std::env::var_os("BOXLITE_QEMU_IMG") {
         return Ok(PathBuf::from(path));
     }
     let path_dirs = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
-    path_dirs.into_iter().map(|d| d.join("qemu-img")).find(|p| p.is_file()).ok_or_else(|| {
-        Error::Disk("`qemu-img` not found: install it (Debian/Ubuntu: `sudo apt-get install qemu-utils`) or set BOXLITE_QEMU_IMG".into())
-    })
+    path_dirs
+        .into_iter()
+        .map(|d| d.join("qemu-img"))
+        .find(|p| p.is_file())
+        .ok_or(DiskError::QemuImgNotFound)
 }
 
 /// Creates `overlay` (qcow2) backed by the raw `base` image.
-pub fn create_overlay(base: &Path, overlay: &Path) -> Result<()> {
-    let base = base
-        .canonicalize()
-        .map_err(|e| Error::Disk(format!("base disk {}: {e}", base.display())))?;
+pub fn create_overlay(base: &Path, overlay: &Path) -> Result<(), DiskError> {
+    let base = base.canonicalize().map_err(|source| DiskError::BaseDisk {
+        path: base.to_owned(),
+        source,
+    })?;
     let out = Command::new(qemu_img()?)
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(&base)
         .arg(overlay)
         .output()
-        .map_err(|e| Error::Disk(format!("run qemu-img: {e}")))?;
+        .map_err(DiskError::Run)?;
     if !out.status.success() {
-        return Err(Error::Disk(format!(
-            "qemu-img could not create {}: {}",
-            overlay.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(DiskError::Create {
+            overlay: overlay.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_base_disk_names_it_in_the_disk_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("missing.raw");
+        let err = create_overlay(&base, &dir.path().join("disk.qcow2")).unwrap_err();
+        assert!(matches!(err, DiskError::BaseDisk { .. }), "{err:?}");
+        let message = Error::from(err).to_string();
+        assert!(
+            message.starts_with(&format!("disk error: base disk {}: ", base.display())),
+            "{message}"
+        );
+    }
 }

@@ -23,6 +23,11 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    /// A name or a box is already taken: a box with that name exists, or another process owns
+    /// the box. Python raises it as a subclass of the invalid-option class, as it once was.
+    #[error("invalid option: {0}")]
+    Conflict(String),
+
     #[error("no box with id or name '{0}'")]
     BoxNotFound(String),
 
@@ -61,6 +66,74 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The kind of an [`Error`], without its details: what the bindings key their exception
+/// classes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    QemuNotFound,
+    Accelerator,
+    GuestAssets,
+    Image,
+    NotOciLayout,
+    InvalidOption,
+    Conflict,
+    BoxNotFound,
+    BoxNotRunning,
+    BootFailed,
+    BoxDied,
+    Channel,
+    Disk,
+    Copy,
+    StdinClosed,
+    Io,
+}
+
+impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 16] = [
+        ErrorKind::QemuNotFound,
+        ErrorKind::Accelerator,
+        ErrorKind::GuestAssets,
+        ErrorKind::Image,
+        ErrorKind::NotOciLayout,
+        ErrorKind::InvalidOption,
+        ErrorKind::Conflict,
+        ErrorKind::BoxNotFound,
+        ErrorKind::BoxNotRunning,
+        ErrorKind::BootFailed,
+        ErrorKind::BoxDied,
+        ErrorKind::Channel,
+        ErrorKind::Disk,
+        ErrorKind::Copy,
+        ErrorKind::StdinClosed,
+        ErrorKind::Io,
+    ];
+}
+
+impl Error {
+    /// What kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::QemuNotFound { .. } => ErrorKind::QemuNotFound,
+            Error::Accelerator(_) => ErrorKind::Accelerator,
+            Error::GuestAssets(_) => ErrorKind::GuestAssets,
+            Error::Image { .. } => ErrorKind::Image,
+            Error::NotOciLayout { .. } => ErrorKind::NotOciLayout,
+            Error::InvalidOption(_) => ErrorKind::InvalidOption,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::BoxNotFound(_) => ErrorKind::BoxNotFound,
+            Error::BoxNotRunning { .. } => ErrorKind::BoxNotRunning,
+            Error::BootFailed { .. } => ErrorKind::BootFailed,
+            Error::BoxDied { .. } => ErrorKind::BoxDied,
+            Error::Channel { .. } => ErrorKind::Channel,
+            Error::Disk(_) => ErrorKind::Disk,
+            Error::Copy(_) => ErrorKind::Copy,
+            Error::StdinClosed(_) => ErrorKind::StdinClosed,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+}
+
 /// Adds a description of what was being done to an I/O error.
 pub trait IoContext<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T>;
@@ -72,5 +145,26 @@ impl<T> IoContext<T> for std::io::Result<T> {
             context: what(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        let kinds: std::collections::HashSet<ErrorKind> = ErrorKind::ALL.into_iter().collect();
+        assert_eq!(kinds.len(), ErrorKind::ALL.len());
+    }
+
+    #[test]
+    fn a_conflict_reads_as_the_invalid_option_it_was() {
+        let err = Error::Conflict("a box named \"x\" already exists".into());
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            err.to_string(),
+            "invalid option: a box named \"x\" already exists"
+        );
     }
 }

@@ -24,7 +24,7 @@ pub mod sqlite;
 pub mod state;
 pub mod tsc;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use litebox::{BoxInfo, BoxStatus, ExecOutput, ExecSpec, Execution, LiteBox};
 pub use options::{BoxOptions, RuntimeOptions};
 pub use runtime::Runtime;

@@ -287,7 +287,7 @@ impl Runtime {
                     .find(name)?
                     .is_some_and(|r| r.name.as_deref() == Some(name))
             {
-                return Err(Error::InvalidOption(format!(
+                return Err(Error::Conflict(format!(
                     "a box named {name:?} already exists"
                 )));
             }
@@ -358,7 +358,7 @@ impl Runtime {
             .owner
             .filter(|o| o.alive() && *o != ProcessId::current())
         {
-            return Err(Error::InvalidOption(format!(
+            return Err(Error::Conflict(format!(
                 "box {} is running in process {} (its owner): a running box is used by one process at a time; stop it there, or end that process, then get() it again",
                 record.id, owner.pid
             )));
@@ -447,7 +447,7 @@ impl Runtime {
                     .filter(|o| o.alive() && *o != ProcessId::current())
                 {
                     if !force {
-                        return Err(Error::InvalidOption(format!(
+                        return Err(Error::Conflict(format!(
                             "box {} is running in process {}: stop it there, or remove it with force=True",
                             record.id, owner.pid
                         )));

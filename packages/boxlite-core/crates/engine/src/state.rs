@@ -206,7 +206,7 @@ impl BoxDb {
             rusqlite::Error::SqliteFailure(f, _)
                 if f.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
-                Error::InvalidOption(format!(
+                Error::Conflict(format!(
                     "a box named {:?} already exists: pick another name, or remove that box",
                     record.name.as_deref().unwrap_or_default()
                 ))

@@ -5,40 +5,60 @@
 
 mod bridge;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use boxlite_engine::image::registry::PullEvent;
 use boxlite_engine::options::{check_max_output_bytes, timeout_from_secs};
 use boxlite_engine::{
-    BoxOptions, Error, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
+    BoxOptions, Error, ErrorKind, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
 };
 use boxlite_protocol::OutputStream;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyBytes;
 
 use bridge::{outcome, Completer};
 
 /// The `boxlite.errors` class for each kind of engine error.
-fn error_class(err: &Error) -> &'static str {
-    match err {
-        Error::QemuNotFound { .. } => "QemuNotFoundError",
-        Error::Accelerator(_) => "AcceleratorError",
-        Error::GuestAssets(_) => "GuestAssetsError",
-        Error::Image { .. } => "ImageError",
-        Error::NotOciLayout { .. } => "InvalidImageError",
-        Error::InvalidOption(_) => "InvalidOptionError",
-        Error::BoxNotFound(_) => "BoxNotFoundError",
-        Error::BoxNotRunning { .. } => "BoxStoppedError",
-        Error::BootFailed { .. } => "BoxStartError",
-        Error::BoxDied { .. } => "BoxDiedError",
-        Error::Channel { .. } => "ChannelError",
-        Error::Disk(_) => "DiskError",
-        Error::Copy(_) => "CopyError",
-        Error::StdinClosed(_) => "StdinClosedError",
-        Error::Io { .. } => "BoxliteError",
+fn error_class(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::QemuNotFound => "QemuNotFoundError",
+        ErrorKind::Accelerator => "AcceleratorError",
+        ErrorKind::GuestAssets => "GuestAssetsError",
+        ErrorKind::Image => "ImageError",
+        ErrorKind::NotOciLayout => "InvalidImageError",
+        ErrorKind::InvalidOption => "InvalidOptionError",
+        ErrorKind::Conflict => "BoxliteConflictError",
+        ErrorKind::BoxNotFound => "BoxNotFoundError",
+        ErrorKind::BoxNotRunning => "BoxStoppedError",
+        ErrorKind::BootFailed => "BoxStartError",
+        ErrorKind::BoxDied => "BoxDiedError",
+        ErrorKind::Channel => "ChannelError",
+        ErrorKind::Disk => "DiskError",
+        ErrorKind::Copy => "CopyError",
+        ErrorKind::StdinClosed => "StdinClosedError",
+        ErrorKind::Io => "BoxliteError",
     }
+}
+
+/// The `boxlite.errors` classes by kind, looked up once per process (on the first error). A
+/// kind whose class is missing raises `RuntimeError` with the engine's message.
+static ERROR_CLASSES: PyOnceLock<HashMap<ErrorKind, Py<PyAny>>> = PyOnceLock::new();
+
+fn error_classes(py: Python<'_>) -> PyResult<&'static HashMap<ErrorKind, Py<PyAny>>> {
+    ERROR_CLASSES.get_or_try_init(py, || {
+        let module = py.import("boxlite.errors")?;
+        Ok(ErrorKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                let class = module.getattr(error_class(kind)).ok()?;
+                Some((kind, class.unbind()))
+            })
+            .collect())
+    })
 }
 
 /// An engine error on its way to Python.
@@ -53,15 +73,12 @@ impl From<EngineError> for PyErr {
 fn to_py(err: Error) -> PyErr {
     Python::attach(|py| {
         let message = err.to_string();
-        match py
-            .import("boxlite.errors")
-            .and_then(|m| m.getattr(error_class(&err)))
-        {
-            Ok(class) => match class.call1((message.clone(),)) {
+        match error_classes(py).map(|classes| classes.get(&err.kind())) {
+            Ok(Some(class)) => match class.bind(py).call1((message.clone(),)) {
                 Ok(instance) => PyErr::from_value(instance),
                 Err(e) => e,
             },
-            Err(_) => PyRuntimeError::new_err(message),
+            _ => PyRuntimeError::new_err(message),
         }
     })
 }
@@ -609,4 +626,23 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Completer>()?;
     m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table is built by name: a class missing from `boxlite.errors` would turn that kind
+    /// into a plain `RuntimeError`.
+    #[test]
+    fn every_error_kind_names_a_class_of_boxlite_errors() {
+        let errors = include_str!("../../../python/boxlite/errors.py");
+        for kind in ErrorKind::ALL {
+            let name = error_class(kind);
+            assert!(
+                errors.contains(&format!("\nclass {name}(")),
+                "{name} ({kind:?}) is not a class of boxlite.errors"
+            );
+        }
+    }
 }

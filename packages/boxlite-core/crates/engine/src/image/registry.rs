@@ -261,18 +261,30 @@ fn transient(err: &OciDistributionError) -> bool {
     }
 }
 
+/// A failure [`retry`] may try again.
+trait Transient: std::fmt::Display {
+    fn transient(&self) -> bool;
+}
+
+impl Transient for OciDistributionError {
+    fn transient(&self) -> bool {
+        transient(self)
+    }
+}
+
 /// Runs `op` up to [`ATTEMPTS`] times with exponential backoff while it fails transiently.
-async fn retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, OciDistributionError>
+async fn retry<T, E, F, Fut>(what: &str, mut op: F) -> Result<T, E>
 where
+    E: Transient,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut delay = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
         match op().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < ATTEMPTS && transient(&e) => {
+            Err(e) if attempt < ATTEMPTS && e.transient() => {
                 tracing::debug!(what, attempt, error = %e, "transient registry error; retrying");
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -470,16 +482,20 @@ impl Puller {
             auth: &auth,
             token: token.as_deref(),
         };
+        let manifest_error = |e: ManifestError| match e {
+            ManifestError::Registry(e) => classify(e),
+            too_large @ ManifestError::TooLarge { .. } => {
+                EndpointError::Fatal(too_large.to_string())
+            }
+        };
         let bytes = retry("manifest", || fetch.get(&at))
             .await
-            .map_err(|e| {
-                if not_found(&e) {
+            .map_err(|e| match e {
+                ManifestError::Registry(e) if not_found(&e) => {
                     EndpointError::TryNext(format!("not found ({})", describe(&e)))
-                } else {
-                    classify(e)
                 }
-            })?
-            .map_err(EndpointError::Fatal)?;
+                e => manifest_error(e),
+            })?;
         let top_digest = sha256(&bytes);
         if let Some(wanted) = reference.digest() {
             if wanted != top_digest {
@@ -498,8 +514,7 @@ impl Puller {
                 let child_ref = at.clone_with_digest(child_digest.clone());
                 let child = retry("manifest", || fetch.get(&child_ref))
                     .await
-                    .map_err(classify)?
-                    .map_err(EndpointError::Fatal)?;
+                    .map_err(manifest_error)?;
                 let actual = sha256(&child);
                 if actual != child_digest {
                     return Err(EndpointError::Fatal(format!(
@@ -741,6 +756,32 @@ impl Puller {
     }
 }
 
+/// Why a manifest could not be fetched.
+#[derive(Debug, thiserror::Error)]
+enum ManifestError {
+    /// The registry refused or could not be reached.
+    #[error(transparent)]
+    Registry(#[from] OciDistributionError),
+    /// The manifest is larger than `limit` ([`metadata::MAX_METADATA_BYTES`]); `length` is
+    /// what the registry announced, if it did (it was read no further than the limit).
+    #[error("the manifest is {} bytes long: an image's metadata may have at most {limit} bytes; cut off", size_text(*.length, *.limit))]
+    TooLarge { length: Option<u64>, limit: u64 },
+}
+
+/// `length`, or "over `limit`" when the body was cut off before its end.
+fn size_text(length: Option<u64>, limit: u64) -> String {
+    length.map_or_else(|| format!("over {limit}"), |l| l.to_string())
+}
+
+impl Transient for ManifestError {
+    fn transient(&self) -> bool {
+        match self {
+            ManifestError::Registry(e) => transient(e),
+            ManifestError::TooLarge { .. } => false,
+        }
+    }
+}
+
 /// Fetches manifests with a size cap, authenticated as oci-client negotiated.
 struct ManifestFetch<'a> {
     http: &'a reqwest::Client,
@@ -751,9 +792,9 @@ struct ManifestFetch<'a> {
 }
 
 impl ManifestFetch<'_> {
-    /// The manifest `at` names (by digest, else tag): `Ok(Err(reason))` when it is larger than
-    /// [`metadata::MAX_METADATA_BYTES`] (read no further than that).
-    async fn get(&self, at: &Reference) -> Result<Result<Vec<u8>, String>, OciDistributionError> {
+    /// The manifest `at` names (by digest, else tag); [`ManifestError::TooLarge`] when it is
+    /// larger than [`metadata::MAX_METADATA_BYTES`] (read no further than that).
+    async fn get(&self, at: &Reference) -> Result<Vec<u8>, ManifestError> {
         let scheme = if self.endpoint.http { "http" } else { "https" };
         let url = format!(
             "{scheme}://{}/v2/{}/manifests/{}{}",
@@ -773,28 +814,29 @@ impl ManifestFetch<'_> {
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             _ => request,
         };
-        let mut response = request.send().await?;
+        let mut response = request.send().await.map_err(OciDistributionError::from)?;
         let status = response.status();
         let limit = metadata::MAX_METADATA_BYTES;
-        let too_large = |what: String| {
-            Ok(Err(format!(
-                "the manifest is {what} bytes long: an image's metadata may have at most {limit} bytes; cut off"
-            )))
-        };
         if let Some(length) = response.content_length().filter(|&l| l > limit) {
-            return too_large(length.to_string());
+            return Err(ManifestError::TooLarge {
+                length: Some(length),
+                limit,
+            });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
+        while let Some(chunk) = response.chunk().await.map_err(OciDistributionError::from)? {
             if (body.len() + chunk.len()) as u64 > limit {
-                return too_large(format!("over {limit}"));
+                return Err(ManifestError::TooLarge {
+                    length: None,
+                    limit,
+                });
             }
             body.extend_from_slice(&chunk);
         }
         if status == reqwest::StatusCode::OK {
-            return Ok(Ok(body));
+            return Ok(body);
         }
-        Err(match status {
+        Err(ManifestError::Registry(match status {
             reqwest::StatusCode::UNAUTHORIZED => OciDistributionError::UnauthorizedError { url },
             reqwest::StatusCode::NOT_FOUND
                 if serde_json::from_slice::<OciEnvelope>(&body).is_err() =>
@@ -814,7 +856,7 @@ impl ManifestFetch<'_> {
                 url,
                 message: String::from_utf8_lossy(&body).into_owned(),
             },
-        })
+        }))
     }
 }
 
@@ -888,6 +930,28 @@ fn select_platform(index: &ImageIndex) -> Result<Descriptor, EndpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_manifest_is_named_as_before_and_not_retried() {
+        let limit = metadata::MAX_METADATA_BYTES;
+        let announced = ManifestError::TooLarge {
+            length: Some(limit + 1),
+            limit,
+        };
+        assert_eq!(
+            announced.to_string(),
+            format!("the manifest is {} bytes long: an image's metadata may have at most {limit} bytes; cut off", limit + 1)
+        );
+        let cut_off = ManifestError::TooLarge {
+            length: None,
+            limit: 4194304,
+        };
+        assert_eq!(
+            cut_off.to_string(),
+            "the manifest is over 4194304 bytes long: an image's metadata may have at most 4194304 bytes; cut off"
+        );
+        assert!(!cut_off.transient());
+    }
 
     #[test]
     fn references_are_normalised_as_docker_does() {

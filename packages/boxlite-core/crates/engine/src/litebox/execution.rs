@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
 use super::LiteBox;
-use crate::agent::{AgentClient, ExecEvent};
+use crate::agent::{AgentClient, AgentError, ExecEvent};
 use crate::error::{Error, Result};
 
 /// The end of an execution.
@@ -77,7 +77,7 @@ pub(super) struct ExecState {
     unacked: u64,
     timed_out: bool,
     /// How it ended: the exit status, or why the channel was lost.
-    end: Option<std::result::Result<ExitStatus, String>>,
+    end: Option<std::result::Result<ExitStatus, AgentError>>,
     /// Nobody holds the execution any more: output is acknowledged and dropped.
     abandoned: bool,
 }
@@ -130,7 +130,7 @@ pub struct Execution {
     /// Bytes of each stream `wait` keeps.
     pub(super) output_limit: usize,
     pub(super) shared: Arc<ExecShared>,
-    pub(super) result: tokio::sync::OnceCell<std::result::Result<ExecOutput, String>>,
+    pub(super) result: tokio::sync::OnceCell<std::result::Result<ExecOutput, AgentError>>,
 }
 
 /// Routes one execution's events into its shared state, and enforces its timeout and the
@@ -149,7 +149,7 @@ pub(super) async fn drive_execution(
         let alarm = kill_deadline.or(deadline);
         let event = tokio::select! {
             event = events.recv() => event.unwrap_or_else(|| {
-                ExecEvent::Lost(agent.closed_reason().unwrap_or_else(|| "the channel closed".into()))
+                ExecEvent::Lost(agent.closed_error().unwrap_or(AgentError::Closed))
             }),
             _ = shared.kill_sent.notified(), if kill_deadline.is_none() => {
                 kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
@@ -157,11 +157,10 @@ pub(super) async fn drive_execution(
             }
             _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
                 if kill_deadline.is_some() {
-                    agent.fail(format!(
-                        "the guest agent did not confirm a kill within {} s",
-                        KILL_CONFIRM_TIMEOUT.as_secs()
-                    ));
-                    ExecEvent::Lost(agent.closed_reason().unwrap_or_default())
+                    agent.fail(AgentError::KillNotConfirmed {
+                        after: KILL_CONFIRM_TIMEOUT,
+                    });
+                    ExecEvent::Lost(agent.closed_error().unwrap_or(AgentError::Closed))
                 } else {
                     // The timeout contract: every process of the execution is dead before the
                     // result is reported; the agent reports the exit once its cgroup is empty.
@@ -231,8 +230,8 @@ impl Execution {
         }
     }
 
-    fn lost(&self, reason: String) -> Error {
-        self.litebox.channel_error(reason)
+    fn lost(&self, error: AgentError) -> Error {
+        self.litebox.channel_error(error)
     }
 
     /// The next chunk of `stream` as it arrives; `None` once the execution ended and all of

@@ -373,8 +373,10 @@ impl LiteBox {
         self.channel_error(reason)
     }
 
-    /// A channel failure: the box died if its VM is gone, otherwise a channel error.
-    pub(super) fn channel_error(&self, reason: String) -> Error {
+    /// A channel failure (an [`AgentError`](crate::agent::AgentError), or why the box was
+    /// declared broken): the box died if its VM is gone, otherwise a channel error.
+    pub(super) fn channel_error(&self, error: impl std::fmt::Display) -> Error {
+        let reason = error.to_string();
         let state = self.state.lock().expect("state lock");
         if state.status == BoxStatus::Crashed {
             return Error::BoxDied {

@@ -43,7 +43,7 @@ impl LiteBox {
         };
         let me = crate::state::ProcessId::current();
         match db.find(&self.id)?.and_then(|r| r.owner) {
-            Some(owner) if owner != me && owner.alive() => Err(Error::InvalidOption(format!(
+            Some(owner) if owner != me && owner.alive() => Err(Error::Conflict(format!(
                 "box {} was started by process {} meanwhile: a box runs in one process at a time",
                 self.id, owner.pid
             ))),
