@@ -510,3 +510,6 @@ impl Drop for Execution {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
