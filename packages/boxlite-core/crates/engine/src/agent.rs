@@ -726,103 +726,7 @@ mod tests {
     //! protocol or stops answering gets the channel declared broken.
 
     use super::*;
-    use boxlite_protocol::{ExecLimits, OUTPUT_CHUNK_LEN};
-    use tokio::net::UnixListener;
-
-    /// The guest's end of the channel.
-    struct FakeAgent {
-        reader: OwnedReadHalf,
-        writer: OwnedWriteHalf,
-    }
-
-    impl FakeAgent {
-        async fn send(&mut self, msg: GuestMessage) {
-            nonblocking::write_message(&mut self.writer, &msg)
-                .await
-                .unwrap();
-        }
-
-        async fn receive(&mut self) -> HostMessage {
-            nonblocking::read_message(&mut self.reader)
-                .await
-                .unwrap()
-                .unwrap()
-        }
-
-        /// Sends `bytes` of stdout of `exec_id` in chunks of the agent's size.
-        async fn output(&mut self, exec_id: u32, mut bytes: u64) {
-            while bytes > 0 {
-                let n = bytes.min(OUTPUT_CHUNK_LEN as u64);
-                self.send(GuestMessage::Output {
-                    exec_id,
-                    stream: OutputStream::Stdout,
-                    data: vec![b'x'; n as usize],
-                })
-                .await;
-                bytes -= n;
-            }
-        }
-    }
-
-    struct Connected {
-        client: AgentClient,
-        agent: FakeAgent,
-        broken: Arc<Mutex<Vec<String>>>,
-        _vm: watch::Sender<Option<VmExit>>,
-        _dir: tempfile::TempDir,
-    }
-
-    async fn connect(deadlines: Deadlines) -> Connected {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let (vm, vm_exit) = watch::channel(None);
-        let accept = async {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (reader, writer) = stream.into_split();
-            let mut agent = FakeAgent { reader, writer };
-            agent
-                .send(GuestMessage::Hello {
-                    version: PROTOCOL_VERSION,
-                    kernel_release: "test".into(),
-                    uptime_ms: 1,
-                })
-                .await;
-            assert!(matches!(agent.receive().await, HostMessage::Hello { .. }));
-            agent
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (connected, agent) = tokio::join!(
-            AgentClient::connect_with(&path, deadline, vm_exit, deadlines),
-            accept
-        );
-        let (client, _) = connected.unwrap_or_else(|e| panic!("connect: {e:?}"));
-        let broken = Arc::new(Mutex::new(Vec::new()));
-        let seen = broken.clone();
-        client.set_on_broken(move |why| seen.lock().unwrap().push(why.to_owned()));
-        Connected {
-            client,
-            agent,
-            broken,
-            _vm: vm,
-            _dir: dir,
-        }
-    }
-
-    fn request() -> ExecRequest {
-        ExecRequest {
-            exec_id: 0,
-            program: "true".into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            working_dir: "/".into(),
-            stdin: true,
-            user: None,
-            tty: None,
-            limits: ExecLimits::default(),
-            builtin: None,
-        }
-    }
+    use crate::testing::{connect, started};
 
     /// Events until the channel ends the execution; panics after 10 s.
     async fn drain(events: &mut mpsc::UnboundedReceiver<ExecEvent>) -> (u64, Option<String>) {
@@ -839,12 +743,6 @@ mod tests {
                 Some(_) => {}
             }
         }
-    }
-
-    async fn started(c: &mut Connected) -> (u32, mpsc::UnboundedReceiver<ExecEvent>) {
-        let (id, events) = c.client.exec(request()).await.unwrap();
-        assert!(matches!(c.agent.receive().await, HostMessage::Exec(_)));
-        (id, events)
     }
 
     #[tokio::test]

@@ -22,6 +22,8 @@ pub mod options;
 pub mod runtime;
 pub mod sqlite;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod tsc;
 
 pub use error::{Error, ErrorKind, Result};

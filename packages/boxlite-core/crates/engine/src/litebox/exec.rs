@@ -1,16 +1,13 @@
 //! Starting an execution: [`ExecSpec`] and [`LiteBox::exec`], which merges the image's, the
-//! box's and the call's environment and working directory and hands the agent's events to a
-//! driver task (see `execution`).
+//! box's and the call's environment and working directory and hands the started execution to
+//! [`Execution::start`] (its driver task; see `execution`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use boxlite_protocol::{Builtin, ExecRequest, OUTPUT_WINDOW};
-use tokio::sync::{watch, Semaphore};
-use tokio::time::Instant;
+use boxlite_protocol::{Builtin, ExecRequest};
 
-use super::execution::{drive_execution, ExecShared, ExecState};
 use super::{Execution, LiteBox};
 use crate::error::Result;
 
@@ -59,38 +56,21 @@ impl LiteBox {
             limits: self.options.security.exec_limits(),
             builtin: spec.builtin,
         };
-        let (exec_id, events) = running
+        let started = running
             .agent
             .exec(request)
             .await
             .map_err(|e| self.channel_error(e))?;
         self.execs_started.fetch_add(1, Ordering::Relaxed);
-        let (changed, _) = watch::channel(0u64);
-        let shared = Arc::new(ExecShared {
-            state: Mutex::new(ExecState::default()),
-            changed,
-            stdin_credit: Semaphore::new(OUTPUT_WINDOW as usize),
-            kill_sent: tokio::sync::Notify::new(),
-        });
-        tokio::spawn(drive_execution(
-            shared.clone(),
-            events,
+        Ok(Execution::start(
+            self.clone(),
             running.agent.clone(),
-            exec_id,
-            timeout.map(|t| Instant::now() + t),
-        ));
-        Ok(Execution {
-            litebox: self.clone(),
-            agent: running.agent.clone(),
-            exec_id,
+            started,
             tty,
             stdin_open,
-            stdin_claimed: AtomicBool::new(false),
-            stdin_closed: AtomicBool::new(false),
             output_limit,
-            shared,
-            result: tokio::sync::OnceCell::new(),
-        })
+            timeout,
+        ))
     }
 }
 

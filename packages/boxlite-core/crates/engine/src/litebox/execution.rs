@@ -215,6 +215,49 @@ pub(super) async fn drive_execution(
 }
 
 impl Execution {
+    /// An execution the agent has just started (`started` is what [`AgentClient::exec`]
+    /// returned), with its driver task spawned: the timeout, if any, runs from now.
+    ///
+    /// [`LiteBox::exec`] calls it; it is also the seam the unit tests use to drive an
+    /// execution over a fake agent, without a VM.
+    pub(super) fn start(
+        litebox: Arc<LiteBox>,
+        agent: Arc<AgentClient>,
+        started: (u32, mpsc::UnboundedReceiver<ExecEvent>),
+        tty: bool,
+        stdin_open: bool,
+        output_limit: usize,
+        timeout: Option<Duration>,
+    ) -> Execution {
+        let (exec_id, events) = started;
+        let (changed, _) = watch::channel(0u64);
+        let shared = Arc::new(ExecShared {
+            state: Mutex::new(ExecState::default()),
+            changed,
+            stdin_credit: Semaphore::new(OUTPUT_WINDOW as usize),
+            kill_sent: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(drive_execution(
+            shared.clone(),
+            events,
+            agent.clone(),
+            exec_id,
+            timeout.map(|t| Instant::now() + t),
+        ));
+        Execution {
+            litebox,
+            agent,
+            exec_id,
+            tty,
+            stdin_open,
+            stdin_claimed: AtomicBool::new(false),
+            stdin_closed: AtomicBool::new(false),
+            output_limit,
+            shared,
+            result: tokio::sync::OnceCell::new(),
+        }
+    }
+
     pub fn id(&self) -> u32 {
         self.exec_id
     }
@@ -466,3 +509,6 @@ impl Drop for Execution {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
