@@ -14,7 +14,7 @@ python:            ## the uv workspace (builds the Rust extension)
 	uv sync --locked
 
 guest:             ## guest kernel (cached by its inputs) and initramfs with the agent
-	$(CORE)/guest/build.sh
+	$(CORE)/guest-assets/build.sh
 
 images:            ## the local test images as OCI layouts (cached)
 	uv run --locked python tests/images/build_images.py
@@ -31,7 +31,7 @@ audit: setup       ## the hostile-input tests alone: hostile archives, frames, i
 	uv run --locked pytest -v -m hostile
 
 test-rust:
-	cargo test --locked --manifest-path $(CORE)/Cargo.toml --workspace --exclude boxlite-python
+	cargo test --locked --manifest-path $(CORE)/Cargo.toml --workspace
 
 bench: setup       ## start, exec (also under load), idle-box memory, boot reliability, pool, image figures
 	uv run --locked python benchmarks/bench_engine.py

@@ -1,6 +1,6 @@
 """Awaiting engine operations from any asyncio event loop.
 
-The engine never takes the GIL on its own threads (see ``crates/python/src/bridge.rs``): each
+The engine never takes the GIL on its own threads (see ``crates/bindings/src/bridge.rs``): each
 operation returns a token, and when it finishes the engine queues its result and signals an
 eventfd. Every event loop gets one :class:`_engine.Completer` whose eventfd it watches with
 ``add_reader``; the loop thread drains the queue and resolves the matching futures.

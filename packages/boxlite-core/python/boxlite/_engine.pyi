@@ -1,4 +1,4 @@
-"""Type stubs of the Rust extension module (crates/python).
+"""Type stubs of the Rust extension module (crates/bindings).
 
 Asynchronous operations take the event loop's :class:`Completer` and return a token; their
 outcome is collected with ``Completer.take()`` (see ``boxlite/_bridge.py``).

@@ -1,7 +1,7 @@
 """The BoxLite exception hierarchy.
 
 The engine raises these classes by name, looked up once per process (see
-``crates/python/src/lib.rs``); every message names the problem and, where there is one, the fix.
+``crates/bindings/src/lib.rs``); every message names the problem and, where there is one, the fix.
 """
 
 from __future__ import annotations

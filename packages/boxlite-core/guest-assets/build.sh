@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the guest files shipped inside the boxlite wheel:
-#   python/boxlite/_guest/vmlinux         our kernel (cached by guest/kernel/build.sh)
+#   python/boxlite/_guest/vmlinux         our kernel (cached by guest-assets/kernel/build.sh)
 #   python/boxlite/_guest/initramfs.cpio  the static guest agent as /init
 # Cargo caches the agent build; the archive is rebuilt only when the agent changed.
 set -euo pipefail
