@@ -80,28 +80,6 @@ class PoolClosedError(PoolError):
     """The pool was closed: it hands out no more boxes."""
 
 
-__all__ = [
-    "AcceleratorError",
-    "BoxDiedError",
-    "BoxNotFoundError",
-    "BoxStartError",
-    "BoxStoppedError",
-    "BoxliteConflictError",
-    "BoxliteError",
-    "ChannelError",
-    "DiskError",
-    "GuestAssetsError",
-    "ImageError",
-    "InvalidImageError",
-    "InvalidOptionError",
-    "PackageInstallError",
-    "PoolClosedError",
-    "PoolError",
-    "PoolExhaustedError",
-    "QemuNotFoundError",
-]
-
-
 class CopyError(BoxliteError):
     """``copy_in`` / ``copy_out`` failed (a missing path, a file where a directory is needed)."""
 
@@ -113,3 +91,28 @@ class StdinClosedError(BoxliteError):
 class OutputLimitError(BoxliteError, ValueError):
     """A read of an execution's output stream would hold more than its ``limit`` (the box
     decides how much it writes, so every read is bounded); the message names the limit."""
+
+
+__all__ = [
+    "AcceleratorError",
+    "BoxDiedError",
+    "BoxNotFoundError",
+    "BoxStartError",
+    "BoxStoppedError",
+    "BoxliteConflictError",
+    "BoxliteError",
+    "ChannelError",
+    "CopyError",
+    "DiskError",
+    "GuestAssetsError",
+    "ImageError",
+    "InvalidImageError",
+    "InvalidOptionError",
+    "OutputLimitError",
+    "PackageInstallError",
+    "PoolClosedError",
+    "PoolError",
+    "PoolExhaustedError",
+    "QemuNotFoundError",
+    "StdinClosedError",
+]
