@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import errors, pool, sync_api
+from ._files import FileInfo
 from .codebox import CodeBox
 from .errors import (
     BoxDiedError,
@@ -44,6 +45,7 @@ __all__ = [
     "CodeBox",
     "ExecResult",
     "Execution",
+    "FileInfo",
     "GcReport",
     "ImageError",
     "ImageInfo",

@@ -84,6 +84,37 @@ class CopyError(BoxliteError):
     """``copy_in`` / ``copy_out`` failed (a missing path, a file where a directory is needed)."""
 
 
+class BoxFileError(BoxliteError, OSError):
+    """A file operation in a box (``read_file``, ``write_file``, ``list_dir``, ``stat``)
+    failed; the subclasses below are also the matching built-in :class:`OSError` subclass, so
+    ``except FileNotFoundError`` works as it does for local files."""
+
+
+class BoxFileNotFoundError(BoxFileError, FileNotFoundError):
+    """No such file or directory in the box."""
+
+
+class BoxIsADirectoryError(BoxFileError, IsADirectoryError):
+    """A file operation met a directory in the box."""
+
+
+class BoxNotADirectoryError(BoxFileError, NotADirectoryError):
+    """A directory operation met something else in the box (or a path goes through a file)."""
+
+
+class BoxPermissionError(BoxFileError, PermissionError):
+    """The image's user may not do this in the box."""
+
+
+class BoxFileExistsError(BoxFileError, FileExistsError):
+    """``write_file(..., exclusive=True)`` met an existing file."""
+
+
+class BoxFileTooLargeError(BoxFileError):
+    """The file is larger than the read's ``max_bytes`` (or the directory has more entries
+    than a listing returns); nothing of it was returned."""
+
+
 class StdinClosedError(BoxliteError):
     """Input was sent to an execution whose stdin is closed or which has ended."""
 
@@ -96,7 +127,14 @@ class OutputLimitError(BoxliteError, ValueError):
 __all__ = [
     "AcceleratorError",
     "BoxDiedError",
+    "BoxFileError",
+    "BoxFileExistsError",
+    "BoxFileNotFoundError",
+    "BoxFileTooLargeError",
+    "BoxIsADirectoryError",
+    "BoxNotADirectoryError",
     "BoxNotFoundError",
+    "BoxPermissionError",
     "BoxStartError",
     "BoxStoppedError",
     "BoxliteConflictError",

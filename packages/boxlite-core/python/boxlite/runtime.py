@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from . import _bridge, _engine
+from ._files import FileOps
 from .errors import OutputLimitError
 from .images import Images
 from .options import BoxOptions, Options, normalize_env
@@ -388,7 +389,7 @@ def _exec_args(args: Sequence[str] | str | None) -> list[str]:
     return [str(a) for a in args]
 
 
-class Box:
+class Box(FileOps):
     """A box created by :meth:`Boxlite.create`: one VM with its own kernel."""
 
     def __init__(self, inner: _engine.Box, runtime: Boxlite) -> None:

@@ -9,6 +9,7 @@ from typing import TypedDict
 
 from typing_extensions import Unpack
 
+from ._files import DEFAULT_READ_MAX_BYTES, FileInfo
 from .errors import BoxStoppedError
 from .options import BoxOptions, SecurityOptions
 from .runtime import Box, Boxlite, BoxMetrics, ExecResult
@@ -138,6 +139,26 @@ class SimpleBox:
     async def copy_out(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
         """Copies a file or directory out of the box (see :meth:`boxlite.Box.copy_out`)."""
         await self.box.copy_out(guest_path, host_path)
+
+    async def read_file(
+        self, path: str, *, offset: int = 0, length: int | None = None, max_bytes: int = DEFAULT_READ_MAX_BYTES
+    ) -> bytes:
+        """The content of a file in the box (see :meth:`boxlite.Box.read_file`)."""
+        return await self.box.read_file(path, offset=offset, length=length, max_bytes=max_bytes)
+
+    async def write_file(
+        self, path: str, data: bytes | str, *, mode: int = 0o644, parents: bool = False, exclusive: bool = False
+    ) -> None:
+        """Writes a file in the box (see :meth:`boxlite.Box.write_file`)."""
+        await self.box.write_file(path, data, mode=mode, parents=parents, exclusive=exclusive)
+
+    async def list_dir(self, path: str = ".") -> list[FileInfo]:
+        """The entries of a directory in the box (see :meth:`boxlite.Box.list_dir`)."""
+        return await self.box.list_dir(path)
+
+    async def stat(self, path: str, *, follow_symlinks: bool = True) -> FileInfo:
+        """What a path in the box is (see :meth:`boxlite.Box.stat`)."""
+        return await self.box.stat(path, follow_symlinks=follow_symlinks)
 
     async def metrics(self) -> BoxMetrics:
         """Resource use of the box (see :meth:`boxlite.Box.metrics`)."""

@@ -138,6 +138,12 @@ class SyncBox(AsyncProxy[Box]):
     metrics = blocking(Box.metrics)
     copy_in = blocking(Box.copy_in)
     copy_out = blocking(Box.copy_out)
+    read_file = blocking(Box.read_file)
+    read_text = blocking(Box.read_text)
+    write_file = blocking(Box.write_file)
+    list_dir = blocking(Box.list_dir)
+    stat = blocking(Box.stat)
+    exists = blocking(Box.exists)
     start = blocking(Box.start)
     stop = blocking(Box.stop)
 
@@ -231,6 +237,10 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     exec = blocking(SimpleBox.exec)
     copy_in = blocking(SimpleBox.copy_in)
     copy_out = blocking(SimpleBox.copy_out)
+    read_file = blocking(SimpleBox.read_file)
+    write_file = blocking(SimpleBox.write_file)
+    list_dir = blocking(SimpleBox.list_dir)
+    stat = blocking(SimpleBox.stat)
     metrics = blocking(SimpleBox.metrics)
 
     def __enter__(self) -> SyncSimpleBox:

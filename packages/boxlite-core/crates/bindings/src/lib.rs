@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use boxlite_engine::image::registry::PullEvent;
+use boxlite_engine::litebox::WriteOptions;
 use boxlite_engine::options::{check_max_output_bytes, timeout_from_secs};
 use boxlite_engine::{
     BoxOptions, Error, ErrorKind, ExecOutput, ExecSpec, Execution, LiteBox, Runtime, RuntimeOptions,
 };
+use boxlite_protocol::files::FileInfo;
 use boxlite_protocol::OutputStream;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
@@ -40,6 +42,13 @@ fn error_class(kind: ErrorKind) -> &'static str {
         ErrorKind::Disk => "DiskError",
         ErrorKind::Copy => "CopyError",
         ErrorKind::StdinClosed => "StdinClosedError",
+        ErrorKind::FileNotFound => "BoxFileNotFoundError",
+        ErrorKind::FileIsADirectory => "BoxIsADirectoryError",
+        ErrorKind::FileNotADirectory => "BoxNotADirectoryError",
+        ErrorKind::FilePermission => "BoxPermissionError",
+        ErrorKind::FileExists => "BoxFileExistsError",
+        ErrorKind::FileTooLarge => "BoxFileTooLargeError",
+        ErrorKind::FileOther => "BoxFileError",
         ErrorKind::Io => "BoxliteError",
     }
 }
@@ -406,6 +415,78 @@ impl PyLiteBox {
         let litebox = self.inner.clone();
         completer.spawn(async move { engine(litebox.copy_out(&guest_path, &host_path).await) })
     }
+
+    /// The outcome is the file's content (`bytes`).
+    fn read_file(
+        &self,
+        completer: &Completer,
+        path: String,
+        offset: u64,
+        length: Option<u64>,
+        max_bytes: u64,
+    ) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move {
+            let read = litebox.read_file(&path, offset, length, max_bytes).await;
+            engine(read.map(ByteChunk))
+        })
+    }
+
+    fn write_file(
+        &self,
+        completer: &Completer,
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+        parents: bool,
+        exclusive: bool,
+    ) -> u64 {
+        let litebox = self.inner.clone();
+        let options = WriteOptions {
+            mode,
+            parents,
+            exclusive,
+        };
+        completer.spawn(async move { engine(litebox.write_file(&path, &data, options).await) })
+    }
+
+    /// The outcome is a JSON list of file descriptions.
+    fn list_dir(&self, completer: &Completer, path: String) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move {
+            engine(litebox.list_dir(&path).await.map(|infos| {
+                let infos: Vec<_> = infos.iter().map(file_info_json).collect();
+                serde_json::Value::from(infos).to_string()
+            }))
+        })
+    }
+
+    /// The outcome is one file description as JSON.
+    fn stat(&self, completer: &Completer, path: String, follow_symlinks: bool) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move {
+            engine(
+                litebox
+                    .stat(&path, follow_symlinks)
+                    .await
+                    .map(|info| file_info_json(&info).to_string()),
+            )
+        })
+    }
+}
+
+/// A file description as the Python `FileInfo` takes it.
+fn file_info_json(info: &FileInfo) -> serde_json::Value {
+    serde_json::json!({
+        "name": info.name,
+        "kind": info.kind.name(),
+        "size": info.size,
+        "mode": info.mode,
+        "uid": info.uid,
+        "gid": info.gid,
+        "mtime_ns": info.mtime_ns,
+        "link_target": info.link_target,
+    })
 }
 
 /// Output bytes handed to Python as `bytes` (a `Vec<u8>` would become a list of ints).

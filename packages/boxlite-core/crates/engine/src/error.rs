@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use boxlite_protocol::files::FileFailure;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("QEMU is not installed: `{binary}` was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`; Fedora: `sudo dnf install qemu-system-x86`) or set BOXLITE_QEMU to its path")]
@@ -56,6 +58,14 @@ pub enum Error {
     #[error("{0}")]
     StdinClosed(String),
 
+    /// A file operation in the box (`read_file`, `write_file`, `list_dir`, `stat`) failed;
+    /// `failure` says why, and the bindings raise the matching `OSError` subclass.
+    #[error("{message}")]
+    File {
+        failure: FileFailure,
+        message: String,
+    },
+
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -85,12 +95,19 @@ pub enum ErrorKind {
     Disk,
     Copy,
     StdinClosed,
+    FileNotFound,
+    FileIsADirectory,
+    FileNotADirectory,
+    FilePermission,
+    FileExists,
+    FileTooLarge,
+    FileOther,
     Io,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 23] = [
         ErrorKind::QemuNotFound,
         ErrorKind::Accelerator,
         ErrorKind::GuestAssets,
@@ -106,6 +123,13 @@ impl ErrorKind {
         ErrorKind::Disk,
         ErrorKind::Copy,
         ErrorKind::StdinClosed,
+        ErrorKind::FileNotFound,
+        ErrorKind::FileIsADirectory,
+        ErrorKind::FileNotADirectory,
+        ErrorKind::FilePermission,
+        ErrorKind::FileExists,
+        ErrorKind::FileTooLarge,
+        ErrorKind::FileOther,
         ErrorKind::Io,
     ];
 }
@@ -129,6 +153,15 @@ impl Error {
             Error::Disk(_) => ErrorKind::Disk,
             Error::Copy(_) => ErrorKind::Copy,
             Error::StdinClosed(_) => ErrorKind::StdinClosed,
+            Error::File { failure, .. } => match failure {
+                FileFailure::NotFound => ErrorKind::FileNotFound,
+                FileFailure::IsADirectory => ErrorKind::FileIsADirectory,
+                FileFailure::NotADirectory => ErrorKind::FileNotADirectory,
+                FileFailure::PermissionDenied => ErrorKind::FilePermission,
+                FileFailure::AlreadyExists => ErrorKind::FileExists,
+                FileFailure::TooLarge => ErrorKind::FileTooLarge,
+                FileFailure::Other => ErrorKind::FileOther,
+            },
             Error::Io { .. } => ErrorKind::Io,
         }
     }

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "archive")]
 pub mod archive;
+pub mod files;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
@@ -119,6 +120,31 @@ pub enum Builtin {
     /// Write `path` (a file or a directory tree) to stdout as a tar stream whose entries are
     /// relative to it, `.` being `path` itself.
     Pack { path: String },
+    /// Write the regular file `path`, from byte `offset`, to stdout: at most `length` bytes
+    /// when given, else all the rest, which fails ([`files::FileFailure::TooLarge`]) when it
+    /// is more than `max_bytes`, before sending any of it.
+    ReadFile {
+        path: String,
+        offset: u64,
+        length: Option<u64>,
+        max_bytes: u64,
+    },
+    /// Write stdin to `path`, created with permission bits `mode` when missing and truncated
+    /// otherwise. `parents` creates missing parent directories; `exclusive` fails when `path`
+    /// exists.
+    WriteFile {
+        path: String,
+        mode: u32,
+        parents: bool,
+        exclusive: bool,
+    },
+    /// Describe the entries of directory `path` on stdout ([`files::FileInfo`] frames, sorted
+    /// by name, symlinks not followed). Fails ([`files::FileFailure::TooLarge`]) when it has
+    /// more than `max_entries`.
+    ListDir { path: String, max_entries: u64 },
+    /// Describe `path` on stdout (one [`files::FileInfo`] frame); a symlink itself unless
+    /// `follow_symlinks`.
+    Stat { path: String, follow_symlinks: bool },
 }
 /// Messages from the guest agent to the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

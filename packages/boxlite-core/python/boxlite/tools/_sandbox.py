@@ -8,7 +8,6 @@ of tools shares: one box started on first use, a box given to it, or a pool leas
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -26,25 +25,8 @@ from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ToolResult, format_list
 
 T = TypeVar("T")
 
-#: Bytes of a file write sent per exec (base64 in an argument).
-_WRITE_CHUNK = 64 * 1024
-
-_LIST_SCRIPT = """
-[ -e "$1" ] || { echo "no such file or directory: $1" >&2; exit 2; }
-[ -d "$1" ] || { echo "not a directory: $1" >&2; exit 20; }
-find "$1" -mindepth 1 -maxdepth 1 -printf '%y\\t%s\\t%f\\n' 2>/dev/null && exit 0
-cd "$1" && for f in * .*; do
-  [ "$f" = . ] || [ "$f" = .. ] || { [ -e "$f" ] || [ -L "$f" ]; } || continue
-  if [ -L "$f" ]; then t=l; elif [ -d "$f" ]; then t=d; elif [ -f "$f" ]; then t=f; else t=o; fi
-  s=0; [ "$t" = f ] && s=$(wc -c < "$f")
-  printf '%s\\t%s\\t%s\\n' "$t" "$s" "$f"
-done
-"""
-
-_WRITE_SCRIPT = """
-mkdir -p "$(dirname "$1")" || exit 1
-if [ "$3" = append ]; then printf '%s' "$2" | base64 -d >> "$1"; else printf '%s' "$2" | base64 -d > "$1"; fi
-"""
+#: Bytes a file tool reads at most; a larger file is refused (the model sees why).
+MAX_READ_BYTES = 16 * 1024 * 1024
 
 
 def resolve_image(image: str | os.PathLike[str] | None = None) -> str:
@@ -89,17 +71,9 @@ class BoxSandbox(_InterpreterSession):
         )
 
     async def read_file(self, path: str) -> bytes:
-        """The content of ``path`` in the box; :class:`FileNotFoundError` (with the box's
-        message) when it cannot be read."""
-        result = await self.box.run("cat", ["--", path], timeout=self.default_timeout)
-        if result.exit_code != 0:
-            raise FileNotFoundError(result.stderr.strip() or f"cannot read {path}")
-        if result.stdout_dropped:
-            raise ValueError(
-                f"{path} is larger than the {len(result.stdout_bytes)} bytes a read keeps "
-                "(the box's max_output_bytes): copy it out with copy_out instead"
-            )
-        return result.stdout_bytes
+        """The content of ``path`` in the box (at most :data:`MAX_READ_BYTES`); the
+        :class:`OSError` subclass that says why otherwise (``FileNotFoundError``...)."""
+        return await self.box.read_file(path, max_bytes=MAX_READ_BYTES)
 
     async def read_text(self, path: str) -> str:
         """``path`` as text, capped like other output (a binary file is described, not dumped)."""
@@ -113,35 +87,13 @@ class BoxSandbox(_InterpreterSession):
     async def write_file(self, path: str, content: str | bytes) -> int:
         """Writes ``content`` to ``path`` (parent directories are created); returns the byte count."""
         data = content.encode() if isinstance(content, str) else content
-        await self._write_bytes(path, data)
+        await self.box.write_file(path, data, parents=True)
         return len(data)
-
-    async def _write_bytes(self, path: str, data: bytes) -> None:
-        chunks = [data[i : i + _WRITE_CHUNK] for i in range(0, len(data), _WRITE_CHUNK)] or [b""]
-        for index, chunk in enumerate(chunks):
-            encoded = base64.b64encode(chunk).decode("ascii")
-            result = await self.box.run(
-                "sh",
-                ["-c", _WRITE_SCRIPT, "sh", path, encoded, "append" if index else "truncate"],
-                timeout=self.default_timeout,
-            )
-            if result.exit_code != 0:
-                raise PermissionError(result.stderr.strip() or f"cannot write {path}")
 
     async def list_files(self, path: str = ".") -> list[FileEntry]:
         """The entries of directory ``path``, sorted by name; :class:`FileNotFoundError` or
         :class:`NotADirectoryError` otherwise."""
-        result = await self.box.run("sh", ["-c", _LIST_SCRIPT, "sh", path], timeout=self.default_timeout)
-        if result.exit_code == 20:
-            raise NotADirectoryError(result.stderr.strip())
-        if result.exit_code != 0:
-            raise FileNotFoundError(result.stderr.strip() or f"cannot list {path}")
-        kinds = {"f": "file", "d": "directory", "l": "symlink"}
-        entries = []
-        for line in result.stdout.splitlines():
-            kind, size, name = line.split("\t", 2)
-            entries.append(FileEntry(name=name, kind=kinds.get(kind, "other"), size=int(size)))
-        return sorted(entries, key=lambda e: e.name)
+        return [FileEntry(name=i.name, kind=i.kind, size=i.size) for i in await self.box.list_dir(path)]
 
 
 def _box_options(
@@ -330,14 +282,14 @@ class ToolSandbox:
         """The file's text (capped), or why it cannot be read."""
         try:
             return await self.read_text(path)
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        except OSError as e:
             return f"error: {e}"
 
     async def write_file_report(self, path: str, content: str) -> str:
         """Writes the file; says how much was written, or why it could not be."""
         try:
             written = await self.write_file(path, content)
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        except OSError as e:
             return f"error: {e}"
         return f"wrote {written} bytes to {path}"
 
@@ -345,7 +297,7 @@ class ToolSandbox:
         """The directory listing, or why it cannot be listed."""
         try:
             return format_listing(path, await self.list_files(path))
-        except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        except OSError as e:
             return f"error: {e}"
 
     read_file_report_sync = blocking(read_file_report)

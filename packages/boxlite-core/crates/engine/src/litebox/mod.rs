@@ -5,12 +5,13 @@
 //! and declared-broken handling), `record` (info, `config.json` and the `db/boxes.db` row),
 //! `confinement` (the VMM's confinement from `SecurityOptions`), `exec` (starting an
 //! execution), `execution` (the per-execution driver and [`Execution`]), `files`
-//! (copy_in/copy_out) and `metrics` ([`BoxMetrics`]). [`BoxInfo`] and [`BoxStatus`] live with
+//! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]). [`BoxInfo`] and [`BoxStatus`] live with
 //! the state they describe, in [`crate::state`], and are re-exported here.
 
 mod confinement;
 mod exec;
 mod execution;
+mod file_ops;
 mod files;
 mod lifecycle;
 mod metrics;
@@ -32,6 +33,7 @@ use crate::options::BoxOptions;
 pub use crate::state::{BoxInfo, BoxStatus, StartTimings};
 pub use exec::ExecSpec;
 pub use execution::{ExecOutput, Execution, TIMEOUT_EXIT_CODE};
+pub use file_ops::{WriteOptions, MAX_LIST_ENTRIES};
 pub(crate) use metrics::process_usage;
 pub use metrics::BoxMetrics;
 

@@ -1,32 +1,13 @@
-//! The agent's own operations, run in a forked child already chrooted into the box (see
-//! `spawn::fork_run`): tar streams for `copy_in` and `copy_out`. Their data is the child's
-//! stdin or stdout; errors go to stderr and make the exit code 1.
+//! Tar streams for `copy_in` (unpack stdin) and `copy_out` (pack to stdout).
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::FromRawFd;
 use std::path::Path;
 
-use boxlite_protocol::{archive, Builtin};
+use boxlite_protocol::archive;
 
-/// Runs `op`; returns the exit code.
-pub fn run(op: &Builtin) -> i32 {
-    let result = match op {
-        Builtin::Unpack { dest, name } => unpack(Path::new(dest), name),
-        Builtin::Pack { path } => pack(Path::new(path)),
-    };
-    match result {
-        Ok(()) => 0,
-        Err(e) => {
-            // SAFETY: fd 2 is the execution's stderr; ManuallyDrop keeps it open.
-            let mut stderr = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(2) });
-            let _ = writeln!(stderr, "{e}");
-            1
-        }
-    }
-}
-
-fn unpack(dest: &Path, name: &str) -> io::Result<()> {
+pub(super) fn unpack(dest: &Path, name: &str) -> io::Result<()> {
     // As `docker cp`: into an existing directory, else as the destination itself.
     let target = if dest.is_dir() {
         dest.join(name)
@@ -48,7 +29,7 @@ fn unpack(dest: &Path, name: &str) -> io::Result<()> {
     Ok(())
 }
 
-fn pack(path: &Path) -> io::Result<()> {
+pub(super) fn pack(path: &Path) -> io::Result<()> {
     let name = path
         .file_name()
         .map_or_else(|| "root".into(), |n| n.to_os_string());
