@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import errors, pool, sync_api
-from ._files import FileInfo
+from ._runtime.files import FileInfo
 from .codebox import CodeBox
 from .errors import (
     BoxDiedError,

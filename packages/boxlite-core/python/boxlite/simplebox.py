@@ -9,7 +9,7 @@ from typing import TypedDict
 
 from typing_extensions import Unpack
 
-from ._files import DEFAULT_READ_MAX_BYTES, FileInfo
+from ._runtime.files import DEFAULT_READ_MAX_BYTES, FileInfo
 from .errors import BoxStoppedError
 from .options import BoxOptions, SecurityOptions
 from .runtime import Box, Boxlite, BoxMetrics, ExecResult

@@ -8,36 +8,25 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from boxlite import BoxliteError, run_sync
+from boxlite import run_sync
 from boxlite.pool import BoxPool
-from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox, descriptions
+from boxlite.tools import (
+    DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_TIMEOUT,
+    ToolResult,
+    ToolSandbox,
+    descriptions,
+    guard_sandbox,
+)
+from boxlite.tools import ListFilesInput as ListFilesInput
+from boxlite.tools import PythonInput as PythonInput
+from boxlite.tools import ReadFileInput as ReadFileInput
+from boxlite.tools import ShellInput as ShellInput
+from boxlite.tools import WriteFileInput as WriteFileInput
 from crewai.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
-
-
-class PythonInput(BaseModel):
-    code: str = Field(description=descriptions.CODE_ARG)
-    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
-
-
-class ShellInput(BaseModel):
-    command: str = Field(description=descriptions.COMMAND_ARG)
-    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
-
-
-class ReadFileInput(BaseModel):
-    path: str = Field(description=descriptions.PATH_ARG)
-
-
-class WriteFileInput(BaseModel):
-    path: str = Field(description=descriptions.PATH_ARG)
-    content: str = Field(description=descriptions.CONTENT_ARG)
-
-
-class ListFilesInput(BaseModel):
-    path: str = Field(default=".", description=descriptions.DIR_ARG)
 
 
 class BoxLiteSandboxFailure(RuntimeError):
@@ -91,10 +80,7 @@ class BoxLiteBaseTool(BaseTool):
 
     @staticmethod
     async def _guard(call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except BoxliteError as e:
-            raise BoxLiteSandboxFailure(f"the BoxLite sandbox failed: {e}") from e
+        return await guard_sandbox(call, BoxLiteSandboxFailure)
 
 
 class BoxLitePythonTool(BoxLiteBaseTool):

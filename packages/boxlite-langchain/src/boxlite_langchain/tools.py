@@ -6,9 +6,21 @@ import os
 from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
-from boxlite import BoxliteError, run_sync
+from boxlite import run_sync
 from boxlite.pool import BoxPool
-from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox, descriptions
+from boxlite.tools import (
+    DEFAULT_MAX_OUTPUT_CHARS,
+    DEFAULT_TIMEOUT,
+    ToolResult,
+    ToolSandbox,
+    descriptions,
+    guard_sandbox,
+)
+from boxlite.tools import ListFilesInput as ListFilesInput
+from boxlite.tools import PythonInput as PythonInput
+from boxlite.tools import ReadFileInput as ReadFileInput
+from boxlite.tools import ShellInput as ShellInput
+from boxlite.tools import WriteFileInput as WriteFileInput
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.messages.content import create_image_block
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
@@ -18,29 +30,6 @@ T = TypeVar("T")
 
 #: What the model receives: the result text, plus one image content block per image.
 ToolContent = str | list[str | dict[str, Any]]
-
-
-class PythonInput(BaseModel):
-    code: str = Field(description=descriptions.CODE_ARG)
-    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
-
-
-class ShellInput(BaseModel):
-    command: str = Field(description=descriptions.COMMAND_ARG)
-    timeout: float | None = Field(default=None, gt=0, description=descriptions.TIMEOUT_ARG)
-
-
-class ReadFileInput(BaseModel):
-    path: str = Field(description=descriptions.PATH_ARG)
-
-
-class WriteFileInput(BaseModel):
-    path: str = Field(description=descriptions.PATH_ARG)
-    content: str = Field(description=descriptions.CONTENT_ARG)
-
-
-class ListFilesInput(BaseModel):
-    path: str = Field(default=".", description=descriptions.DIR_ARG)
 
 
 def to_content(result: ToolResult) -> ToolContent:
@@ -97,10 +86,7 @@ class BoxLiteBaseTool(BaseTool):
 
     @staticmethod
     async def _guard(call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except BoxliteError as e:
-            raise ToolException(f"the BoxLite sandbox failed: {e}") from e
+        return await guard_sandbox(call, ToolException)
 
 
 class BoxLitePythonTool(BoxLiteBaseTool):

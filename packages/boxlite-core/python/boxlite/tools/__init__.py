@@ -3,12 +3,15 @@
 Run Python (fresh per call or a persistent session), shell commands and file operations in a
 box, with per-call timeouts that kill every process a call started, output capped with an
 explicit truncation marker, images the code writes collected as PNG bytes, and one text format
-for results. Adapters only translate between this and their framework.
+for results. The tools' arguments (``schemas.py``: the input schemas a model sees, and the one
+check of a call's timeout) and the guard that turns a sandbox failure into a framework's
+error (``guard.py``) are here too: adapters only translate between this and their framework.
 """
 
 from __future__ import annotations
 
 from . import descriptions
+from .guard import guard_sandbox
 from .result import (
     DEFAULT_MAX_OUTPUT_CHARS,
     FileEntry,
@@ -26,6 +29,14 @@ from .sandbox import (
     create_tool_pool,
     resolve_image,
 )
+from .schemas import (
+    ListFilesInput,
+    PythonInput,
+    ReadFileInput,
+    ShellInput,
+    WriteFileInput,
+    call_timeout,
+)
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
@@ -34,12 +45,19 @@ __all__ = [
     "BoxSandbox",
     "FileEntry",
     "ImageOutput",
+    "ListFilesInput",
+    "PythonInput",
+    "ReadFileInput",
+    "ShellInput",
     "ToolResult",
     "ToolSandbox",
     "ToolSandboxError",
+    "WriteFileInput",
+    "call_timeout",
     "create_tool_pool",
     "descriptions",
     "format_listing",
+    "guard_sandbox",
     "resolve_image",
     "truncate_output",
 ]

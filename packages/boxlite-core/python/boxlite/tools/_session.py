@@ -27,6 +27,7 @@ from typing_extensions import Self
 from ..errors import BoxliteError
 from ..runtime import Box, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .result import DEFAULT_MAX_OUTPUT_CHARS, ImageOutput, ToolResult, truncate_output
+from .schemas import call_timeout
 
 logger = logging.getLogger("boxlite.tools")
 
@@ -247,11 +248,7 @@ class _InterpreterSession:
     # -- tool operations -------------------------------------------------------------------
 
     def _timeout(self, timeout: float | None) -> float:
-        if timeout is None:
-            return self.default_timeout
-        if timeout <= 0:
-            raise ValueError(f"timeout={timeout} must be a positive number of seconds")
-        return float(timeout)
+        return call_timeout(timeout, self.default_timeout)
 
     def _cap(
         self, stdout: str, stderr: str, out_total: int | None = None, err_total: int | None = None

@@ -11,11 +11,11 @@ import stat as _stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import _bridge
-from .errors import InvalidOptionError
+from .. import _bridge
+from ..errors import InvalidOptionError
 
 if TYPE_CHECKING:
-    from . import _engine
+    from .. import _engine
 
 #: Bytes :meth:`FileOps.read_file` returns at most unless told otherwise; a larger file is
 #: refused (:class:`~boxlite.errors.BoxFileTooLargeError`) before any of it is sent.

@@ -1,0 +1,183 @@
+"""``BoxPool``: its constructor (the checked settings, the empty state) and its public async
+API. The rest of the class is in its bases, one concern each: ``state.py`` (what every part
+reads and writes, ``stats()``), ``filling.py`` (booting, preparing, retiring boxes),
+``leasing.py`` (acquire, release and close on the library loop) and ``sync.py`` (the blocking
+twins)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
+
+from .. import sync_api
+from ..codebox import default_image
+from ..errors import InvalidOptionError
+from ..options import BoxOptions
+from ..runtime import Box, Boxlite
+from .health import default_health_check
+from .lease import Lease
+from .sync import _SyncPool
+
+
+class BoxPool(_SyncPool):
+    """A pool of pre-warmed boxes (see the module docs).
+
+    Args:
+        options: The boxes' options. Default: ``BoxOptions(image=default_image())``
+            (``BOXLITE_DEFAULT_IMAGE`` or ``python:slim``). ``name`` must be unset.
+        runtime: The runtime the boxes live in. Default: :meth:`Boxlite.default`.
+        min_idle: Boxes kept booted and ready for a lease.
+        max_size: Most boxes at once: idle, leased, booting and stopping together.
+        max_uses: Leases a box serves before it is destroyed. 1 (default): a fresh box for
+            every lease, so no state leaks between tenants.
+        max_lifetime: Seconds after which a box is retired (when idle, or on release).
+        acquire_timeout: Seconds :meth:`acquire` waits for a box before raising
+            :class:`~boxlite.errors.PoolExhaustedError`.
+        exhaustion: When all ``max_size`` boxes are leased: ``"wait"`` for one (up to
+            ``acquire_timeout``) or ``"fail"`` at once with ``PoolExhaustedError``.
+        prepare: Awaited once on every new box before it becomes idle (e.g. to start a warm
+            interpreter); its result is :attr:`Lease.resource`. If it raises, the box is destroyed.
+        health_check: Awaited before every lease; a box for which it returns ``False`` (or
+            raises) is destroyed and another one is tried. Default: :func:`default_health_check`.
+    """
+
+    def __init__(
+        self,
+        options: BoxOptions | None = None,
+        *,
+        runtime: Boxlite | None = None,
+        min_idle: int = 1,
+        max_size: int = 4,
+        max_uses: int = 1,
+        max_lifetime: float | None = None,
+        acquire_timeout: float = 60.0,
+        exhaustion: Literal["wait", "fail"] = "wait",
+        prepare: Callable[[Box], Awaitable[Any]] | None = None,
+        health_check: Callable[[Box], Awaitable[bool]] | None = None,
+    ) -> None:
+        if max_size < 1:
+            raise InvalidOptionError(f"BoxPool max_size must be at least 1, got {max_size}")
+        if not 0 <= min_idle <= max_size:
+            raise InvalidOptionError(f"BoxPool min_idle must be between 0 and max_size ({max_size}), got {min_idle}")
+        if max_uses < 1:
+            raise InvalidOptionError(f"BoxPool max_uses must be at least 1, got {max_uses}")
+        if max_lifetime is not None and max_lifetime <= 0:
+            raise InvalidOptionError(f"BoxPool max_lifetime must be positive seconds or None, got {max_lifetime}")
+        if acquire_timeout < 0:
+            raise InvalidOptionError(f"BoxPool acquire_timeout must be >= 0 seconds, got {acquire_timeout}")
+        if exhaustion not in ("wait", "fail"):
+            raise InvalidOptionError(f"BoxPool exhaustion must be 'wait' or 'fail', got {exhaustion!r}")
+        options = options if options is not None else BoxOptions(image=default_image())
+        if options.name is not None:
+            raise InvalidOptionError(
+                f"BoxPool options must not set a name ({options.name!r}): the pool's boxes cannot share one"
+            )
+        self._options = options
+        self._runtime = runtime
+        self.min_idle = min_idle
+        self.max_size = max_size
+        self.max_uses = max_uses
+        self.max_lifetime = max_lifetime
+        self.acquire_timeout = acquire_timeout
+        self.exhaustion = exhaustion
+        self._prepare = prepare
+        self._health_check = health_check or default_health_check
+
+        # Touched only on the library loop (sync_api.loop()); declared in state.py.
+        self._idle = deque()
+        self._leased = set()
+        self._starting = 0
+        self._stopping = 0
+        self._waiting = 0
+        self._created = 0
+        self._destroyed = 0
+        self._broken = 0
+        self._leases = 0
+        self._closed = False
+        self._tasks = set()
+        self._changed = None
+        # Creation failures, so waiting acquirers raise them instead of waiting out the timeout.
+        self._create_failures = 0
+        self._last_create_error = None
+        # After a creation failure, background top-ups pause until then (no boot loop on a bad
+        # image or a failing prepare); acquirers still start boxes on demand.
+        self._retry_after = 0.0
+        sync_api.at_exit(self._close)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def options(self) -> BoxOptions:
+        return self._options
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def start(self) -> None:
+        """Boots boxes until ``min_idle`` are idle, and waits for them; raises the first
+        creation error. Optional: the first lease starts warming the pool too."""
+        await sync_api.run_in_library_loop(self._start())
+
+    async def acquire(self) -> Lease:
+        """Leases a healthy box; :meth:`release` it when done (or use :meth:`lease`).
+
+        Raises :class:`~boxlite.errors.PoolExhaustedError` when no box comes free in time,
+        :class:`~boxlite.errors.PoolClosedError` after :meth:`close`, and the creation error
+        (e.g. :class:`~boxlite.errors.ImageError`) when booting a box for this caller fails.
+        """
+        if sync_api.in_library_loop():
+            return await self._acquire()
+        delivery, runner = self._submit_acquire()
+        try:
+            return await asyncio.wrap_future(delivery)
+        except asyncio.CancelledError:
+            self._abandon(delivery, runner)
+            raise
+
+    async def release(self, lease: Lease, *, broken: bool = False) -> None:
+        """Returns a leased box. It is destroyed instead of reused when it is broken
+        (``broken=True`` or :meth:`Lease.mark_broken`), has served ``max_uses`` leases or is
+        older than ``max_lifetime``. Releasing twice does nothing."""
+        # Shielded: a caller cancelled while releasing must not leave the box leased forever.
+        await asyncio.shield(sync_api.run_in_library_loop(self._release(lease, broken)))
+
+    @contextlib.asynccontextmanager
+    async def lease(self) -> AsyncIterator[Lease]:
+        """``async with pool.lease() as lease:`` — an exception escaping the block marks the box
+        broken (it is destroyed, not reused)."""
+        leased = await self.acquire()
+        try:
+            yield leased
+        except BaseException:
+            await self.release(leased, broken=True)
+            raise
+        await self.release(leased)
+
+    async def close(self) -> None:
+        """Stops every box of the pool (idle, leased and booting) and waits for them; later
+        leases raise :class:`~boxlite.errors.PoolClosedError`. Closing twice does nothing."""
+        await asyncio.shield(sync_api.run_in_library_loop(self._close()))
+
+    async def __aenter__(self) -> BoxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> BoxPool:
+        self.start_sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_sync()
+
+    def __repr__(self) -> str:
+        return f"<boxlite.pool.BoxPool {self.stats()} closed={self._closed}>"
+
+
+__all__ = ["BoxPool"]

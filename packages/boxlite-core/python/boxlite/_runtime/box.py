@@ -1,0 +1,133 @@
+"""``Box``: one VM with its own kernel: starting executions (``exec``, ``run``), metrics,
+copying files in and out, start and stop; its file operations come from ``files.py``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from .. import _bridge, _engine
+from ..options import normalize_env
+from .execution import Execution
+from .files import FileOps
+from .info import BoxInfo, BoxMetrics
+from .result import ExecResult
+
+if TYPE_CHECKING:
+    from .runtime import Boxlite
+
+#: Terminal size of a ``tty=True`` execution until it is resized (rows, columns).
+DEFAULT_TTY_SIZE = (24, 80)
+
+
+def _exec_args(args: Sequence[str] | str | None) -> list[str]:
+    if args is None:
+        return []
+    if isinstance(args, str):
+        return [args]
+    return [str(a) for a in args]
+
+
+class Box(FileOps):
+    """A box created by :meth:`Boxlite.create`: one VM with its own kernel."""
+
+    def __init__(self, inner: _engine.Box, runtime: Boxlite) -> None:
+        self._inner = inner
+        self._runtime = runtime
+
+    @property
+    def id(self) -> str:
+        return self._inner.id
+
+    @property
+    def name(self) -> str | None:
+        return self._inner.name
+
+    def info(self) -> BoxInfo:
+        """A snapshot of the box's state."""
+        return BoxInfo.model_validate_json(self._inner.info())
+
+    async def exec(
+        self,
+        cmd: str,
+        args: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        *,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        tty: bool = False,
+        max_output_bytes: int | None = None,
+    ) -> Execution:
+        """Starts ``cmd`` with ``args`` in the box; ``await execution.wait()`` for the result,
+        or read its :meth:`~Execution.stdout` / :meth:`~Execution.stderr` as they arrive.
+
+        ``env`` adds to the box's and the image's environment. ``user`` is ``uid[:gid]``.
+        With ``timeout`` (seconds), every process the execution started is killed once it runs
+        longer, and ``wait()`` returns a result with ``timed_out=True`` and exit code 124.
+        ``tty=True`` runs it on a pseudo-terminal (24x80 until :meth:`~Execution.resize_tty`).
+        ``max_output_bytes`` caps each stream in ``wait()``'s result (default: the box's).
+        """
+        argv, pairs = _exec_args(args), normalize_env(env)
+        size = DEFAULT_TTY_SIZE if tty else None
+        inner = await _bridge.call(
+            lambda c: self._inner.exec(
+                c, str(cmd), argv, pairs, working_dir, user, True, timeout, size, False, max_output_bytes
+            )
+        )
+        return Execution(inner)
+
+    async def run(
+        self,
+        cmd: str,
+        args: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        *,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+    ) -> ExecResult:
+        """Runs ``cmd`` to its end and returns its result: :meth:`exec` and ``wait()`` in one
+        call, with stdin reading ``/dev/null``. A cancelled call kills the execution's processes.
+        Each stream keeps at most ``max_output_bytes`` (default: the box's); see :class:`ExecResult`.
+        """
+        argv, pairs = _exec_args(args), normalize_env(env)
+        output = await _bridge.call(
+            lambda c: self._inner.exec(
+                c, str(cmd), argv, pairs, working_dir, user, False, timeout, None, True, max_output_bytes
+            )
+        )
+        return ExecResult._from_engine(output)
+
+    async def metrics(self) -> BoxMetrics:
+        """Resource use: guest memory and CPU, the VMM's host memory and CPU, executions, and
+        the durations of the stages of the last start."""
+        return BoxMetrics._from_json(await _bridge.call(self._inner.metrics))
+
+    async def copy_in(self, host_path: str | os.PathLike[str], guest_path: str) -> None:
+        """Copies a host file or directory tree into the box (as ``docker cp`` does: into
+        ``guest_path`` when it is an existing directory, else as ``guest_path``), keeping modes."""
+        source = os.fspath(host_path)
+        await _bridge.call(lambda c: self._inner.copy_in(c, source, guest_path))
+
+    async def copy_out(self, guest_path: str, host_path: str | os.PathLike[str]) -> None:
+        """Copies a file or directory tree out of the box (into ``host_path`` when it is an
+        existing directory, else as ``host_path``), keeping modes."""
+        target = os.fspath(host_path)
+        await _bridge.call(lambda c: self._inner.copy_out(c, guest_path, target))
+
+    async def start(self) -> None:
+        """Starts a stopped box again (a kept box keeps its files)."""
+        await _bridge.call(self._inner.start)
+
+    async def stop(self) -> None:
+        """Shuts the guest down; with ``auto_remove`` the box's files are deleted too."""
+        await _bridge.call(self._inner.stop)
+
+    def __repr__(self) -> str:
+        return f"<boxlite.Box id={self.id} status={self.info().status}>"
+
+
+__all__ = ["DEFAULT_TTY_SIZE", "Box"]

@@ -1,0 +1,120 @@
+"""``Boxlite``: the runtime, a home directory (``BOXLITE_HOME``) and the boxes in it: creating,
+finding, listing and removing boxes, its metrics, and stopping every box at interpreter exit."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import threading
+from pathlib import Path
+
+from .. import _bridge, _engine
+from ..images import Images
+from ..options import BoxOptions, Options
+from .box import Box
+from .info import BoxInfo, RuntimeMetrics
+
+logger = logging.getLogger("boxlite")
+
+#: Where the wheel keeps the guest kernel and initramfs (``boxlite/_guest``).
+GUEST_DIR = Path(__file__).parent.parent / "_guest"
+
+#: Seconds allowed at interpreter exit to stop boxes cleanly before their VMs are killed.
+EXIT_STOP_TIMEOUT = 20.0
+
+
+class Boxlite:
+    """The BoxLite runtime: a home directory (``BOXLITE_HOME``) and the boxes in it."""
+
+    _default: Boxlite | None = None
+    _default_lock = threading.Lock()
+
+    def __init__(self, options: Options | None = None) -> None:
+        options = options or Options()
+        payload = {
+            "home_dir": options.home_dir,
+            "guest_dir": str(GUEST_DIR),
+            **options.model_dump(mode="json", include={"registry_mirrors", "image_registries"}),
+            **options.model_dump(mode="json", include={"image_max_bytes", "image_max_entries"}, exclude_none=True),
+        }
+        self._inner = _engine.Runtime(json.dumps(payload))
+        #: The image cache: ``pull()``, ``list()``, ``remove()``, ``prune()``.
+        self.images = Images(self._inner)
+        _live_runtimes.append(self)
+
+    @classmethod
+    def default(cls) -> Boxlite:
+        """The process-wide runtime on the default home directory."""
+        with cls._default_lock:
+            if cls._default is None:
+                cls._default = cls()
+            return cls._default
+
+    @property
+    def home(self) -> Path:
+        return Path(self._inner.home)
+
+    async def create(self, options: BoxOptions) -> Box:
+        """Creates a box from ``options`` and boots it."""
+        payload = options.model_dump_json()
+        return Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
+
+    async def get(self, id_or_name: str) -> Box:
+        """The box with this id or name, also one created by another process (a kept box can be
+        started again; one whose owner died is reattached); :class:`~boxlite.errors.BoxNotFoundError`
+        otherwise."""
+        return Box(await _bridge.call(lambda c: self._inner.get(c, id_or_name)), self)
+
+    async def get_info(self, id_or_name: str) -> BoxInfo:
+        """The info of a box of this home, without taking it over."""
+        return BoxInfo.model_validate_json(self._inner.get_info(id_or_name))
+
+    async def list_info(self) -> list[BoxInfo]:
+        """Infos of every box of this home (``db/boxes.db``), whichever process created it."""
+        return [BoxInfo.model_validate(d) for d in json.loads(self._inner.list_info())]
+
+    async def remove(self, id_or_name: str, force: bool = False) -> None:
+        """Deletes a box and its files; ``force`` stops a running box first."""
+        await _bridge.call(lambda c: self._inner.remove(c, id_or_name, force))
+
+    async def metrics(self) -> RuntimeMetrics:
+        """Totals over this runtime's boxes."""
+        return RuntimeMetrics.model_validate_json(self._inner.metrics())
+
+    async def accelerator(self) -> dict[str, str]:
+        """The accelerator boxes run on (``accel``) and why (``reason``)."""
+        result: dict[str, str] = json.loads(await _bridge.call(self._inner.accelerator))
+        return result
+
+    async def shutdown(self) -> None:
+        """Stops every running box of this runtime."""
+        await _bridge.call(self._inner.shutdown)
+
+    async def bare_boot_ms(self) -> float:
+        """Boots the guest kernel and agent alone (no disk); milliseconds to the agent's hello.
+
+        The baseline the start-up benchmark compares ``create()`` against.
+        """
+        result: float = await _bridge.call(self._inner.bare_boot_ms)
+        return result
+
+    def _shutdown_at_exit(self) -> None:
+        self._inner.shutdown_blocking(EXIT_STOP_TIMEOUT)
+
+
+# Strong references: a runtime's boxes must be stopped at exit even if the caller dropped it.
+_live_runtimes: list[Boxlite] = []
+
+
+@atexit.register
+def _stop_boxes_at_exit() -> None:
+    """No VM outlives the interpreter that started it."""
+    for runtime in list(_live_runtimes):
+        try:
+            runtime._shutdown_at_exit()
+        except Exception:  # pragma: no cover - best effort at exit
+            logger.exception("stopping boxes at exit failed")
+
+
+__all__ = ["EXIT_STOP_TIMEOUT", "GUEST_DIR", "Boxlite"]
