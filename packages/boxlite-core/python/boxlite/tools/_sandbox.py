@@ -22,6 +22,7 @@ from ..runtime import Box, Boxlite, ExecResult
 from ..sync_api import run_in_library_loop
 from ._session import DEFAULT_OUTPUT_DIR, DEFAULT_TIMEOUT, ToolSandboxError, _check_limits, _InterpreterSession
 from .result import DEFAULT_MAX_OUTPUT_CHARS, FileEntry, ToolResult, format_listing, truncate_output
+from .schemas import call_timeout
 
 T = TypeVar("T")
 
@@ -151,6 +152,7 @@ class ToolSandbox:
         self._options = _box_options(image, options, memory_mib, cpus) if box is None else None
         self._pool = pool
         self._runtime = runtime
+        self.default_timeout = default_timeout
         self._sandbox_kwargs: dict[str, Any] = {
             "persistent": persistent,
             "max_output_chars": max_output_chars,
@@ -257,11 +259,13 @@ class ToolSandbox:
 
     async def run_python(self, code: str, timeout: float | None = None) -> ToolResult:
         """See :meth:`BoxSandbox.run_python`."""
-        return await self._call(lambda s: s.run_python(code, timeout))
+        seconds = call_timeout(timeout, self.default_timeout)  # before a lease: a bad argument costs no box
+        return await self._call(lambda s: s.run_python(code, seconds))
 
     async def run_shell(self, command: str, timeout: float | None = None) -> ToolResult:
         """See :meth:`BoxSandbox.run_shell`."""
-        return await self._call(lambda s: s.run_shell(command, timeout))
+        seconds = call_timeout(timeout, self.default_timeout)
+        return await self._call(lambda s: s.run_shell(command, seconds))
 
     async def read_file(self, path: str) -> bytes:
         return await self._call(lambda s: s.read_file(path))

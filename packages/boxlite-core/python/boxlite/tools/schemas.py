@@ -8,6 +8,8 @@ and shell, a shared box or a pool lease); the schemas' ``gt=0`` tells the model 
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, Field
 
 from . import descriptions
@@ -38,10 +40,10 @@ class ListFilesInput(BaseModel):
 
 def call_timeout(timeout: float | None, default: float) -> float:
     """The seconds a tool call may run: ``default`` when no ``timeout`` is given, else the
-    ``timeout``, which must be positive (:class:`ValueError` otherwise)."""
+    ``timeout``, which must be a positive, finite number (:class:`ValueError` otherwise)."""
     if timeout is None:
         return default
-    if timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ValueError(f"timeout={timeout} must be a positive number of seconds")
     return float(timeout)
 

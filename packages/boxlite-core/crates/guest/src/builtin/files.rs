@@ -64,7 +64,13 @@ fn stdout() -> std::mem::ManuallyDrop<File> {
 /// the rest, refused when that is more than `max_bytes` (before sending anything) or found to
 /// be while reading (a file that grows, a /proc file whose size says 0).
 pub(super) fn read(path: &Path, offset: u64, length: Option<u64>, max_bytes: u64) -> Result {
-    let mut file = File::open(path).map_err(|e| Failure::io(path, e))?;
+    // Non-blocking: opening a FIFO must not wait for a writer (it is refused below); reads
+    // of a regular file ignore the flag.
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| Failure::io(path, e))?;
     let meta = file.metadata().map_err(|e| Failure::io(path, e))?;
     if meta.is_dir() {
         return Err(Failure::new(
