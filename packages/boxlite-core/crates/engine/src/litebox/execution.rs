@@ -52,6 +52,11 @@ pub const TIMEOUT_EXIT_CODE: i32 = 124;
 /// Largest stdin chunk sent in one frame.
 pub(super) const STDIN_CHUNK: usize = 64 * 1024;
 
+/// The instant `timeout` from now; a deadline beyond what the clock can hold never comes.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
 /// A running (or finished) process in a box.
 pub struct Execution {
     pub(super) litebox: Arc<LiteBox>,
@@ -70,7 +75,8 @@ pub struct Execution {
 
 impl Execution {
     /// An execution the agent has just started (`started` is what [`AgentClient::exec`]
-    /// returned), with its driver task spawned: the timeout, if any, runs from now.
+    /// returned), with its driver task spawned: the timeout, if any, runs from now (until
+    /// [`Execution::set_deadline`] sets another).
     ///
     /// [`LiteBox::exec`] calls it; it is also the seam the unit tests use to drive an
     /// execution over a fake agent, without a VM.
@@ -85,10 +91,12 @@ impl Execution {
     ) -> Execution {
         let (exec_id, events) = started;
         let (changed, _) = watch::channel(0u64);
+        let (deadline, _) = watch::channel(deadline_after(timeout));
         let shared = Arc::new(ExecShared {
             state: Mutex::new(ExecState::default()),
             changed,
             stdin_credit: Semaphore::new(OUTPUT_WINDOW as usize),
+            deadline,
             kill_sent: tokio::sync::Notify::new(),
         });
         tokio::spawn(drive_execution(
@@ -96,7 +104,6 @@ impl Execution {
             events,
             agent.clone(),
             exec_id,
-            timeout.map(|t| Instant::now() + t),
         ));
         Execution {
             litebox,
@@ -114,6 +121,23 @@ impl Execution {
 
     pub fn id(&self) -> u32 {
         self.exec_id
+    }
+
+    /// From now, the execution's timeout is `timeout` (`None` disarms it), in place of the
+    /// one it was started with. When it runs out, the timeout path runs as for a timeout given
+    /// at the start: every process of the execution is killed, the kill must be confirmed
+    /// within the kill-confirm deadline, and the result reports `timed_out` and exit code
+    /// [`TIMEOUT_EXIT_CODE`]. Setting it after the execution ended, after the timeout fired or
+    /// after a kill was sent does nothing.
+    ///
+    /// Returns whether the execution was still running with its timeout not fired: `false`
+    /// means this did nothing (and, for a disarm, that the timeout fired first). The warm
+    /// interpreter of the tool core arms it around each request it serves.
+    pub fn set_deadline(&self, timeout: Option<Duration>) -> bool {
+        // The driver decides under this lock whether its alarm still stands.
+        let state = self.shared.state.lock().expect("exec state");
+        self.shared.deadline.send_replace(deadline_after(timeout));
+        state.end.is_none() && !state.timed_out
     }
 
     pub fn is_tty(&self) -> bool {

@@ -19,16 +19,20 @@ pub(super) const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// confirmation of its kill even when nobody waits for it. It never waits on the channel
 /// itself (acknowledgements and kills are sent by tasks of their own), so it keeps up with the
 /// guest whatever the guest does.
+///
+/// The timeout is the deadline in `shared.deadline`, read again whenever it changes
+/// ([`Execution::set_deadline`](super::Execution::set_deadline)); once it fired, or a kill
+/// was sent, only the kill-confirm deadline counts.
 pub(super) async fn drive_execution(
     shared: Arc<ExecShared>,
     mut events: mpsc::UnboundedReceiver<ExecEvent>,
     agent: Arc<AgentClient>,
     exec_id: u32,
-    deadline: Option<Instant>,
 ) {
+    let mut deadline = shared.deadline.subscribe();
     let mut kill_deadline: Option<Instant> = None;
     loop {
-        let alarm = kill_deadline.or(deadline);
+        let alarm = kill_deadline.or(*deadline.borrow_and_update());
         let event = tokio::select! {
             event = events.recv() => event.unwrap_or_else(|| {
                 ExecEvent::Lost(agent.closed_error().unwrap_or(AgentError::Closed))
@@ -37,6 +41,9 @@ pub(super) async fn drive_execution(
                 kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
                 continue;
             }
+            // Re-armed or disarmed: the alarm is computed again. (`shared` holds the sender,
+            // so `changed` cannot fail while this task runs.)
+            Ok(()) = deadline.changed(), if kill_deadline.is_none() => continue,
             _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
                 if kill_deadline.is_some() {
                     agent.fail(AgentError::KillNotConfirmed {
@@ -44,9 +51,19 @@ pub(super) async fn drive_execution(
                     });
                     ExecEvent::Lost(agent.closed_error().unwrap_or(AgentError::Closed))
                 } else {
-                    // The timeout contract: every process of the execution is dead before the
-                    // result is reported; the agent reports the exit once its cgroup is empty.
-                    shared.state.lock().expect("exec state").timed_out = true;
+                    {
+                        let mut state = shared.state.lock().expect("exec state");
+                        // Disarmed or re-armed since the alarm was computed: not yet. (Checked
+                        // under the lock `set_deadline` holds, so that a disarm it reports as
+                        // taken is never overtaken by the old deadline.)
+                        if deadline.borrow().is_none_or(|at| at > Instant::now()) {
+                            continue;
+                        }
+                        // The timeout contract: every process of the execution is dead before
+                        // the result is reported; the agent reports the exit once its cgroup
+                        // is empty.
+                        state.timed_out = true;
+                    }
                     kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
                     let agent = agent.clone();
                     // A failed send closes the channel, which ends this execution as lost.

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use boxlite_protocol::{ExitStatus, OutputStream, OUTPUT_CHUNK_LEN, OUTPUT_WINDOW};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 use crate::agent::AgentError;
 
@@ -66,6 +67,9 @@ pub(in crate::litebox) struct ExecShared {
     pub(super) changed: watch::Sender<u64>,
     /// Bytes of stdin that may still be sent before the agent acknowledges earlier ones.
     pub(super) stdin_credit: Semaphore,
+    /// When the execution's timeout fires, if it has one: set at the start, re-armed or
+    /// disarmed by `set_deadline`, watched by the driver.
+    pub(super) deadline: watch::Sender<Option<Instant>>,
     /// A kill was sent: its confirmation (the exit) is due within
     /// [`KILL_CONFIRM_TIMEOUT`](super::driver::KILL_CONFIRM_TIMEOUT).
     pub(super) kill_sent: tokio::sync::Notify,
