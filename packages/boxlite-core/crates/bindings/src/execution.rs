@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use boxlite_engine::options::timeout_from_secs;
 use boxlite_engine::{Error, ExecOutput, Execution};
 use boxlite_protocol::OutputStream;
 use pyo3::prelude::*;
@@ -41,6 +42,16 @@ impl PyExecution {
     fn wait(&self, completer: &Completer) -> u64 {
         let execution = self.inner.clone();
         completer.spawn(async move { engine(execution.wait().await.map(PyExecOutput)) })
+    }
+
+    /// From now, the execution's timeout is `seconds` (`None` disarms it); see
+    /// `Execution::set_deadline`. `seconds` is checked as `exec`'s `timeout` is. Returns
+    /// whether the execution was still running with its timeout not fired (`False`: it did
+    /// nothing). It only records the deadline for the driver task, so it needs no completer.
+    #[pyo3(signature = (seconds))]
+    fn set_deadline(&self, seconds: Option<f64>) -> PyResult<bool> {
+        let timeout = seconds.map(timeout_from_secs).transpose().map_err(to_py)?;
+        Ok(self.inner.set_deadline(timeout))
     }
 
     fn kill(&self, completer: &Completer) -> u64 {

@@ -4,6 +4,7 @@
 //! become the exception classes of `boxlite.errors`.
 
 mod bridge;
+mod contract;
 mod errors;
 mod execution;
 mod litebox;
@@ -28,6 +29,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyExecOutput>()?;
     m.add_class::<PyPull>()?;
     m.add_class::<Completer>()?;
-    m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
+    contract::register(m)?;
     Ok(())
 }

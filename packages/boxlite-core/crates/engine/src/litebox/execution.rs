@@ -19,6 +19,7 @@ use super::LiteBox;
 use crate::agent::{AgentClient, AgentError, ExecEvent};
 use crate::error::{Error, Result};
 use driver::drive_execution;
+pub use driver::KILL_CONFIRM_TIMEOUT;
 use state::{stream_index, ExecShared, ExecState};
 
 /// The end of an execution.

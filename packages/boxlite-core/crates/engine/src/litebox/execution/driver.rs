@@ -13,7 +13,7 @@ use crate::agent::{AgentClient, AgentError, ExecEvent};
 
 /// How long the agent may take to confirm a kill (`kill()` or a timeout's) before the box is
 /// declared broken.
-pub(super) const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+pub const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Routes one execution's events into its shared state, and enforces its timeout and the
 /// confirmation of its kill even when nobody waits for it. It never waits on the channel

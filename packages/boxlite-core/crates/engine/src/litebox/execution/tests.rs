@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use boxlite_protocol::{ExitStatus, GuestMessage, HostMessage, OutputStream, OUTPUT_WINDOW};
 
-use super::driver::KILL_CONFIRM_TIMEOUT;
 use super::state::ACK_BATCH;
-use super::{Execution, STDIN_CHUNK, TIMEOUT_EXIT_CODE};
+use super::{Execution, KILL_CONFIRM_TIMEOUT, STDIN_CHUNK, TIMEOUT_EXIT_CODE};
 use crate::agent::Deadlines;
 use crate::assets::GuestAssets;
 use crate::error::Error;
