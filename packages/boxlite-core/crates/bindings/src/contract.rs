@@ -18,3 +18,25 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("COPY_OUT_MAX_BYTES_DEFAULT", COPY_OUT_MAX_BYTES_DEFAULT)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// mypy reads `_engine.pyi`, not the module: each constant registered here is declared there.
+    #[test]
+    fn every_constant_is_declared_in_the_stub() {
+        let source = include_str!("contract.rs");
+        let stub = include_str!("../../../python/boxlite/_engine.pyi");
+        let names: Vec<&str> = source
+            .split("m.add(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        assert!(names.len() >= 5, "{names:?}");
+        for name in names {
+            assert!(
+                stub.contains(&format!("\n{name}: ")),
+                "{name} is not declared in _engine.pyi"
+            );
+        }
+    }
+}
