@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import errors, pool, sync_api
+from . import contract, errors, pool, sync_api
 from ._runtime.files import FileInfo
 from .codebox import CodeBox
+from .contract import TIMEOUT_EXIT_CODE
 from .errors import (
     BoxDiedError,
     BoxliteConflictError,
@@ -30,6 +31,7 @@ from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimp
 __version__ = "0.1.0"
 
 __all__ = [
+    "TIMEOUT_EXIT_CODE",
     "Box",
     "BoxDiedError",
     "BoxInfo",
@@ -70,6 +72,7 @@ __all__ = [
     "SyncCodeBox",
     "SyncExecution",
     "SyncSimpleBox",
+    "contract",
     "errors",
     "pool",
     "run_sync",

@@ -12,10 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from .contract import DEFAULT_COPY_OUT_MAX_BYTES, DEFAULT_MAX_OUTPUT_BYTES
 from .images import ImageRegistry
-
-#: Bytes of each output stream a result keeps unless ``BoxOptions.max_output_bytes`` says otherwise.
-DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 
 
 def normalize_env(env: Mapping[str, str] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:
@@ -191,7 +189,7 @@ class BoxOptions(BaseModel):
     ports: list[tuple[int, int, str]] = []
     network: NetworkSpec = NetworkSpec()
     volumes: list[tuple[str, str, str]] = []
-    copy_out_max_bytes: int = 4 << 30
+    copy_out_max_bytes: int = DEFAULT_COPY_OUT_MAX_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
 
     @field_validator("network", mode="before")

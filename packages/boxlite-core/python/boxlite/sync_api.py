@@ -92,6 +92,13 @@ class SyncExecution(AsyncProxy[Execution]):
         many seconds and kills every process the execution started."""
         return run_sync(self._target.wait(), timeout)
 
+    def set_deadline(self, seconds: float | None) -> bool:
+        """Sets the execution's timeout from now (see :meth:`Execution.set_deadline`).
+
+        Not a :func:`blocking` twin: the async method is not a coroutine (it only hands the
+        deadline to the engine), so the sync class calls it directly."""
+        return self._target.set_deadline(seconds)
+
     kill = blocking(Execution.kill)
     signal = blocking(Execution.signal)
 

@@ -64,6 +64,20 @@ class Execution:
             await _bridge.call(self._inner.kill)
             raise
 
+    def set_deadline(self, seconds: float | None) -> bool:
+        """From now, the execution's timeout is ``seconds`` (``None`` disarms it), in place of
+        the ``timeout`` it was started with. When it runs out, the engine does what it does
+        for that timeout: it kills every process the execution started, and :meth:`wait`
+        returns a result with ``timed_out=True`` and exit code
+        :data:`~boxlite.contract.TIMEOUT_EXIT_CODE`.
+
+        ``seconds`` must be a positive, finite number
+        (:class:`~boxlite.errors.InvalidOptionError` otherwise, checked by the engine as
+        ``timeout`` is). Returns whether the execution was still running with its timeout not
+        fired; ``False`` means this did nothing (for a disarm: the timeout fired first).
+        """
+        return self._inner.set_deadline(seconds)
+
     async def kill(self) -> None:
         """Kills every process the execution started (its cgroup in the guest), including
         descendants that left its process group or daemonised."""

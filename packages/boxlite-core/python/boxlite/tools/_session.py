@@ -24,6 +24,7 @@ from typing import Any
 
 from typing_extensions import Self
 
+from ..contract import TIMEOUT_EXIT_CODE
 from ..errors import BoxliteError
 from ..runtime import Box, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .result import DEFAULT_MAX_OUTPUT_CHARS, ImageOutput, ToolResult, truncate_output
@@ -111,8 +112,10 @@ def interpreter_source() -> str:
 def _check_limits(max_output_chars: int, default_timeout: float) -> None:
     if max_output_chars < 100:
         raise ValueError(f"max_output_chars={max_output_chars} is too small to be useful: use at least 100")
-    if default_timeout <= 0:
-        raise ValueError(f"default_timeout={default_timeout} must be a positive number of seconds")
+    try:
+        call_timeout(default_timeout, 0.0)
+    except ValueError:
+        raise ValueError(f"default_timeout={default_timeout} must be a positive number of seconds") from None
 
 
 class _InterpreterSession:
@@ -165,13 +168,17 @@ class _InterpreterSession:
         mode = "persistent" if self.persistent else "fresh"
         limits = (self._byte_cap, MAX_IMAGES, MAX_IMAGE_BYTES, MAX_TOTAL_IMAGE_BYTES)
         args = [self._session_dir, mode, self.output_dir, *map(str, limits)]
-        execution = await self.box.exec("python3", ["-u", "-c", interpreter_source(), *args], self._env)
+        # The engine bounds the start: past INTERPRETER_START_TIMEOUT it kills the interpreter,
+        # which ends its output; the deadline is disarmed once the interpreter is ready.
+        execution = await self.box.exec(
+            "python3", ["-u", "-c", interpreter_source(), *args], self._env, timeout=INTERPRETER_START_TIMEOUT
+        )
         stdout = execution.stdout()
         try:
-            ready = await asyncio.wait_for(stdout.readline(MAX_HEADER_BYTES), INTERPRETER_START_TIMEOUT)
-        except (asyncio.TimeoutError, ValueError):
+            ready = await stdout.readline(MAX_HEADER_BYTES)
+        except ValueError:
             ready = b""
-        if ready != b"READY\n":
+        if ready != b"READY\n" or not execution.set_deadline(None):
             await execution.kill()
             ended = await execution.wait()
             if ended.exit_code == 127:
@@ -186,12 +193,21 @@ class _InterpreterSession:
         self._requests, self._answers = execution.stdin(), stdout
         logger.debug("warm %s interpreter ready in box %s", mode, self.box.id)
 
-    async def _discard_interpreter(self) -> ExecResult | None:
-        """Kills the interpreter and everything it started; returns how it ended."""
+    def _forget_interpreter(self) -> Execution | None:
+        """Drops the interpreter (the next call starts a new one); returns it."""
         execution, self._interpreter = self._interpreter, None
         self._requests = self._answers = None
+        return execution
+
+    async def _discard_interpreter(self) -> ExecResult | None:
+        """Kills the interpreter and everything it started; returns how it ended."""
+        execution = self._forget_interpreter()
         if execution is None:
             return None
+        return await self._kill(execution)
+
+    async def _kill(self, execution: Execution) -> ExecResult | None:
+        """Kills a (forgotten) interpreter and everything it started; returns how it ended."""
         try:
             await execution.kill()
             return await execution.wait()
@@ -211,6 +227,9 @@ class _InterpreterSession:
                 except BoxliteError:
                     return False
             try:
+                # Bounded here, not by an engine deadline: a ping is a health check of an idle
+                # interpreter, not code running under a tool call's timeout, and one that fails
+                # it is killed with everything it started right below anyway.
                 await asyncio.wait_for(self._ping(), PING_TIMEOUT)
                 return True
             except (asyncio.TimeoutError, EOFError, BoxliteError, _ProtocolViolation) as e:
@@ -269,9 +288,7 @@ class _InterpreterSession:
             await self._ensure_interpreter()
             note, self._restarted_note = self._restarted_note, None
             try:
-                answer = await asyncio.wait_for(self._exchange(code.encode()), seconds)
-            except asyncio.TimeoutError:
-                return await self._timed_out(seconds, note)
+                answer = await self._exchange(code.encode(), seconds)
             except _ProtocolViolation as e:
                 await self._discard_interpreter()
                 if self.persistent:
@@ -290,17 +307,7 @@ class _InterpreterSession:
                     )
                 raise
             if answer is None:
-                # The interpreter is gone (killed, crashed, out of memory): start a new one next time.
-                ended = await self._discard_interpreter()
-                if self.persistent:
-                    self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
-                partial = await self._partial_output()
-                return ToolResult(
-                    exit_code=ended.exit_code if ended is not None else 1,
-                    timeout=seconds,
-                    note="the Python interpreter died during this call; the next call starts a new one",
-                    **self._cap(partial.stdout, partial.stderr),
-                )
+                return await self._no_answer(seconds, note)
             out, err = answer["stdout"], answer["stderr"]
             return ToolResult(
                 exit_code=answer["exit_code"],
@@ -316,14 +323,21 @@ class _InterpreterSession:
                 ),
             )
 
-    async def _exchange(self, code: bytes) -> dict[str, Any] | None:
-        """Sends one request to the interpreter and reads its answer (None: it died).
+    async def _exchange(self, code: bytes, seconds: float) -> dict[str, Any] | None:
+        """Sends one request to the interpreter and reads its answer (None: none came).
+
+        The engine enforces the call's timeout: the interpreter's execution has a deadline
+        ``seconds`` from the request, at which the engine kills the interpreter and everything
+        it started (which ends its output: no answer). The deadline is disarmed once the answer
+        is read.
 
         Every request carries a fresh random nonce that its answer must repeat, and every size
         the interpreter announces is checked against what it may honestly send, so anything
         written into the channel by other means is refused (:class:`_ProtocolViolation`)."""
-        assert self._requests is not None and self._answers is not None
+        assert self._interpreter is not None and self._requests is not None and self._answers is not None
+        interpreter = self._interpreter
         nonce = secrets.token_hex(16)
+        interpreter.set_deadline(seconds)
         await self._requests.send_input(b"RUN %s %d\n" % (nonce.encode(), len(code)) + code)
         try:
             kind, answered, size = await self._read_header()
@@ -340,7 +354,42 @@ class _InterpreterSession:
             payload = await self._answers.readexactly(size)
         except asyncio.IncompleteReadError:
             return None
+        if not interpreter.set_deadline(None):
+            # The deadline passed just as the answer arrived: the answer stands, but the engine
+            # is stopping the interpreter, so the next call starts a new one.
+            await self._discard_interpreter()
+            if self.persistent:
+                self._restarted_note = (
+                    "the Python session was restarted after a timeout: variables from earlier calls are gone"
+                )
         return _parse_answer(payload, self._byte_cap)
+
+    async def _no_answer(self, seconds: float, note: str | None) -> ToolResult:
+        """The result of a call whose answer never came: the engine stopped the interpreter at
+        the call's deadline (a timeout), or the interpreter died (killed, crashed, out of
+        memory). Either way the next call starts a new one."""
+        execution = self._forget_interpreter()
+        assert execution is not None
+        try:
+            # Bounded: the call's deadline is still armed, so the engine ends the execution at
+            # the latest then (and has its kill confirmed within KILL_CONFIRM_TIMEOUT).
+            ended: ExecResult | None = await execution.wait()
+        except BoxliteError:
+            ended = None
+        if ended is not None and ended.timed_out:
+            # The engine killed the interpreter and everything it started.
+            return await self._timed_out(seconds, note)
+        if self.persistent:
+            self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
+        # Whatever the dead interpreter left running goes too.
+        await self._kill(execution)
+        partial = await self._partial_output()
+        return ToolResult(
+            exit_code=ended.exit_code if ended is not None else 1,
+            timeout=seconds,
+            note="the Python interpreter died during this call; the next call starts a new one",
+            **self._cap(partial.stdout, partial.stderr),
+        )
 
     async def _partial_output(self) -> ExecResult:
         """What the last request wrote before it was stopped (its output files stay in the box)."""
@@ -349,7 +398,6 @@ class _InterpreterSession:
         )
 
     async def _timed_out(self, seconds: float, note: str | None) -> ToolResult:
-        await self._discard_interpreter()
         partial = await self._partial_output()
         lost = " The Python session was restarted: variables from earlier calls are gone." if self.persistent else ""
         if self.persistent:
@@ -357,7 +405,7 @@ class _InterpreterSession:
                 "the Python session was restarted after a timeout: variables from earlier calls are gone"
             )
         return ToolResult(
-            exit_code=124,
+            exit_code=TIMEOUT_EXIT_CODE,
             timed_out=True,
             timeout=seconds,
             note=((note + "; ") if note else "") + f"the code was stopped after {seconds:g} s.{lost}",

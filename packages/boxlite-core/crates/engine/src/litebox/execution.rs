@@ -1,20 +1,26 @@
 //! A running execution: [`Execution`] and the driver task behind it, which routes the
 //! agent's events into per-stream output queues, acknowledges consumed output, grants stdin
 //! credit, and enforces the timeout and the kill-confirm deadline even when nobody waits;
-//! [`ExecOutput`] is how it ended.
+//! [`ExecOutput`] is how it ended. The driver is `driver.rs`; what it shares with the
+//! execution's readers is `state.rs`.
 
-use std::collections::VecDeque;
+mod driver;
+mod state;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use boxlite_protocol::{ExitStatus, OutputStream, OUTPUT_CHUNK_LEN, OUTPUT_WINDOW};
+use boxlite_protocol::{ExitStatus, OutputStream, OUTPUT_WINDOW};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
 use super::LiteBox;
 use crate::agent::{AgentClient, AgentError, ExecEvent};
 use crate::error::{Error, Result};
+use driver::drive_execution;
+pub use driver::KILL_CONFIRM_TIMEOUT;
+use state::{stream_index, ExecShared, ExecState};
 
 /// The end of an execution.
 #[derive(Debug, Clone)]
@@ -44,77 +50,12 @@ impl ExecOutput {
 /// Exit code of an execution killed by its timeout (as `timeout(1)` reports it).
 pub const TIMEOUT_EXIT_CODE: i32 = 124;
 
-/// How long the agent may take to confirm a kill (`kill()` or a timeout's) before the box is
-/// declared broken.
-const KILL_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Consumed output is acknowledged to the agent in batches of this many bytes (well below
-/// the window, so the agent never stalls while the host keeps reading).
-const ACK_BATCH: u64 = OUTPUT_WINDOW / 4;
-
 /// Largest stdin chunk sent in one frame.
 pub(super) const STDIN_CHUNK: usize = 64 * 1024;
 
-fn stream_index(stream: OutputStream) -> usize {
-    match stream {
-        OutputStream::Stdout => 0,
-        OutputStream::Stderr => 1,
-    }
-}
-
-/// What the execution's driver task and its consumers share.
-#[derive(Default)]
-pub(super) struct ExecState {
-    /// Output received and not yet consumed, per stream (stdout, stderr).
-    queues: [VecDeque<Vec<u8>>; 2],
-    /// The stream is read by `read_output`; `wait` leaves it alone.
-    streamed: [bool; 2],
-    /// Output gathered by `wait`, per stream (at most the execution's output limit).
-    collected: [Vec<u8>; 2],
-    /// Bytes `wait` read beyond the output limit and dropped, per stream.
-    dropped: [u64; 2],
-    /// Consumed bytes not yet acknowledged to the agent.
-    unacked: u64,
-    timed_out: bool,
-    /// How it ended: the exit status, or why the channel was lost.
-    end: Option<std::result::Result<ExitStatus, AgentError>>,
-    /// Nobody holds the execution any more: output is acknowledged and dropped.
-    abandoned: bool,
-}
-
-impl ExecState {
-    /// Records consumed bytes; returns a batch to acknowledge when one is due.
-    fn consumed(&mut self, bytes: u64) -> Option<u64> {
-        self.unacked += bytes;
-        if self.unacked >= ACK_BATCH && self.end.is_none() {
-            return Some(std::mem::take(&mut self.unacked));
-        }
-        None
-    }
-}
-
-/// Queues `data`, appended to the last queued chunk while that stays small, so a guest
-/// sending many tiny frames costs no more host memory than a few large ones.
-fn push_output(queue: &mut VecDeque<Vec<u8>>, data: Vec<u8>) {
-    match queue.back_mut() {
-        Some(last) if last.len() + data.len() <= OUTPUT_CHUNK_LEN => last.extend_from_slice(&data),
-        _ => queue.push_back(data),
-    }
-}
-
-pub(super) struct ExecShared {
-    pub(super) state: Mutex<ExecState>,
-    pub(super) changed: watch::Sender<u64>,
-    /// Bytes of stdin that may still be sent before the agent acknowledges earlier ones.
-    pub(super) stdin_credit: Semaphore,
-    /// A kill was sent: its confirmation (the exit) is due within [`KILL_CONFIRM_TIMEOUT`].
-    pub(super) kill_sent: tokio::sync::Notify,
-}
-
-impl ExecShared {
-    fn notify(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
-    }
+/// The instant `timeout` from now; a deadline beyond what the clock can hold never comes.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// A running (or finished) process in a box.
@@ -133,90 +74,10 @@ pub struct Execution {
     pub(super) result: tokio::sync::OnceCell<std::result::Result<ExecOutput, AgentError>>,
 }
 
-/// Routes one execution's events into its shared state, and enforces its timeout and the
-/// confirmation of its kill even when nobody waits for it. It never waits on the channel
-/// itself (acknowledgements and kills are sent by tasks of their own), so it keeps up with the
-/// guest whatever the guest does.
-pub(super) async fn drive_execution(
-    shared: Arc<ExecShared>,
-    mut events: mpsc::UnboundedReceiver<ExecEvent>,
-    agent: Arc<AgentClient>,
-    exec_id: u32,
-    deadline: Option<Instant>,
-) {
-    let mut kill_deadline: Option<Instant> = None;
-    loop {
-        let alarm = kill_deadline.or(deadline);
-        let event = tokio::select! {
-            event = events.recv() => event.unwrap_or_else(|| {
-                ExecEvent::Lost(agent.closed_error().unwrap_or(AgentError::Closed))
-            }),
-            _ = shared.kill_sent.notified(), if kill_deadline.is_none() => {
-                kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
-                continue;
-            }
-            _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
-                if kill_deadline.is_some() {
-                    agent.fail(AgentError::KillNotConfirmed {
-                        after: KILL_CONFIRM_TIMEOUT,
-                    });
-                    ExecEvent::Lost(agent.closed_error().unwrap_or(AgentError::Closed))
-                } else {
-                    // The timeout contract: every process of the execution is dead before the
-                    // result is reported; the agent reports the exit once its cgroup is empty.
-                    shared.state.lock().expect("exec state").timed_out = true;
-                    kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
-                    let agent = agent.clone();
-                    // A failed send closes the channel, which ends this execution as lost.
-                    tokio::spawn(async move { agent.kill_tree(exec_id).await });
-                    continue;
-                }
-            }
-        };
-        let mut ack = None;
-        let mut over = false;
-        {
-            let mut state = shared.state.lock().expect("exec state");
-            match event {
-                ExecEvent::Started { .. } => {}
-                ExecEvent::Output { stream, data } => {
-                    if state.abandoned {
-                        ack = state.consumed(data.len() as u64);
-                    } else {
-                        push_output(&mut state.queues[stream_index(stream)], data);
-                    }
-                }
-                // The agent client checked that no more is acknowledged than was sent.
-                ExecEvent::StdinAck(bytes) => shared
-                    .stdin_credit
-                    .add_permits(bytes.min(OUTPUT_WINDOW) as usize),
-                ExecEvent::Exited(status) => {
-                    state.end = Some(Ok(status));
-                    over = true;
-                }
-                ExecEvent::Lost(reason) => {
-                    state.end = Some(Err(reason));
-                    over = true;
-                }
-            }
-        }
-        if over {
-            shared.stdin_credit.close();
-        }
-        shared.notify();
-        if let Some(bytes) = ack {
-            let agent = agent.clone();
-            tokio::spawn(async move { agent.ack_output(exec_id, bytes).await });
-        }
-        if over {
-            return;
-        }
-    }
-}
-
 impl Execution {
     /// An execution the agent has just started (`started` is what [`AgentClient::exec`]
-    /// returned), with its driver task spawned: the timeout, if any, runs from now.
+    /// returned), with its driver task spawned: the timeout, if any, runs from now (until
+    /// [`Execution::set_deadline`] sets another).
     ///
     /// [`LiteBox::exec`] calls it; it is also the seam the unit tests use to drive an
     /// execution over a fake agent, without a VM.
@@ -231,10 +92,12 @@ impl Execution {
     ) -> Execution {
         let (exec_id, events) = started;
         let (changed, _) = watch::channel(0u64);
+        let (deadline, _) = watch::channel(deadline_after(timeout));
         let shared = Arc::new(ExecShared {
             state: Mutex::new(ExecState::default()),
             changed,
             stdin_credit: Semaphore::new(OUTPUT_WINDOW as usize),
+            deadline,
             kill_sent: tokio::sync::Notify::new(),
         });
         tokio::spawn(drive_execution(
@@ -242,7 +105,6 @@ impl Execution {
             events,
             agent.clone(),
             exec_id,
-            timeout.map(|t| Instant::now() + t),
         ));
         Execution {
             litebox,
@@ -260,6 +122,23 @@ impl Execution {
 
     pub fn id(&self) -> u32 {
         self.exec_id
+    }
+
+    /// From now, the execution's timeout is `timeout` (`None` disarms it), in place of the
+    /// one it was started with. When it runs out, the timeout path runs as for a timeout given
+    /// at the start: every process of the execution is killed, the kill must be confirmed
+    /// within the kill-confirm deadline, and the result reports `timed_out` and exit code
+    /// [`TIMEOUT_EXIT_CODE`]. Setting it after the execution ended, after the timeout fired or
+    /// after a kill was sent does nothing.
+    ///
+    /// Returns whether the execution was still running with its timeout not fired: `false`
+    /// means this did nothing (and, for a disarm, that the timeout fired first). The warm
+    /// interpreter of the tool core arms it around each request it serves.
+    pub fn set_deadline(&self, timeout: Option<Duration>) -> bool {
+        // The driver decides under this lock whether its alarm still stands.
+        let state = self.shared.state.lock().expect("exec state");
+        self.shared.deadline.send_replace(deadline_after(timeout));
+        state.end.is_none() && !state.timed_out
     }
 
     pub fn is_tty(&self) -> bool {

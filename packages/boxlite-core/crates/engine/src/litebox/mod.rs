@@ -32,7 +32,7 @@ use crate::options::BoxOptions;
 
 pub use crate::state::{BoxInfo, BoxStatus, StartTimings};
 pub use exec::ExecSpec;
-pub use execution::{ExecOutput, Execution, TIMEOUT_EXIT_CODE};
+pub use execution::{ExecOutput, Execution, KILL_CONFIRM_TIMEOUT, TIMEOUT_EXIT_CODE};
 pub use file_ops::{WriteOptions, MAX_LIST_ENTRIES};
 pub(crate) use metrics::process_usage;
 pub use metrics::BoxMetrics;

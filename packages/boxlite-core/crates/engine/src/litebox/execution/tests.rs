@@ -1,7 +1,8 @@
 //! The execution driver against a fake agent on a real unix socket (no VM): output reaches
 //! `wait()` and stream readers and is acknowledged as it is consumed, stdin waits for the
-//! agent's credit, a timeout kills and reports 124, an unconfirmed kill and a guest sending
-//! beyond its window get the channel declared broken, and a lost channel fails `wait()`.
+//! agent's credit, a timeout kills and reports 124 (given at the start, or armed, disarmed
+//! and re-armed with `set_deadline`), an unconfirmed kill and a guest sending beyond its
+//! window get the channel declared broken, and a lost channel fails `wait()`.
 //!
 //! Each execution is built with [`Execution::start`] over a [`LiteBox`] that was never
 //! started (it only names the box in errors); the fake agent is `crate::testing`'s.
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use boxlite_protocol::{ExitStatus, GuestMessage, HostMessage, OutputStream, OUTPUT_WINDOW};
 
-use super::{Execution, ACK_BATCH, KILL_CONFIRM_TIMEOUT, STDIN_CHUNK, TIMEOUT_EXIT_CODE};
+use super::state::ACK_BATCH;
+use super::{Execution, KILL_CONFIRM_TIMEOUT, STDIN_CHUNK, TIMEOUT_EXIT_CODE};
 use crate::agent::Deadlines;
 use crate::assets::GuestAssets;
 use crate::error::Error;
@@ -482,3 +484,5 @@ async fn a_channel_lost_mid_execution_fails_wait_with_a_clear_error() {
     assert!(c.client.closed().is_some_and(|closed| !closed.broken));
     assert!(c.broken.lock().unwrap().is_empty());
 }
+
+mod deadline;
