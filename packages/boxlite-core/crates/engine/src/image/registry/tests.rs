@@ -1,0 +1,79 @@
+//! Reference normalisation, mirrors and the manifest size error.
+
+use super::endpoint::{is_loopback, mirror_endpoint};
+use super::error::ManifestError;
+use super::retry::Transient;
+use super::*;
+use crate::image::metadata;
+
+#[test]
+fn an_oversized_manifest_is_named_as_before_and_not_retried() {
+    let limit = metadata::MAX_METADATA_BYTES;
+    let announced = ManifestError::TooLarge {
+        length: Some(limit + 1),
+        limit,
+    };
+    assert_eq!(
+        announced.to_string(),
+        format!("the manifest is {} bytes long: an image's metadata may have at most {limit} bytes; cut off", limit + 1)
+    );
+    let cut_off = ManifestError::TooLarge {
+        length: None,
+        limit: 4194304,
+    };
+    assert_eq!(
+        cut_off.to_string(),
+        "the manifest is over 4194304 bytes long: an image's metadata may have at most 4194304 bytes; cut off"
+    );
+    assert!(!cut_off.transient());
+}
+
+#[test]
+fn references_are_normalised_as_docker_does() {
+    let r = parse_reference("python:slim").unwrap();
+    assert_eq!(canonical(&r), "docker.io/library/python:slim");
+    let r = parse_reference("alpine").unwrap();
+    assert_eq!(canonical(&r), "docker.io/library/alpine:latest");
+    let r = parse_reference("127.0.0.1:5000/team/app:1").unwrap();
+    assert_eq!(
+        (r.registry(), r.repository()),
+        ("127.0.0.1:5000", "team/app")
+    );
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let r = parse_reference(&format!("ghcr.io/org/x@{digest}")).unwrap();
+    assert_eq!(r.digest(), Some(digest.as_str()));
+    for bad in ["", "UPPER/case", "a b", "x@sha256:zz"] {
+        let err = parse_reference(bad).unwrap_err().to_string();
+        assert!(err.contains("reference"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn mirrors_parse_and_plain_http_is_only_for_loopback() {
+    let m = parse_mirrors_env("docker.io=http://127.0.0.1:5000, ghcr.io=https://m.example,docker.io=http://localhost:6000").unwrap();
+    assert_eq!(
+        m["docker.io"],
+        vec!["http://127.0.0.1:5000", "http://localhost:6000"]
+    );
+    assert!(parse_mirrors_env("nonsense").is_err());
+    let options = RegistryOptions::default();
+    assert!(
+        mirror_endpoint("docker.io", "http://127.0.0.1:5000", &options)
+            .unwrap()
+            .http
+    );
+    let err = mirror_endpoint("docker.io", "http://10.1.2.3:5000", &options)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("insecure=True"), "{err}");
+    let allowed = RegistryOptions {
+        image_registries: vec![ImageRegistry {
+            host: "10.1.2.3:5000".into(),
+            insecure: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert!(mirror_endpoint("docker.io", "http://10.1.2.3:5000", &allowed).is_ok());
+    assert!(is_loopback("[::1]:5000") && is_loopback("localhost") && !is_loopback("example.com"));
+}
