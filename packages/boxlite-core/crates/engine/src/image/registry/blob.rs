@@ -10,8 +10,8 @@ use oci_spec::image::Descriptor;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 
-use super::error::{DownloadError, EndpointError};
-use super::retry::{describe, transient, ATTEMPTS, FIRST_BACKOFF};
+use super::error::{DownloadCause, DownloadError, EndpointError, SourceError};
+use super::retry::{transient, ATTEMPTS, FIRST_BACKOFF};
 use super::{emit, Progress, PullEvent, Puller};
 use crate::image::layout;
 
@@ -25,7 +25,7 @@ impl Puller {
         progress: &Progress,
     ) -> Result<(), EndpointError> {
         let digest = descriptor.digest().to_string();
-        layout::check_digest(&digest).map_err(EndpointError::Fatal)?;
+        layout::check_digest(&digest).map_err(|e| EndpointError::Fatal(e.into()))?;
         if self.store.contains(&digest) {
             emit(
                 progress,
@@ -57,11 +57,11 @@ impl Puller {
                     delay *= 2;
                     attempt += 1;
                 }
-                Err(DownloadError::Transient(reason)) => {
-                    return Err(EndpointError::TryNext(format!("blob {digest}: {reason}")))
+                Err(DownloadError::Transient(source)) => {
+                    return Err(EndpointError::TryNext(SourceError::Blob { digest, source }))
                 }
-                Err(DownloadError::Fatal(reason)) => {
-                    return Err(EndpointError::Fatal(format!("blob {digest}: {reason}")))
+                Err(DownloadError::Fatal(source)) => {
+                    return Err(EndpointError::Fatal(SourceError::Blob { digest, source }))
                 }
             }
         }
@@ -86,24 +86,25 @@ impl Puller {
         let digest = &descriptor.digest;
         let mut stream = client.pull_blob_stream(at, descriptor).await.map_err(|e| {
             if transient(&e) {
-                DownloadError::Transient(describe(&e))
+                DownloadError::Transient(DownloadCause::Registry(e))
             } else {
-                DownloadError::Fatal(describe(&e))
+                DownloadError::Fatal(DownloadCause::Registry(e))
             }
         })?;
         if let Some(length) = stream.content_length.filter(|&l| l != total) {
-            return Err(DownloadError::Fatal(format!(
-                "size mismatch: the manifest states {total} bytes, the registry announces {length}"
-            )));
+            return Err(DownloadError::Fatal(DownloadCause::AnnouncedSize {
+                total,
+                length,
+            }));
         }
         let partial = self
             .store
             .new_partial()
-            .map_err(|e| DownloadError::Fatal(format!("cannot create a download file: {e}")))?;
+            .map_err(|e| DownloadError::Fatal(DownloadCause::CreateFile(e)))?;
         let mut file = tokio::fs::File::from_std(
             partial
                 .reopen()
-                .map_err(|e| DownloadError::Fatal(e.to_string()))?,
+                .map_err(|e| DownloadError::Fatal(DownloadCause::Reopen(e)))?,
         );
         let mut hasher = Sha256::new();
         let mut downloaded = 0u64;
@@ -116,21 +117,19 @@ impl Puller {
                     if e.get_ref()
                         .is_some_and(|inner| inner.downcast_ref::<DigestError>().is_some()) =>
                 {
-                    return Err(DownloadError::Fatal(format!("digest mismatch: {e}")))
+                    return Err(DownloadError::Fatal(DownloadCause::StreamDigest(e)))
                 }
-                Err(e) => return Err(DownloadError::Transient(e.to_string())),
+                Err(e) => return Err(DownloadError::Transient(DownloadCause::Stream(e))),
             };
             downloaded += chunk.len() as u64;
             if downloaded > total {
                 // A registry that streams forever is cut off here.
-                return Err(DownloadError::Fatal(format!(
-                    "size mismatch: the registry sent more than the {total} bytes the manifest states; cut off"
-                )));
+                return Err(DownloadError::Fatal(DownloadCause::TooLong { total }));
             }
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
-                .map_err(|e| DownloadError::Fatal(format!("writing to the image cache: {e}")))?;
+                .map_err(|e| DownloadError::Fatal(DownloadCause::Write(e)))?;
             if downloaded - reported >= (1 << 20) {
                 reported = downloaded;
                 emit(
@@ -145,24 +144,23 @@ impl Puller {
         }
         file.flush()
             .await
-            .map_err(|e| DownloadError::Fatal(format!("writing to the image cache: {e}")))?;
+            .map_err(|e| DownloadError::Fatal(DownloadCause::Write(e)))?;
         file.sync_all()
             .await
-            .map_err(|e| DownloadError::Fatal(format!("writing to the image cache: {e}")))?;
+            .map_err(|e| DownloadError::Fatal(DownloadCause::Write(e)))?;
         if downloaded != total {
-            return Err(DownloadError::Fatal(format!(
-                "size mismatch: the manifest states {total} bytes, the registry sent {downloaded}"
-            )));
+            return Err(DownloadError::Fatal(DownloadCause::Size {
+                total,
+                downloaded,
+            }));
         }
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if &actual != digest {
-            return Err(DownloadError::Fatal(format!(
-                "digest mismatch: the content served hashes to {actual}"
-            )));
+            return Err(DownloadError::Fatal(DownloadCause::Digest { actual }));
         }
         self.store
             .commit(partial, digest)
-            .map_err(|e| DownloadError::Fatal(format!("storing the blob: {e}")))?;
+            .map_err(|e| DownloadError::Fatal(DownloadCause::Store(e)))?;
         emit(
             progress,
             PullEvent::Progress {

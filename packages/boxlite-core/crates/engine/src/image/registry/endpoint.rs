@@ -9,6 +9,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use super::error::SourceError;
 use super::{EndpointError, ImageRegistry, PullError, Puller, RegistryOptions, MIRRORS_ENV};
 
 pub(super) fn is_loopback(host: &str) -> bool {
@@ -149,7 +150,7 @@ impl Puller {
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("boxlite/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| EndpointError::Fatal(format!("cannot create an HTTP client: {e}")))
+            .map_err(|e| EndpointError::Fatal(SourceError::HttpClient(e)))
     }
 
     pub(super) fn auth_for(&self, endpoint: &Endpoint, reference: &Reference) -> RegistryAuth {

@@ -1,9 +1,13 @@
 //! The registry's errors: [`PullError`] (what the image store sees), and inside a pull why a
 //! manifest fetch, a source or a blob download failed.
 
+use std::io;
+
 use oci_client::errors::OciDistributionError;
 
-use super::retry::{transient, Transient};
+use super::retry::{describe, transient, Transient};
+use crate::image::layout::UnsupportedDigest;
+use crate::image::metadata::MetadataError;
 
 /// Why a pull failed; the image store turns it into an error naming the image.
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +17,7 @@ pub enum PullError {
     #[error("{0}")]
     Failed(String),
 }
+
 /// Why a manifest could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ManifestError {
@@ -38,20 +43,110 @@ impl Transient for ManifestError {
         }
     }
 }
+
+/// Why one source (a mirror or the registry itself) failed, and whether the next may be tried.
+#[derive(Debug, thiserror::Error)]
 pub(super) enum EndpointError {
     /// This source does not have the image or cannot be reached: try the next one.
-    TryNext(String),
+    #[error(transparent)]
+    TryNext(SourceError),
     /// The image is broken or access is refused: stop.
-    Fatal(String),
+    #[error(transparent)]
+    Fatal(SourceError),
+}
+
+/// What went wrong with one source; the text is what the user reads after the source's name.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SourceError {
+    /// The registry refused or could not be reached.
+    #[error("{}", describe(.0))]
+    Registry(#[source] OciDistributionError),
+    /// The registry does not have the manifest.
+    #[error("not found ({})", describe(.0))]
+    NotFound(#[source] OciDistributionError),
+    #[error("cannot create an HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    /// The manifest is over the metadata cap.
+    #[error(transparent)]
+    Manifest(ManifestError),
+    /// A stated size is over the metadata cap.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("digest mismatch: asked for {wanted}, the manifest served hashes to {actual}")]
+    ManifestDigest { wanted: String, actual: String },
+    #[error("digest mismatch: manifest {expected} hashes to {actual}")]
+    ChildManifestDigest { expected: String, actual: String },
+    #[error("the image index is not valid: {0}")]
+    InvalidIndex(#[source] serde_json::Error),
+    #[error("the manifest is not valid: {0}")]
+    InvalidManifest(#[source] serde_json::Error),
+    #[error("storing the index: {0}")]
+    StoreIndex(#[source] io::Error),
+    #[error("storing the manifest: {0}")]
+    StoreManifest(#[source] io::Error),
+    #[error("the image has {count} layers, more than the {max} supported")]
+    TooManyLayers { count: usize, max: usize },
+    /// The layers' stated sizes exceed `image_max_bytes` (the limit's own message).
+    #[error(transparent)]
+    TooManyBytes(io::Error),
+    #[error("the image has no linux/{arch} variant (it offers: {offered})")]
+    NoPlatform { arch: String, offered: String },
+    #[error(transparent)]
+    Digest(#[from] UnsupportedDigest),
+    /// One blob could not be downloaded.
+    #[error("blob {digest}: {source}")]
+    Blob {
+        digest: String,
+        #[source]
+        source: DownloadCause,
+    },
+    /// The pull's options are invalid (a mirror URL).
+    #[error(transparent)]
+    Invalid(#[from] PullError),
 }
 
 impl From<PullError> for EndpointError {
     fn from(e: PullError) -> Self {
-        EndpointError::Fatal(e.to_string())
+        EndpointError::Fatal(e.into())
     }
 }
 
+/// Why one attempt at a blob failed, and whether another attempt may help.
+#[derive(Debug)]
 pub(super) enum DownloadError {
-    Transient(String),
-    Fatal(String),
+    Transient(DownloadCause),
+    Fatal(DownloadCause),
+}
+
+/// What went wrong downloading one blob.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DownloadCause {
+    /// The registry refused or could not be reached.
+    #[error("{}", describe(.0))]
+    Registry(#[source] OciDistributionError),
+    #[error("size mismatch: the manifest states {total} bytes, the registry announces {length}")]
+    AnnouncedSize { total: u64, length: u64 },
+    #[error("cannot create a download file: {0}")]
+    CreateFile(#[source] io::Error),
+    /// Reopening the download file failed.
+    #[error("{0}")]
+    Reopen(#[source] io::Error),
+    /// oci-client's own check of the digest ended the stream.
+    #[error("digest mismatch: {0}")]
+    StreamDigest(#[source] io::Error),
+    /// The stream broke off.
+    #[error("{0}")]
+    Stream(#[source] io::Error),
+    #[error(
+        "size mismatch: the registry sent more than the {total} bytes the manifest states; cut off"
+    )]
+    TooLong { total: u64 },
+    #[error("writing to the image cache: {0}")]
+    Write(#[source] io::Error),
+    #[error("size mismatch: the manifest states {total} bytes, the registry sent {downloaded}")]
+    Size { total: u64, downloaded: u64 },
+    #[error("digest mismatch: the content served hashes to {actual}")]
+    Digest { actual: String },
+    #[error("storing the blob: {0}")]
+    Store(#[source] io::Error),
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use super::endpoint::Endpoint;
-use super::error::{EndpointError, ManifestError};
+use super::error::{EndpointError, ManifestError, SourceError};
 use crate::image::{layout, metadata};
 
 pub(super) const MANIFEST_TYPES: &[&str] = &[
@@ -133,15 +133,14 @@ pub(super) fn select_platform(index: &ImageIndex) -> Result<Descriptor, Endpoint
             .filter_map(|d| d.platform().as_ref())
             .map(|p| format!("{}/{}", p.os(), p.architecture()))
             .collect();
-        EndpointError::Fatal(format!(
-            "the image has no linux/{} variant (it offers: {})",
-            arch,
-            if offered.is_empty() {
+        EndpointError::Fatal(SourceError::NoPlatform {
+            arch: arch.to_string(),
+            offered: if offered.is_empty() {
                 "none".into()
             } else {
                 offered.join(", ")
-            }
-        ))
+            },
+        })
     })
 }
 

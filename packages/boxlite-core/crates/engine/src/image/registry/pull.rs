@@ -8,9 +8,9 @@ use oci_client::{Reference, RegistryOperation};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 
 use super::endpoint::Endpoint;
-use super::error::{EndpointError, ManifestError};
+use super::error::{EndpointError, ManifestError, SourceError};
 use super::manifest::{is_index, media_type_of, select_platform, sha256, ManifestFetch};
-use super::retry::{describe, not_found, retry, transient};
+use super::retry::{not_found, retry, transient};
 use super::{canonical, emit, Progress, PullEvent, PulledImage, Puller};
 use crate::image::metadata;
 
@@ -33,11 +33,10 @@ impl Puller {
         }
         let auth = self.auth_for(endpoint, reference);
         let classify = |e: OciDistributionError| {
-            let reason = describe(&e);
             if transient(&e) || not_found(&e) {
-                EndpointError::TryNext(reason)
+                EndpointError::TryNext(SourceError::Registry(e))
             } else {
-                EndpointError::Fatal(reason)
+                EndpointError::Fatal(SourceError::Registry(e))
             }
         };
         let token = retry("authenticate", || {
@@ -55,30 +54,30 @@ impl Puller {
         let manifest_error = |e: ManifestError| match e {
             ManifestError::Registry(e) => classify(e),
             too_large @ ManifestError::TooLarge { .. } => {
-                EndpointError::Fatal(too_large.to_string())
+                EndpointError::Fatal(SourceError::Manifest(too_large))
             }
         };
         let bytes = retry("manifest", || fetch.get(&at))
             .await
             .map_err(|e| match e {
                 ManifestError::Registry(e) if not_found(&e) => {
-                    EndpointError::TryNext(format!("not found ({})", describe(&e)))
+                    EndpointError::TryNext(SourceError::NotFound(e))
                 }
                 e => manifest_error(e),
             })?;
         let top_digest = sha256(&bytes);
         if let Some(wanted) = reference.digest() {
             if wanted != top_digest {
-                return Err(EndpointError::Fatal(format!(
-                    "digest mismatch: asked for {wanted}, the manifest served hashes to {top_digest}"
-                )));
+                return Err(EndpointError::Fatal(SourceError::ManifestDigest {
+                    wanted: wanted.to_owned(),
+                    actual: top_digest,
+                }));
             }
         }
         let (manifest_bytes, manifest_digest, index_digest) = match media_type_of(&bytes) {
             Some(t) if is_index(&t) => {
-                let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| {
-                    EndpointError::Fatal(format!("the image index is not valid: {e}"))
-                })?;
+                let index: ImageIndex = serde_json::from_slice(&bytes)
+                    .map_err(|e| EndpointError::Fatal(SourceError::InvalidIndex(e)))?;
                 let chosen = select_platform(&index)?;
                 let child_digest = chosen.digest().to_string();
                 let child_ref = at.clone_with_digest(child_digest.clone());
@@ -87,19 +86,20 @@ impl Puller {
                     .map_err(manifest_error)?;
                 let actual = sha256(&child);
                 if actual != child_digest {
-                    return Err(EndpointError::Fatal(format!(
-                        "digest mismatch: manifest {child_digest} hashes to {actual}"
-                    )));
+                    return Err(EndpointError::Fatal(SourceError::ChildManifestDigest {
+                        expected: child_digest,
+                        actual,
+                    }));
                 }
                 self.store
                     .put_bytes(&top_digest, &bytes)
-                    .map_err(|e| EndpointError::Fatal(format!("storing the index: {e}")))?;
+                    .map_err(|e| EndpointError::Fatal(SourceError::StoreIndex(e)))?;
                 (child.to_vec(), child_digest, Some(top_digest))
             }
             _ => (bytes.to_vec(), top_digest, None),
         };
         let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
-            .map_err(|e| EndpointError::Fatal(format!("the manifest is not valid: {e}")))?;
+            .map_err(|e| EndpointError::Fatal(SourceError::InvalidManifest(e)))?;
         let layers: Vec<Descriptor> = manifest.layers().clone();
         self.check_sizes(&manifest)?;
         let total: u64 = layers.iter().map(|d| d.size()).sum::<u64>() + manifest.config().size();
@@ -131,7 +131,7 @@ impl Puller {
         // The manifest goes in last: a stored manifest means its blobs are all there.
         self.store
             .put_bytes(&manifest_digest, &manifest_bytes)
-            .map_err(|e| EndpointError::Fatal(format!("storing the manifest: {e}")))?;
+            .map_err(|e| EndpointError::Fatal(SourceError::StoreManifest(e)))?;
         Ok(PulledImage {
             reference: canonical(reference),
             manifest_digest,
@@ -146,23 +146,23 @@ impl Puller {
     /// Refuses a manifest whose stated sizes exceed the limits, before anything is fetched.
     pub(super) fn check_sizes(&self, manifest: &ImageManifest) -> Result<(), EndpointError> {
         let config = manifest.config().size();
-        metadata::check_stated("the image config", config).map_err(EndpointError::Fatal)?;
+        metadata::check_stated("the image config", config)
+            .map_err(|e| EndpointError::Fatal(e.into()))?;
         if manifest.layers().len() > MAX_LAYERS {
-            return Err(EndpointError::Fatal(format!(
-                "the image has {} layers, more than the {MAX_LAYERS} supported",
-                manifest.layers().len()
-            )));
+            return Err(EndpointError::Fatal(SourceError::TooManyLayers {
+                count: manifest.layers().len(),
+                max: MAX_LAYERS,
+            }));
         }
         let layers = manifest
             .layers()
             .iter()
             .fold(0u64, |sum, d| sum.saturating_add(d.size()));
         if layers > self.limits.image_max_bytes {
-            return Err(EndpointError::Fatal(
+            return Err(EndpointError::Fatal(SourceError::TooManyBytes(
                 self.limits
-                    .too_many_bytes(&format!("its layers are stated to have {layers} bytes,"))
-                    .to_string(),
-            ));
+                    .too_many_bytes(&format!("its layers are stated to have {layers} bytes,")),
+            )));
         }
         Ok(())
     }

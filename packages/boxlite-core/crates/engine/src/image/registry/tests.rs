@@ -77,3 +77,75 @@ fn mirrors_parse_and_plain_http_is_only_for_loopback() {
     assert!(mirror_endpoint("docker.io", "http://10.1.2.3:5000", &allowed).is_ok());
     assert!(is_loopback("[::1]:5000") && is_loopback("localhost") && !is_loopback("example.com"));
 }
+
+#[test]
+fn source_and_download_errors_read_as_before() {
+    use super::error::{DownloadCause, SourceError};
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let cases = [
+        (
+            SourceError::Blob {
+                digest: digest.clone(),
+                source: DownloadCause::Size {
+                    total: 10,
+                    downloaded: 4,
+                },
+            },
+            format!("blob {digest}: size mismatch: the manifest states 10 bytes, the registry sent 4"),
+        ),
+        (
+            SourceError::Blob {
+                digest: digest.clone(),
+                source: DownloadCause::TooLong { total: 10 },
+            },
+            format!("blob {digest}: size mismatch: the registry sent more than the 10 bytes the manifest states; cut off"),
+        ),
+        (
+            SourceError::Blob {
+                digest: digest.clone(),
+                source: DownloadCause::Digest {
+                    actual: "sha256:b".into(),
+                },
+            },
+            format!("blob {digest}: digest mismatch: the content served hashes to sha256:b"),
+        ),
+        (
+            SourceError::TooManyLayers {
+                count: 300,
+                max: 256,
+            },
+            "the image has 300 layers, more than the 256 supported".into(),
+        ),
+        (
+            SourceError::NoPlatform {
+                arch: "amd64".into(),
+                offered: "none".into(),
+            },
+            "the image has no linux/amd64 variant (it offers: none)".into(),
+        ),
+        (
+            SourceError::ManifestDigest {
+                wanted: "sha256:a".into(),
+                actual: "sha256:b".into(),
+            },
+            "digest mismatch: asked for sha256:a, the manifest served hashes to sha256:b".into(),
+        ),
+        (
+            crate::image::layout::check_digest("md5:x").unwrap_err().into(),
+            "unsupported digest md5:x (only sha256)".into(),
+        ),
+        (
+            crate::image::metadata::check_stated("the image config", u64::MAX)
+                .unwrap_err()
+                .into(),
+            format!(
+                "the image config is stated to have {} bytes, more than the {} an image's metadata may have",
+                u64::MAX,
+                metadata::MAX_METADATA_BYTES
+            ),
+        ),
+    ];
+    for (error, message) in cases {
+        assert_eq!(error.to_string(), message);
+    }
+}
