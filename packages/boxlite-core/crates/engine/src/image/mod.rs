@@ -250,7 +250,7 @@ impl ImageStore {
             Err(reason) => {
                 drop(gc);
                 self.discard_new_blobs(&before);
-                return Err(image_error(&spec, reason));
+                return Err(image_error(&spec, reason.to_string()));
             }
         };
         tracing::info!(archive = %spec, images = records.len(), "imported a docker archive");
