@@ -10,7 +10,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::error::SourceError;
-use super::{EndpointError, ImageRegistry, PullError, Puller, RegistryOptions, MIRRORS_ENV};
+use super::{EndpointError, ImageRegistry, PullError, Puller, RegistryOptions};
 
 pub(super) fn is_loopback(host: &str) -> bool {
     let name = host
@@ -30,10 +30,8 @@ pub(super) fn is_loopback(host: &str) -> bool {
 pub fn parse_mirrors_env(value: &str) -> Result<BTreeMap<String, Vec<String>>, PullError> {
     let mut mirrors: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (registry, url) = item.split_once('=').ok_or_else(|| {
-            PullError::Invalid(format!(
-                "{MIRRORS_ENV}: {item:?} is not REGISTRY=URL (e.g. docker.io=http://127.0.0.1:5000)"
-            ))
+        let (registry, url) = item.split_once('=').ok_or_else(|| PullError::MirrorsEnv {
+            item: item.to_owned(),
         })?;
         mirrors
             .entry(registry.trim().to_owned())
@@ -64,24 +62,28 @@ pub(super) fn mirror_endpoint(
     let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
     let host = rest.trim_end_matches('/');
     if host.is_empty() || host.contains('/') {
-        return Err(PullError::Invalid(format!(
-            "mirror {url:?} of {registry}: give scheme and host only, e.g. http://127.0.0.1:5000"
-        )));
+        return Err(PullError::MirrorNotHost {
+            url: url.to_owned(),
+            registry: registry.to_owned(),
+        });
     }
     let http = match scheme {
         "http" => true,
         "https" => false,
         other => {
-            return Err(PullError::Invalid(format!(
-                "mirror {url:?} of {registry}: unsupported scheme {other:?} (use http or https)"
-            )))
+            return Err(PullError::MirrorScheme {
+                url: url.to_owned(),
+                registry: registry.to_owned(),
+                scheme: other.to_owned(),
+            })
         }
     };
     if http && !is_loopback(host) && !host_settings(options, host).is_some_and(|r| r.insecure) {
-        return Err(PullError::Invalid(format!(
-            "mirror {url:?} of {registry}: plain HTTP is allowed only for loopback hosts; \
-             to allow it for {host}, add ImageRegistry(host={host:?}, insecure=True) to image_registries"
-        )));
+        return Err(PullError::MirrorPlainHttp {
+            url: url.to_owned(),
+            registry: registry.to_owned(),
+            host: host.to_owned(),
+        });
     }
     Ok(Endpoint {
         host: host.to_owned(),

@@ -1,26 +1,93 @@
 //! The registry's errors: [`PullError`] (what the image store sees), and inside a pull why a
-//! manifest fetch, a source or a blob download failed.
+//! manifest fetch ([`ManifestError`]), a source ([`SourceError`]) or a blob download
+//! ([`DownloadCause`]) failed.
 
 use std::io;
 
 use oci_client::errors::OciDistributionError;
 
 use super::retry::{describe, transient, Transient};
+use super::MIRRORS_ENV;
 use crate::image::layout::UnsupportedDigest;
 use crate::image::metadata::MetadataError;
 
 /// Why a pull failed; the image store turns it into an error naming the image.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Failed(String),
+    #[error("the image reference is empty")]
+    EmptyReference,
+    #[error("{reference:?} is not a valid image reference ({why}); use NAME[:TAG] or NAME@sha256:DIGEST, e.g. `python:slim` or `ghcr.io/org/app:1.0`")]
+    InvalidReference {
+        reference: String,
+        #[source]
+        why: ReferenceProblem,
+    },
+    #[error("{MIRRORS_ENV}: {item:?} is not REGISTRY=URL (e.g. docker.io=http://127.0.0.1:5000)")]
+    MirrorsEnv { item: String },
+    #[error("mirror {url:?} of {registry}: give scheme and host only, e.g. http://127.0.0.1:5000")]
+    MirrorNotHost { url: String, registry: String },
+    #[error("mirror {url:?} of {registry}: unsupported scheme {scheme:?} (use http or https)")]
+    MirrorScheme {
+        url: String,
+        registry: String,
+        scheme: String,
+    },
+    #[error(
+        "mirror {url:?} of {registry}: plain HTTP is allowed only for loopback hosts; \
+         to allow it for {host}, add ImageRegistry(host={host:?}, insecure=True) to image_registries"
+    )]
+    MirrorPlainHttp {
+        url: String,
+        registry: String,
+        host: String,
+    },
+    /// A source failed in a way the next cannot mend (access refused, a broken image): `label`
+    /// names it (`http://127.0.0.1:5000 (mirror of docker.io)`).
+    #[error("from {label}: {error}")]
+    Refused {
+        label: String,
+        #[source]
+        error: SourceError,
+    },
+    /// Every source failed, each for its own reason.
+    #[error("{}", failures_text(.0))]
+    Failed(Vec<SourceFailure>),
+}
+
+/// Why a reference does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferenceProblem {
+    #[error(transparent)]
+    Parse(#[from] oci_client::ParseError),
+    #[error("repository names must be lowercase")]
+    Uppercase,
+}
+
+/// One source that failed and why.
+#[derive(Debug)]
+pub struct SourceFailure {
+    pub label: String,
+    pub error: SourceError,
+}
+
+/// `label: reason; label: reason`, with a hint when the sources could not be reached.
+fn failures_text(failures: &[SourceFailure]) -> String {
+    let mut reason = failures
+        .iter()
+        .map(|f| format!("{}: {}", f.label, f.error))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if reason.contains("cannot connect") || reason.contains("timed out") {
+        reason.push_str(
+            " (offline or air-gapped? point registry_mirrors or BOXLITE_REGISTRY_MIRRORS at a reachable mirror)",
+        );
+    }
+    reason
 }
 
 /// Why a manifest could not be fetched.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ManifestError {
+pub enum ManifestError {
     /// The registry refused or could not be reached.
     #[error(transparent)]
     Registry(#[from] OciDistributionError),
@@ -57,7 +124,7 @@ pub(super) enum EndpointError {
 
 /// What went wrong with one source; the text is what the user reads after the source's name.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum SourceError {
+pub enum SourceError {
     /// The registry refused or could not be reached.
     #[error("{}", describe(.0))]
     Registry(#[source] OciDistributionError),
@@ -100,15 +167,6 @@ pub(super) enum SourceError {
         #[source]
         source: DownloadCause,
     },
-    /// The pull's options are invalid (a mirror URL).
-    #[error(transparent)]
-    Invalid(#[from] PullError),
-}
-
-impl From<PullError> for EndpointError {
-    fn from(e: PullError) -> Self {
-        EndpointError::Fatal(e.into())
-    }
 }
 
 /// Why one attempt at a blob failed, and whether another attempt may help.
@@ -120,7 +178,7 @@ pub(super) enum DownloadError {
 
 /// What went wrong downloading one blob.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum DownloadCause {
+pub enum DownloadCause {
     /// The registry refused or could not be reached.
     #[error("{}", describe(.0))]
     Registry(#[source] OciDistributionError),

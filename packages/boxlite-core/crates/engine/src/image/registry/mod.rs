@@ -37,7 +37,9 @@ use crate::image::unpack::ImageLimits;
 use endpoint::endpoints;
 pub use endpoint::parse_mirrors_env;
 use error::EndpointError;
-pub use error::PullError;
+pub use error::{
+    DownloadCause, ManifestError, PullError, ReferenceProblem, SourceError, SourceFailure,
+};
 pub use reference::{canonical, parse_reference};
 
 /// The environment variable holding mirrors: `docker.io=http://127.0.0.1:5000,ghcr.io=https://m`.
@@ -127,24 +129,21 @@ impl Puller {
         for endpoint in endpoints(&self.options, reference)? {
             match self.pull_from(reference, &endpoint, progress).await {
                 Ok(image) => return Ok(image),
-                Err(EndpointError::Fatal(reason)) => {
-                    return Err(PullError::Failed(format!(
-                        "from {}: {reason}",
-                        endpoint.label
-                    )))
+                Err(EndpointError::Fatal(error)) => {
+                    return Err(PullError::Refused {
+                        label: endpoint.label,
+                        error,
+                    })
                 }
-                Err(EndpointError::TryNext(reason)) => {
-                    tracing::info!(endpoint = %endpoint.label, %reason, "pull failed; trying the next source");
-                    failures.push(format!("{}: {reason}", endpoint.label));
+                Err(EndpointError::TryNext(error)) => {
+                    tracing::info!(endpoint = %endpoint.label, reason = %error, "pull failed; trying the next source");
+                    failures.push(SourceFailure {
+                        label: endpoint.label,
+                        error,
+                    });
                 }
             }
         }
-        let mut reason = failures.join("; ");
-        if reason.contains("cannot connect") || reason.contains("timed out") {
-            reason.push_str(
-                " (offline or air-gapped? point registry_mirrors or BOXLITE_REGISTRY_MIRRORS at a reachable mirror)",
-            );
-        }
-        Err(PullError::Failed(reason))
+        Err(PullError::Failed(failures))
     }
 }

@@ -3,29 +3,29 @@
 
 use oci_client::Reference;
 
+use super::error::ReferenceProblem;
 use super::PullError;
 
 /// Parses a reference the way Docker does; a clear error for malformed ones.
 pub fn parse_reference(reference: &str) -> Result<Reference, PullError> {
     let trimmed = reference.trim();
     if trimmed.is_empty() {
-        return Err(PullError::Invalid("the image reference is empty".into()));
+        return Err(PullError::EmptyReference);
     }
-    let invalid = |why: String| {
-        PullError::Invalid(format!(
-            "{reference:?} is not a valid image reference ({why}); use NAME[:TAG] or NAME@sha256:DIGEST, e.g. `python:slim` or `ghcr.io/org/app:1.0`"
-        ))
+    let invalid = |why: ReferenceProblem| PullError::InvalidReference {
+        reference: reference.to_owned(),
+        why,
     };
     let parsed = trimmed
         .parse::<Reference>()
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(e.into()))?;
     // As Docker: repository names are lowercase.
     if parsed
         .repository()
         .bytes()
         .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/".contains(&b)))
     {
-        return Err(invalid("repository names must be lowercase".into()));
+        return Err(invalid(ReferenceProblem::Uppercase));
     }
     Ok(parsed)
 }

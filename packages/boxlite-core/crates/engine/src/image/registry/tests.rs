@@ -149,3 +149,77 @@ fn source_and_download_errors_read_as_before() {
         assert_eq!(error.to_string(), message);
     }
 }
+
+#[test]
+fn pull_errors_read_as_before() {
+    use super::error::{DownloadCause, SourceError, SourceFailure};
+    let options = RegistryOptions::default();
+    let cases = [
+        (
+            parse_reference("  ").unwrap_err(),
+            "the image reference is empty".to_owned(),
+        ),
+        (
+            parse_reference("UPPER/case").unwrap_err(),
+            "\"UPPER/case\" is not a valid image reference (repository names must be lowercase); use NAME[:TAG] or NAME@sha256:DIGEST, e.g. `python:slim` or `ghcr.io/org/app:1.0`".to_owned(),
+        ),
+        (
+            parse_mirrors_env("nonsense").unwrap_err(),
+            "BOXLITE_REGISTRY_MIRRORS: \"nonsense\" is not REGISTRY=URL (e.g. docker.io=http://127.0.0.1:5000)".to_owned(),
+        ),
+        (
+            mirror_endpoint("docker.io", "http://a/b", &options).unwrap_err(),
+            "mirror \"http://a/b\" of docker.io: give scheme and host only, e.g. http://127.0.0.1:5000".to_owned(),
+        ),
+        (
+            mirror_endpoint("docker.io", "ftp://a", &options).unwrap_err(),
+            "mirror \"ftp://a\" of docker.io: unsupported scheme \"ftp\" (use http or https)".to_owned(),
+        ),
+        (
+            mirror_endpoint("docker.io", "http://10.1.2.3:5000", &options).unwrap_err(),
+            "mirror \"http://10.1.2.3:5000\" of docker.io: plain HTTP is allowed only for loopback hosts; to allow it for 10.1.2.3:5000, add ImageRegistry(host=\"10.1.2.3:5000\", insecure=True) to image_registries".to_owned(),
+        ),
+        (
+            PullError::Refused {
+                label: "https://ghcr.io".into(),
+                error: SourceError::TooManyLayers {
+                    count: 300,
+                    max: 256,
+                },
+            },
+            "from https://ghcr.io: the image has 300 layers, more than the 256 supported".to_owned(),
+        ),
+        (
+            PullError::Failed(vec![
+                SourceFailure {
+                    label: "http://127.0.0.1:5000 (mirror of docker.io)".into(),
+                    error: SourceError::Blob {
+                        digest: "sha256:a".into(),
+                        source: DownloadCause::Size {
+                            total: 2,
+                            downloaded: 1,
+                        },
+                    },
+                },
+                SourceFailure {
+                    label: "https://registry-1.docker.io".into(),
+                    error: SourceError::TooManyLayers { count: 9, max: 8 },
+                },
+            ]),
+            "http://127.0.0.1:5000 (mirror of docker.io): blob sha256:a: size mismatch: the manifest states 2 bytes, the registry sent 1; https://registry-1.docker.io: the image has 9 layers, more than the 8 supported".to_owned(),
+        ),
+    ];
+    for (error, message) in cases {
+        assert_eq!(error.to_string(), message);
+    }
+    let unreachable = PullError::Failed(vec![SourceFailure {
+        label: "https://x".into(),
+        error: SourceError::Blob {
+            digest: "sha256:a".into(),
+            source: DownloadCause::Stream(std::io::Error::other("the request timed out")),
+        },
+    }]);
+    assert!(unreachable
+        .to_string()
+        .ends_with("(offline or air-gapped? point registry_mirrors or BOXLITE_REGISTRY_MIRRORS at a reachable mirror)"));
+}
