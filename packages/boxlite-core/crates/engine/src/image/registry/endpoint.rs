@@ -146,6 +146,8 @@ impl Puller {
 
     /// The HTTP client for manifests (oci-client's `pull_manifest_raw` reads a body of any
     /// length into memory; ours stops at [`metadata::MAX_METADATA_BYTES`]).
+    ///
+    /// [`metadata::MAX_METADATA_BYTES`]: crate::image::metadata::MAX_METADATA_BYTES
     pub(super) fn http_client(&self) -> Result<reqwest::Client, EndpointError> {
         reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))

@@ -93,6 +93,8 @@ pub enum ManifestError {
     Registry(#[from] OciDistributionError),
     /// The manifest is larger than `limit` ([`metadata::MAX_METADATA_BYTES`]); `length` is
     /// what the registry announced, if it did (it was read no further than the limit).
+    ///
+    /// [`metadata::MAX_METADATA_BYTES`]: crate::image::metadata::MAX_METADATA_BYTES
     #[error("the manifest is {} bytes long: an image's metadata may have at most {limit} bytes; cut off", size_text(*.length, *.limit))]
     TooLarge { length: Option<u64>, limit: u64 },
 }

@@ -12,7 +12,7 @@ pub enum UnpackError {
     /// The entry would write outside the item, through a symlink, or replace a directory.
     #[error("archive entry {entry:?} refused: {reason}")]
     Refused { entry: String, reason: String },
-    /// The archive is larger than [`UnpackPolicy::max_bytes`].
+    /// The archive is larger than [`UnpackPolicy::max_bytes`](super::UnpackPolicy::max_bytes).
     #[error(
         "the archive is over its size limit of {limit} bytes: {entry:?} needs {needed} more after {used} bytes"
     )]
