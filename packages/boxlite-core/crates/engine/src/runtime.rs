@@ -273,7 +273,7 @@ impl Runtime {
         .await
         .map_err(|reason| Error::BootFailed {
             id: "bare-boot".into(),
-            reason,
+            reason: reason.to_string(),
         })
     }
 

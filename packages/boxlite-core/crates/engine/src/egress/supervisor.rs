@@ -23,14 +23,39 @@ pub struct Supervisor {
 /// Refusals logged one by one; after these, only every 1000th (a guest can try millions).
 const LOGGED_REFUSALS: u64 = 20;
 
-/// The refusal of a unix socket address. passt itself tries one (its syslog socket) at every
-/// start; the guest's traffic never leads to one. Refused all the same, and logged at debug
-/// level only, so that it does not hide the refusals that matter.
-const UNIX_SOCKET_REFUSAL: &str = "a unix socket (passt's own syslog)";
+/// Why the supervisor refused a call; its kind decides how loudly it is logged.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// A unix socket address. passt itself tries one (its syslog socket) at every start; the
+    /// guest's traffic never leads to one. Refused all the same, and logged at debug level
+    /// only, so that it does not hide the refusals that matter.
+    #[error("a unix socket (passt's own syslog)")]
+    UnixSocket,
+    /// The policy refused the destination.
+    #[error("{0}")]
+    Policy(Refusal),
+    /// Part of the call could not be read from passt's memory, or is too short.
+    #[error("{0}")]
+    Unreadable(&'static str),
+    #[error("sendmmsg of {0} messages")]
+    Batch(usize),
+    #[error("address family {0}")]
+    Family(i32),
+    #[error("unexpected system call {0}")]
+    SystemCall(libc::c_long),
+}
+
+impl Refused {
+    /// Refusals that happen at every start of passt, whatever the guest does: logged at debug
+    /// level only.
+    fn routine(&self) -> bool {
+        matches!(self, Refused::UnixSocket)
+    }
+}
 
 enum Verdict {
     Continue,
-    Refuse(Refusal),
+    Refuse(Refused),
 }
 
 impl Supervisor {
@@ -96,7 +121,7 @@ impl Supervisor {
             };
             match verdict {
                 Verdict::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-                Verdict::Refuse(why) if why == UNIX_SOCKET_REFUSAL => {
+                Verdict::Refuse(why) if why.routine() => {
                     tracing::debug!(id = %self.id, "egress refused: {why}");
                     resp.error = -libc::EACCES;
                 }
@@ -137,21 +162,21 @@ impl Supervisor {
                     Some(payload) => {
                         self.destination(&memory, args[4], args[5], Some(&payload), &host, false)
                     }
-                    None => Err("unreadable datagram".into()),
+                    None => Err(Refused::Unreadable("unreadable datagram")),
                 }
             }
             libc::SYS_sendmsg => self.message(&memory, args[1], &host),
             libc::SYS_sendmmsg => {
                 let count = args[2] as usize;
                 if count > MAX_BATCH {
-                    Err(format!("sendmmsg of {count} messages"))
+                    Err(Refused::Batch(count))
                 } else {
                     let size = std::mem::size_of::<libc::mmsghdr>() as u64;
                     (0..count as u64)
                         .try_for_each(|i| self.message(&memory, args[1] + i * size, &host))
                 }
             }
-            other => Err(format!("unexpected system call {other}")),
+            other => Err(Refused::SystemCall(other)),
         };
         match result {
             Ok(()) => Verdict::Continue,
@@ -165,8 +190,10 @@ impl Supervisor {
         memory: &Memory,
         addr: u64,
         host: &HashSet<IpAddr>,
-    ) -> Result<(), Refusal> {
-        let msg: libc::msghdr = memory.read_struct(addr).ok_or("unreadable msghdr")?;
+    ) -> Result<(), Refused> {
+        let msg: libc::msghdr = memory
+            .read_struct(addr)
+            .ok_or(Refused::Unreadable("unreadable msghdr"))?;
         if msg.msg_name.is_null() {
             return Ok(());
         }
@@ -194,17 +221,17 @@ impl Supervisor {
         payload: Option<&[u8]>,
         host: &HashSet<IpAddr>,
         connect: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), Refused> {
         let len = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
         let raw = memory
             .read_vec(addr, len)
-            .ok_or("unreadable socket address")?;
+            .ok_or(Refused::Unreadable("unreadable socket address"))?;
         if raw.len() < 2 {
-            return Err("short socket address".into());
+            return Err(Refused::Unreadable("short socket address"));
         }
         let family = u16::from_ne_bytes([raw[0], raw[1]]) as i32;
         let (ip, port) = match family {
-            libc::AF_INET => parse_v4(&raw).ok_or("short IPv4 address")?,
+            libc::AF_INET => parse_v4(&raw).ok_or(Refused::Unreadable("short IPv4 address"))?,
             libc::AF_INET6 if raw.len() >= 24 => {
                 let octets: [u8; 16] = raw[8..24].try_into().expect("16 bytes");
                 (
@@ -215,13 +242,15 @@ impl Supervisor {
             // connect(AF_UNSPEC) dissolves an association; a datagram sent to AF_UNSPEC is
             // sent as IPv4 by the kernel, so it is checked as such.
             libc::AF_UNSPEC if connect => return Ok(()),
-            libc::AF_UNSPEC => parse_v4(&raw).ok_or("short address")?,
+            libc::AF_UNSPEC => parse_v4(&raw).ok_or(Refused::Unreadable("short address"))?,
             libc::AF_NETLINK => return Ok(()),
-            libc::AF_UNIX => return Err(UNIX_SOCKET_REFUSAL.into()),
-            other => return Err(format!("address family {other}")),
+            libc::AF_UNIX => return Err(Refused::UnixSocket),
+            other => return Err(Refused::Family(other)),
         };
         let payload = if connect { None } else { payload };
-        self.policy.check(ip, port, payload, host)
+        self.policy
+            .check(ip, port, payload, host)
+            .map_err(Refused::Policy)
     }
 }
 
@@ -266,20 +295,52 @@ impl Memory {
     }
 
     /// Up to `max` bytes of the buffers an `iovec` array describes.
-    fn gather(&self, iov: u64, count: usize, max: usize) -> Result<Vec<u8>, Refusal> {
+    fn gather(&self, iov: u64, count: usize, max: usize) -> Result<Vec<u8>, Refused> {
         let mut out = Vec::new();
         let size = std::mem::size_of::<libc::iovec>() as u64;
         for i in 0..count.min(64) as u64 {
             if out.len() >= max {
                 break;
             }
-            let v: libc::iovec = self.read_struct(iov + i * size).ok_or("unreadable iovec")?;
+            let v: libc::iovec = self
+                .read_struct(iov + i * size)
+                .ok_or(Refused::Unreadable("unreadable iovec"))?;
             let take = v.iov_len.min(max - out.len());
             out.extend(
                 self.read_vec(v.iov_base as u64, take)
-                    .ok_or("unreadable buffer")?,
+                    .ok_or(Refused::Unreadable("unreadable buffer"))?,
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_passts_own_syslog_refusal_is_routine_and_messages_read_as_before() {
+        assert!(Refused::UnixSocket.routine());
+        assert_eq!(
+            Refused::UnixSocket.to_string(),
+            "a unix socket (passt's own syslog)"
+        );
+        for (refused, message) in [
+            (
+                Refused::Policy("the host's own address".into()),
+                "the host's own address",
+            ),
+            (
+                Refused::Unreadable("unreadable msghdr"),
+                "unreadable msghdr",
+            ),
+            (Refused::Batch(2000), "sendmmsg of 2000 messages"),
+            (Refused::Family(17), "address family 17"),
+            (Refused::SystemCall(42), "unexpected system call 42"),
+        ] {
+            assert!(!refused.routine(), "{message}");
+            assert_eq!(refused.to_string(), message);
+        }
     }
 }

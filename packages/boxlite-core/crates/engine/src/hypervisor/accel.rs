@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Accel, Hypervisor, VmSpec};
+use super::{Accel, Hypervisor, VmExit, VmSpec};
 use crate::agent::{AgentClient, ConnectError};
 use crate::assets::GuestAssets;
 use crate::boot;
@@ -140,6 +140,28 @@ async fn probe(hypervisor: &dyn Hypervisor, assets: &GuestAssets, scratch: &Path
     }
 }
 
+/// Why a bare boot (the accelerator probe, the benchmark's baseline) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The VMM could not be started.
+    #[error("{0}")]
+    Launch(#[source] Error),
+    #[error("the VM ended with {0}")]
+    VmExited(VmExit),
+    #[error("no answer within {} s", .0.as_secs())]
+    TimedOut(Duration),
+    /// The agent's hello was missing or wrong (the agent client's words).
+    #[error("{0}")]
+    Protocol(String),
+    /// The failure, with the first line the VMM logged (e.g. KVM_EXIT_INTERNAL_ERROR).
+    #[error("{error}; QEMU: {vmm_log}")]
+    VmmSaid {
+        #[source]
+        error: Box<ProbeError>,
+        vmm_log: String,
+    },
+}
+
 /// Boots the kernel and initramfs alone (no root disk) until the agent's hello, then shuts the
 /// VM down. Returns the time from launch to the hello: the bare boot the benchmarks compare
 /// box start-up against, and the accelerator probe.
@@ -148,7 +170,7 @@ pub async fn boot_agent_only(
     assets: &GuestAssets,
     scratch: &Path,
     accel: Accel,
-) -> Result<Duration, String> {
+) -> Result<Duration, ProbeError> {
     let _ = std::fs::create_dir_all(scratch);
     let file = |name: &str| -> PathBuf { scratch.join(name) };
     let socket = file("probe.sock");
@@ -170,7 +192,7 @@ pub async fn boot_agent_only(
         shares: Vec::new(),
     };
     let launched = tokio::time::Instant::now();
-    let vm = hypervisor.launch(&spec).map_err(|e| e.to_string())?;
+    let vm = hypervisor.launch(&spec).map_err(ProbeError::Launch)?;
     let deadline = launched + PROBE_TIMEOUT;
     let result = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
         Ok((agent, _hello)) => {
@@ -178,11 +200,9 @@ pub async fn boot_agent_only(
             let _ = agent.shutdown().await;
             Ok(elapsed)
         }
-        Err(ConnectError::VmExited(exit)) => Err(format!("the VM ended with {exit}")),
-        Err(ConnectError::TimedOut) => {
-            Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))
-        }
-        Err(ConnectError::Protocol(p)) => Err(p),
+        Err(ConnectError::VmExited(exit)) => Err(ProbeError::VmExited(exit)),
+        Err(ConnectError::TimedOut) => Err(ProbeError::TimedOut(PROBE_TIMEOUT)),
+        Err(ConnectError::Protocol(p)) => Err(ProbeError::Protocol(p)),
     };
     let mut exit = vm.exit_watch();
     if tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|e| e.is_some()))
@@ -196,7 +216,10 @@ pub async fn boot_agent_only(
     let result = result.map_err(|why| {
         let log = std::fs::read_to_string(&spec.vmm_log).unwrap_or_default();
         match log.lines().map(str::trim).find(|l| !l.is_empty()) {
-            Some(first) => format!("{why}; QEMU: {first}"),
+            Some(first) => ProbeError::VmmSaid {
+                error: Box::new(why),
+                vmm_log: first.to_owned(),
+            },
             None => why,
         }
     });

@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::image::metadata;
-use crate::image::registry;
+use crate::image::metadata::{self, MetadataError};
+use crate::image::registry::{self, PullError};
 use crate::image::store::{BlobStore, ImageDb, ImageRecord};
 
 #[derive(Debug, Deserialize)]
@@ -36,8 +36,87 @@ struct Stored {
     gzip: bool,
 }
 
-fn archive_error(path: &Path, reason: impl std::fmt::Display) -> String {
-    format!("docker archive {}: {reason}", path.display())
+/// Why an import failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The archive at `path` is unreadable, malformed or refused.
+    #[error("docker archive {}: {reason}", .path.display())]
+    Archive {
+        path: PathBuf,
+        #[source]
+        reason: Problem,
+    },
+    /// A name for the image is not a valid reference.
+    #[error(transparent)]
+    Reference(#[from] PullError),
+    /// The image index could not be read or written.
+    #[error(transparent)]
+    Db(#[from] crate::error::Error),
+}
+
+/// What is wrong with an archive (the text after `docker archive PATH: `).
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// Reading the archive failed.
+    #[error("{0}")]
+    Read(#[source] io::Error),
+    /// `manifest.json` or a config is over the metadata cap, or unreadable.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("manifest.json is not valid: {0}")]
+    InvalidManifest(#[source] serde_json::Error),
+    #[error("no manifest.json: not a `docker save` archive (an OCI layout directory goes in rootfs_path)")]
+    NoManifest,
+    #[error("manifest.json lists no image")]
+    NoImage,
+    #[error("it holds {count} images; a single reference cannot name them all")]
+    SeveralImages { count: usize },
+    /// Copying an entry into the blob store failed.
+    #[error("{name}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{name} is listed in manifest.json but missing")]
+    Missing { name: String },
+    #[error("storing the manifest: {0}")]
+    StoreManifest(#[source] io::Error),
+    #[error("an image in it has no tag: pass a reference to name it")]
+    NoTag,
+    #[error(
+        "it names an image {canonical}, but that image's manifest hashes to \
+         {manifest_digest}: a digest-pinned name only ever names content with that digest"
+    )]
+    PinnedDigest {
+        canonical: String,
+        manifest_digest: String,
+    },
+    #[error(
+        "it names an image {canonical}, which the cache already holds for other \
+         content ({cached_digest} from {cached_source}); an import never replaces a cached name: remove it first \
+         (runtime.images.remove({canonical:?})) or import under another name (reference=...)"
+    )]
+    NameTaken {
+        canonical: String,
+        cached_digest: String,
+        cached_source: String,
+    },
+    #[error("it names two different images {reference}")]
+    TwoImages { reference: String },
+}
+
+fn archive_error(path: &Path, reason: impl Into<Problem>) -> ArchiveError {
+    ArchiveError::Archive {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+impl From<io::Error> for Problem {
+    fn from(e: io::Error) -> Self {
+        Problem::Read(e)
+    }
 }
 
 fn normalise(path: &str) -> String {
@@ -45,7 +124,7 @@ fn normalise(path: &str) -> String {
 }
 
 /// Reads `manifest.json` (first pass; entries are skipped by seeking).
-fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, String> {
+fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, ArchiveError> {
     let file = File::open(path).map_err(|e| archive_error(path, e))?;
     let mut archive = tar::Archive::new(file);
     let entries = archive
@@ -64,13 +143,10 @@ fn read_manifest(path: &Path) -> Result<Vec<ArchiveImage>, String> {
             let text = metadata::read_capped("manifest.json", stated, entry)
                 .map_err(|e| archive_error(path, e))?;
             return serde_json::from_slice(&text)
-                .map_err(|e| archive_error(path, format!("manifest.json is not valid: {e}")));
+                .map_err(|e| archive_error(path, Problem::InvalidManifest(e)));
         }
     }
-    Err(archive_error(
-        path,
-        "no manifest.json: not a `docker save` archive (an OCI layout directory goes in rootfs_path)",
-    ))
+    Err(archive_error(path, Problem::NoManifest))
 }
 
 /// Copies `reader` into the store while hashing it.
@@ -109,18 +185,17 @@ pub fn import(
     db: &ImageDb,
     path: &Path,
     reference: Option<&str>,
-) -> Result<Vec<ImageRecord>, String> {
+) -> Result<Vec<ImageRecord>, ArchiveError> {
     let images = read_manifest(path)?;
     if images.is_empty() {
-        return Err(archive_error(path, "manifest.json lists no image"));
+        return Err(archive_error(path, Problem::NoImage));
     }
     if reference.is_some() && images.len() > 1 {
         return Err(archive_error(
             path,
-            format!(
-                "it holds {} images; a single reference cannot name them all",
-                images.len()
-            ),
+            Problem::SeveralImages {
+                count: images.len(),
+            },
         ));
     }
     let wanted: std::collections::HashSet<String> = images
@@ -146,17 +221,25 @@ pub fn import(
         if !wanted.contains(&name) || stored.contains_key(&name) {
             continue;
         }
-        let blob = store_stream(store, &mut entry)
-            .map_err(|e| archive_error(path, format!("{name}: {e}")))?;
+        let blob = store_stream(store, &mut entry).map_err(|source| {
+            archive_error(
+                path,
+                Problem::Store {
+                    name: name.clone(),
+                    source,
+                },
+            )
+        })?;
         stored.insert(name, blob);
     }
 
     let mut records = Vec::new();
     for image in &images {
         let get = |p: &str| {
-            stored.get(&normalise(p)).cloned().ok_or_else(|| {
-                archive_error(path, format!("{p} is listed in manifest.json but missing"))
-            })
+            stored
+                .get(&normalise(p))
+                .cloned()
+                .ok_or_else(|| archive_error(path, Problem::Missing { name: p.to_owned() }))
         };
         let config = get(&image.config)?;
         metadata::check_stated(&format!("the config {}", image.config), config.size)
@@ -188,41 +271,37 @@ pub fn import(
         let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         store
             .put_bytes(&manifest_digest, &bytes)
-            .map_err(|e| archive_error(path, format!("storing the manifest: {e}")))?;
+            .map_err(|e| archive_error(path, Problem::StoreManifest(e)))?;
         let names: Vec<String> = match reference {
             Some(r) => vec![r.to_owned()],
             None => image.repo_tags.clone().unwrap_or_default(),
         };
         if names.is_empty() {
-            return Err(archive_error(
-                path,
-                "an image in it has no tag: pass a reference to name it",
-            ));
+            return Err(archive_error(path, Problem::NoTag));
         }
         for name in names {
-            let parsed = registry::parse_reference(&name).map_err(|e| e.to_string())?;
+            let parsed = registry::parse_reference(&name)?;
             let canonical = registry::canonical(&parsed);
             if let Some(pinned) = parsed.digest() {
                 if pinned != manifest_digest {
                     return Err(archive_error(
                         path,
-                        format!(
-                            "it names an image {canonical}, but that image's manifest hashes to \
-                             {manifest_digest}: a digest-pinned name only ever names content with that digest"
-                        ),
+                        Problem::PinnedDigest {
+                            canonical,
+                            manifest_digest,
+                        },
                     ));
                 }
             }
-            if let Some(existing) = db.get(&canonical).map_err(|e| e.to_string())? {
+            if let Some(existing) = db.get(&canonical)? {
                 if existing.manifest_digest != manifest_digest {
                     return Err(archive_error(
                         path,
-                        format!(
-                            "it names an image {canonical}, which the cache already holds for other \
-                             content ({} from {}); an import never replaces a cached name: remove it first \
-                             (runtime.images.remove({canonical:?})) or import under another name (reference=...)",
-                            existing.manifest_digest, existing.source
-                        ),
+                        Problem::NameTaken {
+                            canonical,
+                            cached_digest: existing.manifest_digest,
+                            cached_source: existing.source,
+                        },
                     ));
                 }
             }
@@ -245,7 +324,9 @@ pub fn import(
                 if other.manifest_digest != record.manifest_digest {
                     return Err(archive_error(
                         path,
-                        format!("it names two different images {}", record.reference),
+                        Problem::TwoImages {
+                            reference: record.reference,
+                        },
                     ));
                 }
                 continue;
@@ -255,7 +336,50 @@ pub fn import(
     }
     // Recorded only once every name was checked: a refused archive leaves no name behind.
     for record in &records {
-        db.put(record).map_err(|e| e.to_string())?;
+        db.put(record)?;
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_as_before() {
+        let path = Path::new("/tmp/a.tar");
+        let taken = archive_error(
+            path,
+            Problem::NameTaken {
+                canonical: "docker.io/library/x:1".into(),
+                cached_digest: "sha256:a".into(),
+                cached_source: "docker.io".into(),
+            },
+        );
+        assert_eq!(
+            taken.to_string(),
+            "docker archive /tmp/a.tar: it names an image docker.io/library/x:1, which the cache \
+             already holds for other content (sha256:a from docker.io); an import never replaces \
+             a cached name: remove it first (runtime.images.remove(\"docker.io/library/x:1\")) or \
+             import under another name (reference=...)"
+        );
+        let pinned = archive_error(
+            path,
+            Problem::PinnedDigest {
+                canonical: "x@sha256:a".into(),
+                manifest_digest: "sha256:b".into(),
+            },
+        );
+        assert_eq!(
+            pinned.to_string(),
+            "docker archive /tmp/a.tar: it names an image x@sha256:a, but that image's manifest \
+             hashes to sha256:b: a digest-pinned name only ever names content with that digest"
+        );
+        let missing = archive_error(path, Problem::NoManifest);
+        assert_eq!(
+            missing.to_string(),
+            "docker archive /tmp/a.tar: no manifest.json: not a `docker save` archive (an OCI \
+             layout directory goes in rootfs_path)"
+        );
+    }
 }

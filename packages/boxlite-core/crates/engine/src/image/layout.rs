@@ -64,8 +64,15 @@ pub fn is_layout(path: &Path) -> bool {
     path.join("oci-layout").is_file() && path.join("index.json").is_file()
 }
 
+/// A digest that is not `sha256:` and 64 lowercase hex digits.
+#[derive(Debug, thiserror::Error)]
+#[error("unsupported digest {digest} (only sha256)")]
+pub struct UnsupportedDigest {
+    pub digest: String,
+}
+
 /// Checks that `digest` is `sha256:` and 64 lowercase hex digits (so it is safe in a path).
-pub fn check_digest(digest: &str) -> std::result::Result<(), String> {
+pub fn check_digest(digest: &str) -> std::result::Result<(), UnsupportedDigest> {
     match digest.split_once(':') {
         Some(("sha256", hex))
             if hex.len() == 64
@@ -75,13 +82,15 @@ pub fn check_digest(digest: &str) -> std::result::Result<(), String> {
         {
             Ok(())
         }
-        _ => Err(format!("unsupported digest {digest} (only sha256)")),
+        _ => Err(UnsupportedDigest {
+            digest: digest.to_owned(),
+        }),
     }
 }
 
 /// `root/blobs/sha256/<hex>` for a checked digest.
 pub fn blob_path(layout: &Path, digest: &str) -> Result<PathBuf> {
-    check_digest(digest).map_err(|reason| not_layout(layout, reason))?;
+    check_digest(digest).map_err(|reason| not_layout(layout, reason.to_string()))?;
     let hex = &digest["sha256:".len()..];
     Ok(layout.join("blobs").join("sha256").join(hex))
 }
@@ -130,14 +139,14 @@ impl<R: Read> Read for VerifyingReader<R> {
 /// Reads a small JSON document (index, manifest, config) of at most [`MAX_METADATA_BYTES`].
 fn read_metadata(layout: &Path, what: &str, file: File) -> Result<Vec<u8>> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    metadata::read_capped(what, len, file).map_err(|e| not_layout(layout, e))
+    metadata::read_capped(what, len, file).map_err(|e| not_layout(layout, e.to_string()))
 }
 
 fn read_verified_blob(layout: &Path, descriptor: &Descriptor) -> Result<Vec<u8>> {
     let digest = descriptor.digest().to_string();
     let path = blob_path(layout, &digest)?;
     metadata::check_stated(&format!("blob {digest}"), descriptor.size())
-        .map_err(|e| not_layout(layout, e))?;
+        .map_err(|e| not_layout(layout, e.to_string()))?;
     let file = File::open(&path)
         .map_err(|e| not_layout(layout, format!("blob {digest} unreadable: {e}")))?;
     let data = read_metadata(layout, &format!("blob {digest}"), file)?;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use layout::{Compression, ResolvedImage, VerifyingReader};
-use registry::{Progress, PullError, Puller, RegistryOptions};
+use registry::{Progress, Puller, RegistryOptions};
 use store::{BlobStore, GcLock, GcReport, ImageDb, ImageRecord};
 pub use unpack::ImageLimits;
 
@@ -149,10 +149,10 @@ impl ImageStore {
         let started = Instant::now();
         let pulled = match puller.pull(&parsed, &progress).await {
             Ok(pulled) => pulled,
-            Err(PullError::Invalid(reason) | PullError::Failed(reason)) => {
+            Err(reason) => {
                 drop(gc);
                 self.discard_new_blobs(&before);
-                return Err(image_error(reference, reason));
+                return Err(image_error(reference, reason.to_string()));
             }
         };
         let _gc = gc;
@@ -250,7 +250,7 @@ impl ImageStore {
             Err(reason) => {
                 drop(gc);
                 self.discard_new_blobs(&before);
-                return Err(image_error(&spec, reason));
+                return Err(image_error(&spec, reason.to_string()));
             }
         };
         tracing::info!(archive = %spec, images = records.len(), "imported a docker archive");
