@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use boxlite_engine::options::{check_max_output_bytes, timeout_from_secs};
 use boxlite_engine::litebox::WriteOptions;
+use boxlite_engine::options::{check_max_output_bytes, timeout_from_secs};
 use boxlite_engine::{ExecSpec, Execution, LiteBox};
 use boxlite_protocol::files::FileInfo;
 use pyo3::prelude::*;
