@@ -5,6 +5,8 @@ outcome is collected with ``Completer.take()`` (see ``boxlite/_bridge.py``).
 """
 
 PROTOCOL_VERSION: int
+EXIT_COMMAND_NOT_FOUND: int
+EXIT_CANNOT_EXECUTE: int
 TIMEOUT_EXIT_CODE: int
 KILL_CONFIRM_TIMEOUT: float
 MAX_OUTPUT_BYTES_DEFAULT: int

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from typing_extensions import Unpack
 
+from .contract import EXIT_COMMAND_NOT_FOUND
 from .errors import InvalidOptionError, PackageInstallError
 from .simplebox import SimpleBox, SimpleBoxArgs
 
@@ -84,7 +85,7 @@ class CodeBox(SimpleBox):
             hint = ""
             if "No module named pip" in detail:
                 hint = " The image has no pip: use an image that ships it (python:slim does) or install python3-pip."
-            elif result.exit_code == 127:
+            elif result.exit_code == EXIT_COMMAND_NOT_FOUND:
                 hint = f" The image has no {PYTHON}: CodeBox needs a Python image."
             raise PackageInstallError(
                 f"pip install {' '.join(names)} failed in box {self.id} (exit code {result.exit_code}).{hint}\n{detail}"

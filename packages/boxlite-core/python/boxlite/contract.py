@@ -14,6 +14,12 @@ from . import _engine
 #: result also has ``timed_out=True``.
 TIMEOUT_EXIT_CODE: Final[int] = _engine.TIMEOUT_EXIT_CODE
 
+#: Exit code of an execution whose program was not found in the box (as a shell reports it).
+EXIT_COMMAND_NOT_FOUND: Final[int] = _engine.EXIT_COMMAND_NOT_FOUND
+
+#: Exit code of an execution whose program could not be started (not executable).
+EXIT_CANNOT_EXECUTE: Final[int] = _engine.EXIT_CANNOT_EXECUTE
+
 #: Seconds the box's agent has to confirm a kill (``kill()`` or a timeout's) before the box is
 #: declared broken; ``wait()`` after a kill returns within about this long.
 KILL_CONFIRM_TIMEOUT: Final[float] = _engine.KILL_CONFIRM_TIMEOUT
@@ -24,4 +30,11 @@ DEFAULT_MAX_OUTPUT_BYTES: Final[int] = _engine.MAX_OUTPUT_BYTES_DEFAULT
 #: Bytes one ``copy_out`` may write on the host unless ``BoxOptions.copy_out_max_bytes`` says otherwise.
 DEFAULT_COPY_OUT_MAX_BYTES: Final[int] = _engine.COPY_OUT_MAX_BYTES_DEFAULT
 
-__all__ = ["DEFAULT_COPY_OUT_MAX_BYTES", "DEFAULT_MAX_OUTPUT_BYTES", "KILL_CONFIRM_TIMEOUT", "TIMEOUT_EXIT_CODE"]
+__all__ = [
+    "DEFAULT_COPY_OUT_MAX_BYTES",
+    "DEFAULT_MAX_OUTPUT_BYTES",
+    "EXIT_CANNOT_EXECUTE",
+    "EXIT_COMMAND_NOT_FOUND",
+    "KILL_CONFIRM_TIMEOUT",
+    "TIMEOUT_EXIT_CODE",
+]

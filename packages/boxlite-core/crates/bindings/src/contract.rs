@@ -10,6 +10,12 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PROTOCOL_VERSION", boxlite_protocol::PROTOCOL_VERSION)?;
     // Exit code of an execution killed by its timeout.
     m.add("TIMEOUT_EXIT_CODE", TIMEOUT_EXIT_CODE)?;
+    // Exit codes of an execution that never started: program not found, or not executable.
+    m.add(
+        "EXIT_COMMAND_NOT_FOUND",
+        boxlite_protocol::EXIT_COMMAND_NOT_FOUND,
+    )?;
+    m.add("EXIT_CANNOT_EXECUTE", boxlite_protocol::EXIT_CANNOT_EXECUTE)?;
     // Seconds the agent has to confirm a kill before its box is declared broken.
     m.add("KILL_CONFIRM_TIMEOUT", KILL_CONFIRM_TIMEOUT.as_secs_f64())?;
     // Bytes of each output stream a result keeps unless the box or the call says otherwise.

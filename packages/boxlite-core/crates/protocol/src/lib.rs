@@ -208,6 +208,13 @@ pub enum OutputStream {
     Stderr,
 }
 
+/// Exit code of an execution whose program was not found in the box (as a shell reports it).
+pub const EXIT_COMMAND_NOT_FOUND: i32 = 127;
+
+/// Exit code of an execution whose program could not be started (not executable, or the
+/// agent could not set the process up), as a shell reports it.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExitStatus {
@@ -215,7 +222,7 @@ pub enum ExitStatus {
     Code(i32),
     /// The process was killed by this signal.
     Signal(i32),
-    /// The process never started: `code` is 127 (not found) or 126 (not executable).
+    /// The process never started: `code` is [`EXIT_COMMAND_NOT_FOUND`] or [`EXIT_CANNOT_EXECUTE`].
     SpawnFailed { code: i32, message: String },
 }
 

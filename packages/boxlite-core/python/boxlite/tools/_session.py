@@ -24,7 +24,7 @@ from typing import Any
 
 from typing_extensions import Self
 
-from ..contract import TIMEOUT_EXIT_CODE
+from ..contract import EXIT_COMMAND_NOT_FOUND, TIMEOUT_EXIT_CODE
 from ..errors import BoxliteError
 from ..runtime import Box, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .result import DEFAULT_MAX_OUTPUT_CHARS, ImageOutput, ToolResult, truncate_output
@@ -49,8 +49,6 @@ MAX_IMAGE_BYTES = 16 * 1024 * 1024
 MAX_TOTAL_IMAGE_BYTES = 32 * 1024 * 1024
 #: The longest protocol line the interpreter may send (``READY``, ``PONG``, an answer's header).
 MAX_HEADER_BYTES = 256
-
-_PARTIAL_OUTPUT_SCRIPT = 'head -c "$2" "$1/out" 2>/dev/null; head -c "$2" "$1/err" >&2 2>/dev/null; true'
 
 
 class ToolSandboxError(BoxliteError):
@@ -181,7 +179,7 @@ class _InterpreterSession:
         if ready != b"READY\n" or not execution.set_deadline(None):
             await execution.kill()
             ended = await execution.wait()
-            if ended.exit_code == 127:
+            if ended.exit_code == EXIT_COMMAND_NOT_FOUND:
                 raise ToolSandboxError(
                     "this image has no python3: use an image with Python (e.g. python:slim, the default)"
                 )
@@ -383,22 +381,29 @@ class _InterpreterSession:
             self._restarted_note = "the Python session was restarted: variables from earlier calls are gone"
         # Whatever the dead interpreter left running goes too.
         await self._kill(execution)
-        partial = await self._partial_output()
+        stdout, stderr = await self._partial_output()
         return ToolResult(
             exit_code=ended.exit_code if ended is not None else 1,
             timeout=seconds,
             note="the Python interpreter died during this call; the next call starts a new one",
-            **self._cap(partial.stdout, partial.stderr),
+            **self._cap(stdout, stderr),
         )
 
-    async def _partial_output(self) -> ExecResult:
-        """What the last request wrote before it was stopped (its output files stay in the box)."""
-        return await self.box.run(
-            "sh", ["-c", _PARTIAL_OUTPUT_SCRIPT, "sh", self._session_dir, str(self._byte_cap)], timeout=30
-        )
+    async def _partial_output(self) -> tuple[str, str]:
+        """What the last request wrote before it was stopped (its output files stay in the
+        box): the head of each, read by the agent's file builtin (no process in the box)."""
+
+        async def head(name: str) -> str:
+            try:
+                data = await self.box.read_file(f"{self._session_dir}/{name}", length=self._byte_cap)
+            except OSError:  # never written (the request did not start), or unreadable
+                return ""
+            return data.decode("utf-8", "replace")
+
+        return await head("out"), await head("err")
 
     async def _timed_out(self, seconds: float, note: str | None) -> ToolResult:
-        partial = await self._partial_output()
+        stdout, stderr = await self._partial_output()
         lost = " The Python session was restarted: variables from earlier calls are gone." if self.persistent else ""
         if self.persistent:
             self._restarted_note = (
@@ -409,7 +414,7 @@ class _InterpreterSession:
             timed_out=True,
             timeout=seconds,
             note=((note + "; ") if note else "") + f"the code was stopped after {seconds:g} s.{lost}",
-            **self._cap(partial.stdout, partial.stderr),
+            **self._cap(stdout, stderr),
         )
 
     async def close(self) -> None:

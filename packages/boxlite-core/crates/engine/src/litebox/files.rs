@@ -176,18 +176,10 @@ impl LiteBox {
         let unpacked = unpacker
             .await
             .map_err(|e| Error::Copy(format!("copy_out: {e}")))?;
-        if stalled {
-            let _ = execution.kill().await;
-            let _ = tokio::time::timeout(COPY_OUT_FINISH, execution.wait()).await;
-            return Err(Error::Copy(format!(
-                "copy_out of {guest_path} to {}: the box sent nothing for {} s; the copy was stopped",
-                target.display(),
-                COPY_OUT_IDLE.as_secs()
-            )));
-        }
         // What the box does after its archive cannot change the copy: it gets a moment and a
-        // little output to finish, then it is killed.
-        let finished = if unpacked.is_err() && unpacker_stopped {
+        // little output to finish, then it is killed (at once when it stalled, or when its
+        // archive was refused).
+        let finished = if stalled || (unpacked.is_err() && unpacker_stopped) {
             None
         } else {
             tokio::time::timeout(COPY_OUT_FINISH, finish_copy_out(&execution))
@@ -198,6 +190,13 @@ impl LiteBox {
         if finished.is_none() {
             let _ = execution.kill().await;
             let _ = tokio::time::timeout(COPY_OUT_FINISH, execution.wait()).await;
+        }
+        if stalled {
+            return Err(Error::Copy(format!(
+                "copy_out of {guest_path} to {}: the box sent nothing for {} s; the copy was stopped",
+                target.display(),
+                COPY_OUT_IDLE.as_secs()
+            )));
         }
         let where_to = |e: &dyn std::fmt::Display| {
             format!("copy_out of {guest_path} to {}: {e}", target.display())

@@ -7,7 +7,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 
-use boxlite_protocol::{ExecLimits, ExecRequest, ExitStatus, GuestMessage, OutputStream};
+use boxlite_protocol::{
+    ExecLimits, ExecRequest, ExitStatus, GuestMessage, OutputStream, EXIT_CANNOT_EXECUTE,
+    EXIT_COMMAND_NOT_FOUND,
+};
 
 use super::cgroup::create_cgroup;
 use super::output::Credit;
@@ -32,7 +35,11 @@ impl Executions {
     pub(super) fn spawn(&self, req: ExecRequest) {
         let exec_id = req.exec_id;
         if !self.has_rootfs {
-            return self.spawn_failed(exec_id, 127, "this VM has no root file system".into());
+            return self.spawn_failed(
+                exec_id,
+                EXIT_COMMAND_NOT_FOUND,
+                "this VM has no root file system".into(),
+            );
         }
         if self
             .table
@@ -61,7 +68,7 @@ impl Executions {
             .collect();
         let identity = match req.user.as_deref().map(users::resolve).transpose() {
             Ok(identity) => identity.filter(|i| i.uid != 0 || i.gid != 0 || !i.groups.is_empty()),
-            Err(message) => return self.spawn_failed(exec_id, 126, message),
+            Err(message) => return self.spawn_failed(exec_id, EXIT_CANNOT_EXECUTE, message),
         };
         let mut env = req.env.clone();
         if !env.iter().any(|(k, _)| k == "HOME") {
@@ -78,7 +85,7 @@ impl Executions {
         else {
             return self.spawn_failed(
                 exec_id,
-                126,
+                EXIT_CANNOT_EXECUTE,
                 "a NUL byte in the command, environment or working directory".into(),
             );
         };
@@ -90,12 +97,22 @@ impl Executions {
             .map(|(_, v)| v.as_str());
         let stdio = match ExecStdio::open(req.stdin, req.tty) {
             Ok(stdio) => stdio,
-            Err(e) => return self.spawn_failed(exec_id, 126, format!("cannot set up stdio: {e}")),
+            Err(e) => {
+                return self.spawn_failed(
+                    exec_id,
+                    EXIT_CANNOT_EXECUTE,
+                    format!("cannot set up stdio: {e}"),
+                )
+            }
         };
         let credit = match Credit::new() {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                return self.spawn_failed(exec_id, 126, format!("cannot create an eventfd: {e}"))
+                return self.spawn_failed(
+                    exec_id,
+                    EXIT_CANNOT_EXECUTE,
+                    format!("cannot create an eventfd: {e}"),
+                )
             }
         };
         let (cgroup, cgroup_procs) = create_cgroup(req.limits.max_processes).unzip();
@@ -117,7 +134,13 @@ impl Executions {
         };
         let (notify_rx, notify_tx) = match pipe() {
             Ok(p) => p,
-            Err(e) => return self.spawn_failed(exec_id, 126, format!("cannot create a pipe: {e}")),
+            Err(e) => {
+                return self.spawn_failed(
+                    exec_id,
+                    EXIT_CANNOT_EXECUTE,
+                    format!("cannot create a pipe: {e}"),
+                )
+            }
         };
         let mut table = self.table.lock().expect("table lock");
         let started = match &req.builtin {
@@ -136,24 +159,33 @@ impl Executions {
                 }
                 let program = &req.program;
                 let (code, message) = match (failure.stage, failure.error.raw_os_error()) {
-                    (5, Some(libc::ENOENT)) => (127, format!("{program}: command not found")),
-                    (5, _) => (126, format!("{program}: cannot execute: {}", failure.error)),
+                    (5, Some(libc::ENOENT)) => (
+                        EXIT_COMMAND_NOT_FOUND,
+                        format!("{program}: command not found"),
+                    ),
+                    (5, _) => (
+                        EXIT_CANNOT_EXECUTE,
+                        format!("{program}: cannot execute: {}", failure.error),
+                    ),
                     (3, _) => (
-                        126,
+                        EXIT_CANNOT_EXECUTE,
                         format!(
                             "cannot enter working directory {working_dir}: {}",
                             failure.error
                         ),
                     ),
                     (4, _) => (
-                        126,
+                        EXIT_CANNOT_EXECUTE,
                         format!("cannot switch to user {:?}: {}", req.user, failure.error),
                     ),
                     (7, _) => (
-                        126,
+                        EXIT_CANNOT_EXECUTE,
                         format!("cannot set resource limits: {}", failure.error),
                     ),
-                    _ => (126, format!("{program}: cannot start: {}", failure.error)),
+                    _ => (
+                        EXIT_CANNOT_EXECUTE,
+                        format!("{program}: cannot start: {}", failure.error),
+                    ),
                 };
                 return self.spawn_failed(exec_id, code, message);
             }
