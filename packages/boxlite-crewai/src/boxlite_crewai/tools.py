@@ -10,17 +10,16 @@ from typing import Any, TypeVar
 
 from boxlite import run_sync
 from boxlite.pool import BoxPool
+from boxlite.tools import ListFilesInput as ListFilesInput
+from boxlite.tools import PythonInput as PythonInput
+from boxlite.tools import ReadFileInput as ReadFileInput
 from boxlite.tools import (
-    DEFAULT_MAX_OUTPUT_CHARS,
-    DEFAULT_TIMEOUT,
+    SandboxBoundTool,
     ToolResult,
     ToolSandbox,
     descriptions,
     guard_sandbox,
 )
-from boxlite.tools import ListFilesInput as ListFilesInput
-from boxlite.tools import PythonInput as PythonInput
-from boxlite.tools import ReadFileInput as ReadFileInput
 from boxlite.tools import ShellInput as ShellInput
 from boxlite.tools import WriteFileInput as WriteFileInput
 from crewai.tools import BaseTool
@@ -38,7 +37,7 @@ def default_images_dir() -> Path:
     return Path(tempfile.gettempdir()) / "boxlite-crewai-images"
 
 
-class BoxLiteBaseTool(BaseTool):
+class BoxLiteBaseTool(SandboxBoundTool, BaseTool):
     """A CrewAI tool bound to a :class:`~boxlite.tools.ToolSandbox`.
 
     Pass one ``sandbox`` to several tools (or use :func:`boxlite_tools`) to share one box across
@@ -50,33 +49,6 @@ class BoxLiteBaseTool(BaseTool):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     sandbox: ToolSandbox = Field(default=None, exclude=True)  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        *,
-        sandbox: ToolSandbox | None = None,
-        image: str | os.PathLike[str] | None = None,
-        pool: BoxPool | None = None,
-        persistent: bool = False,
-        memory_mib: int = 1024,
-        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
-        default_timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> None:
-        sandbox = ToolSandbox.given_or_new(
-            sandbox,
-            image,
-            pool=pool,
-            persistent=persistent,
-            memory_mib=memory_mib,
-            max_output_chars=max_output_chars,
-            default_timeout=default_timeout,
-        )
-        super().__init__(sandbox=sandbox, **kwargs)  # type: ignore[call-arg]  # a field of this model
-
-    def close(self) -> None:
-        """Stops the tool's box (if its sandbox created one)."""
-        self.sandbox.close_sync()
 
     @staticmethod
     async def _guard(call: Awaitable[T]) -> T:

@@ -11,6 +11,7 @@ from boxlite.pool import BoxPool
 from boxlite.tools import (
     DEFAULT_MAX_OUTPUT_CHARS,
     DEFAULT_TIMEOUT,
+    SandboxBoundTool,
     ToolResult,
     ToolSandbox,
     descriptions,
@@ -41,7 +42,7 @@ def to_content(result: ToolResult) -> ToolContent:
     return blocks
 
 
-class BoxLiteBaseTool(BaseTool):
+class BoxLiteBaseTool(SandboxBoundTool, BaseTool):
     """A tool bound to a :class:`~boxlite.tools.ToolSandbox`.
 
     Without ``sandbox=`` the tool makes its own from ``image`` (default ``BOXLITE_DEFAULT_IMAGE``
@@ -53,36 +54,6 @@ class BoxLiteBaseTool(BaseTool):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     sandbox: ToolSandbox = Field(default=None, exclude=True)  # type: ignore[assignment]
-
-    def __init__(
-        self,
-        *,
-        sandbox: ToolSandbox | None = None,
-        image: str | os.PathLike[str] | None = None,
-        pool: BoxPool | None = None,
-        persistent: bool = False,
-        memory_mib: int = 1024,
-        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
-        default_timeout: float = DEFAULT_TIMEOUT,
-        **kwargs: Any,
-    ) -> None:
-        sandbox = ToolSandbox.given_or_new(
-            sandbox,
-            image,
-            pool=pool,
-            persistent=persistent,
-            memory_mib=memory_mib,
-            max_output_chars=max_output_chars,
-            default_timeout=default_timeout,
-        )
-        super().__init__(sandbox=sandbox, **kwargs)
-
-    def close(self) -> None:
-        """Stops the tool's box (if its sandbox created one)."""
-        self.sandbox.close_sync()
-
-    async def aclose(self) -> None:
-        await self.sandbox.close()
 
     @staticmethod
     async def _guard(call: Awaitable[T]) -> T:

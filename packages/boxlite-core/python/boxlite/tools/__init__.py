@@ -4,13 +4,15 @@ Run Python (fresh per call or a persistent session), shell commands and file ope
 box, with per-call timeouts that kill every process a call started, output capped with an
 explicit truncation marker, images the code writes collected as PNG bytes, and one text format
 for results. The tools' arguments (``schemas.py``: the input schemas a model sees, and the one
-check of a call's timeout) and the guard that turns a sandbox failure into a framework's
-error (``guard.py``) are here too: adapters only translate between this and their framework.
+check of a call's timeout), the guard that turns a sandbox failure into a framework's error
+(``guard.py``) and the base every adapter's tool mixes in (``adapter.py``: the constructor
+keywords, close) are here too: adapters only translate between this and their framework.
 """
 
 from __future__ import annotations
 
 from . import descriptions
+from .adapter import SandboxBoundTool
 from .guard import guard_sandbox
 from .result import (
     DEFAULT_MAX_OUTPUT_CHARS,
@@ -48,6 +50,7 @@ __all__ = [
     "ListFilesInput",
     "PythonInput",
     "ReadFileInput",
+    "SandboxBoundTool",
     "ShellInput",
     "ToolResult",
     "ToolSandbox",
