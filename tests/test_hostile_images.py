@@ -6,6 +6,8 @@ lies, escaping links), a registry on 127.0.0.1 that streams forever or lies abou
 ``docker save`` archives that claim names already in the cache. Each must fail with a clear
 error naming the problem (and the option that would allow it), leaving nothing in the cache
 (``images/tmp``, ``images/blobs``, ``images/disks``, ``boxes``) and nothing outside it.
+
+Over 500 lines on purpose: one attack per test, side by side, so the list can be read whole.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 //!
 //! Layout of the home (as the reference documentation describes it):
 //! `images/` (image cache and base disks), `boxes/<id>/` (config.json, disk.qcow2, logs,
-//! agent socket), `db/`, `logs/`, `lock`.
+//! agent socket), `db/`, `logs/`, `lock`. `home.rs` finds and creates it; `recovery.rs`
+//! deals with the boxes of processes that died.
+
+mod home;
+mod recovery;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::OnceCell;
+
+use home::create_home;
+pub use home::default_home;
 
 use crate::assets::GuestAssets;
 use crate::error::{Error, IoContext, Result};
@@ -33,7 +40,6 @@ pub struct Runtime {
     boxes_created: std::sync::atomic::AtomicU64,
 }
 
-/// `BOXLITE_HOME`, else `~/.boxlite`.
 /// Totals over a runtime's boxes.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RuntimeMetrics {
@@ -46,46 +52,6 @@ pub struct RuntimeMetrics {
     pub execs_started: u64,
     /// Resident memory of all running VMM processes, in bytes.
     pub vmm_rss_bytes: u64,
-}
-
-pub fn default_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("BOXLITE_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join(".boxlite")
-}
-
-/// Creates `home` private (0700: boxes' disks, logs and sockets are the user's alone); a home
-/// that exists already is left as its owner made it, with a warning if others may enter it.
-fn create_home(home: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    if let Some(parent) = home.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(home) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let meta = std::fs::metadata(home).context(|| format!("stat {}", home.display()))?;
-            if !meta.is_dir() {
-                return Err(Error::InvalidOption(format!(
-                    "BOXLITE_HOME {} is not a directory: point it at a directory (or a path to create)",
-                    home.display()
-                )));
-            }
-            if meta.mode() & 0o077 != 0 {
-                tracing::warn!(
-                    home = %home.display(),
-                    mode = format!("{:o}", meta.mode() & 0o7777),
-                    "BOXLITE_HOME is open to other users; `chmod 700` it to keep boxes private"
-                );
-            }
-            Ok(())
-        }
-        Err(e) => Err(e).context(|| format!("create {}", home.display())),
-    }
 }
 
 impl Runtime {
@@ -116,86 +82,6 @@ impl Runtime {
             boxes: Mutex::new(HashMap::new()),
             boxes_created: Default::default(),
         })
-    }
-
-    /// Deals with boxes whose owning process died without stopping them (run once when a
-    /// runtime opens its home, before it is used): ephemeral boxes are stopped and deleted;
-    /// kept boxes (`auto_remove=False`) whose VM still runs are reattached by this runtime,
-    /// the others are marked stopped. Serialised across processes by the home's `lock` file.
-    pub async fn recover_orphans(&self) -> Result<()> {
-        let lock_path = self.home.join("lock");
-        let _lock = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .context(|| format!("open {}", lock_path.display()))?;
-            file.lock()
-                .context(|| format!("lock {}", lock_path.display()))?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| Error::Io {
-            context: "lock the home".into(),
-            source: std::io::Error::other(e),
-        })??;
-        let me = ProcessId::current();
-        for record in self.state.list()? {
-            if record.owner.is_some_and(|o| o.alive()) {
-                continue;
-            }
-            // Stopped kept boxes are fine as they are; anything else whose owner died is an
-            // orphan (a crashed ephemeral box included: its owner never removed it).
-            if record.info.status == BoxStatus::Stopped && !record.options.auto_remove {
-                continue;
-            }
-            let vmm = record.vmm.filter(|v| v.alive());
-            if record.options.auto_remove || vmm.is_none() {
-                if let Some(vmm) = vmm {
-                    crate::state::kill_orphan_vmm(vmm).await;
-                }
-                if record.options.auto_remove {
-                    tracing::warn!(id = %record.id, "removing an ephemeral box whose owning process died");
-                    let _ = std::fs::remove_dir_all(&record.dir);
-                    self.state.remove(&record.id)?;
-                } else {
-                    tracing::warn!(id = %record.id, "a kept box's owning process and VM died; marking it stopped");
-                    let mut stopped = record.clone();
-                    stopped.info.status = BoxStatus::Stopped;
-                    stopped.info.vmm_pid = None;
-                    stopped.owner = None;
-                    stopped.vmm = None;
-                    self.state.put(&stopped)?;
-                }
-                continue;
-            }
-            let vmm = vmm.expect("checked above");
-            if !self.state.claim(&record.id, record.owner, me)? {
-                continue; // another runtime adopted it first
-            }
-            let litebox = Arc::new(LiteBox::restore(
-                &record,
-                self.platform().await?,
-                self.state.clone(),
-            ));
-            let adopted = AdoptedVm::adopt(vmm).context(|| format!("watch VMM {}", vmm.pid))?;
-            match litebox.attach(Box::new(adopted)).await {
-                Ok(()) => {
-                    tracing::warn!(id = %record.id, "reattached a kept box whose owning process died");
-                    self.boxes
-                        .lock()
-                        .expect("boxes lock")
-                        .insert(record.id.clone(), litebox);
-                }
-                Err(e) => {
-                    tracing::warn!(id = %record.id, error = %e, "could not reattach an orphaned box; stopping it");
-                    crate::state::kill_orphan_vmm(vmm).await;
-                    let _ = litebox.write_config();
-                }
-            }
-        }
-        Ok(())
     }
 
     pub fn home(&self) -> &Path {
@@ -513,26 +399,4 @@ fn stored_info(record: BoxRecord) -> BoxInfo {
         info.vmm_pid = None;
     }
     info
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn a_new_home_is_private() {
-        let base = tempfile::tempdir().unwrap();
-        let home = base.path().join("parent").join("home");
-        create_home(&home).unwrap();
-        let mode = std::fs::metadata(&home).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        // An existing home is accepted as it is; a file is not a home.
-        create_home(&home).unwrap();
-        std::fs::write(base.path().join("file"), b"").unwrap();
-        let err = create_home(&base.path().join("file"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not a directory"), "{err}");
-    }
 }
