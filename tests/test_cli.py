@@ -28,11 +28,11 @@ def test_pull_images_run_rmi(registry: LocalRegistry, tmp_path: Path) -> None:
     assert "layers" in pulled.stderr and "downloaded" in pulled.stderr, "progress, one line per layer"
     listed = cli(registry, home, "images")
     assert "docker.io/library/busybox:latest" in listed.stdout
-    ran = cli(registry, home, "run", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    ran = cli(registry, home, "run", "--rm", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (ran.returncode, ran.stdout, ran.stderr.strip().splitlines()[-1]) == (3, "out\n", "err")
-    timed = cli(registry, home, "run", "--timeout", "1", "busybox", "--", "sleep", "60")
+    timed = cli(registry, home, "run", "--rm", "--timeout", "1", "busybox", "--", "sleep", "60")
     assert timed.returncode == 124 and "timed out" in timed.stderr
-    assert cli(registry, home, "ls").stdout.splitlines() == ["ID  NAME  STATUS  IMAGE"], "run removed its box"
+    assert cli(registry, home, "ls").stdout.splitlines() == ["ID  NAME  STATUS  IMAGE"], "run --rm removed its box"
     removed = cli(registry, home, "rmi", "busybox")
     assert removed.returncode == 0 and "freed" in removed.stdout
     missing = cli(registry, home, "rmi", "busybox")
