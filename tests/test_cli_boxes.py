@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from boxlite._install import install_hint
 from boxlite.cli._common import UsageError, parse_copy_end, parse_publish, parse_volume
 from boxlite.cli.boxes import parse_memory
-from boxlite.cli.hints import install_hint
 from conftest import pid_alive
 
 
@@ -220,3 +220,15 @@ def test_create_start_and_run_without_rm_keep_the_box(cli_home: Path, busybox: s
     assert qemu_processes(cli_home) == []
     missing = boxlite(cli_home, "inspect", "later")
     assert missing.returncode == 1 and "later" in missing.stderr
+
+
+async def test_a_missing_qemu_error_names_the_install_command_for_this_host(
+    busybox: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boxlite as bl
+
+    monkeypatch.setenv("BOXLITE_QEMU", str(tmp_path / "no-qemu"))
+    runtime = bl.Boxlite(bl.Options(home_dir=str(tmp_path / "home")))
+    with pytest.raises(bl.QemuNotFoundError) as raised:
+        await runtime.create(bl.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    assert f"On this host: {install_hint('qemu')}" in str(raised.value)

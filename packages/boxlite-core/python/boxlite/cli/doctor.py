@@ -25,10 +25,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import __version__
+from .._install import install_hint
 from ..errors import BoxliteError
 from ..options import Options
 from ..runtime import GUEST_DIR, Boxlite
-from .hints import install_hint
 
 #: Seconds one registry check may take (name lookup, connection and answer together).
 REGISTRY_TIMEOUT = 3.0
