@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,6 +139,8 @@ def test_bad_command_lines_fail_before_any_box_starts(cli_home: Path, busybox: s
         ("run", "-p", "eighty", busybox, "--", "true"): "HOST_PORT:GUEST_PORT",
         ("run", "-e", "=x", busybox, "--", "true"): "KEY=VALUE",
         ("cp", "./a", "./b"): "exactly one side names a box",
+        ("run", "-d", "-p", "8080:80", busybox): "foreground `boxlite run -p",
+        ("create", "-p", "8080:80", busybox): "foreground `boxlite run -p",
         ("exec", "-t", "nobox", "--", "sh"): "not available yet",
     }
     for argv, words in cases.items():
@@ -232,3 +238,37 @@ async def test_a_missing_qemu_error_names_the_install_command_for_this_host(
     with pytest.raises(bl.QemuNotFoundError) as raised:
         await runtime.create(bl.BoxOptions(rootfs_path=busybox, memory_mib=256))
     assert f"On this host: {install_hint('qemu')}" in str(raised.value)
+
+
+def test_run_publishes_a_port_and_ctrl_c_stops_the_box(cli_home: Path, busybox: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve = "mkdir -p /www && echo published > /www/index.html && httpd -f -p 8080 -h /www & sleep 120"
+    env = dict(os.environ, BOXLITE_HOME=str(cli_home), BOXLITE_LOG="error")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "boxlite", "run", "--rm", "-p", f"{port}:8080", busybox, "--", "sh", "-c", serve],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body, deadline = "", time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2) as answer:
+                    body = answer.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body == "published\n", proc.stderr.read() if proc.poll() is not None and proc.stderr else body
+        assert qemu_processes(cli_home)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert qemu_processes(cli_home) == [], "Ctrl-C stopped the box"
+    assert boxlite(cli_home, "ls").stdout.splitlines() == ["ID  NAME  STATUS  IMAGE"], "--rm removed it"

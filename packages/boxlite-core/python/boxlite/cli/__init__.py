@@ -3,7 +3,8 @@
     boxlite pull python:slim                     # a progress bar on a terminal
     boxlite images | rmi IMAGE | prune           # the image cache
     boxlite run --rm python:slim -- python3 -c 'print(1)'
-    boxlite run -d --name work -v ./src:/src:ro -p 8080:80 -e K=V python:slim
+    boxlite run -d --name work -v ./src:/src:ro -e K=V python:slim
+    boxlite run --rm -p 8080:80 python:slim -- python3 -m http.server 80
     boxlite exec work -- python3 /src/main.py    # its exit code is ours
     boxlite cp ./data.csv work:/root/  |  boxlite cp work:/root/out.png ./
     boxlite create | start | stop | restart | rm [-f] BOX

@@ -53,8 +53,19 @@ def parse_memory(text: str) -> int:
     return mib
 
 
-def box_options(args: argparse.Namespace, keep: bool) -> BoxOptions:
-    """The options of a box from ``run``'s and ``create``'s flags."""
+#: Why ``-p`` is refused for a box that outlives the command starting it.
+_PUBLISH_DETACHED = (
+    "-p with {how}: the port forward would stop working when this command ends (the engine's "
+    "network supervisor lives in the process that started the box); publish ports with a "
+    "foreground `boxlite run -p HOST:GUEST IMAGE -- CMD`"
+)
+
+
+def box_options(args: argparse.Namespace, keep: bool, outlives: str | None = None) -> BoxOptions:
+    """The options of a box from ``run``'s and ``create``'s flags; ``outlives`` names how the
+    box outlives this command (``-p`` is refused then)."""
+    if outlives and args.publish:
+        raise UsageError(_PUBLISH_DETACHED.format(how=outlives))
     image_field = "rootfs_path" if args.image.startswith(("/", ".")) else "image"
     volumes = []
     for spec in args.volume:
@@ -147,7 +158,7 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
             raise UsageError(
                 "run -d starts a kept box and runs no command in it: drop the command, then `boxlite exec BOX -- CMD`"
             )
-        box = await start_box(runtime, box_options(args, keep=True), sys.stderr, always=True)
+        box = await start_box(runtime, box_options(args, True, "run -d"), sys.stderr, always=True)
         print(box.name or box.id)
         return 0
     if not argv:
@@ -162,7 +173,7 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
 
 
 async def create(runtime: Boxlite, args: argparse.Namespace) -> int:
-    box = await start_box(runtime, box_options(args, keep=True), sys.stderr, always=True)
+    box = await start_box(runtime, box_options(args, True, "create"), sys.stderr, always=True)
     await box.stop()
     print(box.name or box.id)
     return 0
