@@ -157,6 +157,7 @@ def test_a_kept_box_through_every_command(cli_home: Path, busybox: str, tmp_path
                       "-m", "256m", busybox)  # fmt: skip
     assert started.returncode == 0, started.stderr
     assert started.stdout == "work\n" and "started in" in started.stderr
+    assert "network (outbound connections and DNS) stops working" in started.stderr, "says what -d costs"
     try:
         # The command that started it has ended; the box runs on.
         info = json.loads(boxlite(cli_home, "inspect", "work").stdout)[0]

@@ -61,6 +61,14 @@ _PUBLISH_DETACHED = (
 )
 
 
+#: Said when a box with a network outlives the command that started it.
+DETACHED_NETWORK_NOTE = (
+    "note: a box's network (outbound connections and DNS) stops working when the command that "
+    "started it ends, as this one is about to: the engine's network supervisor lives in that "
+    "process. For network access use a foreground `boxlite run`; --network none says so up front."
+)
+
+
 def box_options(args: argparse.Namespace, keep: bool, outlives: str | None = None) -> BoxOptions:
     """The options of a box from ``run``'s and ``create``'s flags; ``outlives`` names how the
     box outlives this command (``-p`` is refused then)."""
@@ -159,6 +167,8 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
                 "run -d starts a kept box and runs no command in it: drop the command, then `boxlite exec BOX -- CMD`"
             )
         box = await start_box(runtime, box_options(args, True, "run -d"), sys.stderr, always=True)
+        if args.network != "none":
+            print(DETACHED_NETWORK_NOTE, file=sys.stderr)
         print(box.name or box.id)
         return 0
     if not argv:
@@ -199,6 +209,7 @@ async def start(runtime: Boxlite, args: argparse.Namespace) -> int:
         if box.info().status != "running":
             await box.start()
         print(name)
+    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
     return 0
 
 
@@ -218,6 +229,7 @@ async def restart(runtime: Boxlite, args: argparse.Namespace) -> int:
             await box.stop()
         await box.start()
         print(name)
+    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
     return 0
 
 
