@@ -23,6 +23,7 @@ from ..errors import BoxliteConflictError, BoxliteError
 from ..options import BoxOptions
 from ..runtime import Boxlite
 from ._common import (
+    ProgressBar,
     UsageError,
     command,
     duration,
@@ -105,10 +106,31 @@ def _stages(info: BoxInfo) -> str:
     return ", ".join(stages) or "no stage timings"
 
 
+def _spellings(reference: str) -> set[str]:
+    """The names a registry reference may be cached under (``python:slim`` is
+    ``docker.io/library/python:slim``)."""
+    last = reference.rsplit("/", 1)[-1]
+    full = reference if ":" in last or "@" in last else f"{reference}:latest"
+    return {full, f"docker.io/{full}", f"docker.io/library/{full}"}
+
+
+async def pull_if_missing(runtime: Boxlite, reference: str, out: TextIO) -> None:
+    """Pulls an image the cache lacks with the progress bar of ``boxlite pull`` (creating the
+    box would pull it too, silently)."""
+    cached = {image.reference for image in await runtime.images.list()}
+    if cached.isdisjoint(_spellings(reference)):
+        bar = ProgressBar(out)
+        await runtime.images.pull(reference, progress=bar)
+        bar.finish()
+
+
 async def start_box(runtime: Boxlite, options: BoxOptions, out: TextIO, always: bool) -> Box:
-    """Creates and boots a box, telling ``out`` what is going on: on a terminal a line that
-    counts the seconds (the first boot of an image also builds its base disk), then the time of
-    each stage; elsewhere only the summary, and only when ``always``."""
+    """Creates and boots a box, telling ``out`` what is going on: a missing image is pulled
+    with a progress bar; then, on a terminal, a line that counts the seconds (the first boot of
+    an image also builds its base disk) and the time of each stage; elsewhere only the summary,
+    and only when ``always``."""
+    if options.image:
+        await pull_if_missing(runtime, options.image, out)
     tty = out.isatty()
     source = options.image or options.rootfs_path
     started = time.monotonic()
