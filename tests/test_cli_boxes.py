@@ -186,6 +186,19 @@ def test_a_kept_box_through_every_command(cli_home: Path, busybox: str, tmp_path
         assert copied.returncode == 0, copied.stderr
         assert out.read_text() == "made in the box\n"
 
+        # One process uses a running box at a time: a second command while one runs is refused.
+        env = dict(os.environ, BOXLITE_HOME=str(cli_home), BOXLITE_LOG="error")
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "boxlite", "exec", "work", "--", "sh", "-c", "echo holding; sleep 8"],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        busy = boxlite(cli_home, "exec", "work", "--", "true")
+        assert holder.wait(timeout=60) == 0
+        assert busy.returncode == 2 and "another boxlite command" in busy.stderr, busy.stderr
+
         ps = boxlite(cli_home, "ps").stdout.splitlines()
         assert ps[0].split()[:5] == ["ID", "NAME", "STATUS", "IMAGE", "UPTIME"] and len(ps) == 2
         assert "work" in ps[1] and "running" in ps[1] and "MiB /" in ps[1], ps
