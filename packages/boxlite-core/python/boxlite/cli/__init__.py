@@ -32,7 +32,10 @@ from ._common import ProgressBar, UsageError
 #: The command groups: modules of this package, each with ``register(subparsers)`` adding its
 #: subcommands. A subcommand sets ``func`` (``async (runtime, args) -> exit code``, on the
 #: runtime of ``BOXLITE_HOME``) or ``plain`` (``async (args) -> exit code``, opening what it
-#: needs itself). A new group is a module here plus its name in this tuple.
+#: needs itself). A new group is a module here plus its name in this tuple. By default the
+#: program ends without stopping the boxes it holds (see :func:`main`); a subcommand whose own
+#: boxes must stop at exit, as a long-running server's, sets ``stop_boxes_at_exit=True``
+#: (boxes left running by ``run -d`` that its runtime reattached are then stopped too).
 GROUPS: tuple[str, ...] = ("images", "boxes", "doctor")
 
 
@@ -50,7 +53,12 @@ def parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None) -> int:
     """Runs one ``boxlite`` command line; its exit code. Boxes the command leaves running stay
     held by this process until it exits (use :func:`main` to leave them running)."""
-    args = parser().parse_args(argv)
+    return _run(parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Runs a parsed command line; its exit code (2: a command line that cannot be carried out,
+    1: a BoxLite error, 130: interrupted)."""
 
     async def go() -> int:
         if getattr(args, "plain", None) is not None:
@@ -75,7 +83,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """The ``boxlite`` program: runs the command line, then ends the process without stopping
     the kept boxes it holds (a box started with ``run -d`` or ``start`` keeps running; the next
     command reattaches it). Boxes the command stopped itself, as ``run`` does, are gone."""
-    code = run(argv)
+    args = parser().parse_args(argv)
+    code = _run(args)
+    if getattr(args, "stop_boxes_at_exit", False):
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
