@@ -27,10 +27,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
      && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
     # The backports suite lives on the archive this machine already uses: take its URI from the
     # existing sources (one-line or deb822 format) rather than naming a host here.
+    # deb822 stanzas count only when their Suites list bookworm itself (not -security,
+    # not a third-party repository's suite).
     mirror=$( { grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
                   | grep -E ' bookworm( |$)' | awk '{print $2}'
-                grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' \
-                  | grep -v -- '-security' ; } | head -n 1)
+                awk 'BEGIN { RS = "" }
+                     /(^|\n)Suites:[^\n]*[ \t]bookworm([ \t]|\n|$)/ {
+                       if (match($0, /(^|\n)URIs:[ \t]*[^ \t\n]+/)) {
+                         u = substr($0, RSTART, RLENGTH); sub(/^\n?URIs:[ \t]*/, "", u); print u
+                       }
+                     }' /etc/apt/sources.list.d/*.sources 2>/dev/null ; } | head -n 1)
     if [ -z "$mirror" ]; then
       echo "no Debian archive found in /etc/apt/sources.list*: add bookworm-backports by hand" >&2
       exit 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -28,15 +29,24 @@ def test_pull_images_run_rmi(registry: LocalRegistry, tmp_path: Path) -> None:
     assert "layers" in pulled.stderr and "downloaded" in pulled.stderr, "progress, one line per layer"
     listed = cli(registry, home, "images")
     assert "docker.io/library/busybox:latest" in listed.stdout
-    ran = cli(registry, home, "run", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    ran = cli(registry, home, "run", "--rm", "busybox", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (ran.returncode, ran.stdout, ran.stderr.strip().splitlines()[-1]) == (3, "out\n", "err")
-    timed = cli(registry, home, "run", "--timeout", "1", "busybox", "--", "sleep", "60")
+    timed = cli(registry, home, "run", "--rm", "--timeout", "1", "busybox", "--", "sleep", "60")
     assert timed.returncode == 124 and "timed out" in timed.stderr
-    assert cli(registry, home, "ls").stdout.splitlines() == ["ID  NAME  STATUS  IMAGE"], "run removed its box"
+    assert cli(registry, home, "ls").stdout.splitlines() == ["ID  NAME  STATUS  IMAGE"], "run --rm removed its box"
     removed = cli(registry, home, "rmi", "busybox")
     assert removed.returncode == 0 and "freed" in removed.stdout
     missing = cli(registry, home, "rmi", "busybox")
     assert missing.returncode == 1 and "boxlite:" in missing.stderr
+    # An image not yet cached is pulled with the same progress before the box starts.
+    first = cli(registry, home, "run", "--rm", "layered", "--", "true")
+    assert first.returncode == 0, first.stderr
+    assert "layered:latest: 3 layers" in first.stderr and "downloaded" in first.stderr, first.stderr
+    # doctor checks the configured mirror (and finds it answering) within its bound.
+    doctor = cli(registry, home, "doctor", "--json")
+    registries = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}["registries"]
+    assert registries["data"]["mirrors"] == {"docker.io": [registry.url]}
+    assert registries["data"]["reachable"] == [f"{registry.url} (mirror of docker.io)"], registries
 
 
 async def test_progress_bar_on_a_terminal(registry: LocalRegistry, tmp_path: Path) -> None:

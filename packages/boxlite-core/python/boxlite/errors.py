@@ -12,7 +12,13 @@ class BoxliteError(Exception):
 
 
 class QemuNotFoundError(BoxliteError):
-    """QEMU is not installed; the message carries the install command."""
+    """QEMU is not installed; the message carries the install command, for this host's
+    distribution too (read from ``/etc/os-release``)."""
+
+    def __init__(self, message: str = "QEMU is not installed") -> None:
+        from ._install import install_hint
+
+        super().__init__(f"{message}. On this host: {install_hint('qemu')}")
 
 
 class AcceleratorError(BoxliteError):

@@ -1,0 +1,477 @@
+"""Box commands with Docker's names and flags: ``run``, ``create``, ``start``, ``stop``,
+``restart``, ``exec``, ``cp``, ``rm``, ``ls``/``ps``, ``stats``, ``inspect``, ``logs``.
+
+A kept box (``create``, ``run -d``, or ``run`` without ``--rm``) lives in ``BOXLITE_HOME``; a
+running one outlives the command that started it, and the next command reattaches it (see
+``cli/__init__.py``: the process ends without stopping the boxes it holds)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from .._runtime.box import Box
+from .._runtime.execution import Execution
+from .._runtime.info import BoxInfo, BoxMetrics
+from ..errors import BoxliteConflictError, BoxliteError
+from ..options import BoxOptions
+from ..runtime import Boxlite
+from ._common import (
+    ProgressBar,
+    UsageError,
+    command,
+    duration,
+    parse_copy_end,
+    parse_env,
+    parse_publish,
+    parse_volume,
+    size,
+    table,
+)
+
+#: Guest memory of a box the CLI starts when ``-m`` is not given, in MiB.
+DEFAULT_MEMORY_MIB = 512
+_MEMORY = re.compile(r"^(\d+)([kmg]?)i?b?$", re.IGNORECASE)
+_NOT_YET = (
+    "{flag} (an interactive shell) is not available yet: run a command instead, e.g. "
+    "`boxlite run IMAGE -- sh -c 'ls /'`, or keep a box with `boxlite run -d IMAGE` and use `boxlite exec BOX -- CMD`"
+)
+
+
+def parse_memory(text: str) -> int:
+    """``-m``: MiB as a number (``512``) or with Docker's suffixes (``512m``, ``2g``)."""
+    match = _MEMORY.match(text.strip())
+    if not match:
+        raise UsageError(f"-m {text!r}: give the guest memory in MiB (512) or with a unit (512m, 2g)")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    mib = {"": number, "m": number, "g": number * 1024, "k": number // 1024}[unit]
+    return mib
+
+
+#: Why ``-p`` is refused for a box that outlives the command starting it.
+_PUBLISH_DETACHED = (
+    "-p with {how}: the port forward would stop working when this command ends (the engine's "
+    "network supervisor lives in the process that started the box); publish ports with a "
+    "foreground `boxlite run -p HOST:GUEST IMAGE -- CMD`"
+)
+
+
+#: Said when a box with a network outlives the command that started it.
+DETACHED_NETWORK_NOTE = (
+    "note: a box's network (outbound connections and DNS) stops working when the command that "
+    "started it ends, as this one is about to: the engine's network supervisor lives in that "
+    "process. For network access use a foreground `boxlite run`; --network none says so up front."
+)
+
+
+def box_options(args: argparse.Namespace, keep: bool, outlives: str | None = None) -> BoxOptions:
+    """The options of a box from ``run``'s and ``create``'s flags; ``outlives`` names how the
+    box outlives this command (``-p`` is refused then)."""
+    if outlives and args.publish:
+        raise UsageError(_PUBLISH_DETACHED.format(how=outlives))
+    image_field = "rootfs_path" if args.image.startswith(("/", ".")) else "image"
+    volumes = []
+    for spec in args.volume:
+        host, guest, mode = parse_volume(spec)
+        if not Path(host).is_dir():
+            raise UsageError(f"-v {spec!r}: {host} is not a directory on this host (volumes share directories)")
+        volumes.append((str(Path(host).resolve()), guest, mode))
+    return BoxOptions.model_validate(
+        {
+            image_field: args.image,
+            "name": args.name,
+            "memory_mib": parse_memory(args.memory),
+            "cpus": args.cpus,
+            "env": [parse_env(e) for e in args.env],
+            "volumes": volumes,
+            "ports": [parse_publish(p) for p in args.publish],
+            "network_enabled": args.network != "none",
+            "auto_remove": not keep,
+        }
+    )
+
+
+def _stages(info: BoxInfo) -> str:
+    stages = [
+        f"{stage.removesuffix('_ms')} {duration(ms)}"
+        for stage, ms in info.timings.items()
+        if ms and stage != "guest_uptime_ms"
+    ]
+    return ", ".join(stages) or "no stage timings"
+
+
+def _spellings(reference: str) -> set[str]:
+    """The names a registry reference may be cached under (``python:slim`` is
+    ``docker.io/library/python:slim``)."""
+    last = reference.rsplit("/", 1)[-1]
+    full = reference if ":" in last or "@" in last else f"{reference}:latest"
+    return {full, f"docker.io/{full}", f"docker.io/library/{full}"}
+
+
+async def pull_if_missing(runtime: Boxlite, reference: str, out: TextIO) -> None:
+    """Pulls an image the cache lacks with the progress bar of ``boxlite pull`` (creating the
+    box would pull it too, silently)."""
+    cached = {image.reference for image in await runtime.images.list()}
+    if cached.isdisjoint(_spellings(reference)):
+        bar = ProgressBar(out)
+        await runtime.images.pull(reference, progress=bar)
+        bar.finish()
+
+
+async def start_box(runtime: Boxlite, options: BoxOptions, out: TextIO, always: bool) -> Box:
+    """Creates and boots a box, telling ``out`` what is going on: a missing image is pulled
+    with a progress bar; then, on a terminal, a line that counts the seconds (the first boot of
+    an image also builds its base disk) and the time of each stage; elsewhere only the summary,
+    and only when ``always``."""
+    if options.image:
+        await pull_if_missing(runtime, options.image, out)
+    tty = out.isatty()
+    source = options.image or options.rootfs_path
+    started = time.monotonic()
+
+    async def ticker() -> None:
+        while True:
+            out.write(
+                f"\rstarting a box from {source} (a new image's base disk is built first)... "
+                f"{time.monotonic() - started:.0f} s"
+            )
+            out.flush()
+            await asyncio.sleep(1)
+
+    task = asyncio.create_task(ticker()) if tty else None
+    try:
+        box = await runtime.create(options)
+    finally:
+        if task is not None:
+            task.cancel()
+            out.write("\r\033[K")
+    if tty or always:
+        elapsed = time.monotonic() - started
+        print(f"box {box.id} started in {elapsed:.1f} s ({_stages(box.info())}) on {box.info().accel}", file=out)
+    return box
+
+
+async def stream(execution: Execution) -> int:
+    """Copies an execution's output to ours as it comes; its exit code."""
+
+    async def pump(name: str, out: TextIO) -> None:
+        reader = execution.stdout() if name == "stdout" else execution.stderr()
+        async for chunk in reader.chunks():
+            out.buffer.write(chunk)
+            out.flush()
+
+    await asyncio.gather(pump("stdout", sys.stdout), pump("stderr", sys.stderr))
+    result = await execution.wait()
+    if result.timed_out:
+        print("boxlite: timed out; every process the command started was killed", file=sys.stderr)
+    return result.exit_code
+
+
+def _refuse_interactive(args: argparse.Namespace) -> None:
+    if args.interactive or args.tty:
+        raise UsageError(_NOT_YET.format(flag="-i/-t"))
+
+
+async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
+    _refuse_interactive(args)
+    argv = command(args.command)
+    if args.detach:
+        if args.rm:
+            raise UsageError("--rm with -d: a detached box is kept until `boxlite rm -f BOX`; drop --rm")
+        if argv:
+            raise UsageError(
+                "run -d starts a kept box and runs no command in it: drop the command, then `boxlite exec BOX -- CMD`"
+            )
+        box = await start_box(runtime, box_options(args, True, "run -d"), sys.stderr, always=True)
+        if args.network != "none":
+            print(DETACHED_NETWORK_NOTE, file=sys.stderr)
+        print(box.name or box.id)
+        return 0
+    if not argv:
+        raise UsageError(
+            "give the command to run after the image, e.g. `-- python3 -V` (or -d to keep the box running)"
+        )
+    box = await start_box(runtime, box_options(args, keep=not args.rm), sys.stderr, always=False)
+    try:
+        return await stream(await box.exec(argv[0], argv[1:], timeout=args.timeout))
+    finally:
+        await box.stop()
+
+
+async def create(runtime: Boxlite, args: argparse.Namespace) -> int:
+    box = await start_box(runtime, box_options(args, True, "create"), sys.stderr, always=True)
+    await box.stop()
+    print(box.name or box.id)
+    return 0
+
+
+async def _box(runtime: Boxlite, name: str) -> Box:
+    try:
+        return await runtime.get(name)
+    except BoxliteConflictError as e:
+        raise UsageError(f"{e} (another boxlite command or program is using it now; try again when it ends)") from e
+
+
+async def _running(runtime: Boxlite, name: str) -> Box:
+    box = await _box(runtime, name)
+    if box.info().status != "running":
+        raise UsageError(f"box {name} is {box.info().status}: start it first with `boxlite start {name}`")
+    return box
+
+
+async def start(runtime: Boxlite, args: argparse.Namespace) -> int:
+    for name in args.boxes:
+        box = await _box(runtime, name)
+        if box.info().status != "running":
+            await box.start()
+        print(name)
+    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
+    return 0
+
+
+async def stop(runtime: Boxlite, args: argparse.Namespace) -> int:
+    for name in args.boxes:
+        box = await _box(runtime, name)
+        if box.info().status == "running":
+            await box.stop()
+        print(name)
+    return 0
+
+
+async def restart(runtime: Boxlite, args: argparse.Namespace) -> int:
+    for name in args.boxes:
+        box = await _box(runtime, name)
+        if box.info().status == "running":
+            await box.stop()
+        await box.start()
+        print(name)
+    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
+    return 0
+
+
+async def exec_(runtime: Boxlite, args: argparse.Namespace) -> int:
+    _refuse_interactive(args)
+    argv = command(args.command)
+    if not argv:
+        raise UsageError(f"give the command after the box, e.g. `boxlite exec {args.box} -- ls /`")
+    box = await _running(runtime, args.box)
+    env = [parse_env(e) for e in args.env]
+    execution = await box.exec(argv[0], argv[1:], env, working_dir=args.workdir, user=args.user, timeout=args.timeout)
+    return await stream(execution)
+
+
+async def cp(runtime: Boxlite, args: argparse.Namespace) -> int:
+    source, dest = parse_copy_end(args.source), parse_copy_end(args.dest)
+    if (source.box is None) == (dest.box is None):
+        raise UsageError(
+            "exactly one side names a box, as BOX:/path: `boxlite cp ./file BOX:/root/` "
+            "or `boxlite cp BOX:/root/out ./`"
+        )
+    if dest.box is not None:
+        await (await _running(runtime, dest.box)).copy_in(source.path, dest.path)
+    elif source.box is not None:
+        await (await _running(runtime, source.box)).copy_out(source.path, dest.path)
+    return 0
+
+
+async def rm(runtime: Boxlite, args: argparse.Namespace) -> int:
+    for name in args.boxes:
+        if not args.force and (await runtime.get_info(name)).status == "running":
+            raise UsageError(f"box {name} is running: stop it first (`boxlite stop {name}`), or `boxlite rm -f {name}`")
+        await runtime.remove(name, force=args.force)
+        print(name)
+    return 0
+
+
+async def ls(runtime: Boxlite, args: argparse.Namespace) -> int:
+    rows = [("ID", "NAME", "STATUS", "IMAGE")]
+    for info in await runtime.list_info():
+        rows.append((info.id, info.name or "", info.status, info.image))
+    table(rows)
+    return 0
+
+
+async def _metrics(runtime: Boxlite, info: BoxInfo) -> BoxMetrics | None:
+    """A running box's metrics, or None when another live process holds it."""
+    if info.status != "running":
+        return None
+    try:
+        return await (await runtime.get(info.id)).metrics()
+    except BoxliteError:
+        return None
+
+
+async def ps(runtime: Boxlite, args: argparse.Namespace) -> int:
+    rows = [("ID", "NAME", "STATUS", "IMAGE", "UPTIME", "MEMORY", "CPU TIME", "ACCEL")]
+    for info in await runtime.list_info():
+        if info.status != "running" and not args.all:
+            continue
+        m = await _metrics(runtime, info)
+        rows.append(
+            (
+                info.id,
+                info.name or "",
+                info.status,
+                info.image,
+                duration(m.guest_uptime_ms) if m else "-",
+                f"{size(m.mem)} / {size(m.mem_total)}" if m else "-",
+                duration(m.cpu_user_ms + m.cpu_system_ms) if m else "-",
+                info.accel if info.status == "running" else "-",
+            )
+        )
+    table(rows)
+    return 0
+
+
+async def stats(runtime: Boxlite, args: argparse.Namespace) -> int:
+    infos = [await runtime.get_info(b) for b in args.boxes] if args.boxes else await runtime.list_info()
+    rows = [("ID", "NAME", "MEM USAGE / LIMIT", "MEM %", "GUEST CPU", "VMM CPU", "VMM RSS", "PIDS", "EXECS")]
+    for info in infos:
+        m = await _metrics(runtime, info)
+        if m is None:
+            if args.boxes:
+                raise UsageError(f"box {info.name or info.id} is {info.status}: stats are for running boxes")
+            continue
+        rows.append(
+            (
+                info.id,
+                info.name or "",
+                f"{size(m.mem)} / {size(m.mem_total)}",
+                f"{100 * m.mem / m.mem_total:.1f}%" if m.mem_total else "-",
+                duration(m.cpu_user_ms + m.cpu_system_ms),
+                duration(m.vmm_cpu_ms),
+                size(m.vmm_rss),
+                str(m.processes),
+                f"{m.execs_running}/{m.execs_started}",
+            )
+        )
+    table(rows)
+    return 0
+
+
+async def inspect(runtime: Boxlite, args: argparse.Namespace) -> int:
+    found: list[dict[str, Any]] = []
+    for name in args.boxes:
+        found.append((await runtime.get_info(name)).model_dump(mode="json"))
+    print(json.dumps(found, indent=2))
+    return 0
+
+
+def _log_text(path: Path) -> str:
+    parts = [p.read_text(errors="replace") for p in (path.with_name(path.name + ".1"), path) if p.is_file()]
+    return "".join(parts)
+
+
+async def logs(runtime: Boxlite, args: argparse.Namespace) -> int:
+    info = await runtime.get_info(args.box)
+    box_dir = Path(info.dir)
+    names = ["console.log"] + (["vmm.log", "passt.log"] if args.all else [])
+    for name in names:
+        text = _log_text(box_dir / name)
+        if args.tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-args.tail :]) if args.tail else ""
+        if args.all:
+            print(f"==> {name} <==")
+        sys.stdout.write(text)
+        if not text and name == "console.log":
+            print(
+                f"(the console of box {args.box} is empty: the guest writes only warnings and errors there; "
+                "--all adds QEMU's and passt's logs)",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _box_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="an image reference, or an OCI layout / docker-save path (./dir, /dir)")
+    p.add_argument("--name", help="a unique name to find the box by")
+    p.add_argument(
+        "-m", "--memory", default=str(DEFAULT_MEMORY_MIB), help="guest memory: MiB, or 512m, 2g (default 512)"
+    )
+    p.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="environment of every command")
+    p.add_argument(
+        "-v", "--volume", action="append", default=[], metavar="HOST:GUEST[:ro]", help="share a host directory"
+    )
+    p.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        metavar="HOST:GUEST[/udp]",
+        help="127.0.0.1:HOST reaches GUEST in the box",
+    )
+    p.add_argument("--network", choices=["default", "none"], default="default", help="none: no network device at all")
+
+
+def _interactive_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interactive", action="store_true", help="not available yet")
+    p.add_argument("-t", "--tty", action="store_true", help="not available yet")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run a command in a new box (kept unless --rm), or start a kept box with -d")
+    _box_flags(p)
+    _interactive_flags(p)
+    p.add_argument(
+        "-d", "--detach", action="store_true", help="start a kept box, leave it running, print its name or id"
+    )
+    p.add_argument("--rm", action="store_true", help="remove the box when the command ends")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before every process is killed (exit 124)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=run)
+
+    p = sub.add_parser("create", help="create a kept box (stopped); `boxlite start` runs it")
+    _box_flags(p)
+    p.set_defaults(func=create)
+
+    for name, func, text in (
+        ("start", start, "start kept boxes (they keep running after this command)"),
+        ("stop", stop, "stop running boxes (kept boxes keep their files)"),
+        ("restart", restart, "stop and start boxes"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("boxes", nargs="+", metavar="BOX")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("exec", help="run a command in a running box; its exit code is ours")
+    p.add_argument("box")
+    _interactive_flags(p)
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-w", "--workdir", help="working directory in the box")
+    p.add_argument("-u", "--user", help="uid[:gid] to run as")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before every process is killed (exit 124)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(func=exec_)
+
+    p = sub.add_parser("cp", help="copy files between the host and a running box (BOX:/path)")
+    p.add_argument("source", help="a host path, or BOX:/path")
+    p.add_argument("dest", help="a host path, or BOX:/path")
+    p.set_defaults(func=cp)
+
+    p = sub.add_parser("rm", help="remove boxes")
+    p.add_argument("boxes", nargs="+", metavar="BOX")
+    p.add_argument("-f", "--force", action="store_true", help="stop a running box first")
+    p.set_defaults(func=rm)
+
+    sub.add_parser("ls", help="list every box: id, name, status, image").set_defaults(func=ls)
+    p = sub.add_parser("ps", help="running boxes with uptime, memory and CPU (-a: every box)")
+    p.add_argument("-a", "--all", action="store_true", help="stopped boxes too")
+    p.set_defaults(func=ps)
+    p = sub.add_parser("stats", help="resource use of running boxes (one snapshot)")
+    p.add_argument("boxes", nargs="*", metavar="BOX")
+    p.set_defaults(func=stats)
+    p = sub.add_parser("inspect", help="boxes' details as JSON")
+    p.add_argument("boxes", nargs="+", metavar="BOX")
+    p.set_defaults(func=inspect)
+    p = sub.add_parser("logs", help="a box's serial console (the kernel's and the agent's log)")
+    p.add_argument("box")
+    p.add_argument("-n", "--tail", type=int, default=None, help="only the last N lines")
+    p.add_argument("--all", action="store_true", help="also QEMU's (vmm.log) and passt's logs")
+    p.set_defaults(func=logs)
