@@ -6,6 +6,7 @@
     boxlite ls                          # boxes of this home, from any process
     boxlite rm BOX [--force]
     boxlite rmi IMAGE | boxlite prune
+    boxlite mcp [--http PORT]           # the tools as an MCP server (see boxlite mcp --help)
 
 ``BOXLITE_HOME``, ``BOXLITE_REGISTRY_MIRRORS`` and the other variables of the README apply.
 """
@@ -180,6 +181,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mcp"]:  # `boxlite mcp ...`: the MCP server, its own flags (boxlite.mcp)
+        return _mcp(argv[1:])
     args = parser().parse_args(argv)
 
     async def go() -> int:
@@ -193,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _mcp(argv: list[str]) -> int:
+    try:
+        from .mcp import main as mcp_main
+    except ModuleNotFoundError as e:
+        if e.name != "mcp":
+            raise
+        print("boxlite mcp: the MCP SDK is missing: pip install 'boxlite-core[mcp]'", file=sys.stderr)
+        return 1
+    return mcp_main(argv)
 
 
 if __name__ == "__main__":
