@@ -90,8 +90,8 @@ def text(result: types.CallToolResult) -> str:
     return block.text
 
 
-async def call(session: ClientSession, tool: str, **arguments: Any) -> types.CallToolResult:
-    return await session.call_tool(tool, arguments, read_timeout_seconds=CALL_TIMEOUT)
+async def call(client: ClientSession, tool: str, **arguments: Any) -> types.CallToolResult:
+    return await client.call_tool(tool, arguments, read_timeout_seconds=CALL_TIMEOUT)
 
 
 async def test_stdio_tools_sessions_files_lifecycle_and_disconnect(plot_image: str, mcp_home: Path) -> None:

@@ -67,6 +67,8 @@ class McpOptions:
     pool_size: int = 4
     #: Pooled boxes kept booted, with a warm interpreter, ahead of calls.
     warm: int = 1
+    #: Stateless calls a pooled box serves before it is destroyed (1: a fresh box every call).
+    max_uses: int = 1
     #: Most workspace boxes (named sessions and created boxes) one client may hold.
     max_workspaces: int = 8
     network: bool = True
@@ -118,6 +120,13 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         "--pool-size", "BOXLITE_MCP_POOL_SIZE", "most pooled boxes at once for stateless calls (default 4)", metavar="N"
     )
     add("--warm", "BOXLITE_MCP_WARM", "pooled boxes kept booted ahead of calls (default 1)", metavar="N")
+    add(
+        "--max-uses",
+        "BOXLITE_MCP_MAX_USES",
+        "stateless calls a pooled box serves before it is destroyed (default 1: a fresh box every call; "
+        "more reuses boxes, whose Python state is still fresh but whose files persist)",
+        metavar="N",
+    )
     add(
         "--max-workspaces",
         "BOXLITE_MCP_MAX_WORKSPACES",
@@ -180,6 +189,7 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         cpus=_int(args.cpus, "--cpus", 1, 1, 256),
         pool_size=pool_size,
         warm=_int(args.warm, "--warm", min(1, pool_size), 0, pool_size),
+        max_uses=_int(args.max_uses, "--max-uses", 1, 1, 1_000_000_000),
         max_workspaces=_int(args.max_workspaces, "--max-workspaces", 8, 0, 1024),
         network=_env_bool(args.network, "--network") if args.network else True,
         volumes=tuple(Volume.parse(spec.strip()) for spec in volume_specs),

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -224,13 +226,44 @@ async def serve(options: McpOptions) -> int:
     return 128 + received[0] if received else 0
 
 
+#: Set in the environment of the detached server process (see :func:`_run_detached`).
+DETACHED_ENV = "BOXLITE_MCP_DETACHED"
+
+
+def _run_detached(argv: Sequence[str]) -> int:
+    """Runs the stdio server as a child in a session of its own, and waits for it.
+
+    An MCP client ends a stdio server by closing its stdin, then, a couple of seconds later,
+    SIGTERM and SIGKILL to the server's process group (the SDK's client waits 2 s for each).
+    Stopping VMs, one of them perhaps still booting, can take longer than that under
+    emulation, and a killed server would leave them running. The child shares the client's
+    stdin and stdout, so it serves the connection; SIGINT and SIGTERM sent to this process are
+    passed on; a SIGKILL of this process group does not reach the child, which finishes
+    stopping its boxes and exits on its own.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-m", "boxlite.mcp", *argv], env={**os.environ, DETACHED_ENV: "1"}, start_new_session=True
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    return child.wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``boxlite mcp [OPTIONS]`` (``python -m boxlite.mcp``): see ``--help``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         options = parse_options(argv)
     except ValueError as e:
         print(f"boxlite mcp: {e}", file=sys.stderr)
         return 2
+    if options.http_port is None and not os.environ.get(DETACHED_ENV):
+        return _run_detached(argv)
     # stdout is the protocol's channel on stdio: logs go to stderr.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="boxlite mcp: %(levelname)s %(message)s")
     logging.getLogger("mcp").setLevel(logging.WARNING)

@@ -189,6 +189,7 @@ class ToolService:
             default_timeout=options.timeout,
             min_idle=options.warm,
             max_size=options.pool_size,
+            max_uses=options.max_uses,
             # A call may have to wait for a box to boot and its interpreter to start (slow under emulation).
             acquire_timeout=POOL_ACQUIRE_TIMEOUT,
         )
