@@ -24,10 +24,11 @@ import httpx
 import pytest
 from boxlite.contract import TIMEOUT_EXIT_CODE
 from boxlite.tools import descriptions
-from conftest import pid_alive
+from conftest import SPAWN_AND_SPIN, pid_alive
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
 
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -43,6 +44,12 @@ TOOLS = {
     "boxlite_remove_box",
 }
 CALL_TIMEOUT = timedelta(seconds=400)
+LIST_SLEEPS = (
+    "import os\n"
+    "names = [open(f'/proc/{p}/cmdline').read() for p in os.listdir('/proc') if p.isdigit()]\n"
+    "print('sleeps:', [n for n in names if n.startswith('sleep')])"
+)
+NAME_X = "print('x gone' if 'x' not in globals() else 'x kept')"
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +141,21 @@ async def test_stdio_tools_sessions_files_lifecycle_and_disconnect(plot_image: s
         assert not (await call(session, descriptions.PYTHON_TOOL_NAME, code="x = 41", session="work")).isError
         kept = await call(session, descriptions.PYTHON_TOOL_NAME, code="print(x + 1)", session="work")
         assert "42" in text(kept), kept
+
+        # A cancelled call kills what it started; the session says it was restarted.
+        request_id = session._request_id  # the id the next request gets
+        running = asyncio.ensure_future(
+            call(session, descriptions.PYTHON_TOOL_NAME, code=SPAWN_AND_SPIN.format(n=600), session="work")
+        )
+        await asyncio.sleep(5)
+        cancel = types.CancelledNotification(params=types.CancelledNotificationParams(requestId=request_id))
+        await session.send_notification(types.ClientNotification(cancel))
+        with pytest.raises(McpError, match="cancelled"):
+            await running
+        after = await call(session, descriptions.PYTHON_TOOL_NAME, code=LIST_SLEEPS, session="work")
+        assert "sleeps: []" in text(after) and "restarted" in text(after), after
+        assert "x gone" in text(await call(session, descriptions.PYTHON_TOOL_NAME, code=NAME_X, session="work"))
+
         wrote = await call(
             session, descriptions.WRITE_FILE_TOOL_NAME, path="/data/notes.txt", content="héllo\n", session="work"
         )
