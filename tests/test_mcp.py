@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from boxlite.contract import TIMEOUT_EXIT_CODE
+from boxlite.mcp.options import parse_options
 from boxlite.tools import descriptions
 from conftest import SPAWN_AND_SPIN, pid_alive
 from mcp import ClientSession, StdioServerParameters, types
@@ -308,3 +309,27 @@ def test_refuses_a_non_loopback_bind_without_a_token(mcp_home: Path) -> None:
         timeout=60,
     )
     assert bad_volume.returncode == 2 and "not a directory" in bad_volume.stderr
+
+
+def test_options_from_flags_and_environment(tmp_path: Path) -> None:
+    env = {
+        "BOXLITE_MCP_MEMORY": "768",
+        "BOXLITE_MCP_POOL_SIZE": "3",
+        "BOXLITE_MCP_NETWORK": "off",
+        "BOXLITE_MCP_VOLUMES": f"{tmp_path}:/data,{tmp_path}:/out:rw",
+    }
+    options = parse_options(["--memory", "640"], env)
+    assert (options.memory_mib, options.pool_size, options.network) == (640, 3, False), "a flag wins over its variable"
+    assert [(v.guest, v.mode) for v in options.volumes] == [("/data", "ro"), ("/out", "rw")], "read-only by default"
+    assert parse_options(["--http", "8000", "--host", "10.0.0.1", "--token", "t"], {}).token == "t"
+    assert parse_options(["--http", "8000", "--host", "::1"], {}).host == "::1"
+    for argv, problem in [
+        (["--http", "8000", "--host", "0.0.0.0"], "not loopback"),
+        (["--pool-size", "0"], "--pool-size 0 must be between 1"),
+        (["--network", "maybe"], "on or off"),
+        (["--volume", f"{tmp_path}:relative"], "must be absolute"),
+        (["--host", "127.0.0.1"], "--host applies to --http only"),
+        (["--timeout", "-3"], "positive number of seconds"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_options(argv, {})
