@@ -209,15 +209,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_http_bearer_token_session_disconnect_and_sigterm(plot_image: str, mcp_home: Path) -> None:
+async def test_http_bearer_token_volumes_session_disconnect_and_sigterm(
+    plot_image: str, mcp_home: Path, tmp_path: Path
+) -> None:
     port = free_port()
     token = "s3cret-token"
-    server = subprocess.Popen(
-        [sys.executable, *server_args(plot_image, "--http", str(port), "--token", token)],
-        env=server_env(mcp_home),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_text("hi from the host\n")
+    log = tmp_path / "server.log"
+    args = server_args(plot_image, "--http", str(port), "--token", token, "-v", f"{shared}:/shared")
+    with log.open("w") as err:  # the child keeps its own copy
+        server = subprocess.Popen(
+            [sys.executable, *args],
+            env=server_env(mcp_home),
+            stderr=err,
+        )
     url = f"http://127.0.0.1:{port}/mcp"
     try:
         async with httpx.AsyncClient() as probe:
@@ -240,6 +247,18 @@ async def test_http_bearer_token_session_disconnect_and_sigterm(plot_image: str,
             ran = await call(session, descriptions.PYTHON_TOOL_NAME, code="print(1 + 1)")
             assert not ran.isError and "2" in text(ran), ran
             assert "7" in text(await call(session, descriptions.PYTHON_TOOL_NAME, code="print(7)", session="s"))
+            # Output is capped with the framework tools' truncation marker.
+            long = await call(session, descriptions.PYTHON_TOOL_NAME, code="print('x' * 30000)", session="s")
+            assert "characters truncated (output limit 10000 characters)" in text(long), text(long)[:300]
+            # A volume is read-only unless :rw was asked for.
+            volume = await call(
+                session,
+                descriptions.SHELL_TOOL_NAME,
+                command="cat /shared/hello.txt && echo x > /shared/new.txt",
+                session="s",
+            )
+            assert "hi from the host" in text(volume) and "exit code: 0" not in text(volume), text(volume)
+            assert not (shared / "new.txt").exists()
             with_session = len(vmms_under(mcp_home))
         # The client ended its session: the session's box is stopped, the server goes on.
         assert wait_until(lambda: len(vmms_under(mcp_home)) < with_session), "the session's box is still running"
@@ -247,7 +266,7 @@ async def test_http_bearer_token_session_disconnect_and_sigterm(plot_image: str,
         assert vmms_under(mcp_home), "the pool's warm box stays for the next client"
 
         server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=120) == 128 + signal.SIGTERM
+        assert server.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()
         assert wait_until(lambda: not vmms_under(mcp_home)), f"QEMU left running: {vmms_under(mcp_home)}"
     finally:
         if server.poll() is None:
