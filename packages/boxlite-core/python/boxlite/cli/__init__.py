@@ -10,6 +10,7 @@
     boxlite create | start | stop | restart | rm [-f] BOX
     boxlite ls | ps [-a] | stats | inspect BOX | logs BOX
     boxlite doctor [--json] | info [--json]
+    boxlite mcp [--http PORT]                    # the tools as an MCP server (boxlite mcp --help)
 
 A kept box that runs outlives the command that started it: every command ends without stopping
 the boxes it holds, and the next one reattaches them (``BOXLITE_HOME`` records who owns what).
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     """The ``boxlite`` program: runs the command line, then ends the process without stopping
     the kept boxes it holds (a box started with ``run -d`` or ``start`` keeps running; the next
     command reattaches it). Boxes the command stopped itself, as ``run`` does, are gone."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mcp"]:
+        # The MCP server parses its own flags (boxlite.mcp) and stops its boxes when it ends.
+        sys.exit(_mcp(argv[1:]))
     args = parser().parse_args(argv)
     code = _run(args)
     if getattr(args, "stop_boxes_at_exit", False):
@@ -90,6 +95,17 @@ def main(argv: list[str] | None = None) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _mcp(argv: list[str]) -> int:
+    try:
+        from ..mcp import main as mcp_main
+    except ModuleNotFoundError as e:
+        if e.name != "mcp":
+            raise
+        print("boxlite mcp: the MCP SDK is missing: pip install 'boxlite-core[mcp]'", file=sys.stderr)
+        return 1
+    return mcp_main(argv)
 
 
 __all__ = ["GROUPS", "ProgressBar", "main", "parser", "run"]
