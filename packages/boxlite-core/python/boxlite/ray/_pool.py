@@ -35,6 +35,9 @@ RESOURCE = "boxlite"
 #: How often an acquirer waiting for capacity looks again (seconds).
 POLL_INTERVAL = 0.05
 
+#: How often a waiting acquirer asks Ray for new eligible nodes (seconds).
+NODE_SCAN_INTERVAL = 1.0
+
 _NodeActor = ray.remote(NodeBoxes)
 
 
@@ -159,6 +162,7 @@ class RayBoxPool:
         self._started = False
         self._closed = False
         self._exit_hook_set = False
+        self._next_scan = 0.0
 
     # -- nodes --------------------------------------------------------------------------------
 
@@ -275,7 +279,9 @@ class RayBoxPool:
                 raise PoolClosedError("the pool is closed: make a new RayBoxPool")
             node = self._pick()
             if node is None:
-                self._place_missing()
+                if time.monotonic() >= self._next_scan:
+                    self._next_scan = time.monotonic() + NODE_SCAN_INTERVAL
+                    self._place_missing()
                 if not self._nodes:
                     raise PoolExhaustedError(self._no_nodes())
                 if time.monotonic() >= deadline:
