@@ -10,8 +10,8 @@ the calls/s across nodes are bounded by the one machine's CPUs, not by the clust
 
 Measures, in the same run (``max_uses=100``: leases reuse warm boxes, so a call is lease +
 ``python3 -c 'print(1)'`` + release, without a boot):
-  * local ``BoxPool``;
-  * ``RayBoxPool`` with 1 node (the overhead: remote minus local);
+  * local ``BoxPool`` and ``RayBoxPool`` with 1 node, calls alternated (the overhead: remote
+    minus local at p50);
   * ``RayBoxPool`` with 1, 2, 3 nodes, ``--concurrency`` callers at once: calls/s.
 Then prints the arithmetic for a real cluster: boxes per node from the measured memory per box
 (the VMM's resident memory), and calls/s per node. Prints; asserts nothing.
@@ -92,27 +92,33 @@ async def main() -> None:
     print(f"  SIMULATION: every Ray node runs on this machine ({os.cpu_count()} cores); see the module docs")
     with tempfile.TemporaryDirectory(prefix="boxlite-bench-ray-") as home:
         os.chmod(home, 0o700)
-        local = BoxPool(options, runtime=boxlite.Boxlite(boxlite.Options(home_dir=home)), min_idle=1, max_uses=100)
-        await local.start()
-        local_ms = timed("local BoxPool", await sequential(local.lease, args.calls))
-        local_rate = await throughput(local.lease, args.calls, args.concurrency)
-        await local.close()
-
         cluster = Cluster(initialize_head=True, head_node_args=NODE_ARGS)
         ray.init(address=cluster.address, log_to_driver=False)
         rates: dict[int, float] = {}
-        rss = 0
+        local_ms: list[float] = []
+        remote_ms: list[float] = []
         try:
+            local = BoxPool(options, runtime=boxlite.Boxlite(boxlite.Options(home_dir=home)), max_uses=100)
+            remote = RayBoxPool(options, per_node_max=args.concurrency, max_uses=100, home_dir=home)
+            await asyncio.gather(local.start(), remote.start())
+            await sequential(local.lease, 1)  # warm: the first call of each pays Python's first start
+            await sequential(remote.lease, 1)
+            # Alternated, so both see the same load from whatever else runs on the machine.
+            for _ in range(args.calls):
+                local_ms += await sequential(local.lease, 1)
+                remote_ms += await sequential(remote.lease, 1)
+            timed("local BoxPool", local_ms)
+            timed("RayBoxPool, 1 node (this machine)", remote_ms)
+            async with remote.lease() as held:
+                rss = (await held.box.metrics()).vmm_rss
+            local_rate = await throughput(local.lease, args.calls, args.concurrency)
+            await asyncio.gather(local.close(), remote.close())
             for count in (1, 2, 3):
                 while len(cluster.list_all_nodes()) < count:
                     cluster.add_node(**NODE_ARGS)
                 cluster.wait_for_nodes()
                 pool = RayBoxPool(options, per_node_max=args.concurrency, min_idle=1, max_uses=100, home_dir=home)
                 await pool.start()
-                if count == 1:
-                    remote_ms = timed("RayBoxPool, 1 node", await sequential(pool.lease, args.calls))
-                    async with pool.lease() as held:
-                        rss = (await held.box.metrics()).vmm_rss
                 rates[count] = await throughput(pool.lease, args.calls * count, args.concurrency * count)
                 await pool.close()
         finally:
