@@ -54,9 +54,15 @@ def start_cluster(attempts: int = 3) -> Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Three Ray nodes with the ``boxlite`` resource; the driver (this process) connected."""
-    # The nodes' workers inherit this environment: skip the hardware check (emulation here).
+    # The nodes' workers inherit the environment they start with: skip the hardware check
+    # (emulation here), for the nodes only.
+    accel = os.environ.get("BOXLITE_ACCEL")
     os.environ.setdefault("BOXLITE_ACCEL", "tcg")
-    nodes = start_cluster()
+    try:
+        nodes = start_cluster()
+    finally:
+        if accel is None:
+            del os.environ["BOXLITE_ACCEL"]
     ray.init(address=nodes.address, log_to_driver=False)
     try:
         nodes.wait_for_nodes()
