@@ -39,6 +39,8 @@ bench: setup       ## start, exec (also under load), idle-box memory, boot relia
 	uv run --locked python benchmarks/bench_pool.py
 	uv run --locked python benchmarks/bench_images.py
 	uv run --locked --group bench python benchmarks/bench_tools.py
+	uv run --locked python benchmarks/bench_mcp.py
+	uv run --locked python benchmarks/bench_ray.py
 
 lint:
 	uv run --locked ruff check .
