@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
 from boxlite import run_sync
-from boxlite.pool import BoxPool
+from boxlite.tools import ListFilesInput as ListFilesInput
+from boxlite.tools import PythonInput as PythonInput
+from boxlite.tools import ReadFileInput as ReadFileInput
 from boxlite.tools import (
-    DEFAULT_MAX_OUTPUT_CHARS,
-    DEFAULT_TIMEOUT,
     SandboxBoundTool,
     ToolResult,
     ToolSandbox,
     descriptions,
     guard_sandbox,
 )
-from boxlite.tools import ListFilesInput as ListFilesInput
-from boxlite.tools import PythonInput as PythonInput
-from boxlite.tools import ReadFileInput as ReadFileInput
 from boxlite.tools import ShellInput as ShellInput
 from boxlite.tools import WriteFileInput as WriteFileInput
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -152,7 +148,7 @@ class BoxLiteListFilesTool(BoxLiteBaseTool):
         return await self._guard(self.sandbox.list_files_report(path))
 
 
-class BoxLiteToolkit(BaseToolkit):
+class BoxLiteToolkit(SandboxBoundTool, BaseToolkit):
     """Python, shell and file tools that share one sandbox: one box for the toolkit (created on
     first use; ``persistent=True`` keeps Python variables between calls), or with ``pool=`` a
     pool lease per call (concurrent agents never share a box).
@@ -164,28 +160,6 @@ class BoxLiteToolkit(BaseToolkit):
 
     sandbox: ToolSandbox = Field(default=None, exclude=True)  # type: ignore[assignment]
 
-    def __init__(
-        self,
-        *,
-        sandbox: ToolSandbox | None = None,
-        image: str | os.PathLike[str] | None = None,
-        pool: BoxPool | None = None,
-        persistent: bool = False,
-        memory_mib: int = 1024,
-        max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
-        default_timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        sandbox = ToolSandbox.given_or_new(
-            sandbox,
-            image,
-            pool=pool,
-            persistent=persistent,
-            memory_mib=memory_mib,
-            max_output_chars=max_output_chars,
-            default_timeout=default_timeout,
-        )
-        super().__init__(sandbox=sandbox)  # type: ignore[call-arg]  # a field of this model
-
     def get_tools(self) -> list[BaseTool]:
         """The Python, shell, read, write and list tools, all on this toolkit's sandbox."""
         return [
@@ -195,13 +169,6 @@ class BoxLiteToolkit(BaseToolkit):
             BoxLiteWriteFileTool(sandbox=self.sandbox),
             BoxLiteListFilesTool(sandbox=self.sandbox),
         ]
-
-    def close(self) -> None:
-        """Stops the toolkit's box (a pool is left to its owner)."""
-        self.sandbox.close_sync()
-
-    async def aclose(self) -> None:
-        await self.sandbox.close()
 
     def __enter__(self) -> BoxLiteToolkit:
         return self
