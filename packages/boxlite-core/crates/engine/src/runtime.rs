@@ -120,8 +120,8 @@ impl Runtime {
 
     /// Deals with boxes whose owning process died without stopping them (run once when a
     /// runtime opens its home, before it is used): ephemeral boxes are stopped and deleted;
-    /// kept boxes (`auto_remove=False`) whose VM still runs are reattached by this runtime,
-    /// the others are marked stopped. Serialised across processes by the home's `lock` file.
+    /// kept boxes (`auto_remove=False`) whose VM still runs are reattached by this runtime
+    /// (resumed first if they were paused), the others are marked stopped. Serialised across processes by the home's `lock` file.
     pub async fn recover_orphans(&self) -> Result<()> {
         let lock_path = self.home.join("lock");
         let _lock = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
@@ -180,7 +180,8 @@ impl Runtime {
                 self.state.clone(),
             ));
             let adopted = AdoptedVm::adopt(vmm).context(|| format!("watch VMM {}", vmm.pid))?;
-            match litebox.attach(Box::new(adopted)).await {
+            let paused = record.info.status == BoxStatus::Paused;
+            match litebox.attach(Box::new(adopted), paused).await {
                 Ok(()) => {
                     tracing::warn!(id = %record.id, "reattached a kept box whose owning process died");
                     self.boxes
@@ -462,13 +463,15 @@ impl Runtime {
         }
         let litebox = self.get(id_or_name).await?;
         match litebox.status() {
-            BoxStatus::Running | BoxStatus::Stopping if !force => {
+            BoxStatus::Running | BoxStatus::Paused | BoxStatus::Stopping if !force => {
                 return Err(Error::InvalidOption(format!(
                     "box {} is running: stop it first, or remove it with force=True",
                     litebox.id
                 )))
             }
-            BoxStatus::Running | BoxStatus::Stopping | BoxStatus::Created => litebox.stop().await?,
+            BoxStatus::Running | BoxStatus::Paused | BoxStatus::Stopping | BoxStatus::Created => {
+                litebox.stop().await?
+            }
             _ => {}
         }
         litebox.delete_files()?;
@@ -481,7 +484,7 @@ impl Runtime {
         let boxes = self.all_boxes();
         let stops = boxes
             .iter()
-            .filter(|b| b.status() == BoxStatus::Running)
+            .filter(|b| matches!(b.status(), BoxStatus::Running | BoxStatus::Paused))
             .map(|b| b.stop());
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
@@ -506,7 +509,7 @@ fn stored_info(record: BoxRecord) -> BoxInfo {
     if !owner_alive
         && matches!(
             info.status,
-            BoxStatus::Running | BoxStatus::Created | BoxStatus::Stopping
+            BoxStatus::Running | BoxStatus::Paused | BoxStatus::Created | BoxStatus::Stopping
         )
     {
         info.status = BoxStatus::Stopped;
