@@ -189,7 +189,10 @@ async fn a_paused_guest_is_not_probed_nor_declared_broken_for_its_silence() {
     // Running and silent again: broken at the deadline, as before.
     let started = std::time::Instant::now();
     while c.client.closed().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(10), "never declared broken");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never declared broken"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(c.client.closed().is_some_and(|closed| closed.broken));
