@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,20 @@ async def main():
     info = await runtime.get_info(sys.argv[2])
     listed = {i.id: i.status for i in await runtime.list_info()}
     print(json.dumps({"info": info.status, "listed": listed.get(sys.argv[2])}))
+asyncio.run(main())
+"""
+
+
+PAUSE_KEPT_AND_HANG = """
+import asyncio, json, sys, boxlite
+async def main():
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=sys.argv[1]))
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=sys.argv[2], memory_mib=256,
+                                                  auto_remove=False, name="kept"))
+    await box.run("sh", ["-c", "echo before-pause > /root/note.txt"])
+    await box.pause()
+    print(json.dumps({"id": box.id, "vmm_pid": box.info().vmm_pid}), flush=True)
+    await asyncio.sleep(3600)
 asyncio.run(main())
 """
 
@@ -146,3 +162,44 @@ async def test_stopping_a_paused_box_leaves_no_vmm_and_a_stopped_box_cannot_paus
     with pytest.raises(boxlite.errors.BoxStoppedError, match="resume needs a running box"):
         await box.resume()
     await runtime.remove(box.id)
+
+
+async def test_a_paused_box_whose_owner_died_is_resumed_and_reattached(busybox: str, tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        PAUSE_KEPT_AND_HANG,
+        str(tmp_path),
+        busybox,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=240)
+        assert line, (await proc.stderr.read()).decode() if proc.stderr else ""
+        made = json.loads(line)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    assert pid_alive(made["vmm_pid"])
+    # The next runtime of the home adopts the VM: its agent cannot answer until it runs again.
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
+    [info] = await runtime.list_info()
+    assert (info.id, info.status, info.vmm_pid) == (made["id"], "running", made["vmm_pid"])
+    box = await runtime.get("kept")
+    assert (await box.run("cat", ["/root/note.txt"])).stdout == "before-pause\n"
+    await box.stop()
+    assert not pid_alive(made["vmm_pid"])
+    await runtime.remove("kept")
+
+
+def test_the_sync_api_pauses_and_resumes(runtime: boxlite.Boxlite, busybox: str) -> None:
+    with boxlite.SyncSimpleBox(rootfs_path=busybox, memory_mib=256, runtime=runtime) as box:
+        box.pause()
+        assert box.box.info().status == "paused"
+        with pytest.raises(boxlite.errors.BoxStoppedError, match=r"resume\(\)"):
+            box.exec("true")
+        box.resume()
+        assert box.box.info().status == "running"
+        assert box.exec("echo", "ok").stdout == "ok\n"

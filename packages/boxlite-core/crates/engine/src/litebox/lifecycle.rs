@@ -19,6 +19,11 @@ use crate::hypervisor::{VmHandle, VmSpec};
 use crate::logs::tail;
 use crate::network::{self, Passt};
 
+/// How long a resumed guest gets for its hello before the host hangs up and connects again
+/// (see `attach`), and how long it gets to see that hangup.
+const HELLO_RETRY: Duration = Duration::from_secs(2);
+const HANGUP_SEEN: Duration = Duration::from_millis(500);
+
 /// Lower-case hex, for paths on the kernel command line (which splits on spaces).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -343,7 +348,28 @@ impl LiteBox {
             tracing::info!(id = %self.id, "resumed a paused box to reattach it");
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+        let mut connected = None;
+        if paused {
+            // The old owner's connection ended while the guest was paused, and the guest's
+            // virtio console may never report that hangup (it sees our connection at once),
+            // so it keeps waiting on the old stream without a hello. If no hello comes soon,
+            // hang up, give the running guest time to see it, and connect again.
+            while connected.is_none() && Instant::now() + HELLO_RETRY < deadline {
+                let soon = Instant::now() + HELLO_RETRY;
+                match AgentClient::connect(&socket, soon, vm.exit_watch()).await {
+                    Err(ConnectError::TimedOut) => {
+                        tracing::debug!(id = %self.id, "no hello from the resumed guest yet; connecting again");
+                        tokio::time::sleep(HANGUP_SEEN).await;
+                    }
+                    other => connected = Some(other),
+                }
+            }
+        }
+        let connected = match connected {
+            Some(connected) => connected,
+            None => AgentClient::connect(&socket, deadline, vm.exit_watch()).await,
+        };
+        let (agent, hello) = match connected {
             Ok(ok) => ok,
             Err(e) => {
                 let why = match e {
