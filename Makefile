@@ -41,6 +41,7 @@ bench: setup       ## start, exec (also under load), idle-box memory, boot relia
 	uv run --locked --group bench python benchmarks/bench_tools.py
 	uv run --locked python benchmarks/bench_mcp.py
 	uv run --locked python benchmarks/bench_ray.py
+	uv run --locked python benchmarks/bench_pause.py
 
 lint:
 	uv run --locked ruff check .

@@ -51,7 +51,7 @@ class BoxNotFoundError(BoxliteError, LookupError):
 
 
 class BoxStoppedError(BoxliteError):
-    """The box is not running (stopped, removed, or not started yet)."""
+    """The box is not running (stopped, paused, removed, or not started yet)."""
 
 
 class BoxStartError(BoxliteError):

@@ -164,6 +164,14 @@ class SimpleBox:
         """Resource use of the box (see :meth:`boxlite.Box.metrics`)."""
         return await self.box.metrics()
 
+    async def pause(self) -> None:
+        """Freezes the box's VM (see :meth:`boxlite.Box.pause`)."""
+        await self.box.pause()
+
+    async def resume(self) -> None:
+        """Runs the paused box again (see :meth:`boxlite.Box.resume`)."""
+        await self.box.resume()
+
     async def __aenter__(self) -> SimpleBox:
         return await self.start()
 

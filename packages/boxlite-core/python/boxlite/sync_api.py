@@ -153,6 +153,8 @@ class SyncBox(AsyncProxy[Box]):
     exists = blocking(Box.exists)
     start = blocking(Box.start)
     stop = blocking(Box.stop)
+    pause = blocking(Box.pause)
+    resume = blocking(Box.resume)
 
     def __repr__(self) -> str:
         return f"<boxlite.SyncBox id={self.id}>"
@@ -249,6 +251,8 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     list_dir = blocking(SimpleBox.list_dir)
     stat = blocking(SimpleBox.stat)
     metrics = blocking(SimpleBox.metrics)
+    pause = blocking(SimpleBox.pause)
+    resume = blocking(SimpleBox.resume)
 
     def __enter__(self) -> SyncSimpleBox:
         return self.start()

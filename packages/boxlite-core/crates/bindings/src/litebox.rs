@@ -46,6 +46,18 @@ impl PyLiteBox {
         completer.spawn(async move { engine(litebox.stop().await) })
     }
 
+    /// Stops the box's vCPUs (QMP `stop`).
+    fn pause(&self, completer: &Completer) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move { engine(litebox.pause().await) })
+    }
+
+    /// Runs the box's vCPUs again (QMP `cont`).
+    fn resume(&self, completer: &Completer) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move { engine(litebox.resume().await) })
+    }
+
     /// Starts a process. The outcome is an `Execution`, or with `wait` (run to completion in
     /// one call) its `ExecOutput`.
     #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None, tty=None, wait=false, max_output_bytes=None))]

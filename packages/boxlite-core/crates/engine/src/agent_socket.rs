@@ -4,6 +4,8 @@
 //! symlink to it, so another process of the same home finds it to reattach. A name under
 //! `/tmp` that another user could guess and create first is never used, and a directory is
 //! trusted only when `lstat` shows it is a real directory of ours that nobody else can enter.
+//!
+//! The VMM's control socket (QMP, [`qmp_socket`]) lives in the same directory as the agent's.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -14,6 +16,14 @@ use crate::error::{Error, IoContext, Result};
 const MAX_SOCKET_PATH: usize = 100;
 
 const SOCKET_NAME: &str = "agent.sock";
+
+/// The name of the VMM's control socket, beside the agent's.
+const QMP_SOCKET_NAME: &str = "qmp.sock";
+
+/// The VMM's control socket of the VM whose agent socket is `agent_socket`.
+pub fn qmp_socket(agent_socket: &Path) -> PathBuf {
+    agent_socket.with_file_name(QMP_SOCKET_NAME)
+}
 
 /// The socket path for a VM about to launch in the box directory `dir`. Any private directory
 /// of an earlier launch is removed first.
@@ -57,11 +67,13 @@ pub fn remove(dir: &Path) {
         if let Some(private) = socket.parent() {
             if check_private(private).is_ok() {
                 let _ = std::fs::remove_file(&socket);
+                let _ = std::fs::remove_file(qmp_socket(&socket));
                 let _ = std::fs::remove_dir(private);
             }
         }
     }
     let _ = std::fs::remove_file(&preferred);
+    let _ = std::fs::remove_file(qmp_socket(&preferred));
 }
 
 /// `$XDG_RUNTIME_DIR` when it is a private directory of ours with room for the socket's
@@ -119,6 +131,8 @@ mod tests {
         let first = for_launch(&dir).unwrap();
         assert!(first.as_os_str().len() < MAX_SOCKET_PATH);
         let private = first.parent().unwrap();
+        assert_eq!(qmp_socket(&first), private.join("qmp.sock"));
+        std::fs::write(qmp_socket(&first), b"").unwrap();
         let meta = std::fs::symlink_metadata(private).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o700);
         assert_eq!(for_attach(&dir).unwrap(), first);

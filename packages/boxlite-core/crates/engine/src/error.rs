@@ -40,6 +40,15 @@ pub enum Error {
         action: String,
     },
 
+    /// The box is paused: what was asked needs its vCPUs running. Raised as the stopped-box
+    /// class in Python (a paused box is not running).
+    #[error("box {id} is paused: {action} needs a running box. Resume it first with `resume()`")]
+    BoxPaused { id: String, action: String },
+
+    /// The VMM's control channel (QMP) failed or refused a command.
+    #[error("box {id}: {reason}")]
+    Vmm { id: String, reason: String },
+
     #[error("box {id} failed to boot: {reason}")]
     BootFailed { id: String, reason: String },
 
@@ -146,7 +155,8 @@ impl Error {
             Error::InvalidOption(_) => ErrorKind::InvalidOption,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::BoxNotFound(_) => ErrorKind::BoxNotFound,
-            Error::BoxNotRunning { .. } => ErrorKind::BoxNotRunning,
+            Error::BoxNotRunning { .. } | Error::BoxPaused { .. } => ErrorKind::BoxNotRunning,
+            Error::Vmm { .. } => ErrorKind::Channel,
             Error::BootFailed { .. } => ErrorKind::BootFailed,
             Error::BoxDied { .. } => ErrorKind::BoxDied,
             Error::Channel { .. } => ErrorKind::Channel,

@@ -24,6 +24,8 @@ use crate::options::BoxOptions;
 pub enum BoxStatus {
     Created,
     Running,
+    /// The VM's vCPUs are stopped (`pause()`); `resume()` runs them again.
+    Paused,
     Stopping,
     Stopped,
     /// The VM ended without being asked to.
@@ -37,6 +39,7 @@ impl BoxStatus {
         match self {
             BoxStatus::Created => "created",
             BoxStatus::Running => "running",
+            BoxStatus::Paused => "paused",
             BoxStatus::Stopping => "stopping",
             BoxStatus::Stopped => "stopped",
             BoxStatus::Crashed => "crashed",

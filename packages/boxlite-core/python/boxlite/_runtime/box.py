@@ -126,6 +126,29 @@ class Box(FileOps):
         """Shuts the guest down; with ``auto_remove`` the box's files are deleted too."""
         await _bridge.call(self._inner.stop)
 
+    async def pause(self) -> None:
+        """Freezes the box: its VM's vCPUs stop (``info().status`` is then ``"paused"``).
+
+        Nothing runs in the guest while it is paused: running executions freeze where they are,
+        and the box is not declared broken for not answering. An execution's ``timeout`` is host
+        time and keeps counting: one that runs out during the pause kills the execution as soon
+        as the box resumes (it then reports ``timed_out``). New executions, copies and file
+        operations raise :class:`~boxlite.errors.BoxStoppedError` (naming :meth:`resume`) until
+        the box is resumed; :meth:`stop` resumes it first. Pausing a paused box does nothing.
+
+        Raises:
+            BoxStoppedError: the box is not running.
+        """
+        await _bridge.call(self._inner.pause)
+
+    async def resume(self) -> None:
+        """Runs a paused box again, where it stopped. Resuming a running box does nothing.
+
+        Raises:
+            BoxStoppedError: the box is neither running nor paused.
+        """
+        await _bridge.call(self._inner.resume)
+
     def __repr__(self) -> str:
         return f"<boxlite.Box id={self.id} status={self.info().status}>"
 

@@ -76,6 +76,7 @@ class BoxInfo(BaseModel):
 
     id: str
     name: str | None
+    #: ``created``, ``running``, ``paused``, ``stopping``, ``stopped``, ``crashed`` or ``removed``.
     status: str
     image: str
     image_digest: str

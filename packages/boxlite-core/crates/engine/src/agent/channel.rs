@@ -2,6 +2,9 @@
 //! their flow-control accounts, the requests awaiting answers; writes and requests under
 //! their deadlines, closing the channel once (and the box's hook when the guest broke it),
 //! and the heartbeat that probes the agent while executions are open.
+//!
+//! A paused VM (see [`Shared::set_paused`]) neither reads nor answers: its deadlines are
+//! pause-aware ([`Shared::within`]), and the heartbeat does not probe it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +33,13 @@ pub(super) enum Answer {
 
 type BrokenHook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Whether the VM is paused now, and how many times it was paused so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PauseState {
+    pub(crate) paused: bool,
+    pub(crate) pauses: u64,
+}
+
 pub(super) struct Shared {
     pub(super) writer: tokio::sync::Mutex<OwnedWriteHalf>,
     /// Open executions; `None` once the channel is closed.
@@ -41,9 +51,66 @@ pub(super) struct Shared {
     pub(super) closed: watch::Sender<Option<Closed>>,
     pub(super) on_broken: OnceLock<BrokenHook>,
     pub(super) deadlines: Deadlines,
+    pub(super) pause: watch::Sender<PauseState>,
 }
 
 impl Shared {
+    /// Records that the VM's vCPUs are stopped (`true`) or run again (`false`).
+    pub(super) fn set_paused(&self, paused: bool) {
+        self.pause.send_if_modified(|state| {
+            if state.paused == paused {
+                return false;
+            }
+            state.paused = paused;
+            if paused {
+                state.pauses += 1;
+            }
+            true
+        });
+    }
+
+    pub(super) fn pause_state(&self) -> PauseState {
+        *self.pause.borrow()
+    }
+
+    /// Whether the deadline of something armed when the VM had been paused `pauses` times
+    /// should not count: the VM is paused now or was paused since. Waits until it runs again
+    /// (or the channel closes), so the caller can arm a whole deadline afresh.
+    pub(super) async fn paused_since(&self, pauses: u64) -> bool {
+        let state = self.pause_state();
+        if !state.paused && state.pauses == pauses {
+            return false;
+        }
+        let mut pause = self.pause.subscribe();
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            _ = pause.wait_for(|s| !s.paused) => {}
+            _ = closed.wait_for(|c| c.is_some()) => {}
+        }
+        true
+    }
+
+    /// `work` within `limit` of the VM's running time: a deadline that runs out while the VM
+    /// is paused (or was paused meanwhile) starts again, whole, once it runs. `None` when the
+    /// deadline passed with the VM running throughout.
+    pub(super) async fn within<T>(
+        &self,
+        limit: std::time::Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            let pauses = self.pause_state().pauses;
+            if let Ok(done) = tokio::time::timeout(limit, &mut work).await {
+                return Some(done);
+            }
+            tokio::select! {
+                done = &mut work => return Some(done),
+                paused = self.paused_since(pauses) => if !paused { return None },
+            }
+        }
+    }
+
     pub(super) fn closed(&self) -> Option<Closed> {
         self.closed.borrow().clone()
     }
@@ -105,12 +172,12 @@ impl Shared {
             writer.write_all(&frame).await?;
             writer.flush().await
         };
-        match tokio::time::timeout(self.deadlines.write, write).await {
-            Ok(Ok(())) => Ok(()),
+        match self.within(self.deadlines.write, write).await {
+            Some(Ok(())) => Ok(()),
             // The VM ended (its exit watcher reports that) or the socket failed.
-            Ok(Err(e)) => Err(self.fail(AgentError::WriteFailed(Arc::new(e)))),
+            Some(Err(e)) => Err(self.fail(AgentError::WriteFailed(Arc::new(e)))),
             // Half a frame may be written: the stream cannot be used any more.
-            Err(_) => Err(self.fail(AgentError::WriteTimedOut {
+            None => Err(self.fail(AgentError::WriteTimedOut {
                 after: self.deadlines.write,
             })),
         }
@@ -127,10 +194,10 @@ impl Shared {
         self.waiters.lock().expect("waiters lock").insert(token, tx);
         let answer = async {
             self.send(&make(token)).await?;
-            match tokio::time::timeout(self.deadlines.answer, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => Err(self.closed_error()),
-                Err(_) => Err(self.fail(AgentError::AnswerTimedOut {
+            match self.within(self.deadlines.answer, rx).await {
+                Some(Ok(answer)) => Ok(answer),
+                Some(Err(_)) => Err(self.closed_error()),
+                None => Err(self.fail(AgentError::AnswerTimedOut {
                     request: what,
                     after: self.deadlines.answer,
                 })),
@@ -154,7 +221,8 @@ impl Shared {
     }
 }
 
-/// Probes the agent while executions are open (see [`Deadlines::heartbeat`]).
+/// Probes the agent while executions are open (see [`Deadlines::heartbeat`]), never while the
+/// VM is paused.
 pub(super) async fn heartbeat(shared: Weak<Shared>) {
     loop {
         let Some(interval) = shared.upgrade().map(|s| s.deadlines.heartbeat) else {
@@ -174,6 +242,7 @@ pub(super) async fn heartbeat(shared: Weak<Shared>) {
             .as_ref()
             .is_some_and(|r| !r.is_empty());
         if busy
+            && !shared.pause_state().paused
             && shared
                 .request("liveness probe", |token| HostMessage::Ping { token })
                 .await

@@ -131,6 +131,7 @@ impl AgentClient {
             closed,
             on_broken: OnceLock::new(),
             deadlines,
+            pause: watch::channel(Default::default()).0,
         });
         tokio::spawn(read_loop(reader, shared.clone()));
         tokio::spawn(heartbeat(Arc::downgrade(&shared)));

@@ -214,6 +214,31 @@ impl AgentClient {
         }
     }
 
+    /// Records that the VM's vCPUs were stopped (`true`, before they stop) or run again
+    /// (`false`, once they do): while paused, the heartbeat does not probe the agent, and a
+    /// deadline that runs out (a write, an answer, an execution's kill confirmation) starts
+    /// again, whole, once the VM runs, so a paused box is never declared broken for its silence.
+    pub fn set_paused(&self, paused: bool) {
+        self.shared.set_paused(paused);
+    }
+
+    /// Whether the VM is paused.
+    pub fn paused(&self) -> bool {
+        self.shared.pause_state().paused
+    }
+
+    /// How many times the VM was paused so far (to arm a deadline with).
+    pub fn pauses(&self) -> u64 {
+        self.shared.pause_state().pauses
+    }
+
+    /// Whether a deadline armed at `pauses` (see [`AgentClient::pauses`]) should be armed
+    /// again rather than enforced: the VM is paused, or was paused since. Returns once the
+    /// VM runs (or the channel closed).
+    pub async fn paused_since(&self, pauses: u64) -> bool {
+        self.shared.paused_since(pauses).await
+    }
+
     /// Asks the agent to flush and power off; the VM then exits by itself.
     pub async fn shutdown(&self) -> Result<(), AgentError> {
         self.send(&HostMessage::Shutdown).await

@@ -151,6 +151,54 @@ async fn a_silent_guest_breaks_the_channel_while_executions_are_open() {
 }
 
 #[tokio::test]
+async fn a_paused_guest_is_not_probed_nor_declared_broken_for_its_silence() {
+    let deadlines = Deadlines {
+        write: Duration::from_secs(10),
+        answer: Duration::from_millis(200),
+        heartbeat: Duration::from_millis(50),
+    };
+    let mut c = connect(deadlines).await;
+    let (_, _events) = started(&mut c).await;
+    // A probe is sent while the VM runs, then the VM is paused before the guest answers.
+    let token = match tokio::time::timeout(Duration::from_secs(10), c.agent.receive())
+        .await
+        .expect("no liveness probe within 10 s")
+    {
+        HostMessage::Ping { token } => token,
+        other => panic!("expected a ping, got {other:?}"),
+    };
+    c.client.set_paused(true);
+    assert!(c.client.paused());
+    assert_eq!(c.client.pauses(), 1);
+    // Paused for many answer deadlines and heartbeats: the channel stays open, and no
+    // further probe is sent.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(c.client.closed().is_none(), "{:?}", c.client.closed());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), c.agent.receive())
+            .await
+            .is_err(),
+        "a paused guest was probed"
+    );
+    // Resumed: the pending probe gets a whole deadline again, and its answer counts.
+    c.client.set_paused(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.agent.send(GuestMessage::Pong { token }).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(c.client.closed().is_none(), "{:?}", c.client.closed());
+    // Running and silent again: broken at the deadline, as before.
+    let started = std::time::Instant::now();
+    while c.client.closed().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never declared broken"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.client.closed().is_some_and(|closed| closed.broken));
+}
+
+#[tokio::test]
 async fn a_metrics_request_nobody_answers_breaks_the_channel() {
     let deadlines = Deadlines {
         answer: Duration::from_millis(200),

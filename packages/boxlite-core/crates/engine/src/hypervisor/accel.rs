@@ -185,6 +185,7 @@ pub async fn boot_agent_only(
         memory_mib: 256,
         root_disk: None,
         agent_socket: socket.clone(),
+        qmp_socket: None,
         console_log: file("probe-console.log"),
         vmm_log: file("probe-vmm.log"),
         confinement: Default::default(),

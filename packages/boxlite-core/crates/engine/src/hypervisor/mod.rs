@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod qemu;
+pub mod qmp;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -64,6 +65,8 @@ pub struct VmSpec {
     pub root_disk: Option<PathBuf>,
     /// Unix socket the backend serves the agent's port on; the engine connects to it.
     pub agent_socket: PathBuf,
+    /// Unix socket the backend serves its control channel (QMP) on, if any: pause and resume.
+    pub qmp_socket: Option<PathBuf>,
     /// Where the guest's serial console is written (a [`crate::logs::RotatingLog`]).
     pub console_log: PathBuf,
     /// Where the VMM's own diagnostics go (a [`crate::logs::RotatingLog`]).

@@ -112,6 +112,10 @@ impl QemuBackend {
             escape(&spec.agent_socket.display().to_string())
         );
         push(&["-chardev", &agent]);
+        if let Some(qmp) = &spec.qmp_socket {
+            // The control channel: pause and resume (see `qmp.rs`).
+            push(&["-qmp", &super::qmp::qmp_argument(qmp)]);
+        }
         push(&["-device", "virtio-serial-device,max_ports=2"]);
         let port = format!(
             "virtserialport,chardev=agent,name={}",
@@ -331,6 +335,7 @@ mod tests {
             memory_mib: 512,
             root_disk: Some("/boxes/a,b/disk.qcow2".into()),
             agent_socket: "/boxes/a/agent.sock".into(),
+            qmp_socket: Some("/boxes/a/qmp.sock".into()),
             console_log: "/boxes/a/console.log".into(),
             vmm_log: "/boxes/a/vmm.log".into(),
             confinement: Default::default(),
@@ -384,6 +389,7 @@ mod tests {
             "-nodefaults",
             "-kernel /k/vmlinux",
             "name=boxlite.agent",
+            "-qmp unix:/boxes/a/qmp.sock,server=on,wait=off",
             // The console goes through a pipe into a capped log, never straight to a file.
             "-chardev stdio,id=console,signal=off -serial chardev:console",
         ] {

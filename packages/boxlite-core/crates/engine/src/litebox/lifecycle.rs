@@ -19,6 +19,11 @@ use crate::hypervisor::{VmHandle, VmSpec};
 use crate::logs::tail;
 use crate::network::{self, Passt};
 
+/// How long a resumed guest gets for its hello before the host hangs up and connects again
+/// (see `attach`), and how long it gets to see that hangup.
+const HELLO_RETRY: Duration = Duration::from_secs(2);
+const HANGUP_SEEN: Duration = Duration::from_millis(500);
+
 /// Lower-case hex, for paths on the kernel command line (which splits on spaces).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -34,6 +39,12 @@ impl LiteBox {
         let _lifecycle = self.lifecycle.lock().await;
         match self.status() {
             BoxStatus::Running => return Ok(()),
+            BoxStatus::Paused => {
+                return Err(Error::InvalidOption(format!(
+                    "box {} is paused, not stopped: run it again with `resume()`",
+                    self.id
+                )))
+            }
             BoxStatus::Removed => {
                 return Err(Error::BoxNotRunning {
                     id: self.id.clone(),
@@ -101,6 +112,7 @@ impl LiteBox {
             memory_mib: self.options.memory_mib,
             root_disk: Some(self.disk_path()),
             agent_socket: socket.clone(),
+            qmp_socket: Some(agent_socket::qmp_socket(&socket)),
             console_log: self.dir.join("console.log"),
             vmm_log: self.dir.join("vmm.log"),
             confinement: self.confinement()?,
@@ -154,6 +166,8 @@ impl LiteBox {
             agent: Arc::new(agent),
             kernel_release: hello.kernel_release,
             stopping: stopping.clone(),
+            qmp_socket: spec.qmp_socket.clone(),
+            qmp: tokio::sync::Mutex::new(None),
         });
         {
             let mut state = self.state.lock().expect("state lock");
@@ -226,6 +240,10 @@ impl LiteBox {
         let state = self.state.lock().expect("state lock");
         match (&state.running, state.status) {
             (Some(r), BoxStatus::Running) => Ok(r.clone()),
+            (_, BoxStatus::Paused) => Err(Error::BoxPaused {
+                id: self.id.clone(),
+                action: action.into(),
+            }),
             (_, BoxStatus::Crashed) => Err(Error::BoxDied {
                 id: self.id.clone(),
                 reason: state
@@ -242,7 +260,8 @@ impl LiteBox {
     }
 
     /// Shuts the guest down cleanly (kills the VM if it does not end in time), then deletes the
-    /// box's files when `auto_remove` is set.
+    /// box's files when `auto_remove` is set. A paused box is resumed first (killed if that
+    /// fails), so its guest can flush and power off.
     pub async fn stop(&self) -> Result<()> {
         let _lifecycle = self.lifecycle.lock().await;
         let running = {
@@ -251,11 +270,21 @@ impl LiteBox {
                 BoxStatus::Removed | BoxStatus::Stopped => return Ok(()),
                 _ => {}
             }
+            let paused = state.status == BoxStatus::Paused;
             state.status = BoxStatus::Stopping;
-            state.running.take()
+            state.running.take().map(|r| (r, paused))
         };
-        if let Some(running) = running {
+        if let Some((running, paused)) = running {
             running.stopping.store(true, Ordering::SeqCst);
+            if paused {
+                match self.control(&running, "cont").await {
+                    Ok(()) => running.agent.set_paused(false),
+                    Err(e) => {
+                        tracing::warn!(id = %self.id, error = %e, "could not resume the paused box to stop it; killing its VM");
+                        running.vm.kill();
+                    }
+                }
+            }
             let mut exit = running.vm.exit_watch();
             let clean = running.agent.shutdown().await.is_ok()
                 && tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|e| e.is_some()))
@@ -298,11 +327,49 @@ impl LiteBox {
 
     /// Takes over the running VM `vm` of this box (its previous owner died): connects to its
     /// agent as [`LiteBox::start`] does after a launch.
-    pub(crate) async fn attach(self: &Arc<Self>, vm: Box<dyn VmHandle>) -> Result<()> {
+    /// A VM its owner left `paused` is resumed first (its agent cannot answer otherwise).
+    pub(crate) async fn attach(
+        self: &Arc<Self>,
+        vm: Box<dyn VmHandle>,
+        paused: bool,
+    ) -> Result<()> {
         let _lifecycle = self.lifecycle.lock().await;
         let socket = agent_socket::for_attach(&self.dir)?;
+        let qmp_socket = agent_socket::qmp_socket(&socket);
+        if paused {
+            let resumed = async {
+                let mut qmp = crate::hypervisor::qmp::QmpClient::connect(&qmp_socket).await?;
+                qmp.cont().await
+            };
+            resumed.await.map_err(|e| Error::Vmm {
+                id: self.id.clone(),
+                reason: format!("cannot resume the paused box to reattach it: {e}"),
+            })?;
+            tracing::info!(id = %self.id, "resumed a paused box to reattach it");
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+        let mut connected = None;
+        if paused {
+            // The old owner's connection ended while the guest was paused, and the guest's
+            // virtio console may never report that hangup (it sees our connection at once),
+            // so it keeps waiting on the old stream without a hello. If no hello comes soon,
+            // hang up, give the running guest time to see it, and connect again.
+            while connected.is_none() && Instant::now() + HELLO_RETRY < deadline {
+                let soon = Instant::now() + HELLO_RETRY;
+                match AgentClient::connect(&socket, soon, vm.exit_watch()).await {
+                    Err(ConnectError::TimedOut) => {
+                        tracing::debug!(id = %self.id, "no hello from the resumed guest yet; connecting again");
+                        tokio::time::sleep(HANGUP_SEEN).await;
+                    }
+                    other => connected = Some(other),
+                }
+            }
+        }
+        let connected = match connected {
+            Some(connected) => connected,
+            None => AgentClient::connect(&socket, deadline, vm.exit_watch()).await,
+        };
+        let (agent, hello) = match connected {
             Ok(ok) => ok,
             Err(e) => {
                 let why = match e {
@@ -323,6 +390,8 @@ impl LiteBox {
             agent: Arc::new(agent),
             kernel_release: hello.kernel_release,
             stopping: Arc::new(AtomicBool::new(false)),
+            qmp_socket: Some(qmp_socket),
+            qmp: tokio::sync::Mutex::new(None),
         });
         {
             let mut state = self.state.lock().expect("state lock");

@@ -5,7 +5,7 @@
 //! and declared-broken handling), `record` (info, `config.json` and the `db/boxes.db` row),
 //! `confinement` (the VMM's confinement from `SecurityOptions`), `exec` (starting an
 //! execution), `execution` (the per-execution driver and [`Execution`]), `files`
-//! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]). [`BoxInfo`] and [`BoxStatus`] live with
+//! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]), `pause` (pause and resume over the VMM's control channel). [`BoxInfo`] and [`BoxStatus`] live with
 //! the state they describe, in [`crate::state`], and are re-exported here.
 
 mod confinement;
@@ -15,6 +15,7 @@ mod file_ops;
 mod files;
 mod lifecycle;
 mod metrics;
+mod pause;
 mod record;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use std::time::SystemTime;
 use crate::agent::AgentClient;
 use crate::assets::GuestAssets;
 use crate::hypervisor::accel::AccelChoice;
+use crate::hypervisor::qmp::QmpClient;
 use crate::hypervisor::{Hypervisor, VmHandle};
 use crate::image::PreparedImage;
 use crate::network::Passt;
@@ -45,6 +47,9 @@ struct Running {
     kernel_release: String,
     /// Set before a requested stop, so the exit watcher does not call it a crash.
     stopping: Arc<AtomicBool>,
+    /// The VMM's control socket (QMP), connected on first use (see `pause`).
+    qmp_socket: Option<PathBuf>,
+    qmp: tokio::sync::Mutex<Option<QmpClient>>,
 }
 
 struct State {

@@ -348,13 +348,15 @@ impl Runtime {
         }
         let litebox = self.get(id_or_name).await?;
         match litebox.status() {
-            BoxStatus::Running | BoxStatus::Stopping if !force => {
+            BoxStatus::Running | BoxStatus::Paused | BoxStatus::Stopping if !force => {
                 return Err(Error::InvalidOption(format!(
                     "box {} is running: stop it first, or remove it with force=True",
                     litebox.id
                 )))
             }
-            BoxStatus::Running | BoxStatus::Stopping | BoxStatus::Created => litebox.stop().await?,
+            BoxStatus::Running | BoxStatus::Paused | BoxStatus::Stopping | BoxStatus::Created => {
+                litebox.stop().await?
+            }
             _ => {}
         }
         litebox.delete_files()?;
@@ -367,7 +369,7 @@ impl Runtime {
         let boxes = self.all_boxes();
         let stops = boxes
             .iter()
-            .filter(|b| b.status() == BoxStatus::Running)
+            .filter(|b| matches!(b.status(), BoxStatus::Running | BoxStatus::Paused))
             .map(|b| b.stop());
         for result in futures::future::join_all(stops).await {
             if let Err(e) = result {
@@ -392,7 +394,7 @@ fn stored_info(record: BoxRecord) -> BoxInfo {
     if !owner_alive
         && matches!(
             info.status,
-            BoxStatus::Running | BoxStatus::Created | BoxStatus::Stopping
+            BoxStatus::Running | BoxStatus::Paused | BoxStatus::Created | BoxStatus::Stopping
         )
     {
         info.status = BoxStatus::Stopped;

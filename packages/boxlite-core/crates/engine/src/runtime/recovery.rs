@@ -6,8 +6,9 @@ use super::*;
 impl Runtime {
     /// Deals with boxes whose owning process died without stopping them (run once when a
     /// runtime opens its home, before it is used): ephemeral boxes are stopped and deleted;
-    /// kept boxes (`auto_remove=False`) whose VM still runs are reattached by this runtime,
-    /// the others are marked stopped. Serialised across processes by the home's `lock` file.
+    /// kept boxes (`auto_remove=False`) whose VM still runs are reattached by this runtime
+    /// (resumed first if they were paused), the others are marked stopped. Serialised across
+    /// processes by the home's `lock` file.
     pub async fn recover_orphans(&self) -> Result<()> {
         let lock_path = self.home.join("lock");
         let _lock = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
@@ -66,7 +67,8 @@ impl Runtime {
                 self.state.clone(),
             ));
             let adopted = AdoptedVm::adopt(vmm).context(|| format!("watch VMM {}", vmm.pid))?;
-            match litebox.attach(Box::new(adopted)).await {
+            let paused = record.info.status == BoxStatus::Paused;
+            match litebox.attach(Box::new(adopted), paused).await {
                 Ok(()) => {
                     tracing::warn!(id = %record.id, "reattached a kept box whose owning process died");
                     self.boxes

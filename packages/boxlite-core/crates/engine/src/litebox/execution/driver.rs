@@ -31,6 +31,9 @@ pub(super) async fn drive_execution(
 ) {
     let mut deadline = shared.deadline.subscribe();
     let mut kill_deadline: Option<Instant> = None;
+    // How many times the VM had been paused when the kill deadline was armed: a paused VM
+    // cannot confirm a kill, so its deadline starts again once the VM runs.
+    let mut kill_armed_at = 0;
     loop {
         let alarm = kill_deadline.or(*deadline.borrow_and_update());
         let event = tokio::select! {
@@ -39,6 +42,7 @@ pub(super) async fn drive_execution(
             }),
             _ = shared.kill_sent.notified(), if kill_deadline.is_none() => {
                 kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                kill_armed_at = agent.pauses();
                 continue;
             }
             // Re-armed or disarmed: the alarm is computed again. (`shared` holds the sender,
@@ -46,6 +50,11 @@ pub(super) async fn drive_execution(
             Ok(()) = deadline.changed(), if kill_deadline.is_none() => continue,
             _ = tokio::time::sleep_until(alarm.unwrap_or_else(Instant::now)), if alarm.is_some() => {
                 if kill_deadline.is_some() {
+                    if agent.paused_since(kill_armed_at).await {
+                        kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                        kill_armed_at = agent.pauses();
+                        continue;
+                    }
                     agent.fail(AgentError::KillNotConfirmed {
                         after: KILL_CONFIRM_TIMEOUT,
                     });
@@ -65,6 +74,7 @@ pub(super) async fn drive_execution(
                         state.timed_out = true;
                     }
                     kill_deadline = Some(Instant::now() + KILL_CONFIRM_TIMEOUT);
+                    kill_armed_at = agent.pauses();
                     let agent = agent.clone();
                     // A failed send closes the channel, which ends this execution as lost.
                     tokio::spawn(async move { agent.kill_tree(exec_id).await });

@@ -447,6 +447,34 @@ async fn a_timeout_kill_the_agent_never_confirms_declares_the_box_broken() {
 }
 
 #[tokio::test]
+async fn a_timeout_that_runs_out_while_the_vm_is_paused_is_confirmed_after_resume() {
+    let mut c = connect(no_probes()).await;
+    let timeout = Duration::from_secs(1);
+    let (id, exec) = execution(&mut c, false, LIMIT, Some(timeout)).await;
+    tokio::time::pause();
+    c.client.set_paused(true);
+    // The timeout is host time: it fires during the pause (the kill is written to the socket).
+    match next_frame(&mut c.agent, PAUSED_HANG).await {
+        Some(HostMessage::KillTree { exec_id }) => assert_eq!(exec_id, id),
+        other => panic!("expected the timeout's kill, got {other:?}"),
+    }
+    // Paused far past the kill-confirm deadline: the guest cannot confirm, and that is no failure.
+    tokio::time::sleep(KILL_CONFIRM_TIMEOUT * 5).await;
+    assert!(c.client.closed().is_none(), "{:?}", c.client.closed());
+    // Resumed: the guest confirms within a fresh deadline, and the result says timed out.
+    c.client.set_paused(false);
+    tokio::time::sleep(KILL_CONFIRM_TIMEOUT / 2).await;
+    exited(&mut c.agent, id, ExitStatus::Signal(9)).await;
+    let output = tokio::time::timeout(PAUSED_HANG, exec.wait())
+        .await
+        .expect("wait() hung")
+        .expect("the execution ended");
+    assert!(output.timed_out);
+    assert_eq!(output.exit_code, TIMEOUT_EXIT_CODE);
+    assert!(c.client.closed().is_none(), "{:?}", c.client.closed());
+}
+
+#[tokio::test]
 async fn a_channel_lost_mid_execution_fails_wait_with_a_clear_error() {
     let mut c = connect(Deadlines::default()).await;
     let (id, exec) = execution(&mut c, true, LIMIT, None).await;
