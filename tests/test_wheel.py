@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,14 +50,13 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh venv outside the repository, readable by every user, with the wheel installed."""
-    base = Path(tmp_path_factory.mktemp("wheel-venv"))
+    """A fresh venv outside the repository, readable by every user, with the wheel installed.
+
+    It lives in a directory of its own under the system's temporary directory, not under
+    pytest's ``/tmp/pytest-of-<user>``: pytest resets that one to 0700 whenever a pytest run
+    starts, which would hide the venv from the unprivileged user mid-test."""
+    base = Path(tempfile.mkdtemp(prefix="boxlite-wheel-venv-"))
     base.chmod(0o755)
-    for parent in base.parents:
-        if parent == Path("/"):
-            break
-        if parent.stat().st_mode & 0o005 != 0o005:
-            parent.chmod(parent.stat().st_mode | 0o005)
     python = shutil.which("python3", path="/usr/bin") or sys.executable
     env_dir = base / "venv"
     subprocess.run(["uv", "venv", "--quiet", "--python", python, str(env_dir)], check=True)
@@ -64,6 +64,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         ["uv", "pip", "install", "--quiet", "--python", str(env_dir / "bin" / "python"), str(wheel)], check=True
     )
     yield env_dir
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_wheel_carries_the_guest_files(wheel: Path) -> None:
@@ -95,18 +96,20 @@ def test_installed_wheel_boots_a_box_away_from_the_source_tree(venv: Path, busyb
     os.geteuid() != 0,
     reason="switching to another user needs root; as a non-root user every test already runs unprivileged",
 )
-def test_an_unprivileged_user_runs_boxes(venv: Path, busybox: str, tmp_path: Path) -> None:
-    # The image and home must be reachable by that user: copy the (small) layout out of root's cache.
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    for p in (tmp_path, shared):
-        p.chmod(0o755)
-    layout = shutil.copytree(busybox, shared / "busybox")
-    home = shared / "home"
-    home.mkdir()
-    for path in [layout, *layout.rglob("*"), home]:
-        os.chown(path, NOBODY, NOBODY)
-    result = _run(venv, layout, home, as_user=NOBODY)
+def test_an_unprivileged_user_runs_boxes(venv: Path, busybox: str) -> None:
+    # The image and home must be reachable by that user: copy the (small) layout out of root's
+    # cache, into a directory of its own (not pytest's, which is private to root; see venv).
+    shared = Path(tempfile.mkdtemp(prefix="boxlite-unprivileged-"))
+    shared.chmod(0o755)
+    try:
+        layout = shutil.copytree(busybox, shared / "busybox")
+        home = shared / "home"
+        home.mkdir()
+        for path in [layout, *layout.rglob("*"), home]:
+            os.chown(path, NOBODY, NOBODY)
+        result = _run(venv, layout, home, as_user=NOBODY)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     assert result["uid"] == NOBODY
     assert str(result["stdout"]).strip().endswith("as 0"), "root inside the box, nobody outside"
     assert result["accel"] == "tcg" or os.access("/dev/kvm", os.W_OK)
