@@ -20,7 +20,15 @@ import boxlite
 import pytest
 from test_pool import vmms_under
 
+# Under `uv run` (as `make test` runs), Ray's uv integration would ship this checkout to the
+# workers as a working_dir without its git-ignored build outputs (the guest kernel): the nodes
+# here use the installed package, as a real cluster's nodes do (see the README). The variable
+# reaches the driver subprocesses; the constant covers a Ray already imported.
+os.environ["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
 ray = pytest.importorskip("ray")
+import ray._private.ray_constants as ray_constants  # noqa: E402
+
+ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
 from boxlite.ray import BoxLostError, RayBoxPool  # noqa: E402
 from boxlite_langchain import BoxLitePythonTool  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
