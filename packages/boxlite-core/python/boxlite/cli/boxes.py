@@ -54,27 +54,10 @@ def parse_memory(text: str) -> int:
     return mib
 
 
-#: Why ``-p`` is refused for a box that outlives the command starting it.
-_PUBLISH_DETACHED = (
-    "-p with {how}: the port forward would stop working when this command ends (the engine's "
-    "network supervisor lives in the process that started the box); publish ports with a "
-    "foreground `boxlite run -p HOST:GUEST IMAGE -- CMD`"
-)
 
-
-#: Said when a box with a network outlives the command that started it.
-DETACHED_NETWORK_NOTE = (
-    "note: a box's network (outbound connections and DNS) stops working when the command that "
-    "started it ends, as this one is about to: the engine's network supervisor lives in that "
-    "process. For network access use a foreground `boxlite run`; --network none says so up front."
-)
-
-
-def box_options(args: argparse.Namespace, keep: bool, outlives: str | None = None) -> BoxOptions:
-    """The options of a box from ``run``'s and ``create``'s flags; ``outlives`` names how the
-    box outlives this command (``-p`` is refused then)."""
-    if outlives and args.publish:
-        raise UsageError(_PUBLISH_DETACHED.format(how=outlives))
+def box_options(args: argparse.Namespace, keep: bool) -> BoxOptions:
+    """The options of a box from ``run``'s and ``create``'s flags. A kept box's network and port
+    forwards outlive this command: the engine supervises them from a process of their own."""
     image_field = "rootfs_path" if args.image.startswith(("/", ".")) else "image"
     volumes = []
     for spec in args.volume:
@@ -188,9 +171,7 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
             raise UsageError(
                 "run -d starts a kept box and runs no command in it: drop the command, then `boxlite exec BOX -- CMD`"
             )
-        box = await start_box(runtime, box_options(args, True, "run -d"), sys.stderr, always=True)
-        if args.network != "none":
-            print(DETACHED_NETWORK_NOTE, file=sys.stderr)
+        box = await start_box(runtime, box_options(args, True), sys.stderr, always=True)
         print(box.name or box.id)
         return 0
     if not argv:
@@ -205,7 +186,7 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
 
 
 async def create(runtime: Boxlite, args: argparse.Namespace) -> int:
-    box = await start_box(runtime, box_options(args, True, "create"), sys.stderr, always=True)
+    box = await start_box(runtime, box_options(args, True), sys.stderr, always=True)
     await box.stop()
     print(box.name or box.id)
     return 0
@@ -231,7 +212,6 @@ async def start(runtime: Boxlite, args: argparse.Namespace) -> int:
         if box.info().status != "running":
             await box.start()
         print(name)
-    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
     return 0
 
 
@@ -251,7 +231,6 @@ async def restart(runtime: Boxlite, args: argparse.Namespace) -> int:
             await box.stop()
         await box.start()
         print(name)
-    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
     return 0
 
 
