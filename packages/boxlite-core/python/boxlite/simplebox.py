@@ -105,7 +105,7 @@ class SimpleBox:
     ``async with SimpleBox(rootfs_path=...) as box: result = await box.exec("echo", "hi")``,
     or ``await box.start()`` … ``await box.shutdown()``.
 
-    The seeds' spellings are accepted as aliases: ``cpu`` (``cpus``), ``memory`` (MiB,
+    Upstream BoxLite's spellings are accepted as aliases: ``cpu`` (``cpus``), ``memory`` (MiB,
     ``memory_mib``), ``disk_size`` (MB, ``disk_size_gb``) and ``mounts`` (``volumes``); see
     :class:`SimpleBoxArgs`.
     """

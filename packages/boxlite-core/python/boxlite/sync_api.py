@@ -212,7 +212,9 @@ class SyncBoxlite(AsyncProxy[Boxlite]):
 class SyncSimpleBox(AsyncProxy[SimpleBox]):
     """:class:`~boxlite.SimpleBox` with blocking methods: ``with SyncSimpleBox(...) as box:``.
 
-    Takes the same arguments as :class:`~boxlite.SimpleBox`.
+    Takes the same arguments as :class:`~boxlite.SimpleBox`, aliases (``cpu``, ``memory``,
+    ``disk_size``, ``mounts``) included; ``exec(..., background=True)`` returns a
+    :class:`SyncExecution`.
     """
 
     _async_class: type[SimpleBox] = SimpleBox
