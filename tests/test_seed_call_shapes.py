@@ -102,14 +102,15 @@ async def test_a_background_server_keeps_running_and_stops_with_the_box(
     runtime: boxlite.Boxlite, python_image: str
 ) -> None:
     port = free_port()
-    box = boxlite.SimpleBox(rootfs_path=python_image, memory=512, ports=[(port, 80)], runtime=runtime)
+    # The troubleshooting page's call, in a box whose working directory has a page to serve.
+    box = boxlite.SimpleBox(
+        rootfs_path=python_image, memory=512, ports=[(port, 80)], working_dir="/srv", runtime=runtime
+    )
     await box.start()
     try:
         await box.write_file("/srv/index.html", "served from the box\n", parents=True)
         # A server never ends: an exec that waited for it would run into this timeout.
-        execution = await asyncio.wait_for(
-            box.exec("python", "-m", "http.server", "80", "--directory", "/srv", background=True), 60
-        )
+        execution = await asyncio.wait_for(box.exec("python", "-m", "http.server", "80", background=True), 60)
         assert isinstance(execution, boxlite.Execution)
         # Nothing holds the handle any more: the server must keep running.
         del execution
