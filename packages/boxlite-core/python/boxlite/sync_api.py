@@ -20,9 +20,10 @@ in ``_loop.py``; its functions are re-exported here, where callers have always f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, overload
 
 from typing_extensions import Unpack
 
@@ -211,7 +212,9 @@ class SyncBoxlite(AsyncProxy[Boxlite]):
 class SyncSimpleBox(AsyncProxy[SimpleBox]):
     """:class:`~boxlite.SimpleBox` with blocking methods: ``with SyncSimpleBox(...) as box:``.
 
-    Takes the same arguments as :class:`~boxlite.SimpleBox`.
+    Takes the same arguments as :class:`~boxlite.SimpleBox`, aliases (``cpu``, ``memory``,
+    ``disk_size``, ``mounts``) included; ``exec(..., background=True)`` returns a
+    :class:`SyncExecution`.
     """
 
     _async_class: type[SimpleBox] = SimpleBox
@@ -243,7 +246,68 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
         return self
 
     shutdown = blocking(SimpleBox.shutdown)
-    exec = blocking(SimpleBox.exec)
+
+    @overload
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: Literal[False] = False,
+    ) -> ExecResult: ...
+
+    @overload
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: Literal[True],
+    ) -> SyncExecution: ...
+
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: bool = False,
+    ) -> ExecResult | SyncExecution:
+        """Runs ``cmd`` with ``args`` and returns its result; with ``background=True``, starts
+        it and returns its running :class:`SyncExecution` at once (see :meth:`SimpleBox.exec`).
+
+        Written out rather than a :func:`blocking` twin: the background handle is wrapped."""
+        target = self._target
+        if background:
+            execution = run_sync(
+                target.exec(
+                    cmd,
+                    *args,
+                    env=env,
+                    working_dir=working_dir,
+                    user=user,
+                    timeout=timeout,
+                    max_output_bytes=max_output_bytes,
+                    background=True,
+                )
+            )
+            return SyncExecution(execution)
+        result = target.exec(
+            cmd, *args, env=env, working_dir=working_dir, user=user, timeout=timeout, max_output_bytes=max_output_bytes
+        )
+        return run_sync(result)
+
     copy_in = blocking(SimpleBox.copy_in)
     copy_out = blocking(SimpleBox.copy_out)
     read_file = blocking(SimpleBox.read_file)
