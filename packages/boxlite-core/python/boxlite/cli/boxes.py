@@ -54,7 +54,6 @@ def parse_memory(text: str) -> int:
     return mib
 
 
-
 def box_options(args: argparse.Namespace, keep: bool) -> BoxOptions:
     """The options of a box from ``run``'s and ``create``'s flags. A kept box's network and port
     forwards outlive this command: the engine supervises them from a process of their own."""
