@@ -260,6 +260,31 @@ async def test_a_node_removed_mid_call_fails_it_clearly_and_the_next_lease_goes_
     await eventually(lambda: vmms_under(home) == [], timeout=60)
 
 
+@pytest.mark.slow
+async def test_a_lost_nodes_ready_boxes_are_rebuilt_on_the_others(cluster: Cluster, busybox: str, home: Path) -> None:
+    """min_idle counts per node; when a node goes, its ready boxes are booted again on the nodes
+    left (within per_node_max), so the cluster's warm capacity comes back."""
+    extra = cluster.add_node(**NODE_ARGS)
+    cluster.wait_for_nodes()
+    pool = RayBoxPool(
+        boxlite.BoxOptions(image=busybox, memory_mib=256), per_node_max=2, min_idle=1, acquire_timeout=120,
+        home_dir=str(home),
+    )  # fmt: skip
+    try:
+        await pool.start()
+        nodes = len(pool.stats().nodes)
+        assert nodes >= 2 and pool.stats().total.idle == nodes, pool.stats()
+        cluster.remove_node(extra)
+        # The lost node shows up on the next call that touches it; stats() does.
+        await eventually(lambda: extra.node_id in pool.stats().lost_nodes, timeout=120)
+        await eventually(lambda: pool.stats().total.idle == nodes, timeout=300)
+        stats = pool.stats()
+        assert sorted(s.idle for s in stats.nodes.values()) == [1] * (nodes - 2) + [2], stats
+    finally:
+        await pool.close()
+    await eventually(lambda: vmms_under(home) == [], timeout=60)
+
+
 def _ancestors(pid: int) -> list[str]:
     """The command lines of ``pid``'s ancestors, nearest first."""
     found = []
