@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -163,22 +164,8 @@ impl Passt {
             }
         });
         let ptracer = pending.as_ref().map(|p| p.pid() as libc::c_ulong);
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair fills two fresh descriptors that we then own.
-        if unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        } != 0
-        {
-            return Err(std::io::Error::last_os_error()).context(|| "socketpair for passt".into());
-        }
-        // SAFETY: fresh descriptors owned by nobody else.
-        let (qemu_end, passt_end) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (qemu_end, passt_end) = UnixStream::pair().context(|| "socketpair for passt".into())?;
+        let (qemu_end, passt_end) = (OwnedFd::from(qemu_end), OwnedFd::from(passt_end));
         // Its messages (some of which the guest's traffic can cause) go through a pipe into a
         // capped log; the draining task ends with passt.
         let (log_pipe, _drain) = logs::capped_pipe(log, logs::PROCESS_LOG_BYTES)?;

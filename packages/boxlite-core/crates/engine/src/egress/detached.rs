@@ -15,6 +15,7 @@
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -80,22 +81,8 @@ impl Pending {
             .create(true)
             .append(true)
             .open(log)?;
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair fills two fresh descriptors that we then own.
-        if unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        } != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptors owned by nobody else.
-        let (ours, theirs) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (ours, theirs) = UnixStream::pair()?;
+        let (ours, theirs) = (OwnedFd::from(ours), OwnedFd::from(theirs));
         let fd = theirs.as_raw_fd();
         let mut command = Command::new(&argv[0]);
         command
@@ -141,6 +128,24 @@ impl Pending {
     }
 }
 
+/// Room for the one control message that carries one descriptor.
+fn control_space() -> usize {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize }
+}
+
+/// A message of the one byte `iov` points at, with `control` (of [`control_space`] bytes)
+/// for its descriptor.
+fn one_fd_message(iov: &mut libc::iovec, control: &mut [u8]) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    msg
+}
+
 /// Sends descriptor `fd` over the unix socket `socket` (one byte of data, `SCM_RIGHTS`).
 fn send_fd(socket: &OwnedFd, fd: RawFd) -> std::io::Result<()> {
     let mut byte = [1u8];
@@ -148,16 +153,10 @@ fn send_fd(socket: &OwnedFd, fd: RawFd) -> std::io::Result<()> {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: a zeroed msghdr pointing at our own buffers, filled with the CMSG macros.
+    let mut control = vec![0u8; control_space()];
+    let msg = one_fd_message(&mut iov, &mut control);
+    // SAFETY: the message points at our own buffers, filled with the CMSG macros.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -177,17 +176,11 @@ fn receive_fd(socket: RawFd) -> std::io::Result<OwnedFd> {
         iov_base: byte.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: a zeroed msghdr pointing at our own buffers; the control message is checked
-    // (level, type, length) before its descriptor is taken.
+    let mut control = vec![0u8; control_space()];
+    let mut msg = one_fd_message(&mut iov, &mut control);
+    // SAFETY: the message points at our own buffers; the control message is checked (level,
+    // type, length) before its descriptor is taken.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
         let n = loop {
             let n = libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC);
             if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
@@ -240,13 +233,8 @@ mod tests {
 
     #[test]
     fn a_descriptor_crosses_the_socket() {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair fills two fresh descriptors.
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
-            0
-        );
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = (OwnedFd::from(a), OwnedFd::from(b));
         let file = std::fs::File::open("/proc/self/status").unwrap();
         send_fd(&a, file.as_raw_fd()).unwrap();
         let got = receive_fd(b.as_raw_fd()).unwrap();
@@ -258,13 +246,8 @@ mod tests {
 
     #[test]
     fn a_closed_socket_without_a_descriptor_is_an_error_not_a_hang() {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair fills two fresh descriptors.
-        assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
-            0
-        );
-        let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (a, b) = UnixStream::pair().unwrap();
+        let (a, b) = (OwnedFd::from(a), OwnedFd::from(b));
         drop(a);
         let e = receive_fd(b.as_raw_fd()).unwrap_err();
         assert!(e.to_string().contains("sent no listener"), "{e}");
