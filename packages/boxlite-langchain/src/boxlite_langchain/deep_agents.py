@@ -120,7 +120,9 @@ class BoxLiteSandbox(BaseSandbox):
 
     ``max_output_bytes`` caps what ``execute`` returns of each stream (the rest is dropped,
     ``truncated`` is set and a marker says so); ``max_output_chars`` is the cap of the
-    BoxLite tools sharing ``sandbox``, not of this backend.
+    BoxLite tools sharing ``sandbox``, not of this backend. ``glob`` reports paths relative to
+    the searched directory (the standard suite's contract); ``relative_glob_paths=False`` keeps
+    Deep Agents' absolute ones, which its filesystem permission rules filter glob results by.
     """
 
     def __init__(
@@ -132,6 +134,7 @@ class BoxLiteSandbox(BaseSandbox):
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
         max_output_bytes: int = DEFAULT_EXECUTE_MAX_OUTPUT_BYTES,
         default_timeout: float = DEFAULT_TIMEOUT,
+        relative_glob_paths: bool = True,
     ) -> None:
         if sandbox is not None and sandbox.pool is not None:
             raise ValueError(
@@ -144,6 +147,7 @@ class BoxLiteSandbox(BaseSandbox):
             image, memory_mib=memory_mib, max_output_chars=max_output_chars, default_timeout=default_timeout
         )
         self.max_output_bytes = max_output_bytes
+        self.relative_glob_paths = relative_glob_paths
         self._id = f"boxlite-{uuid.uuid4().hex[:12]}"
 
     @property
@@ -196,7 +200,7 @@ class BoxLiteSandbox(BaseSandbox):
 
     async def aglob(self, pattern: str, path: str | None = None) -> GlobResult:
         """Files and directories (``is_dir``) under ``path`` (default ``/``) matching
-        ``pattern``, with paths relative to ``path``."""
+        ``pattern``, with paths relative to ``path`` (absolute with ``relative_glob_paths=False``)."""
         root = path or "/"
         root = root if root.startswith("/") else f"/{root}"
         if _GLOB_WITH_DIRECTORIES is None:
@@ -215,7 +219,7 @@ class BoxLiteSandbox(BaseSandbox):
                     "narrower path"
                 )
             result = _parse_glob_output(response, root)
-        if result.matches is not None:
+        if result.matches is not None and self.relative_glob_paths:
             for match in result.matches:
                 match["path"] = _relative_to(root, match["path"])
         return result
