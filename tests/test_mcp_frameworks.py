@@ -47,8 +47,12 @@ CALL_TIMEOUT = 400
 
 
 @pytest.fixture(scope="module")
-def mcp_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mcp-frameworks-home")
+def mcp_home(home: Path) -> Path:
+    """The session's home: the servers find the image's base disk already built (by the other
+    agent-tool tests) and the accelerator already probed, instead of paying both (minutes under
+    TCG on a busy host) in a home of their own. Each server stops its boxes when its client goes
+    (``test_mcp.py`` checks that, in a home of its own)."""
+    return home
 
 
 def stdio_server(image: str, home: Path) -> tuple[str, list[str], dict[str, str]]:
