@@ -10,6 +10,8 @@ import sys
 from typing import Any
 
 import pytest
+from boxlite import BoxOptions
+from boxlite.pool import BoxPool
 from boxlite.tools import ImageOutput, ToolResult, ToolSandbox, descriptions
 from boxlite_langchain import (
     BoxLiteListFilesTool,
@@ -255,10 +257,9 @@ if sys.version_info >= (3, 11):
     from boxlite_langchain import deep_agents
 
     def test_deep_agents_backend_refuses_a_pooled_sandbox_and_tiny_caps() -> None:
-        pooled = ToolSandbox.__new__(ToolSandbox)
-        pooled._pool = object()  # type: ignore[assignment]
+        pool = BoxPool(BoxOptions(image=IMAGE), min_idle=0)  # boots nothing until a lease
         with pytest.raises(ValueError, match="leases a box per call from a pool"):
-            deep_agents.BoxLiteSandbox(pooled)
+            deep_agents.BoxLiteSandbox(ToolSandbox(pool=pool))
         with pytest.raises(ValueError, match="max_output_bytes=10 is too small"):
             deep_agents.BoxLiteSandbox(image=IMAGE, max_output_bytes=10)
 
