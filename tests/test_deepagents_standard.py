@@ -28,3 +28,19 @@ class TestBoxLiteSandboxStandard(SandboxIntegrationTests):
             yield backend
         finally:
             backend.close()
+
+    def test_glob_keeps_absolute_paths_when_asked(
+        self, sandbox_backend: SandboxBackendProtocol, sandbox_test_root: str
+    ) -> None:
+        """``relative_glob_paths=False``: Deep Agents' own absolute paths (its permission rules
+        filter glob results by them), directories included."""
+        assert isinstance(sandbox_backend, BoxLiteSandbox)
+        absolute = BoxLiteSandbox(sandbox_backend.sandbox, relative_glob_paths=False)
+        made = sandbox_backend.execute(f"mkdir -p {sandbox_test_root}/d && touch {sandbox_test_root}/a.py")
+        assert made.exit_code == 0, made.output
+        result = absolute.glob("*", path=sandbox_test_root)
+        assert result.error is None and result.matches is not None
+        assert sorted((m["path"], m.get("is_dir")) for m in result.matches) == [
+            (f"{sandbox_test_root}/a.py", False),
+            (f"{sandbox_test_root}/d", True),
+        ]
