@@ -1,8 +1,8 @@
 """``boxlite mcp`` driven by the MCP SDK's own client, over stdio (the server as a subprocess)
 and over streamable HTTP (a server on a free loopback port), booting real boxes.
 
-The frameworks' MCP adapters (``langchain-mcp-adapters``, CrewAI's MCP support,
-``llama-index-tools-mcp``) are not installed in this workspace, so they are not tested here.
+The frameworks' MCP clients (``langchain-mcp-adapters``, CrewAI's MCP support,
+``llama-index-tools-mcp``) consume the server in their agent loops in ``test_mcp_frameworks.py``.
 """
 
 from __future__ import annotations
