@@ -220,6 +220,8 @@ class Attachment:
     async def run(self) -> ExecResult:
         """Copies stdin to the execution and its output to stdout and stderr until it ends;
         its result. Cancelled, it kills the execution; the terminal is restored either way."""
+        if not self._forward_stdin:
+            await self._execution.stdin().close()
         stdin_task = asyncio.ensure_future(self._pump_stdin()) if self._forward_stdin else None
         pumps = [
             asyncio.ensure_future(self._pump_output("stdout", self._stdout_fd)),
@@ -245,7 +247,7 @@ async def attach(execution: Execution, *, forward_stdin: bool = True) -> ExecRes
 
     A TTY execution with stdin forwarded from a terminal gets raw mode and the window size, both
     undone on return, exception or cancellation; without ``forward_stdin`` its stdin is closed
-    (end of input) when it starts reading. Cancelled, the execution is killed.
+    at once (it reads end of input). Cancelled, the execution is killed.
     """
     attachment = Attachment(execution, forward_stdin=forward_stdin)
     await attachment.begin()

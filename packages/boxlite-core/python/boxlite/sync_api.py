@@ -324,6 +324,16 @@ class SyncInteractiveBox(SyncSimpleBox):
         return self._target
 
     @property
+    def shell(self) -> str:
+        """The shell started in the box."""
+        return self.interactive_box.shell
+
+    @property
+    def tty(self) -> bool:
+        """The shell runs on a pseudo-terminal in the box."""
+        return self.interactive_box.tty
+
+    @property
     def exit_code(self) -> int | None:
         """The shell's exit code once :meth:`wait` returned, else None."""
         return self.interactive_box.exit_code
