@@ -339,3 +339,19 @@ def test_boxlite_run_t_runs_on_a_tty_without_our_stdin(home: Path, busybox: str)
     assert done.returncode == 6, done.stderr
     assert b"on-a-tty\r\n" in done.stdout, "a pseudo-terminal (its line ending is CR LF)"
     assert b"not forwarded" not in done.stdout and b"cat-ended" in done.stdout, done.stdout
+
+
+def test_boxlite_exec_it_attaches_to_a_kept_box(home: Path, busybox: str) -> None:
+    started = cli(home, "run", "-d", "--name", "kept-shell", "--network", "none", "-m", "256m", busybox)
+    assert started.returncode == 0, started.stderr
+    try:
+        child, before = boxlite_in_a_terminal(home, "exec -it kept-shell sh")
+        child.expect(PROMPT)
+        child.sendline("echo kept > /root/mark; test -t 0 && echo exec-on-a-tty")
+        child.expect("exec-on-a-tty")
+        child.sendline("exit 2")
+        ends_with_modes_kept(child, before, 2)
+        marked = cli(home, "exec", "kept-shell", "--", "cat", "/root/mark")
+        assert marked.stdout == b"kept\n", marked.stderr
+    finally:
+        cli(home, "rm", "-f", "kept-shell")

@@ -1,6 +1,6 @@
 """``InteractiveBox``: a :class:`~boxlite.SimpleBox` whose shell is attached to this process's
 terminal, like ``docker exec -it``; and :func:`attach`, the attachment itself, which the
-``boxlite shell`` / ``boxlite run -it`` commands use too.
+``boxlite shell``, ``boxlite run -it`` and ``boxlite exec -it`` commands use too.
 
 async with boxlite.InteractiveBox(image="alpine:latest") as box:
     await box.wait()        # you type into the box's shell until it exits
@@ -220,25 +220,31 @@ class Attachment:
     async def run(self) -> ExecResult:
         """Copies stdin to the execution and its output to stdout and stderr until it ends;
         its result. Cancelled, it kills the execution; the terminal is restored either way."""
-        if not self._forward_stdin:
-            await self._execution.stdin().close()
-        stdin_task = asyncio.ensure_future(self._pump_stdin()) if self._forward_stdin else None
-        pumps = [
-            asyncio.ensure_future(self._pump_output("stdout", self._stdout_fd)),
-            asyncio.ensure_future(self._pump_output("stderr", self._stderr_fd)),
-        ]
+        tasks: list[asyncio.Future[None]] = []
         try:
+            if self._forward_stdin:
+                tasks.append(asyncio.ensure_future(self._pump_stdin()))
+            else:
+                await self._execution.stdin().close()
+            pumps = [
+                asyncio.ensure_future(self._pump_output("stdout", self._stdout_fd)),
+                asyncio.ensure_future(self._pump_output("stderr", self._stderr_fd)),
+            ]
+            tasks += pumps
             await asyncio.gather(*pumps)
             return await self._execution.wait()
         except asyncio.CancelledError:
+            self.end()
             with contextlib.suppress(BoxliteError):
                 await self._execution.kill()
             raise
         finally:
-            for task in [*pumps, *([stdin_task] if stdin_task else [])]:
-                task.cancel()
-            await asyncio.wait([*pumps, *([stdin_task] if stdin_task else [])])
+            # First of all: a second cancellation must not leave the terminal raw.
             self.end()
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
 
 
 async def attach(execution: Execution, *, forward_stdin: bool = True) -> ExecResult:
