@@ -230,15 +230,24 @@ def test_sync_interactive_box_in_a_terminal(home: Path, driver: Path, busybox: s
     ended(child)
 
 
-def test_without_a_terminal_stdin_and_stdout_pass_through_byte_for_byte(home: Path, driver: Path, busybox: str) -> None:
+@pytest.mark.parametrize("source", ["pipe", "file"])
+def test_without_a_terminal_stdin_and_stdout_pass_through_byte_for_byte(
+    home: Path, driver: Path, busybox: str, source: str, tmp_path: Path
+) -> None:
+    """From a pipe (read when the event loop says it is readable) and from a regular file
+    (which epoll refuses: read in a thread)."""
     payload = bytes(range(256)) * 256 + b"\r\n\x03\x04 no newline at the end"
-    done = subprocess.run(
-        [sys.executable, str(driver), busybox, "pipe-cat"],
-        input=payload,
-        capture_output=True,
-        env=environment(home),
-        timeout=120,
-    )
+    data = tmp_path / "stdin.bin"
+    data.write_bytes(payload)
+    with data.open("rb") as file:
+        done = subprocess.run(
+            [sys.executable, str(driver), busybox, "pipe-cat"],
+            input=payload if source == "pipe" else None,
+            stdin=None if source == "pipe" else file,
+            capture_output=True,
+            env=environment(home),
+            timeout=120,
+        )
     assert b"RAW False TTY False" in done.stderr, done.stderr
     assert done.stdout == payload, (len(done.stdout), len(payload))
     assert b"EXIT CODE 0" in done.stderr, done.stderr
