@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import boxlite
 import pexpect
 import pytest
+from boxlite.errors import BoxStoppedError, InvalidOptionError
 from local_registry import LocalRegistry
 
 #: The program attached to a terminal: ``driver.py ROOTFS MODE``. Status lines go to stderr
@@ -364,3 +366,14 @@ def test_boxlite_exec_it_attaches_to_a_kept_box(home: Path, busybox: str) -> Non
         assert marked.stdout == b"kept\n", marked.stderr
     finally:
         cli(home, "rm", "-f", "kept-shell")
+
+
+async def test_bad_arguments_and_early_wait_say_what_to_do(busybox: str) -> None:
+    with pytest.raises(InvalidOptionError, match="path of a shell"):
+        boxlite.InteractiveBox(rootfs_path=busybox, shell="")
+    with pytest.raises(TypeError, match="shel"):
+        boxlite.InteractiveBox(rootfs_path=busybox, shel="/bin/sh")  # type: ignore[call-arg]
+    box = boxlite.InteractiveBox(rootfs_path=busybox, tty=False)
+    assert box.tty is False and box.shell == "/bin/sh" and box.exit_code is None
+    with pytest.raises(BoxStoppedError, match="async with"):
+        await box.wait()

@@ -290,7 +290,7 @@ class InteractiveBox(SimpleBox):
                 f"InteractiveBox(shell=...) needs the path of a shell in the box, e.g. '/bin/sh'; got {shell!r}"
             )
         self._shell = shell
-        self._tty = sys.stdin.isatty() if tty is None else bool(tty)
+        self._tty = (sys.stdin is not None and sys.stdin.isatty()) if tty is None else bool(tty)
         self._session: asyncio.Task[ExecResult] | None = None
         self._attachment: Attachment | None = None
         self._result: ExecResult | None = None
