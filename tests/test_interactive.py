@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boxlite
@@ -19,6 +21,7 @@ import pexpect
 import pytest
 from boxlite.errors import BoxStoppedError, InvalidOptionError
 from local_registry import LocalRegistry
+from test_cli_boxes import qemu_processes
 
 #: The program attached to a terminal: ``driver.py ROOTFS MODE``. Status lines go to stderr
 #: (the same terminal under pexpect; kept apart from stdout in the piped modes).
@@ -88,9 +91,15 @@ PROMPT = r"/ # "
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One home for the module: the accelerator probe (a real boot) runs once."""
-    return tmp_path_factory.mktemp("interactive-home")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One home for the module: the accelerator probe (a real boot) runs once. Every program
+    here stops its boxes: a VM of this home still running afterwards is killed, and an error."""
+    home = tmp_path_factory.mktemp("interactive-home")
+    yield home
+    left = qemu_processes(home)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "a VM of the module's home outlived the program that started it"
 
 
 @pytest.fixture(scope="module")
