@@ -172,9 +172,11 @@ def test_window_size_is_passed_at_start_and_follows_sigwinch(home: Path, driver:
 
 def test_ctrl_c_interrupts_the_foreground_command_not_the_session(home: Path, driver: Path, busybox: str) -> None:
     child = attached(home, driver, busybox, "shell")
-    child.sendline("sleep 100")
-    child.expect("sleep 100")
-    time.sleep(2)  # the sleep has started
+    # The process that prints the marker becomes the sleep: once it shows, the sleep runs (or
+    # is a moment away from it).
+    child.sendline("sh -c 'echo sleep-$((1 + 1)); exec sleep 100'")
+    child.expect("sleep-2")
+    time.sleep(0.5)
     started = time.monotonic()
     child.sendcontrol("c")
     child.expect(PROMPT, timeout=30)
