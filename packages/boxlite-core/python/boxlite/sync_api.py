@@ -1,4 +1,5 @@
-"""The synchronous API: ``SyncBoxlite``, ``SyncBox``, ``SyncSimpleBox``, ``SyncCodeBox``.
+"""The synchronous API: ``SyncBoxlite``, ``SyncBox``, ``SyncSimpleBox``, ``SyncCodeBox``,
+``SyncInteractiveBox``.
 
 Every sync call runs its coroutine on one event loop owned by the library, in a daemon thread
 started on first use (:func:`run_sync`). The calling thread only blocks on the result, so the
@@ -38,6 +39,7 @@ from ._loop import run_in_library_loop as run_in_library_loop
 from ._loop import run_sync as run_sync
 from .codebox import CodeBox
 from .images import Images
+from .interactivebox import DEFAULT_SHELL, InteractiveBox
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .simplebox import SimpleBox, SimpleBoxArgs
@@ -359,12 +361,65 @@ class SyncCodeBox(SyncSimpleBox):
     install_packages = blocking(CodeBox.install_packages)
 
 
+class SyncInteractiveBox(SyncSimpleBox):
+    """:class:`~boxlite.InteractiveBox` with blocking methods: ``with SyncInteractiveBox(image=...)
+    as box: box.wait()``.
+
+    Takes the same arguments as :class:`~boxlite.InteractiveBox`. The shell's output is copied
+    on the library's event loop thread, and the window size is polled there (``SIGWINCH`` is
+    only delivered to the main thread).
+    """
+
+    _async_class = InteractiveBox
+
+    def __init__(
+        self,
+        image: str | None = None,
+        shell: str = DEFAULT_SHELL,
+        tty: bool | None = None,
+        **options: Unpack[SimpleBoxArgs],
+    ) -> None:
+        AsyncProxy.__init__(self, InteractiveBox(image, shell, tty, **options))
+
+    @property
+    def interactive_box(self) -> InteractiveBox:
+        """The async box this wraps."""
+        assert isinstance(self._target, InteractiveBox)
+        return self._target
+
+    @property
+    def shell(self) -> str:
+        """The shell started in the box."""
+        return self.interactive_box.shell
+
+    @property
+    def tty(self) -> bool:
+        """The shell runs on a pseudo-terminal in the box."""
+        return self.interactive_box.tty
+
+    @property
+    def exit_code(self) -> int | None:
+        """The shell's exit code once :meth:`wait` returned, else None."""
+        return self.interactive_box.exit_code
+
+    def start(self) -> SyncInteractiveBox:
+        """Boots the box and attaches its shell to this process's terminal."""
+        run_sync(self._target.start())
+        return self
+
+    def __enter__(self) -> SyncInteractiveBox:
+        return self.start()
+
+    wait = blocking(InteractiveBox.wait)
+
+
 __all__ = [
     "SyncBox",
     "SyncBoxlite",
     "SyncCodeBox",
     "SyncExecution",
     "SyncImages",
+    "SyncInteractiveBox",
     "SyncSimpleBox",
     "iterate_sync",
     "run_sync",

@@ -1,4 +1,4 @@
-"""Box commands with Docker's names and flags: ``run``, ``create``, ``start``, ``stop``,
+"""Box commands with Docker's names and flags: ``run``, ``shell``, ``create``, ``start``, ``stop``,
 ``restart``, ``exec``, ``cp``, ``rm``, ``ls``/``ps``, ``stats``, ``inspect``, ``logs``.
 
 A kept box (``create``, ``run -d``, or ``run`` without ``--rm``) lives in ``BOXLITE_HOME``; a
@@ -20,6 +20,7 @@ from .._runtime.box import Box
 from .._runtime.execution import Execution
 from .._runtime.info import BoxInfo, BoxMetrics
 from ..errors import BoxliteConflictError, BoxliteError
+from ..interactivebox import attach
 from ..options import BoxOptions
 from ..runtime import Boxlite
 from ._common import (
@@ -38,10 +39,8 @@ from ._common import (
 #: Guest memory of a box the CLI starts when ``-m`` is not given, in MiB.
 DEFAULT_MEMORY_MIB = 512
 _MEMORY = re.compile(r"^(\d+)([kmg]?)i?b?$", re.IGNORECASE)
-_NOT_YET = (
-    "{flag} (an interactive shell) is not available yet: run a command instead, e.g. "
-    "`boxlite run IMAGE -- sh -c 'ls /'`, or keep a box with `boxlite run -d IMAGE` and use `boxlite exec BOX -- CMD`"
-)
+#: The command ``run -i/-t`` and ``shell`` start when none is given.
+DEFAULT_SHELL = "/bin/sh"
 
 
 def parse_memory(text: str) -> int:
@@ -155,15 +154,21 @@ async def stream(execution: Execution) -> int:
     return result.exit_code
 
 
-def _refuse_interactive(args: argparse.Namespace) -> None:
-    if args.interactive or args.tty:
-        raise UsageError(_NOT_YET.format(flag="-i/-t"))
+async def attached(execution: Execution, forward_stdin: bool) -> int:
+    """``-i``/``-t``: the execution attached to our terminal (see :func:`boxlite.interactivebox.attach`);
+    its exit code."""
+    result = await attach(execution, forward_stdin=forward_stdin)
+    if result.timed_out:
+        print("boxlite: timed out; every process the command started was killed", file=sys.stderr)
+    return result.exit_code
 
 
 async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
-    _refuse_interactive(args)
     argv = command(args.command)
+    interactive = args.interactive or args.tty
     if args.detach:
+        if interactive:
+            raise UsageError("-i/-t with -d: a detached box has no terminal; `boxlite exec -it BOX sh` attaches one")
         if args.rm:
             raise UsageError("--rm with -d: a detached box is kept until `boxlite rm -f BOX`; drop --rm")
         if argv:
@@ -173,13 +178,29 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
         box = await start_box(runtime, box_options(args, True), sys.stderr, always=True)
         print(box.name or box.id)
         return 0
-    if not argv:
+    if not argv and not interactive:
         raise UsageError(
-            "give the command to run after the image, e.g. `-- python3 -V` (or -d to keep the box running)"
+            "give the command to run after the image, e.g. `-- python3 -V` (or -d to keep the box running, "
+            "or -it for a shell)"
         )
+    argv = argv or [DEFAULT_SHELL]
     box = await start_box(runtime, box_options(args, keep=not args.rm), sys.stderr, always=False)
     try:
-        return await stream(await box.exec(argv[0], argv[1:], timeout=args.timeout))
+        execution = await box.exec(argv[0], argv[1:], timeout=args.timeout, tty=args.tty)
+        if interactive:
+            return await attached(execution, forward_stdin=args.interactive)
+        return await stream(execution)
+    finally:
+        await box.stop()
+
+
+async def shell(runtime: Boxlite, args: argparse.Namespace) -> int:
+    """``boxlite shell IMAGE``: a throwaway box with its shell attached to our terminal (on a
+    pseudo-terminal when stdin is one, else piped), as :class:`~boxlite.InteractiveBox` does."""
+    box = await start_box(runtime, box_options(args, keep=False), sys.stderr, always=False)
+    try:
+        execution = await box.exec(args.shell, tty=sys.stdin.isatty())
+        return await attached(execution, forward_stdin=True)
     finally:
         await box.stop()
 
@@ -234,13 +255,16 @@ async def restart(runtime: Boxlite, args: argparse.Namespace) -> int:
 
 
 async def exec_(runtime: Boxlite, args: argparse.Namespace) -> int:
-    _refuse_interactive(args)
     argv = command(args.command)
     if not argv:
         raise UsageError(f"give the command after the box, e.g. `boxlite exec {args.box} -- ls /`")
     box = await _running(runtime, args.box)
     env = [parse_env(e) for e in args.env]
-    execution = await box.exec(argv[0], argv[1:], env, working_dir=args.workdir, user=args.user, timeout=args.timeout)
+    execution = await box.exec(
+        argv[0], argv[1:], env, working_dir=args.workdir, user=args.user, timeout=args.timeout, tty=args.tty
+    )
+    if args.interactive or args.tty:
+        return await attached(execution, forward_stdin=args.interactive)
     return await stream(execution)
 
 
@@ -389,8 +413,10 @@ def _box_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _interactive_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--interactive", action="store_true", help="not available yet")
-    p.add_argument("-t", "--tty", action="store_true", help="not available yet")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open: ours goes to the command")
+    p.add_argument(
+        "-t", "--tty", action="store_true", help="run the command on a pseudo-terminal (ours in raw mode with -i)"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -404,6 +430,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds before every process is killed (exit 124)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=run)
+
+    p = sub.add_parser("shell", help="a shell in a new box, attached to this terminal; the box is removed after")
+    _box_flags(p)
+    p.add_argument("--shell", default=DEFAULT_SHELL, help=f"the shell to start (default {DEFAULT_SHELL})")
+    p.set_defaults(func=shell)
 
     p = sub.add_parser("create", help="create a kept box (stopped); `boxlite start` runs it")
     _box_flags(p)
