@@ -289,3 +289,14 @@ def test_run_publishes_a_port_and_ctrl_c_stops_the_box(cli_home: Path, busybox: 
             proc.wait()
     assert qemu_processes(cli_home) == [], "Ctrl-C stopped the box"
     assert boxlite(cli_home, "ls").stdout.splitlines() == ["ID  NAME  STATUS  IMAGE"], "--rm removed it"
+
+
+def test_without_i_a_command_reads_no_stdin(cli_home: Path, busybox: str) -> None:
+    """As with ``docker run``: without ``-i`` our stdin is not the command's, which sees its end
+    at once (``cat`` ends instead of waiting forever)."""
+    env = dict(os.environ, BOXLITE_HOME=str(cli_home), BOXLITE_LOG="error")
+    done = subprocess.run(
+        [sys.executable, "-m", "boxlite", "run", "--rm", busybox, "--", "sh", "-c", "cat; echo end"],
+        env=env, input="not for the box\n", capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "end\n"), done.stderr

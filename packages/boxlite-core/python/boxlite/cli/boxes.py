@@ -139,7 +139,9 @@ async def start_box(runtime: Boxlite, options: BoxOptions, out: TextIO, always: 
 
 
 async def stream(execution: Execution) -> int:
-    """Copies an execution's output to ours as it comes; its exit code."""
+    """Copies an execution's output to ours as it comes; its exit code. Without ``-i`` the
+    command's stdin is at its end from the start (as with ``docker run``), so ``cat`` ends."""
+    await execution.stdin().close()
 
     async def pump(name: str, out: TextIO) -> None:
         reader = execution.stdout() if name == "stdout" else execution.stderr()
