@@ -249,11 +249,21 @@ async def test_the_web_desktop_answers_on_its_port(desktop: boxlite.ComputerBox)
         with urllib.request.urlopen(url, timeout=30, context=context) as response:
             return response.status, response.read().decode()
 
-    status, page = await asyncio.to_thread(get, desktop.gui_url)
+    async def get_eventually(url: str) -> tuple[int, str]:
+        # The web desktop starts after the window manager: it may still be starting.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return await asyncio.to_thread(get, url)
+            except OSError:
+                assert time.monotonic() < deadline, f"{url} did not answer within 120 s"
+                await asyncio.sleep(1)
+
+    status, page = await get_eventually(desktop.gui_url)
     assert status == 200 and "vnc.html" in page
-    status, page = await asyncio.to_thread(get, f"{desktop.gui_url}vnc.html")
+    status, page = await get_eventually(f"{desktop.gui_url}vnc.html")
     assert status == 200 and "noVNC" in page
-    status, page = await asyncio.to_thread(get, f"https://127.0.0.1:{desktop.gui_https_port}/vnc.html")
+    status, page = await get_eventually(f"https://127.0.0.1:{desktop.gui_https_port}/vnc.html")
     assert status == 200 and "noVNC" in page
     # The page's websocket reaches the desktop's VNC server: it greets with its protocol version.
     greeting = await asyncio.to_thread(vnc_greeting_over_websocket, desktop.gui_http_port)
