@@ -58,6 +58,8 @@ READY_POLL_SECONDS = 0.5
 START_SCRIPT = "/usr/local/bin/boxlite-desktop"
 #: Exit code of the start command when the image has no way to start a desktop.
 EXIT_NO_DESKTOP = 3
+#: How many moves a drag is made of.
+DRAG_STEPS = 10
 #: How much of the desktop command's output is kept (the rest is read and dropped).
 DESKTOP_OUTPUT_BYTES = 64 * 1024
 
@@ -396,25 +398,18 @@ class ComputerBox(SimpleBox):
 
     async def left_click_drag(self, start_x: int, start_y: int, end_x: int, end_y: int) -> None:
         """Presses the left button at ``(start_x, start_y)``, moves to ``(end_x, end_y)`` and
-        releases it there."""
-        await self._run(
-            f"left_click_drag({start_x}, {start_y}, {end_x}, {end_y})",
-            "xdotool",
-            "mousemove",
-            _coordinate("start_x", start_x),
-            _coordinate("start_y", start_y),
-            "mousedown",
-            "1",
-            "sleep",
-            "0.1",
-            "mousemove",
-            _coordinate("end_x", end_x),
-            _coordinate("end_y", end_y),
-            "sleep",
-            "0.1",
-            "mouseup",
-            "1",
-        )
+        releases it there. The pointer moves in :data:`DRAG_STEPS` steps, as a hand does: a
+        window manager or a drag-and-drop target that waits for motion past a threshold (icewm
+        moving a window does) does not see a single jump."""
+        start = (_coordinate("start_x", start_x), _coordinate("start_y", start_y))
+        end = (_coordinate("end_x", end_x), _coordinate("end_y", end_y))
+        argv = ["xdotool", "mousemove", *start, "mousedown", "1", "sleep", "0.2"]
+        for step in range(1, DRAG_STEPS + 1):
+            x = start_x + (end_x - start_x) * step // DRAG_STEPS
+            y = start_y + (end_y - start_y) * step // DRAG_STEPS
+            argv += ["mousemove", str(x), str(y), "sleep", "0.05"]
+        argv += ["mousemove", *end, "sleep", "0.2", "mouseup", "1"]
+        await self._run(f"left_click_drag({start_x}, {start_y}, {end_x}, {end_y})", *argv)
 
     async def cursor_position(self) -> tuple[int, int]:
         """Where the pointer is: ``(x, y)``."""
