@@ -328,11 +328,15 @@ async def test_an_image_without_a_desktop_fails_with_stderr(runtime: boxlite.Box
         assert "mouse_move(1, 1)" in str(failed.value)
 
 
-def test_sync_computer_box(runtime: boxlite.Boxlite, busybox: str) -> None:
+def test_sync_computer_box(runtime: boxlite.Boxlite, desktop_image: str) -> None:
     with boxlite.SyncComputerBox(
-        memory=256, gui_http_port=free_port(), gui_https_port=free_port(), runtime=runtime, image=busybox
+        memory=1024, gui_http_port=free_port(), gui_https_port=free_port(), runtime=runtime, image=desktop_image
     ) as box:
-        with pytest.raises(ExecError, match="xdotool"):
-            box.get_screen_size()
-        with pytest.raises(BoxStartError):
-            box.wait_until_ready(timeout=60)
+        box.wait_until_ready(timeout=READY_TIMEOUT)
+        assert box.get_screen_size() == (1024, 768)
+        box.mouse_move(321, 123)
+        assert box.cursor_position() == (321, 123)
+        shot = box.screenshot()
+        assert parse_png(bytes(shot))[:2] == (1024, 768) == (shot["width"], shot["height"])
+        with pytest.raises(InvalidOptionError, match="key name"):
+            box.key("  ")
