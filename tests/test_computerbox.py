@@ -251,6 +251,12 @@ async def test_clicks_reach_the_x_server(desktop: boxlite.ComputerBox) -> None:
     await desktop.exec("xdotool", "windowclose", window)
 
 
+async def test_an_unknown_key_name_raises_with_xdotools_message(desktop: boxlite.ComputerBox) -> None:
+    with pytest.raises(ExecError) as failed:
+        await desktop.key("ctrl+NoSuchKey")
+    assert "No such key name" in failed.value.stderr and "NoSuchKey" in str(failed.value)
+
+
 async def test_the_web_desktop_answers_on_its_port(desktop: boxlite.ComputerBox) -> None:
     def get(url: str) -> tuple[int, str]:
         context = ssl.create_default_context()

@@ -428,11 +428,14 @@ class ComputerBox(SimpleBox):
 
     async def key(self, text: str) -> None:
         """Presses a key or a key combination by xdotool's names: ``"Return"``, ``"ctrl+s"``,
-        ``"alt+F4"``; several separated by spaces are pressed one after the other."""
+        ``"alt+F4"``; several separated by spaces are pressed one after the other. An unknown
+        name raises :class:`~boxlite.errors.ExecError` with xdotool's message."""
         keys = text.split() if isinstance(text, str) else []
         if not keys:
             raise InvalidOptionError(f"key() needs a key name such as 'Return' or 'ctrl+s', got {text!r}")
-        await self._run(f"key({text!r})", "xdotool", "key", "--", *keys)
+        result = await self._run(f"key({text!r})", "xdotool", "key", "--", *keys)
+        if "No such key name" in result.stderr:  # xdotool skips an unknown name and exits 0
+            raise ExecError(f"key({text!r})", result.exit_code, result.stderr)
 
     async def scroll(self, x: int, y: int, direction: str, amount: int = 3) -> None:
         """Moves the pointer to ``(x, y)`` and scrolls ``amount`` steps ``direction``
