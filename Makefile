@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CORE := packages/boxlite-core
 export CARGO_TARGET_DIR := $(CURDIR)/$(CORE)/target
 
-.PHONY: setup system python guest images demo test test-rust audit bench lint fmt clean
+.PHONY: setup system python guest images demo test test-rust test-adapters audit bench lint fmt clean
 
 setup: system python guest
 
@@ -22,8 +22,11 @@ images:            ## the local test images as OCI layouts (cached)
 demo: setup        ## boot a box on the local Debian+python image and run Python in it
 	uv run --locked python examples/hello.py
 
-test: setup test-rust  ## every test: Rust unit tests, then end-to-end tests booting real VMs
+test: setup test-rust  ## every test: Rust unit tests, the adapters' unit tests, then end-to-end tests booting real VMs
 	uv run --locked pytest -v
+
+test-adapters: python  ## the adapter packages' unit tests alone (no VM, seconds)
+	uv run --locked pytest -v packages/boxlite-langchain/tests packages/boxlite-crewai/tests packages/boxlite-llamaindex/tests
 
 audit: setup       ## the hostile-input tests alone: hostile archives, frames, images, volumes, egress, logs
 	cargo test --locked --manifest-path $(CORE)/Cargo.toml -p boxlite-protocol archive

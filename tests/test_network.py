@@ -402,3 +402,95 @@ def test_a_udp_forward_opens_no_way_to_the_hosts_loopback_services(
     assert result["delivered"] == f"got ping {GATEWAY}\n", "the forward works (positive control)"
     assert result["attack"].startswith(f"sent {GATEWAY}"), result["attack"]
     assert result["leaked"] is None, f"the host's loopback service got {result['leaked']!r} from the box"
+
+
+#: Starts a kept box in the lab and leaves it running: ``os._exit`` skips the runtime's at-exit
+#: stop, as ``boxlite run -d`` does. Prints the box id.
+START_KEPT_AND_LEAVE = """
+import asyncio, json, os, sys
+import boxlite
+async def main():
+    rt = boxlite.Boxlite(boxlite.Options(home_dir=sys.argv[1]))
+    box = await rt.create(boxlite.BoxOptions(rootfs_path=sys.argv[2], memory_mib=256, auto_remove=False,
+                                             network=json.loads(sys.argv[3])))
+    print(json.dumps({"id": box.id}), flush=True)
+    os._exit(0)
+asyncio.run(main())
+"""
+
+#: Reattaches that box from another process, runs the probes in it, then removes it.
+PROBE_KEPT = """
+import asyncio, json, sys
+import boxlite
+PROBE = '''
+import json, socket, sys
+out = []
+for host, port in json.loads(sys.argv[1]):
+    try:
+        socket.create_connection((host, port), timeout=4).close()
+        out.append("ok")
+    except OSError as e:
+        out.append(type(e).__name__)
+print(json.dumps(out))
+'''
+async def main():
+    rt = boxlite.Boxlite(boxlite.Options(home_dir=sys.argv[1]))
+    box = await rt.get(sys.argv[2])
+    try:
+        run = await box.run("python3", ["-c", PROBE, sys.argv[3]], timeout=120)
+        print(run.stdout.strip().splitlines()[-1] if run.stdout.strip() else json.dumps(run.stderr))
+    finally:
+        await box.stop()
+        await rt.remove(box.id)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.hostile
+def test_a_kept_box_keeps_a_checked_network_after_its_starter_exits(
+    lab: NetLab, python_image: str, tmp_path: Path
+) -> None:
+    """The process that started a kept box exits without stopping it (as ``boxlite run -d``
+    does): the box still reaches what its policy allows, and the host and what its allow-list
+    leaves out stay refused, so its egress is still supervised, not unchecked and not cut off."""
+    lab.clear()
+    home = tmp_path / "home"
+    env = {**os.environ, "HOME": str(home)}
+    network = {"allow_net": [f"{GATEWAY}/32", f"{THIRD}/32"]}
+    started = subprocess.run(
+        lab.in_host(sys.executable, "-c", START_KEPT_AND_LEAVE, str(home), python_image, json.dumps(network)),
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-4000:]
+    box_id = json.loads(started.stdout.strip().splitlines()[-1])["id"]
+    assert _egress_supervisors(box_id), "a kept box's network is supervised by a process of its own"
+    probes = [(GATEWAY, PORT), (THIRD, PORT), (OTHER, PORT), (HOST_SECOND, PORT), (HOST_MAIN, PORT)]
+    probed = subprocess.run(
+        lab.in_host(sys.executable, "-c", PROBE_KEPT, str(home), box_id, json.dumps(probes)),
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert probed.returncode == 0, probed.stderr[-4000:]
+    results = json.loads(probed.stdout.strip().splitlines()[-1])
+    assert results[:2] == ["ok", "ok"], f"allowed destinations after the starter exited: {results}"
+    assert all(r != "ok" for r in results[2:]), f"refused destinations after the starter exited: {results}"
+    assert netlab.wait_until(lambda: len(lab.log("gateway")) == 1 and len(lab.log("third")) == 1)
+    assert lab.log("other") == [] and lab.log("host") == [] and lab.log("second_peer") == []
+    # The supervisor process ends with the box's network.
+    assert netlab.wait_until(lambda: not _egress_supervisors(box_id), timeout=30), _egress_supervisors(box_id)
+
+
+def _egress_supervisors(box_id: str) -> list[int]:
+    """Live egress supervisor processes (the engine's ``egress::detached``) of box ``box_id``:
+    their command line carries the box's spec, with its id."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"supervise_egress" in cmdline and box_id.encode() in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found

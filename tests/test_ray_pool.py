@@ -18,7 +18,7 @@ from typing import Any
 
 import boxlite
 import pytest
-from test_pool import vmms_under
+from conftest import vmms_under
 
 # Under `uv run` (as `make test` runs), Ray's uv integration would ship this checkout to the
 # workers as a working_dir without its git-ignored build outputs (the guest kernel): the nodes
@@ -164,7 +164,7 @@ async def test_a_langchain_agent_runs_python_on_a_cluster_pool(cluster: Cluster,
         boxlite.BoxOptions(image=python_image, memory_mib=512), per_node_max=1, min_idle=0, home_dir=str(home)
     )
     try:
-        tool = BoxLitePythonTool(pool=pool)  # type: ignore[arg-type]
+        tool = BoxLitePythonTool(pool=pool)
         [message] = await run_agent([tool], call("boxlite_python", code="print(6*7)"))
         assert message.status == "success"
         assert "exit code: 0\nstdout:\n42\n" in text_of(message)
@@ -258,3 +258,79 @@ async def test_a_node_removed_mid_call_fails_it_clearly_and_the_next_lease_goes_
     assert stats.lost_nodes == (victim.node_id,) and victim.node_id not in stats.nodes
     # The lost node's VM went with its actor (its watchdog killed it).
     await eventually(lambda: vmms_under(home) == [], timeout=60)
+
+
+@pytest.mark.slow
+async def test_a_lost_nodes_ready_boxes_are_rebuilt_on_the_others(cluster: Cluster, busybox: str, home: Path) -> None:
+    """min_idle counts per node; when a node goes, its ready boxes are booted again on the nodes
+    left (within per_node_max), so the cluster's warm capacity comes back."""
+    extra = cluster.add_node(**NODE_ARGS)
+    cluster.wait_for_nodes()
+    pool = RayBoxPool(
+        boxlite.BoxOptions(image=busybox, memory_mib=256), per_node_max=2, min_idle=1, acquire_timeout=120,
+        home_dir=str(home),
+    )  # fmt: skip
+    try:
+        await pool.start()
+        nodes = len(pool.stats().nodes)
+        assert nodes >= 2 and pool.stats().total.idle == nodes, pool.stats()
+        cluster.remove_node(extra)
+        # The lost node shows up on the next call that touches it; stats() does.
+        await eventually(lambda: extra.node_id in pool.stats().lost_nodes, timeout=120)
+        await eventually(lambda: pool.stats().total.idle == nodes, timeout=300)
+        stats = pool.stats()
+        assert sorted(s.idle for s in stats.nodes.values()) == [1] * (nodes - 2) + [2], stats
+    finally:
+        await pool.close()
+    await eventually(lambda: vmms_under(home) == [], timeout=60)
+
+
+def _ancestors(pid: int) -> list[str]:
+    """The command lines of ``pid``'s ancestors, nearest first."""
+    found = []
+    while pid > 1:
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            found.append((Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace"))
+        except (OSError, IndexError, ValueError):
+            break
+    return found
+
+
+@pytest.mark.slow
+async def test_the_mcp_server_runs_stateless_calls_on_the_cluster(
+    cluster: Cluster, python_image: str, home: Path
+) -> None:
+    """``boxlite mcp --ray ADDRESS``: the server joins the cluster as a driver and a stateless
+    call runs in a box that a node's actor started, not the server; its exit leaves no VM."""
+    mcp = pytest.importorskip("mcp")
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    args = ["-m", "boxlite.mcp", "--image", python_image, "--memory", "512", "--pool-size", "1", "--warm", "0",
+            "--ray", cluster.address, "--home", str(home)]  # fmt: skip
+    env = dict(os.environ, BOXLITE_HOME=str(home), BOXLITE_ACCEL="tcg")
+    code = "import time; time.sleep(6); print(6 * 7)"
+    params = StdioServerParameters(command=sys.executable, args=args, env=env)
+    async with stdio_client(params) as (read, write), mcp.ClientSession(read, write) as session:
+        await session.initialize()
+        call = asyncio.ensure_future(session.call_tool("boxlite_python", {"code": code}))
+        # While the call runs, its VM's parent is a Ray worker (a node's NodeBoxes actor).
+        await eventually(lambda: vmms_under(home) != [] or call.done(), timeout=300)
+        vms = vmms_under(home)
+        assert vms, f"no VM seen while the call ran: {call.result() if call.done() else 'still running'}"
+        assert all(any(c.startswith("ray::") for c in _ancestors(pid)) for pid in vms), [_ancestors(p) for p in vms]
+        result = await call
+        assert not result.isError, result
+        block = result.content[0]
+        assert isinstance(block, mcp.types.TextContent) and "42" in block.text, result
+    await eventually(lambda: vmms_under(home) == [], timeout=120)
+
+
+def test_mcp_ray_without_a_cluster_says_how_to_start_one(tmp_path: Path) -> None:
+    env = dict(os.environ, BOXLITE_HOME=str(tmp_path), BOXLITE_MCP_DETACHED="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "boxlite.mcp", "--ray", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=180, env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr[-3000:])
+    assert "--ray 127.0.0.1:1: no Ray cluster there" in done.stderr and "ray start --head" in done.stderr, done.stderr

@@ -23,11 +23,21 @@ from .errors import (
     QemuNotFoundError,
 )
 from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
+from .interactivebox import InteractiveBox
 from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
-from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncComputerBox, SyncExecution, SyncSimpleBox, run_sync
+from .sync_api import (
+    SyncBox,
+    SyncBoxlite,
+    SyncCodeBox,
+    SyncComputerBox,
+    SyncExecution,
+    SyncInteractiveBox,
+    SyncSimpleBox,
+    run_sync,
+)
 
 __version__ = "0.1.0"
 
@@ -55,6 +65,7 @@ __all__ = [
     "ImageInfo",
     "ImageRegistry",
     "Images",
+    "InteractiveBox",
     "InvalidImageError",
     "InvalidOptionError",
     "Lease",
@@ -75,6 +86,7 @@ __all__ = [
     "SyncCodeBox",
     "SyncComputerBox",
     "SyncExecution",
+    "SyncInteractiveBox",
     "SyncSimpleBox",
     "contract",
     "errors",

@@ -33,7 +33,8 @@ class CodeBox(SimpleBox):
     The image defaults to :func:`default_image` (``BOXLITE_DEFAULT_IMAGE`` or ``python:slim``)
     unless ``image`` or ``rootfs_path`` is given; it must have ``python3`` on its ``PATH``.
     Each :meth:`run` starts a new interpreter: variables do not carry over between calls, files
-    and installed packages do.
+    and installed packages do. Takes :class:`SimpleBox`'s options, with the same aliases
+    (``cpu``, ``memory``, ``disk_size`` in MB, ``mounts``; see :class:`SimpleBoxArgs`).
     """
 
     def __init__(self, image: str | None = None, **options: Unpack[SimpleBoxArgs]) -> None:

@@ -202,6 +202,9 @@ class ComputerBoxArgs(TypedDict, total=False):
     ports: list[tuple[int, int] | tuple[int, int, str]] | None
     volumes: list[tuple[str, str] | tuple[str, str, str]] | None
     max_output_bytes: int | None
+    #: SimpleBox's aliases of ``disk_size_gb`` (in MB) and ``volumes``.
+    disk_size: int | None
+    mounts: list[tuple[str, str] | tuple[str, str, str]] | None
 
 
 def default_image() -> str:

@@ -29,9 +29,11 @@ from ._pool import HEALTH_CHECK_TIMEOUT as HEALTH_CHECK_TIMEOUT
 from ._pool import TRANSIENT_CREATE_RETRIES as TRANSIENT_CREATE_RETRIES
 from ._pool import BoxPool as BoxPool
 from ._pool import Lease as Lease
+from ._pool import LeasingPool as LeasingPool
+from ._pool import PoolLease as PoolLease
 from ._pool import PoolStats as PoolStats
 from ._pool import default_health_check as default_health_check
 
 logger = logging.getLogger("boxlite.pool")
 
-__all__ = ["BoxPool", "Lease", "PoolStats", "default_health_check"]
+__all__ = ["BoxPool", "Lease", "LeasingPool", "PoolLease", "PoolStats", "default_health_check"]

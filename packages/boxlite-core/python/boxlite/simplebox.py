@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import TracebackType
-from typing import TypedDict
+from typing import Literal, TypedDict, overload
 
 from typing_extensions import Unpack
 
 from ._runtime.files import DEFAULT_READ_MAX_BYTES, FileInfo
-from .errors import BoxStoppedError
+from .errors import BoxStoppedError, InvalidOptionError
 from .options import BoxOptions, SecurityOptions
-from .runtime import Box, Boxlite, BoxMetrics, ExecResult
+from .runtime import Box, Boxlite, BoxMetrics, ExecResult, Execution
 
 
 class SimpleBoxArgs(TypedDict, total=False):
     """Keyword arguments of :class:`SimpleBox` and the boxes built on it (see
-    :class:`~boxlite.BoxOptions` for their meaning)."""
+    :class:`~boxlite.BoxOptions` for their meaning).
+
+    The spellings of upstream BoxLite's documentation are accepted as aliases, in its units:
+    ``cpu`` for ``cpus``, ``memory`` (MiB) for ``memory_mib``, ``disk_size`` (MB, rounded up
+    to whole GB) for ``disk_size_gb``, and ``mounts`` for ``volumes``. Giving an option under
+    both of its names is a ``TypeError``.
+    """
 
     rootfs_path: str | None
     cpus: int | None
@@ -29,13 +35,68 @@ class SimpleBoxArgs(TypedDict, total=False):
     disk_size_gb: int | None
     #: The runtime to create the box in (default: :meth:`Boxlite.default`).
     runtime: Boxlite | None
-    #: Aliases of ``cpus`` and ``memory_mib``.
-    cpu: int | None
-    memory: int | None
     security: SecurityOptions | None
     ports: list[tuple[int, int] | tuple[int, int, str]] | None
     volumes: list[tuple[str, str] | tuple[str, str, str]] | None
     max_output_bytes: int | None
+    #: Alias of ``cpus``.
+    cpu: int | None
+    #: Alias of ``memory_mib`` (MiB).
+    memory: int | None
+    #: Alias of ``disk_size_gb`` in MB (1024 MB to the GB), rounded up to whole GB.
+    disk_size: int | None
+    #: Alias of ``volumes``: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")``.
+    mounts: list[tuple[str, str] | tuple[str, str, str]] | None
+
+
+#: Each alias ``SimpleBox`` accepts and the option it stands for.
+OPTION_ALIASES: dict[str, str] = {
+    "cpu": "cpus",
+    "memory": "memory_mib",
+    "disk_size": "disk_size_gb",
+    "mounts": "volumes",
+}
+
+#: Keyword arguments that are not box options.
+_NOT_BOX_OPTIONS = frozenset({"runtime"})
+
+
+def _mb_to_gb(disk_size: object) -> int:
+    if isinstance(disk_size, bool) or not isinstance(disk_size, int) or disk_size < 1:
+        raise InvalidOptionError(
+            f"disk_size={disk_size!r}: the disk size in MB must be a positive integer (or give disk_size_gb in GB)"
+        )
+    return -(-disk_size // 1024)
+
+
+def box_options(owner: str, image: str | None, args: Mapping[str, object]) -> BoxOptions:
+    """The :class:`BoxOptions` of a ``SimpleBox`` (or subclass) called ``owner`` made with
+    ``image`` and the keyword arguments ``args`` (:class:`SimpleBoxArgs`), aliases resolved.
+
+    Raises:
+        TypeError: an unknown keyword, or one option given under both of its names.
+        InvalidOptionError: ``disk_size`` is not a positive integer.
+    """
+    unknown = sorted(set(args) - set(SimpleBoxArgs.__annotations__))
+    if unknown:
+        raise TypeError(f"{owner}() got unexpected keyword arguments: {', '.join(unknown)}")
+    fields: dict[str, object] = {}
+    spelled: dict[str, str] = {}
+    for key, value in args.items():
+        if key in _NOT_BOX_OPTIONS or value is None:
+            continue
+        target = OPTION_ALIASES.get(key, key)
+        if target in spelled:
+            alias = key if key != target else spelled[target]
+            raise TypeError(
+                f"{owner}() got both {spelled[target]}= and {key}=, two names of one option "
+                f"({alias} is an alias of {target}): pass only one"
+            )
+        spelled[target] = key
+        fields[target] = _mb_to_gb(value) if key == "disk_size" else value
+    fields["image"] = image
+    fields.setdefault("auto_remove", True)
+    return BoxOptions.model_validate(fields)
 
 
 class SimpleBox:
@@ -44,36 +105,13 @@ class SimpleBox:
     ``async with SimpleBox(rootfs_path=...) as box: result = await box.exec("echo", "hi")``,
     or ``await box.start()`` … ``await box.shutdown()``.
 
-    ``cpu`` and ``memory`` are accepted as aliases of ``cpus`` and ``memory_mib``.
+    Upstream BoxLite's spellings are accepted as aliases: ``cpu`` (``cpus``), ``memory`` (MiB,
+    ``memory_mib``), ``disk_size`` (MB, ``disk_size_gb``) and ``mounts`` (``volumes``); see
+    :class:`SimpleBoxArgs`.
     """
 
     def __init__(self, image: str | None = None, **options: Unpack[SimpleBoxArgs]) -> None:
-        unknown = sorted(set(options) - set(SimpleBoxArgs.__annotations__))
-        if unknown:
-            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments: {', '.join(unknown)}")
-        fields: dict[str, object] = {"image": image, "auto_remove": options.get("auto_remove", True)}
-        for key in (
-            "rootfs_path",
-            "working_dir",
-            "env",
-            "name",
-            "disk_size_gb",
-            "security",
-            "ports",
-            "volumes",
-            "max_output_bytes",
-        ):
-            if options.get(key) is not None:
-                fields[key] = options[key]
-        cpus = options.get("cpus")
-        memory_mib = options.get("memory_mib")
-        cpus = cpus if cpus is not None else options.get("cpu")
-        memory_mib = memory_mib if memory_mib is not None else options.get("memory")
-        if cpus is not None:
-            fields["cpus"] = cpus
-        if memory_mib is not None:
-            fields["memory_mib"] = memory_mib
-        self._options = BoxOptions.model_validate(fields)
+        self._options = box_options(type(self).__name__, image, options)
         self._runtime = options.get("runtime")
         self._box: Box | None = None
 
@@ -105,6 +143,7 @@ class SimpleBox:
             box, self._box = self._box, None
             await box.stop()
 
+    @overload
     async def exec(
         self,
         cmd: str,
@@ -114,14 +153,58 @@ class SimpleBox:
         user: str | None = None,
         timeout: float | None = None,
         max_output_bytes: int | None = None,
-    ) -> ExecResult:
+        background: Literal[False] = False,
+    ) -> ExecResult: ...
+
+    @overload
+    async def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: Literal[True],
+    ) -> Execution: ...
+
+    async def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: bool = False,
+    ) -> ExecResult | Execution:
         """Runs ``cmd`` with ``args`` and returns its result (exit code, stdout, stderr).
 
         With ``timeout`` (seconds), every process the command started is killed once it runs
         longer, and the result has ``timed_out=True``, exit code 124 and the output so far.
         Each stream keeps at most ``max_output_bytes`` (default: the box's, 4 MiB); beyond it
         the output is dropped and the result has ``truncated=True``.
+
+        ``background=True`` starts the command and returns at once with its running
+        :class:`~boxlite.Execution` (``await execution.wait()`` or ``kill()`` it later), as
+        for a server: ``await box.exec("python", "-m", "http.server", "80", background=True)``.
+        The process runs until it ends, is killed, or the box stops; dropping the handle does
+        not stop it. While you hold the handle, its output waits for you to read it
+        (``stdout()``, ``wait()``) and a process that writes more than 1 MiB unread waits too;
+        once the handle is dropped its output is discarded.
         """
+        if background:
+            return await self.box.exec(
+                cmd,
+                list(args),
+                env,
+                working_dir=working_dir,
+                user=user,
+                timeout=timeout,
+                max_output_bytes=max_output_bytes,
+            )
         return await self.box.run(
             cmd,
             list(args),

@@ -1,4 +1,5 @@
-"""The synchronous API: ``SyncBoxlite``, ``SyncBox``, ``SyncSimpleBox``, ``SyncCodeBox``.
+"""The synchronous API: ``SyncBoxlite``, ``SyncBox``, ``SyncSimpleBox``, ``SyncCodeBox``,
+``SyncInteractiveBox``, ``SyncComputerBox``.
 
 Every sync call runs its coroutine on one event loop owned by the library, in a daemon thread
 started on first use (:func:`run_sync`). The calling thread only blocks on the result, so the
@@ -20,9 +21,10 @@ in ``_loop.py``; its functions are re-exported here, where callers have always f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Literal, overload
 
 from typing_extensions import Unpack
 
@@ -38,6 +40,7 @@ from ._loop import run_sync as run_sync
 from .codebox import CodeBox
 from .computerbox import ComputerBox, ComputerBoxArgs
 from .images import Images
+from .interactivebox import DEFAULT_SHELL, InteractiveBox
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .simplebox import SimpleBox, SimpleBoxArgs
@@ -212,7 +215,9 @@ class SyncBoxlite(AsyncProxy[Boxlite]):
 class SyncSimpleBox(AsyncProxy[SimpleBox]):
     """:class:`~boxlite.SimpleBox` with blocking methods: ``with SyncSimpleBox(...) as box:``.
 
-    Takes the same arguments as :class:`~boxlite.SimpleBox`.
+    Takes the same arguments as :class:`~boxlite.SimpleBox`, aliases (``cpu``, ``memory``,
+    ``disk_size``, ``mounts``) included; ``exec(..., background=True)`` returns a
+    :class:`SyncExecution`.
     """
 
     _async_class: type[SimpleBox] = SimpleBox
@@ -244,7 +249,68 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
         return self
 
     shutdown = blocking(SimpleBox.shutdown)
-    exec = blocking(SimpleBox.exec)
+
+    @overload
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: Literal[False] = False,
+    ) -> ExecResult: ...
+
+    @overload
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: Literal[True],
+    ) -> SyncExecution: ...
+
+    def exec(
+        self,
+        cmd: str,
+        *args: str,
+        env: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        working_dir: str | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        max_output_bytes: int | None = None,
+        background: bool = False,
+    ) -> ExecResult | SyncExecution:
+        """Runs ``cmd`` with ``args`` and returns its result; with ``background=True``, starts
+        it and returns its running :class:`SyncExecution` at once (see :meth:`SimpleBox.exec`).
+
+        Written out rather than a :func:`blocking` twin: the background handle is wrapped."""
+        target = self._target
+        if background:
+            execution = run_sync(
+                target.exec(
+                    cmd,
+                    *args,
+                    env=env,
+                    working_dir=working_dir,
+                    user=user,
+                    timeout=timeout,
+                    max_output_bytes=max_output_bytes,
+                    background=True,
+                )
+            )
+            return SyncExecution(execution)
+        result = target.exec(
+            cmd, *args, env=env, working_dir=working_dir, user=user, timeout=timeout, max_output_bytes=max_output_bytes
+        )
+        return run_sync(result)
+
     copy_in = blocking(SimpleBox.copy_in)
     copy_out = blocking(SimpleBox.copy_out)
     read_file = blocking(SimpleBox.read_file)
@@ -350,6 +416,58 @@ class SyncComputerBox(SyncSimpleBox):
     get_screen_size = blocking(ComputerBox.get_screen_size)
 
 
+class SyncInteractiveBox(SyncSimpleBox):
+    """:class:`~boxlite.InteractiveBox` with blocking methods: ``with SyncInteractiveBox(image=...)
+    as box: box.wait()``.
+
+    Takes the same arguments as :class:`~boxlite.InteractiveBox`. The shell's output is copied
+    on the library's event loop thread, and the window size is polled there (``SIGWINCH`` is
+    only delivered to the main thread).
+    """
+
+    _async_class = InteractiveBox
+
+    def __init__(
+        self,
+        image: str | None = None,
+        shell: str = DEFAULT_SHELL,
+        tty: bool | None = None,
+        **options: Unpack[SimpleBoxArgs],
+    ) -> None:
+        AsyncProxy.__init__(self, InteractiveBox(image, shell, tty, **options))
+
+    @property
+    def interactive_box(self) -> InteractiveBox:
+        """The async box this wraps."""
+        assert isinstance(self._target, InteractiveBox)
+        return self._target
+
+    @property
+    def shell(self) -> str:
+        """The shell started in the box."""
+        return self.interactive_box.shell
+
+    @property
+    def tty(self) -> bool:
+        """The shell runs on a pseudo-terminal in the box."""
+        return self.interactive_box.tty
+
+    @property
+    def exit_code(self) -> int | None:
+        """The shell's exit code once :meth:`wait` returned, else None."""
+        return self.interactive_box.exit_code
+
+    def start(self) -> SyncInteractiveBox:
+        """Boots the box and attaches its shell to this process's terminal."""
+        run_sync(self._target.start())
+        return self
+
+    def __enter__(self) -> SyncInteractiveBox:
+        return self.start()
+
+    wait = blocking(InteractiveBox.wait)
+
+
 __all__ = [
     "SyncBox",
     "SyncBoxlite",
@@ -357,6 +475,7 @@ __all__ = [
     "SyncComputerBox",
     "SyncExecution",
     "SyncImages",
+    "SyncInteractiveBox",
     "SyncSimpleBox",
     "iterate_sync",
     "run_sync",

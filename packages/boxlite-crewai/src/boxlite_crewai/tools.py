@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from boxlite import run_sync
-from boxlite.pool import BoxPool
+from boxlite.pool import LeasingPool
 from boxlite.tools import ListFilesInput as ListFilesInput
 from boxlite.tools import PythonInput as PythonInput
 from boxlite.tools import ReadFileInput as ReadFileInput
@@ -143,7 +143,7 @@ def boxlite_tools(
     sandbox: ToolSandbox | None = None,
     *,
     image: str | os.PathLike[str] | None = None,
-    pool: BoxPool | None = None,
+    pool: LeasingPool | None = None,
     persistent: bool = False,
     memory_mib: int = 1024,
     images_dir: str | os.PathLike[str] | None = None,

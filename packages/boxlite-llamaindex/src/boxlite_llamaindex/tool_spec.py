@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from boxlite import run_sync
-from boxlite.pool import BoxPool
+from boxlite.pool import LeasingPool
 from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
@@ -53,7 +53,7 @@ class BoxLiteToolSpec(BaseToolSpec):
         image: str | os.PathLike[str] | None = None,
         *,
         sandbox: ToolSandbox | None = None,
-        pool: BoxPool | None = None,
+        pool: LeasingPool | None = None,
         persistent: bool = False,
         memory_mib: int = 1024,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,

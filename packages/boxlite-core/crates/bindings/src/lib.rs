@@ -5,6 +5,7 @@
 
 mod bridge;
 mod contract;
+mod egress;
 mod errors;
 mod execution;
 mod litebox;
@@ -30,5 +31,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPull>()?;
     m.add_class::<Completer>()?;
     contract::register(m)?;
+    egress::register(m)?;
     Ok(())
 }

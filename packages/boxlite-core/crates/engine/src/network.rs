@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,30 +143,29 @@ pub struct Passt {
 
 impl Passt {
     /// Starts passt with its log in `log`, its egress decided by `policy` on a supervisor
-    /// thread named after box `id`.
+    /// thread named after box `id`; with `detached` (a kept box, which may outlive this
+    /// process), by a supervisor process of its own when one can be started (see
+    /// [`egress::detached`]), its log beside `log`.
     pub fn start(
         ports: &[PortForward],
         log: &Path,
         policy: egress::Policy,
         id: &str,
+        detached: Option<&egress::detached::SupervisorSpec>,
     ) -> Result<Passt> {
         let binary = passt_binary()?;
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: socketpair fills two fresh descriptors that we then own.
-        if unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        } != 0
-        {
-            return Err(std::io::Error::last_os_error()).context(|| "socketpair for passt".into());
-        }
-        // SAFETY: fresh descriptors owned by nobody else.
-        let (qemu_end, passt_end) =
-            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let pending = detached.and_then(|spec| {
+            match egress::detached::Pending::start(spec, &log.with_file_name("egress.log")) {
+                Ok(pending) => Some(pending),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "no supervisor process for a kept box's network: it is supervised by this process, and stops when it exits");
+                    None
+                }
+            }
+        });
+        let ptracer = pending.as_ref().map(|p| p.pid() as libc::c_ulong);
+        let (qemu_end, passt_end) = UnixStream::pair().context(|| "socketpair for passt".into())?;
+        let (qemu_end, passt_end) = (OwnedFd::from(qemu_end), OwnedFd::from(passt_end));
         // Its messages (some of which the guest's traffic can cause) go through a pipe into a
         // capped log; the draining task ends with passt.
         let (log_pipe, _drain) = logs::capped_pipe(log, logs::PROCESS_LOG_BYTES)?;
@@ -196,6 +196,11 @@ impl Passt {
             command.pre_exec(move || {
                 // First, while the pipes still sit where the parent left them.
                 egress::install_in_child(&prog, pipes)?;
+                if let Some(pid) = ptracer {
+                    // Under Yama's ptrace_scope=1 only an ancestor may read passt's memory; the
+                    // supervisor process is not one. Fails (harmlessly) without Yama.
+                    libc::prctl(libc::PR_SET_PTRACER, pid, 0, 0, 0);
+                }
                 // A log nobody drains any more (the owner died, the box was kept) must not
                 // kill the box's network.
                 libc::signal(libc::SIGPIPE, libc::SIG_IGN);
@@ -235,11 +240,23 @@ impl Passt {
                 return Err(take).context(|| "take passt's seccomp listener".into());
             }
         };
-        let supervisor = egress::Supervisor::new(listener, policy, id.to_owned());
-        std::thread::Builder::new()
-            .name(format!("egress-{}", &id[..12.min(id.len())]))
-            .spawn(move || supervisor.run())
-            .context(|| "start the egress supervisor".into())?;
+        let listener = match pending {
+            Some(pending) => match pending.hand_over(listener) {
+                Ok(()) => None,
+                Err((listener, e)) => {
+                    tracing::warn!(id, error = %e, "could not hand passt's listener to its supervisor process: supervising it here");
+                    Some(listener)
+                }
+            },
+            None => Some(listener),
+        };
+        if let Some(listener) = listener {
+            let supervisor = egress::Supervisor::new(listener, policy, id.to_owned());
+            std::thread::Builder::new()
+                .name(format!("egress-{}", &id[..12.min(id.len())]))
+                .spawn(move || supervisor.run())
+                .context(|| "start the egress supervisor".into())?;
+        }
         drop(passt_end);
         Ok(Passt {
             child,

@@ -16,4 +16,6 @@ from .health import HEALTH_CHECK_TIMEOUT as HEALTH_CHECK_TIMEOUT
 from .health import default_health_check as default_health_check
 from .lease import Lease as Lease
 from .leasing import TRANSIENT_CREATE_RETRIES as TRANSIENT_CREATE_RETRIES
+from .protocol import LeasingPool as LeasingPool
+from .protocol import PoolLease as PoolLease
 from .stats import PoolStats as PoolStats

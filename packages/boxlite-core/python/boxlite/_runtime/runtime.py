@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import sys
 import threading
 from pathlib import Path
 
@@ -22,6 +23,22 @@ GUEST_DIR = Path(__file__).parent.parent / "_guest"
 
 #: Seconds allowed at interpreter exit to stop boxes cleanly before their VMs are killed.
 EXIT_STOP_TIMEOUT = 20.0
+
+#: The program of a kept box's egress supervisor process (the engine's ``egress::detached``), which
+#: keeps its network checked after this process exits: this interpreter in isolated mode, with no
+#: site packages, loading only the engine extension by its path (argv: extension, box spec).
+EGRESS_SUPERVISOR_PROGRAM = """\
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("boxlite._engine", sys.argv[1])
+engine = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(engine)
+engine.supervise_egress(3, sys.argv[2])
+"""
+
+if sys.executable and _engine.__file__:
+    _engine.set_egress_supervisor_command(
+        [sys.executable, "-I", "-S", "-c", EGRESS_SUPERVISOR_PROGRAM, _engine.__file__]
+    )
 
 
 class Boxlite:

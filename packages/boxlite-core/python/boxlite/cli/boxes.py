@@ -1,4 +1,4 @@
-"""Box commands with Docker's names and flags: ``run``, ``create``, ``start``, ``stop``,
+"""Box commands with Docker's names and flags: ``run``, ``shell``, ``create``, ``start``, ``stop``,
 ``restart``, ``exec``, ``cp``, ``rm``, ``ls``/``ps``, ``stats``, ``inspect``, ``logs``.
 
 A kept box (``create``, ``run -d``, or ``run`` without ``--rm``) lives in ``BOXLITE_HOME``; a
@@ -20,6 +20,7 @@ from .._runtime.box import Box
 from .._runtime.execution import Execution
 from .._runtime.info import BoxInfo, BoxMetrics
 from ..errors import BoxliteConflictError, BoxliteError
+from ..interactivebox import attach
 from ..options import BoxOptions
 from ..runtime import Boxlite
 from ._common import (
@@ -38,10 +39,8 @@ from ._common import (
 #: Guest memory of a box the CLI starts when ``-m`` is not given, in MiB.
 DEFAULT_MEMORY_MIB = 512
 _MEMORY = re.compile(r"^(\d+)([kmg]?)i?b?$", re.IGNORECASE)
-_NOT_YET = (
-    "{flag} (an interactive shell) is not available yet: run a command instead, e.g. "
-    "`boxlite run IMAGE -- sh -c 'ls /'`, or keep a box with `boxlite run -d IMAGE` and use `boxlite exec BOX -- CMD`"
-)
+#: The command ``run -i/-t`` and ``shell`` start when none is given.
+DEFAULT_SHELL = "/bin/sh"
 
 
 def parse_memory(text: str) -> int:
@@ -54,27 +53,9 @@ def parse_memory(text: str) -> int:
     return mib
 
 
-#: Why ``-p`` is refused for a box that outlives the command starting it.
-_PUBLISH_DETACHED = (
-    "-p with {how}: the port forward would stop working when this command ends (the engine's "
-    "network supervisor lives in the process that started the box); publish ports with a "
-    "foreground `boxlite run -p HOST:GUEST IMAGE -- CMD`"
-)
-
-
-#: Said when a box with a network outlives the command that started it.
-DETACHED_NETWORK_NOTE = (
-    "note: a box's network (outbound connections and DNS) stops working when the command that "
-    "started it ends, as this one is about to: the engine's network supervisor lives in that "
-    "process. For network access use a foreground `boxlite run`; --network none says so up front."
-)
-
-
-def box_options(args: argparse.Namespace, keep: bool, outlives: str | None = None) -> BoxOptions:
-    """The options of a box from ``run``'s and ``create``'s flags; ``outlives`` names how the
-    box outlives this command (``-p`` is refused then)."""
-    if outlives and args.publish:
-        raise UsageError(_PUBLISH_DETACHED.format(how=outlives))
+def box_options(args: argparse.Namespace, keep: bool) -> BoxOptions:
+    """The options of a box from ``run``'s and ``create``'s flags. A kept box's network and port
+    forwards outlive this command: the engine supervises them from a process of their own."""
     image_field = "rootfs_path" if args.image.startswith(("/", ".")) else "image"
     volumes = []
     for spec in args.volume:
@@ -173,39 +154,59 @@ async def stream(execution: Execution) -> int:
     return result.exit_code
 
 
-def _refuse_interactive(args: argparse.Namespace) -> None:
-    if args.interactive or args.tty:
-        raise UsageError(_NOT_YET.format(flag="-i/-t"))
+async def attached(execution: Execution, forward_stdin: bool) -> int:
+    """``-i``/``-t``: the execution attached to our terminal (see :func:`boxlite.interactivebox.attach`);
+    its exit code."""
+    result = await attach(execution, forward_stdin=forward_stdin)
+    if result.timed_out:
+        print("boxlite: timed out; every process the command started was killed", file=sys.stderr)
+    return result.exit_code
 
 
 async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
-    _refuse_interactive(args)
     argv = command(args.command)
+    interactive = args.interactive or args.tty
     if args.detach:
+        if interactive:
+            raise UsageError("-i/-t with -d: a detached box has no terminal; `boxlite exec -it BOX sh` attaches one")
         if args.rm:
             raise UsageError("--rm with -d: a detached box is kept until `boxlite rm -f BOX`; drop --rm")
         if argv:
             raise UsageError(
                 "run -d starts a kept box and runs no command in it: drop the command, then `boxlite exec BOX -- CMD`"
             )
-        box = await start_box(runtime, box_options(args, True, "run -d"), sys.stderr, always=True)
-        if args.network != "none":
-            print(DETACHED_NETWORK_NOTE, file=sys.stderr)
+        box = await start_box(runtime, box_options(args, True), sys.stderr, always=True)
         print(box.name or box.id)
         return 0
-    if not argv:
+    if not argv and not interactive:
         raise UsageError(
-            "give the command to run after the image, e.g. `-- python3 -V` (or -d to keep the box running)"
+            "give the command to run after the image, e.g. `-- python3 -V` (or -d to keep the box running, "
+            "or -it for a shell)"
         )
+    argv = argv or [DEFAULT_SHELL]
     box = await start_box(runtime, box_options(args, keep=not args.rm), sys.stderr, always=False)
     try:
-        return await stream(await box.exec(argv[0], argv[1:], timeout=args.timeout))
+        execution = await box.exec(argv[0], argv[1:], timeout=args.timeout, tty=args.tty)
+        if interactive:
+            return await attached(execution, forward_stdin=args.interactive)
+        return await stream(execution)
+    finally:
+        await box.stop()
+
+
+async def shell(runtime: Boxlite, args: argparse.Namespace) -> int:
+    """``boxlite shell IMAGE``: a throwaway box with its shell attached to our terminal (on a
+    pseudo-terminal when stdin is one, else piped), as :class:`~boxlite.InteractiveBox` does."""
+    box = await start_box(runtime, box_options(args, keep=False), sys.stderr, always=False)
+    try:
+        execution = await box.exec(args.shell, tty=sys.stdin.isatty())
+        return await attached(execution, forward_stdin=True)
     finally:
         await box.stop()
 
 
 async def create(runtime: Boxlite, args: argparse.Namespace) -> int:
-    box = await start_box(runtime, box_options(args, True, "create"), sys.stderr, always=True)
+    box = await start_box(runtime, box_options(args, True), sys.stderr, always=True)
     await box.stop()
     print(box.name or box.id)
     return 0
@@ -231,7 +232,6 @@ async def start(runtime: Boxlite, args: argparse.Namespace) -> int:
         if box.info().status != "running":
             await box.start()
         print(name)
-    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
     return 0
 
 
@@ -251,18 +251,20 @@ async def restart(runtime: Boxlite, args: argparse.Namespace) -> int:
             await box.stop()
         await box.start()
         print(name)
-    print(DETACHED_NETWORK_NOTE, file=sys.stderr)
     return 0
 
 
 async def exec_(runtime: Boxlite, args: argparse.Namespace) -> int:
-    _refuse_interactive(args)
     argv = command(args.command)
     if not argv:
         raise UsageError(f"give the command after the box, e.g. `boxlite exec {args.box} -- ls /`")
     box = await _running(runtime, args.box)
     env = [parse_env(e) for e in args.env]
-    execution = await box.exec(argv[0], argv[1:], env, working_dir=args.workdir, user=args.user, timeout=args.timeout)
+    execution = await box.exec(
+        argv[0], argv[1:], env, working_dir=args.workdir, user=args.user, timeout=args.timeout, tty=args.tty
+    )
+    if args.interactive or args.tty:
+        return await attached(execution, forward_stdin=args.interactive)
     return await stream(execution)
 
 
@@ -411,8 +413,10 @@ def _box_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _interactive_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-i", "--interactive", action="store_true", help="not available yet")
-    p.add_argument("-t", "--tty", action="store_true", help="not available yet")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open: ours goes to the command")
+    p.add_argument(
+        "-t", "--tty", action="store_true", help="run the command on a pseudo-terminal (ours in raw mode with -i)"
+    )
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -426,6 +430,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timeout", type=float, default=None, help="seconds before every process is killed (exit 124)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=run)
+
+    p = sub.add_parser("shell", help="a shell in a new box, attached to this terminal; the box is removed after")
+    _box_flags(p)
+    p.add_argument("--shell", default=DEFAULT_SHELL, help=f"the shell to start (default {DEFAULT_SHELL})")
+    p.set_defaults(func=shell)
 
     p = sub.add_parser("create", help="create a kept box (stopped); `boxlite start` runs it")
     _box_flags(p)

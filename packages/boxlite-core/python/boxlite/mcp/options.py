@@ -82,6 +82,8 @@ class McpOptions:
     token: str | None = field(default=None, repr=False)
     #: The runtime's home (None: ``BOXLITE_HOME`` or ``~/.boxlite``).
     home: str | None = None
+    #: Stateless calls on a Ray cluster: its address (``auto``: the one this machine is part of).
+    ray: str | None = None
 
 
 def is_loopback(host: str) -> bool:
@@ -154,6 +156,13 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     add("--host", "BOXLITE_MCP_HOST", f"address --http listens on (default {DEFAULT_HOST})")
     add("--token", "BOXLITE_MCP_TOKEN", "bearer token HTTP clients must send (required off loopback)")
     add("--home", "BOXLITE_HOME", "the runtime's home directory (default ~/.boxlite)", metavar="DIR")
+    add(
+        "--ray",
+        "BOXLITE_MCP_RAY",
+        "run stateless calls on boxes spread over a Ray cluster (boxlite.ray.RayBoxPool): its address, or auto; "
+        "--pool-size and --warm then count per node, and workspaces stay on this machine",
+        metavar="ADDRESS",
+    )
     return p
 
 
@@ -199,6 +208,7 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         host=args.host or DEFAULT_HOST,
         token=args.token or None,
         home=args.home or None,
+        ray=args.ray or None,
     )
     if options.http_port is None and args.host:
         raise ValueError("--host applies to --http only: add --http PORT, or drop --host")

@@ -267,7 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stdout is the protocol's channel on stdio: logs go to stderr.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="boxlite mcp: %(levelname)s %(message)s")
     logging.getLogger("mcp").setLevel(logging.WARNING)
-    return asyncio.run(serve(options))
+    try:
+        return asyncio.run(serve(options))
+    except ValueError as e:  # options only found wrong when used (e.g. --ray with no cluster)
+        print(f"boxlite mcp: {e}", file=sys.stderr)
+        return 2
 
 
 __all__ = ["build_server", "main", "serve"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import BoxliteError, BoxNotFoundError
 from ..options import BoxOptions, Options
-from ..pool import BoxPool
+from ..pool import LeasingPool
 from ..runtime import Box, Boxlite
 from ..tools import (
     FileEntry,
@@ -168,6 +169,45 @@ class Workspace:
     kept: bool
 
 
+def cluster_pool(options: McpOptions, box_options: BoxOptions) -> LeasingPool:
+    """``--ray``: a :class:`~boxlite.ray.RayBoxPool` on the cluster at ``options.ray``, joined as a
+    driver (its boxes stop when this server exits); ``pool_size`` and ``warm`` count per node."""
+    try:
+        import ray
+
+        from ..ray import RayBoxPool
+    except ImportError as e:
+        raise ValueError(f"--ray needs Ray, which is not installed ({e}): pip install 'boxlite-core[ray]'") from e
+    if not ray.is_initialized():
+
+        def no_cluster(why: object) -> ValueError:
+            return ValueError(
+                f"--ray {options.ray}: no Ray cluster there ({why}); start one with `ray start --head "
+                "--resources='{\"boxlite\": 1}'` (and `ray start --address=HEAD:PORT` with the same resource on "
+                "each other node), and pass its address (or auto on a node)"
+            )
+
+        host, _, port = (options.ray or "").rpartition(":")
+        if host and port.isdigit():
+            # Ray retries an address nobody listens on for minutes: ask the port first.
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except OSError as e:
+                raise no_cluster(e) from e
+        try:
+            ray.init(address=options.ray, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise no_cluster(e) from e
+    return RayBoxPool(
+        box_options,
+        per_node_max=options.pool_size,
+        min_idle=options.warm,
+        max_uses=options.max_uses,
+        acquire_timeout=POOL_ACQUIRE_TIMEOUT,
+        home_dir=options.home,
+    )
+
+
 class ToolService:
     """The server's tools: the runtime, the pool for stateless calls, and the options."""
 
@@ -182,16 +222,20 @@ class ToolService:
             network_enabled=options.network,
             volumes=volumes,
         )
-        self.pool: BoxPool = create_tool_pool(
-            options=self.box_options,
-            runtime=self.runtime,
-            max_output_chars=options.max_output_chars,
-            default_timeout=options.timeout,
-            min_idle=options.warm,
-            max_size=options.pool_size,
-            max_uses=options.max_uses,
-            # A call may have to wait for a box to boot and its interpreter to start (slow under emulation).
-            acquire_timeout=POOL_ACQUIRE_TIMEOUT,
+        self.pool: LeasingPool = (
+            cluster_pool(options, self.box_options)
+            if options.ray
+            else create_tool_pool(
+                options=self.box_options,
+                runtime=self.runtime,
+                max_output_chars=options.max_output_chars,
+                default_timeout=options.timeout,
+                min_idle=options.warm,
+                max_size=options.pool_size,
+                max_uses=options.max_uses,
+                # A call may have to wait for a box to boot and its interpreter to start (slow under emulation).
+                acquire_timeout=POOL_ACQUIRE_TIMEOUT,
+            )
         )
         self.stateless = ToolSandbox(
             pool=self.pool, max_output_chars=options.max_output_chars, default_timeout=options.timeout

@@ -118,6 +118,14 @@ class NodeBoxes:
     def stats(self) -> PoolStats:
         return self._pool.stats()
 
+    async def set_min_idle(self, count: int) -> int:
+        """Keeps ``count`` boxes ready from now on (at most the node's ``max_size``) and boots
+        them: raised by the driver when another node is lost, so the cluster's ready boxes are
+        rebuilt here. Returns the value in effect."""
+        self._pool.min_idle = max(0, min(count, self._pool.max_size))
+        await self._pool.start()
+        return self._pool.min_idle
+
     async def close(self) -> None:
         """Stops every box of the node (idle, leased, booting) and ends the watchdog."""
         self._execs.clear()

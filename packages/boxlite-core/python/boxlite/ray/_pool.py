@@ -18,7 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._blocking import blocking
-from ..codebox import default_image
+from .._pool.settings import checked_pool_settings
 from ..errors import InvalidOptionError, PoolClosedError, PoolExhaustedError
 from ..options import BoxOptions
 from . import _stats
@@ -46,6 +46,8 @@ class _Node:
     link: NodeLink
     #: Leases the driver holds on this node now (what "least loaded" compares).
     leased: int = 0
+    #: Boxes this node keeps ready: ``min_idle``, more once it took over a lost node's share.
+    min_idle: int = 0
 
 
 class RayLease:
@@ -126,21 +128,15 @@ class RayBoxPool:
         home_dir: str | None = None,
         resource: str = RESOURCE,
     ) -> None:
-        if per_node_max < 1:
-            raise InvalidOptionError(f"RayBoxPool per_node_max must be at least 1, got {per_node_max}")
-        if not 0 <= min_idle <= per_node_max:
-            raise InvalidOptionError(
-                f"RayBoxPool min_idle must be between 0 and per_node_max ({per_node_max}), got {min_idle}"
-            )
-        if max_uses < 1:
-            raise InvalidOptionError(f"RayBoxPool max_uses must be at least 1, got {max_uses}")
-        if acquire_timeout < 0:
-            raise InvalidOptionError(f"RayBoxPool acquire_timeout must be >= 0 seconds, got {acquire_timeout}")
-        options = options if options is not None else BoxOptions(image=default_image())
-        if options.name is not None:
-            raise InvalidOptionError(
-                f"RayBoxPool options must not set a name ({options.name!r}): the pool's boxes cannot share one"
-            )
+        options = checked_pool_settings(
+            "RayBoxPool",
+            options,
+            size_name="per_node_max",
+            max_size=per_node_max,
+            min_idle=min_idle,
+            max_uses=max_uses,
+            acquire_timeout=acquire_timeout,
+        )
         self._options = options
         self.per_node_max = per_node_max
         self.min_idle = min_idle
@@ -200,7 +196,7 @@ class RayBoxPool:
                     resources={self.resource: 0.001},
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 ).remote(self._settings)
-                node = _Node(NodeLink(node_id, actor, self._on_lost))
+                node = _Node(NodeLink(node_id, actor, self._on_lost), min_idle=self.min_idle)
                 self._nodes[node_id] = node
             logger.info("boxlite actor placed on Ray node %s", node_id)
             placed.append(node)
@@ -213,10 +209,32 @@ class RayBoxPool:
     def _on_lost(self, link: NodeLink, cause: BaseException) -> None:
         logger.warning("Ray node %s was lost (%s): its boxes are gone; leases go to other nodes", link.node_id, cause)
         with self._lock:
-            self._nodes.pop(link.node_id, None)
+            gone = self._nodes.pop(link.node_id, None)
             self._lost.append(link.node_id)
+            raised = self._take_over_ready_boxes(gone.min_idle if gone is not None else 0)
+        for node in raised:
+            # Fire and forget: a node that cannot boot them shows it in its stats.
+            with contextlib.suppress(Exception):
+                node.link.actor.set_min_idle.remote(node.min_idle)
         with contextlib.suppress(Exception):
             ray.kill(link.actor)
+
+    def _take_over_ready_boxes(self, share: int) -> list[_Node]:
+        """Spreads a lost node's ready boxes over the nodes left, one at a time to the node with
+        the fewest, within ``per_node_max``: the cluster's warm capacity is rebuilt, not just
+        lost. Returns the nodes whose ``min_idle`` went up (called with the lock held)."""
+        alive = [n for n in self._nodes.values() if n.link.lost is None]
+        raised: dict[str, _Node] = {}
+        for _ in range(share):
+            room = [n for n in alive if n.min_idle < self.per_node_max]
+            if not room:
+                break
+            node = min(room, key=lambda n: n.min_idle)
+            node.min_idle += 1
+            raised[node.link.node_id] = node
+        if share and raised:
+            logger.info("the lost node's %d ready box(es) are rebuilt on %d other node(s)", share, len(raised))
+        return list(raised.values())
 
     def _kill_actors(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ from .._blocking import blocking
 from ..codebox import default_image
 from ..errors import BoxliteError
 from ..options import BoxOptions
-from ..pool import BoxPool
+from ..pool import LeasingPool
 from ..runtime import Box, Boxlite, ExecResult
 from ..sync_api import run_in_library_loop
 from ._session import DEFAULT_OUTPUT_DIR, DEFAULT_TIMEOUT, ToolSandboxError, _check_limits, _InterpreterSession
@@ -117,7 +117,8 @@ class ToolSandbox:
       ``options`` (a :class:`~boxlite.BoxOptions`) sets anything else about the box
       (security, network, …), ``memory_mib`` and ``cpus`` then being ignored;
     * ``box=``: tools run in a box you created (you stop it);
-    * ``pool=``: every call leases a box from a :class:`~boxlite.pool.BoxPool` (see
+    * ``pool=``: every call leases a box from a :class:`~boxlite.pool.BoxPool` or a cluster's
+      :class:`~boxlite.ray.RayBoxPool` (any :class:`~boxlite.pool.LeasingPool`; see
       :func:`create_tool_pool`, which keeps a warm interpreter in every pooled box), so
       concurrent agents never share a box and each call starts from a fresh box.
 
@@ -129,7 +130,7 @@ class ToolSandbox:
         self,
         image: str | os.PathLike[str] | None = None,
         *,
-        pool: BoxPool | None = None,
+        pool: LeasingPool | None = None,
         box: Box | None = None,
         persistent: bool = False,
         runtime: Boxlite | None = None,
@@ -172,7 +173,7 @@ class ToolSandbox:
         sandbox: ToolSandbox | None,
         image: str | os.PathLike[str] | None = None,
         *,
-        pool: BoxPool | None = None,
+        pool: LeasingPool | None = None,
         persistent: bool = False,
         memory_mib: int = 1024,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
@@ -199,7 +200,7 @@ class ToolSandbox:
         return self._options
 
     @property
-    def pool(self) -> BoxPool | None:
+    def pool(self) -> LeasingPool | None:
         return self._pool
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..pool import BoxPool
+from ..pool import LeasingPool
 from ._sandbox import ToolSandbox
 from ._session import DEFAULT_TIMEOUT
 from .result import DEFAULT_MAX_OUTPUT_CHARS
@@ -29,7 +29,7 @@ class SandboxBoundTool:
         *,
         sandbox: ToolSandbox | None = None,
         image: str | os.PathLike[str] | None = None,
-        pool: BoxPool | None = None,
+        pool: LeasingPool | None = None,
         persistent: bool = False,
         memory_mib: int = 1024,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,

@@ -19,12 +19,15 @@
 //! The decision is sound because passt cannot change the address between the check and the
 //! call: it runs one thread, and the filter refuses `clone` with `CLONE_VM` (threads, vfork),
 //! `clone3` and `io_uring_setup` (which could connect without a system call the filter sees).
-//! When the engine process dies the descriptor closes and every further call of this kind fails
-//! in passt (`ENOSYS`): a box whose owner died has no more egress, rather than an unchecked one.
+//! When the supervisor's process dies the descriptor closes and every further call of this kind
+//! fails in passt (`ENOSYS`): a box whose supervisor died has no more egress, rather than an
+//! unchecked one. Kept boxes are supervised by a process of their own ([`detached`]).
 //!
 //! [`policy`] decides (what a box may reach), [`filter`] is the seccomp program passt runs under
-//! and the hand-over of its listener, [`supervisor`] answers passt's trapped calls.
+//! and the hand-over of its listener, [`supervisor`] answers passt's trapped calls, and
+//! [`detached`] runs it in a process of its own for kept boxes, which outlive their starter.
 
+pub mod detached;
 mod filter;
 mod policy;
 mod supervisor;

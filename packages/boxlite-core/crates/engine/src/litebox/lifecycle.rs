@@ -91,13 +91,20 @@ impl LiteBox {
             } else {
                 tracing::warn!(id = %self.id, "the host has no IPv4 default route: the box's network interface stays unconfigured");
             }
-            let policy = crate::egress::Policy::new(&self.options.network.allow_net, name_servers)
-                .map_err(Error::InvalidOption)?;
+            let spec = crate::egress::detached::SupervisorSpec {
+                id: self.id.clone(),
+                allow_net: self.options.network.allow_net.clone(),
+                name_servers,
+            };
+            let policy = spec.policy().map_err(Error::InvalidOption)?;
+            // A kept box may outlive this process; so must the supervisor of its network.
+            let detached = (!self.options.auto_remove).then_some(&spec);
             Some(Passt::start(
                 &self.options.ports,
                 &self.dir.join("passt.log"),
                 policy,
                 &self.id,
+                detached,
             )?)
         } else {
             None
