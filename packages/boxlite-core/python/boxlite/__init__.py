@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from . import contract, errors, pool, sync_api
 from ._runtime.files import FileInfo
+
+# BrowserBox (issue 11)
+from .browserbox import BrowserBox, BrowserBoxOptions, BrowserStartError
 from .codebox import CodeBox
 from .contract import TIMEOUT_EXIT_CODE
 from .errors import (
@@ -26,7 +29,15 @@ from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
-from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
+from .sync_api import (
+    SyncBox,
+    SyncBoxlite,
+    SyncBrowserBox,
+    SyncCodeBox,
+    SyncExecution,
+    SyncSimpleBox,
+    run_sync,
+)
 
 __version__ = "0.1.0"
 
@@ -44,6 +55,9 @@ __all__ = [
     "Boxlite",
     "BoxliteConflictError",
     "BoxliteError",
+    "BrowserBox",
+    "BrowserBoxOptions",
+    "BrowserStartError",
     "CodeBox",
     "ExecResult",
     "Execution",
@@ -69,6 +83,7 @@ __all__ = [
     "SimpleBox",
     "SyncBox",
     "SyncBoxlite",
+    "SyncBrowserBox",
     "SyncCodeBox",
     "SyncExecution",
     "SyncSimpleBox",
