@@ -92,6 +92,10 @@ async def main() -> None:
         runtime = boxlite.Boxlite(boxlite.Options(home_dir=home))
         print(f"BrowserBox on {await runtime.accelerator()}, {os.cpu_count()} host CPUs, box 2 vCPUs / 2048 MiB")
         print(f"Chromium flags: {' '.join(browserbox.CHROMIUM_FLAGS)}")
+        t = time.perf_counter()
+        async with boxlite.SimpleBox(image=image, runtime=runtime, memory_mib=256) as warm:
+            await warm.exec("true")
+        line("first use of the image (unpack, boot, stop)", f"{time.perf_counter() - t:.2f} s")
         runs = [await one_run(runtime, image, pages, args.screenshots) for _ in range(args.runs)]
         print(f"medians of {args.runs} runs (seconds unless stated)")
         for key in runs[0]:

@@ -182,8 +182,12 @@ async def test_a_second_box_at_once_then_a_clean_stop(
             break
         await asyncio.sleep(0.1)
     assert not pid_alive(pid), "the stopped box's QEMU is still running"
+    # The host port is free again: a listener can take it (SO_REUSEADDR: the forwarder's closed
+    # connections may linger in TIME_WAIT, which only a live listener would make fail).
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", seen["cdp_port"]))  # type: ignore[arg-type]
+        s.listen()
     # The shared box still answers.
     assert "Chrome" in (await asyncio.to_thread(version_of, bbox.cdp_port))["Browser"]
 
