@@ -63,11 +63,12 @@ _CHROMIUM_LOG = f"{GUEST_DIR}/chromium.log"
 _PLAYWRIGHT_LOG = f"{GUEST_DIR}/playwright.log"
 _PLAYWRIGHT_VERSION = "1.58.0"
 
-#: Chromium's flags. Headless with no GPU (a VM has none: without ``--disable-gpu`` it probes
-#: and falls back, slowly under emulation), no sandbox (the VM is the sandbox, and the setuid /
-#: user-namespace sandbox needs privileges the unprivileged user lacks), ``/tmp`` instead of a
-#: small ``/dev/shm``, and none of the background work a fresh profile starts (component
-#: updates, sync, safe-browsing lists, first-run pages), which costs seconds of CPU under TCG.
+#: Chromium's flags: headless, no GPU (a VM has none), no sandbox (the VM is the sandbox, and
+#: Chromium's setuid / user-namespace sandbox needs privileges the unprivileged user lacks),
+#: ``/tmp`` rather than a small ``/dev/shm``, and none of the background work a fresh profile
+#: starts (component updates, sync, background networking, first-run pages). Under TCG the time
+#: goes to starting Chromium's processes (see the README's BrowserBox figures and
+#: ``benchmarks/bench_browser.py --flags`` to compare others).
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
