@@ -2,7 +2,7 @@
 VMM memory.
 
     BOXLITE_ACCEL=tcg uv run python benchmarks/bench_browser.py [--runs 2] [--screenshots 10]
-        [--flags "--single-process --no-zygote"]
+        [--flags="--no-zygote --renderer-process-limit=1"]
 
 Boots the ``browser`` test image (Debian's Chromium; built on first use) ``--runs`` times, one
 box at a time, and prints medians; asserts nothing. ``--flags`` adds Chromium flags to
