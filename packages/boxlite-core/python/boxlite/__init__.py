@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from . import contract, errors, pool, sync_api
 from ._runtime.files import FileInfo
+
+# BrowserBox (issue 11)
+from .browserbox import BrowserBox, BrowserBoxOptions, BrowserStartError
 from .codebox import CodeBox
 from .computerbox import ComputerBox, Screenshot
 from .contract import TIMEOUT_EXIT_CODE
@@ -31,6 +34,7 @@ from .simplebox import SimpleBox
 from .sync_api import (
     SyncBox,
     SyncBoxlite,
+    SyncBrowserBox,
     SyncCodeBox,
     SyncComputerBox,
     SyncExecution,
@@ -55,6 +59,9 @@ __all__ = [
     "Boxlite",
     "BoxliteConflictError",
     "BoxliteError",
+    "BrowserBox",
+    "BrowserBoxOptions",
+    "BrowserStartError",
     "CodeBox",
     "ComputerBox",
     "ExecResult",
@@ -83,6 +90,7 @@ __all__ = [
     "SimpleBox",
     "SyncBox",
     "SyncBoxlite",
+    "SyncBrowserBox",
     "SyncCodeBox",
     "SyncComputerBox",
     "SyncExecution",
