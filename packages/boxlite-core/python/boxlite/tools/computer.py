@@ -211,7 +211,7 @@ class ComputerToolSession:
         desktop = await self._desktop()
         action = call.action
         if action == "screenshot":
-            return await self._screenshot(desktop, "screenshot")
+            return await self._screenshot(desktop, None)
         if action == "cursor_position":
             x, y = await desktop.cursor_position()
             return ActionResult(text=f"X={x},Y={y}")
@@ -300,11 +300,13 @@ class ComputerToolSession:
             return f"scrolled {call.scroll_direction} by {amount} at ({x}, {y})"
         raise _ModelError(f"unknown action {action!r}")  # pragma: no cover - the schema admits no other
 
-    async def _screenshot(self, desktop: Desktop, done: str) -> ActionResult:
+    async def _screenshot(self, desktop: Desktop, done: str | None) -> ActionResult:
+        """A screenshot, after what was ``done`` (if anything)."""
         self._shots += 1
         image, width, height = _screenshot_image(await desktop.screenshot(), self._shots)
         self._screen_size = (width, height)
-        return ActionResult(text=f"{done}\nscreenshot: {width}x{height} PNG", images=(image,))
+        shot = f"screenshot: {width}x{height} PNG"
+        return ActionResult(text=f"{done}\n{shot}" if done else shot, images=(image,))
 
     # -- life -------------------------------------------------------------------------------
 

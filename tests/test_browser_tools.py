@@ -1,0 +1,151 @@
+"""The browser tool set (boxlite.tools.BrowserToolSession under the LangChain, CrewAI and
+LlamaIndex adapters) driven by each framework's own agent loop with a scripted model, against
+one real BrowserBox shared by the module (a Chromium under TCG is heavy): the model navigates,
+types, clicks, reads the page's text and takes a screenshot, and the page in the box's browser
+(seen through a connection of the test's own) shows what the agent did."""
+
+from __future__ import annotations
+
+import base64
+import os
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+
+import boxlite
+import pytest
+from boxlite.tools import ActionResult, BrowserToolSession
+from boxlite_crewai import browser_tools
+from boxlite_langchain import BoxLiteBrowserToolkit
+from boxlite_llamaindex import BoxLiteBrowserToolSpec
+from llama_index.core.base.llms.types import ImageBlock
+from test_crewai import action, make_crew, results
+from test_langchain import call, run_agent, text_of
+from test_llamaindex import run_agent as run_llamaindex_agent
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:create_react_agent has been moved"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai"),
+]
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+#: A page that greets whoever is typed into its field when its button is clicked.
+GREETER = (
+    "<!doctype html><title>Greeter</title><h1 id=out>Nobody yet</h1>"
+    "<input id=name><button onclick=\"document.getElementById('out').textContent="
+    "'Hello, ' + document.getElementById('name').value\">Greet</button>"
+)
+PAGE = "data:text/html," + urllib.parse.quote(GREETER)
+#: A page whose text is far over the read cap.
+LONG_PAGE = "data:text/html," + urllib.parse.quote(
+    "<title>Long</title><p>" + "lorem ipsum " * 5000 + "</p><p>THE END</p>"
+)
+
+
+@pytest.fixture(scope="module")
+async def browser_box(runtime: boxlite.Boxlite, browser_image: str) -> AsyncIterator[Any]:
+    async with boxlite.BrowserBox(options=boxlite.BrowserBoxOptions(image=browser_image), runtime=runtime) as box:
+        yield box
+
+
+async def greeting_in_the_box(box: Any, name: str) -> bool:
+    """Whether a page in the box's browser greets ``name`` (seen through the test's own CDP connection)."""
+    browser = await box.connect()
+    try:
+        for context in browser.contexts:
+            for page in context.pages:
+                if await page.title() == "Greeter" and await page.inner_text("#out") == f"Hello, {name}":
+                    return True
+        return False
+    finally:
+        await browser.close()
+
+
+def png_of(data: bytes) -> tuple[int, int]:
+    assert data.startswith(PNG_MAGIC)
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+async def test_langchain_agent_browses_and_sees_the_page(browser_box: Any) -> None:
+    async with BoxLiteBrowserToolkit(box=browser_box) as toolkit:
+        messages = await run_agent(
+            toolkit.get_tools(),
+            call("browser_navigate", url=PAGE),
+            call("browser_type", selector="#name", text="Ada"),
+            call("browser_click", text="Greet"),
+            call("browser_read_text"),
+            call("browser_screenshot"),
+            call("browser_click", selector="#no-such-element", timeout=3),
+        )
+        assert await greeting_in_the_box(browser_box, "Ada")
+    assert "title: Greeter" in text_of(messages[0])
+    assert "typed 3 characters into '#name'" in text_of(messages[1])
+    assert "Hello, Ada" in text_of(messages[3])
+    shot = messages[4]
+    images = [b for b in shot.content if isinstance(b, dict) and b.get("type") == "image"]
+    assert len(images) == 1 and images[0]["mime_type"] == "image/png"
+    width, height = png_of(base64.b64decode(images[0]["base64"]))
+    assert width > 100 and height > 100 and f"{width}x{height} PNG" in text_of(shot)
+    assert isinstance(shot.artifact, ActionResult) and shot.artifact.images[0].data.startswith(PNG_MAGIC)
+    # A failed action is an answer the model reads, not a tool error.
+    missing = messages[5]
+    assert missing.status == "success" and text_of(missing).startswith("error:")
+    assert "#no-such-element" in text_of(missing) or "Timeout" in text_of(missing)
+
+
+async def test_page_text_is_capped(browser_box: Any) -> None:
+    async with BrowserToolSession(browser_box, max_output_chars=1000) as session:
+        assert (await session.navigate(LONG_PAGE)).success
+        read = await session.read_text()
+    assert "characters truncated (output limit 1000 characters)" in read.text
+    assert read.text.rstrip().endswith("THE END") and len(read.text) < 1300
+
+
+async def test_crewai_agent_browses(browser_box: Any, tmp_path: Path) -> None:
+    tools = browser_tools(box=browser_box, images_dir=tmp_path)
+    try:
+        crew = make_crew(
+            tools,
+            action("browser_navigate", url=PAGE),
+            action("browser_type", selector="#name", text="Grace"),
+            action("browser_click", selector="button"),
+            action("browser_read_text", selector="#out"),
+            action("browser_screenshot"),
+        )
+        observed = results(await crew.kickoff_async())
+        assert await greeting_in_the_box(browser_box, "Grace")
+    finally:
+        await tools[0].aclose()
+    assert len(observed) == 5, observed
+    assert "title: Greeter" in observed[0] and "Hello, Grace" in observed[3]
+    [saved] = list(tmp_path.iterdir())
+    assert f"image saved on the host: {saved}" in observed[4]
+    data_url = observed[4].split("data:image/png;base64,")[1].split()[0]
+    assert base64.b64decode(data_url) == saved.read_bytes() and png_of(saved.read_bytes())[0] > 100
+
+
+async def test_llamaindex_agent_browses(browser_box: Any) -> None:
+    spec = BoxLiteBrowserToolSpec(browser_box)
+    try:
+        outputs = await run_llamaindex_agent(
+            spec,
+            ("browser_navigate", {"url": PAGE}),
+            ("browser_type", {"selector": "#name", "text": "Linus", "submit": False}),
+            ("browser_click", {"text": "Greet"}),
+            ("browser_read_text", {}),
+            ("browser_screenshot", {}),
+        )
+        assert await greeting_in_the_box(browser_box, "Linus")
+    finally:
+        await spec.aclose()
+    assert "title: Greeter" in outputs[0].content and "Hello, Linus" in outputs[3].content
+    images = [b for b in outputs[4].blocks if isinstance(b, ImageBlock)]
+    assert len(images) == 1
+    raw = images[0].image or b""
+    assert png_of(raw if raw.startswith(PNG_MAGIC) else base64.b64decode(raw))[0] > 100

@@ -1,0 +1,149 @@
+"""The computer-use tool (boxlite.tools.ComputerToolSession under the LangChain, CrewAI and
+LlamaIndex adapters) driven by each framework's own agent loop with a scripted model, against
+one real ComputerBox shared by the module (an X desktop under TCG is heavy): the model takes a
+screenshot, clicks into a terminal, types a command and presses Return, and the command's
+effect is read back from the box with ``exec``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+
+import boxlite
+import pytest
+from boxlite.tools import ActionResult, ComputerToolSession
+from boxlite_crewai import BoxLiteComputerTool as CrewComputerTool
+from boxlite_langchain import BoxLiteComputerTool
+from boxlite_llamaindex import BoxLiteComputerToolSpec
+from llama_index.core.base.llms.types import ImageBlock
+from test_crewai import action, make_crew, results
+from test_langchain import call, run_agent, text_of
+from test_llamaindex import run_agent as run_llamaindex_agent
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:create_react_agent has been moved"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:crewai"),
+]
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+async def desktop(runtime: boxlite.Boxlite, desktop_image: str) -> AsyncIterator[Any]:
+    async with boxlite.ComputerBox(image=desktop_image, runtime=runtime) as box:
+        await box.wait_until_ready(timeout=300)
+        yield box
+
+
+async def open_terminal(box: Any, title: str) -> tuple[int, int]:
+    """Opens a terminal window at the top left of the screen; returns a point inside it."""
+    await box.exec("sh", "-c", f"DISPLAY=:1 xterm -T {title} -geometry 60x10+0+0 >/dev/null 2>&1 &")
+    for _ in range(120):
+        found = await box.exec("sh", "-c", f"DISPLAY=:1 xdotool search --name {title}")
+        if found.exit_code == 0 and found.stdout.strip():
+            break
+        await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"the terminal {title} did not open")
+    await asyncio.sleep(1)
+    return 100, 60
+
+
+async def file_in_box(box: Any, path: str) -> str:
+    for _ in range(40):  # the shell in the terminal runs the command a moment after Return
+        result = await box.exec("cat", path)
+        if result.exit_code == 0:
+            return str(result.stdout)
+        await asyncio.sleep(0.5)
+    return ""
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data.startswith(PNG_MAGIC)
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+async def test_langchain_agent_uses_the_desktop(desktop: Any) -> None:
+    x, y = await open_terminal(desktop, "lc-term")
+    width, height = await desktop.get_screen_size()
+    tool = BoxLiteComputerTool(box=desktop)
+    messages = await run_agent(
+        [tool],
+        call("computer", action="screenshot"),
+        call("computer", action="left_click", coordinate=[x, y]),
+        call("computer", action="type", text="echo agent-was-here > /tmp/lc.txt"),
+        call("computer", action="key", text="Return"),
+        call("computer", action="cursor_position"),
+        call("computer", action="mouse_move", coordinate=[width + 5, 0]),
+        call("computer", action="key"),
+    )
+    assert await file_in_box(desktop, "/tmp/lc.txt") == "agent-was-here\n"
+    shot = messages[0]
+    images = [b for b in shot.content if isinstance(b, dict) and b.get("type") == "image"]
+    assert len(images) == 1 and images[0]["mime_type"] == "image/png"
+    assert png_size(base64.b64decode(images[0]["base64"])) == (width, height)
+    assert isinstance(shot.artifact, ActionResult)
+    # Actions that change the screen come back with a screenshot taken after them.
+    assert "left click at" in text_of(messages[1]) and len(messages[1].artifact.images) == 1
+    assert "pressed Return" in text_of(messages[3])
+    assert text_of(messages[4]) == f"X={x},Y={y}"
+    # Calls the model got wrong are answers it reads, not tool errors.
+    assert messages[5].status == "success" and "off the screen" in text_of(messages[5])
+    assert text_of(messages[6]) == "error: the key action needs text"
+
+
+async def test_session_without_screenshots_after_actions(desktop: Any) -> None:
+    session = ComputerToolSession(desktop, screenshot_after_action=False)
+    moved = await session.act("mouse_move", coordinate=[10, 20])
+    assert moved.success and not moved.images and moved.text == "moved the mouse to (10, 20)"
+    assert (await session.act("cursor_position")).text == "X=10,Y=20"
+    dragged = await session.act("left_click_drag", start_coordinate=[10, 20], coordinate=[30, 40])
+    assert dragged.text == "dragged from (10, 20) to (30, 40)"
+    scrolled = await session.act("scroll", scroll_direction="down")
+    assert scrolled.text == "scrolled down by 3 at (30, 40)"
+    bad_key = await session.act("key", text="NoSuchKeyName")
+    assert bad_key.error and bad_key.text.startswith("error: the key action failed")
+    await session.close()  # a given box is left running
+    assert (await desktop.cursor_position()) == (30, 40)
+
+
+async def test_crewai_agent_uses_the_desktop(desktop: Any, tmp_path: Path) -> None:
+    x, y = await open_terminal(desktop, "crew-term")
+    tool = CrewComputerTool(box=desktop, images_dir=tmp_path)
+    crew = make_crew(
+        [tool],
+        action("computer", action="left_click", coordinate=[x, y]),
+        action("computer", action="type", text="echo crew-was-here > /tmp/crew.txt"),
+        action("computer", action="key", text="Return"),
+    )
+    observed = results(await crew.kickoff_async())
+    assert await file_in_box(desktop, "/tmp/crew.txt") == "crew-was-here\n"
+    assert len(observed) == 3 and "pressed Return" in observed[2]
+    assert len(list(tmp_path.iterdir())) == 3  # one screenshot after each action
+    assert "data:image/png;base64," in observed[0]
+
+
+async def test_llamaindex_agent_uses_the_desktop(desktop: Any) -> None:
+    x, y = await open_terminal(desktop, "li-term")
+    spec = BoxLiteComputerToolSpec(desktop)
+    outputs = await run_llamaindex_agent(
+        spec,
+        ("computer", {"action": "screenshot"}),
+        ("computer", {"action": "left_click", "coordinate": [x, y]}),
+        ("computer", {"action": "type", "text": "echo llama-was-here > /tmp/li.txt"}),
+        ("computer", {"action": "key", "text": "Return"}),
+    )
+    assert await file_in_box(desktop, "/tmp/li.txt") == "llama-was-here\n"
+    images = [b for b in outputs[0].blocks if isinstance(b, ImageBlock)]
+    assert len(images) == 1
+    raw = images[0].image or b""
+    width, height = await desktop.get_screen_size()
+    assert png_size(raw if raw.startswith(PNG_MAGIC) else base64.b64decode(raw)) == (width, height)
