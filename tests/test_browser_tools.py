@@ -149,3 +149,17 @@ async def test_llamaindex_agent_browses(browser_box: Any) -> None:
     assert len(images) == 1
     raw = images[0].image or b""
     assert png_of(raw if raw.startswith(PNG_MAGIC) else base64.b64decode(raw))[0] > 100
+
+
+async def test_wrong_calls_are_answered_without_starting_a_box(runtime: boxlite.Boxlite) -> None:
+    session = BrowserToolSession(runtime=runtime)
+    for arguments in ({}, {"selector": "#a", "text": "A"}):
+        result = await session.click(**arguments)
+        assert (
+            result.error and result.text == "error: give the element's selector or its text to click (one of the two)"
+        )
+    assert (
+        await session.navigate("about:blank", timeout=0)
+    ).text == "error: timeout=0 must be a positive number of seconds"
+    assert not session.box_started
+    await session.close()

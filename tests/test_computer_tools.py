@@ -147,3 +147,22 @@ async def test_llamaindex_agent_uses_the_desktop(desktop: Any) -> None:
     raw = images[0].image or b""
     width, height = await desktop.get_screen_size()
     assert png_size(raw if raw.startswith(PNG_MAGIC) else base64.b64decode(raw)) == (width, height)
+
+
+async def test_wrong_calls_are_answered_without_starting_a_box(runtime: boxlite.Boxlite) -> None:
+    session = ComputerToolSession(runtime=runtime)
+    wrong = {
+        ("type", None): "error: the type action needs text",
+        ("key", ""): "error: the key action needs a non-empty text",
+        ("left_click", "x"): "error: the left_click action takes no text",
+        ("screenshot", "x"): "error: the screenshot action takes no text",
+    }
+    for (name, text), expected in wrong.items():
+        result = await session.act(name, text=text)
+        assert result.error and result.text == expected
+    assert (await session.act("scroll", coordinate=[1, 2])).text == "error: the scroll action needs scroll_direction"
+    assert "coordinate" in (await session.act("mouse_move", coordinate=[1])).text
+    assert "action" in (await session.act("fly")).text
+    assert "timeout=-1" in (await session.act("screenshot", timeout=-1)).text
+    assert not session.box_started
+    await session.close()

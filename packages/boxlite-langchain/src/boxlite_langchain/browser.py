@@ -97,7 +97,7 @@ class BoxLiteBrowserToolkit(BaseToolkit):
             session = BrowserToolSession(box, pool=pool)
         elif box is not None or pool is not None:
             raise ValueError("pass either session= or box=/pool=, not both")
-        super().__init__(session=session, **kwargs)
+        super().__init__(session=session, **kwargs)  # type: ignore[call-arg]  # a pydantic field
 
     def get_tools(self) -> list[BaseTool]:
         """The five browser tools, all on this toolkit's browser."""

@@ -16,11 +16,12 @@ and can try again. A failure of the box itself raises :class:`~boxlite.tools.Too
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import struct
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .._blocking import blocking
 from .._loop import run_in_library_loop
@@ -51,9 +52,9 @@ MAX_ERROR_CHARS = 1_000
 @runtime_checkable
 class BrowserEndpoint(Protocol):
     """What the browser tools need of a box: the CDP websocket URL of its browser
-    (:meth:`boxlite.BrowserBox.endpoint`)."""
+    (:meth:`boxlite.BrowserBox.endpoint`, a coroutine or a plain method)."""
 
-    async def endpoint(self, timeout: float = ...) -> str: ...
+    def endpoint(self, timeout: float = ...) -> Any: ...
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -140,6 +141,11 @@ class BrowserToolSession:
         self._pages: list[Page] = []
         self._lock: asyncio.Lock | None = None
 
+    @property
+    def box_started(self) -> bool:
+        """Whether the session has its box yet (it starts or leases one on its first action)."""
+        return self._held.started
+
     # -- the connection ---------------------------------------------------------------------
 
     async def _connect(self) -> Page:
@@ -155,7 +161,9 @@ class BrowserToolSession:
                     "the browser tools need Playwright for Python: install boxlite-core[browser]"
                 ) from None
             box = await self._held.get()
-            url = await box.endpoint(timeout=BROWSER_START_TIMEOUT)
+            url = box.endpoint(timeout=BROWSER_START_TIMEOUT)
+            if inspect.isawaitable(url):
+                url = await url
             self._playwright = await async_playwright().start()
             try:
                 self._browser = await self._playwright.chromium.connect_over_cdp(

@@ -146,6 +146,11 @@ class ComputerToolSession:
         self._shots = 0
         self._lock: asyncio.Lock | None = None
 
+    @property
+    def box_started(self) -> bool:
+        """Whether the session has its box yet (it starts or leases one on its first action)."""
+        return self._held.started
+
     async def screen_size(self) -> tuple[int, int]:
         """The desktop's ``(width, height)`` in pixels (starting the box if needed)."""
         return await run_in_library_loop(self._screen_size_here())
