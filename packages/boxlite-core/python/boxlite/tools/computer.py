@@ -66,7 +66,7 @@ _CHANGES_SCREEN = frozenset({*_CLICKS, "mouse_move", "left_click_drag", "type", 
 class Desktop(Protocol):
     """What the computer-use tool needs of a box (:class:`boxlite.ComputerBox`'s methods)."""
 
-    async def screenshot(self) -> dict[str, Any]: ...
+    async def screenshot(self) -> Any: ...
     async def mouse_move(self, x: int, y: int) -> Any: ...
     async def left_click(self) -> Any: ...
     async def right_click(self) -> Any: ...
@@ -85,9 +85,11 @@ class _ModelError(Exception):
     """A call the model got wrong: shown to it as an error result."""
 
 
-def _screenshot_image(shot: dict[str, Any], number: int) -> tuple[ImageOutput, int, int]:
+def _screenshot_image(shot: Any, number: int) -> tuple[ImageOutput, int, int]:
+    """The PNG of a screenshot: ComputerBox's (PNG bytes that also read as the dict
+    ``{"data": base64, "width", "height", "format"}``), or just that dict."""
     try:
-        data = base64.b64decode(shot["data"], validate=True)
+        data = bytes(shot) if isinstance(shot, bytes) else base64.b64decode(shot["data"], validate=True)
         width, height = png_size(data)
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise ToolSandboxError(f"the desktop's screenshot is not a base64 PNG ({e})") from None
@@ -201,7 +203,9 @@ class ComputerToolSession:
             self._lock = asyncio.Lock()
         async with self._lock:
             try:
-                return await asyncio.wait_for(self._perform(call), seconds)
+                self._check_arguments(call)  # before the box starts: a wrong call costs no box
+                desktop = await self._desktop()  # a box's start is not the action's time
+                return await asyncio.wait_for(self._perform(desktop, call), seconds)
             except TimeoutError:
                 return ActionResult(text=f"error: the {call.action} action took longer than {seconds:g} s", error=True)
             except _ModelError as e:
@@ -211,9 +215,7 @@ class ComputerToolSession:
             except Exception as e:  # a helper's command failed (e.g. an unknown key name)
                 return ActionResult(text=f"error: the {call.action} action failed: {e}", error=True)
 
-    async def _perform(self, call: ComputerInput) -> ActionResult:
-        self._check_arguments(call)  # before the box starts: a wrong call costs no box
-        desktop = await self._desktop()
+    async def _perform(self, desktop: Desktop, call: ComputerInput) -> ActionResult:
         action = call.action
         if action == "screenshot":
             return await self._screenshot(desktop, None)
@@ -331,9 +333,14 @@ class ComputerToolSession:
 
 
 async def _wait_until_ready(desktop: Desktop) -> None:
+    """Waits for the desktop of a box the session started (the box is stopped if it never is)."""
     wait = getattr(desktop, "wait_until_ready", None)
-    if wait is not None:
+    if wait is None:
+        return
+    try:
         await wait(timeout=DESKTOP_READY_TIMEOUT)
+    except TimeoutError as e:
+        raise ToolSandboxError(f"the desktop did not become ready within {DESKTOP_READY_TIMEOUT:g} s: {e}") from e
 
 
 __all__ = ["DEFAULT_COMPUTER_TIMEOUT", "DESKTOP_READY_TIMEOUT", "ComputerToolSession", "Desktop"]
