@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import contract, errors, pool, sync_api
 from ._runtime.files import FileInfo
 from .codebox import CodeBox
+from .computerbox import ComputerBox, Screenshot
 from .contract import TIMEOUT_EXIT_CODE
 from .errors import (
     BoxDiedError,
@@ -26,7 +27,7 @@ from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
-from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
+from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncComputerBox, SyncExecution, SyncSimpleBox, run_sync
 
 __version__ = "0.1.0"
 
@@ -45,6 +46,7 @@ __all__ = [
     "BoxliteConflictError",
     "BoxliteError",
     "CodeBox",
+    "ComputerBox",
     "ExecResult",
     "Execution",
     "FileInfo",
@@ -65,11 +67,13 @@ __all__ = [
     "PullProgress",
     "QemuNotFoundError",
     "RuntimeMetrics",
+    "Screenshot",
     "SecurityOptions",
     "SimpleBox",
     "SyncBox",
     "SyncBoxlite",
     "SyncCodeBox",
+    "SyncComputerBox",
     "SyncExecution",
     "SyncSimpleBox",
     "contract",

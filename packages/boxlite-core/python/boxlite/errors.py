@@ -130,6 +130,18 @@ class OutputLimitError(BoxliteError, ValueError):
     decides how much it writes, so every read is bounded); the message names the limit."""
 
 
+class ExecError(BoxliteError):
+    """A command a box type runs for one of its methods (ComputerBox's ``xdotool``, ``scrot``)
+    failed; ``command`` names the method, ``exit_code`` and ``stderr`` are the command's."""
+
+    def __init__(self, command: str, exit_code: int, stderr: str) -> None:
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr = stderr
+        detail = stderr.strip() or "(no output on stderr)"
+        super().__init__(f"{command} failed with exit code {exit_code}: {detail}")
+
+
 __all__ = [
     "AcceleratorError",
     "BoxDiedError",
@@ -148,6 +160,7 @@ __all__ = [
     "ChannelError",
     "CopyError",
     "DiskError",
+    "ExecError",
     "GuestAssetsError",
     "ImageError",
     "InvalidImageError",

@@ -36,6 +36,7 @@ from ._loop import loop as loop
 from ._loop import run_in_library_loop as run_in_library_loop
 from ._loop import run_sync as run_sync
 from .codebox import CodeBox
+from .computerbox import ComputerBox, ComputerBoxArgs
 from .images import Images
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
@@ -295,10 +296,65 @@ class SyncCodeBox(SyncSimpleBox):
     install_packages = blocking(CodeBox.install_packages)
 
 
+class SyncComputerBox(SyncSimpleBox):
+    """:class:`~boxlite.ComputerBox` with blocking methods: ``with SyncComputerBox() as desktop:``.
+
+    Takes the same arguments as :class:`~boxlite.ComputerBox`.
+    """
+
+    def __init__(
+        self,
+        cpu: int = 2,
+        memory: int = 2048,
+        gui_http_port: int = 3000,
+        gui_https_port: int = 3001,
+        runtime: Boxlite | None = None,
+        *,
+        image: str | None = None,
+        **kw: Unpack[ComputerBoxArgs],
+    ) -> None:
+        AsyncProxy.__init__(self, ComputerBox(cpu, memory, gui_http_port, gui_https_port, runtime, image=image, **kw))
+
+    @property
+    def computer_box(self) -> ComputerBox:
+        """The async box this wraps."""
+        assert isinstance(self._target, ComputerBox)
+        return self._target
+
+    @property
+    def gui_url(self) -> str:
+        """Where a person's browser shows the live desktop."""
+        return self.computer_box.gui_url
+
+    def start(self) -> SyncComputerBox:
+        """Boots the box and starts its desktop (no-op when already started)."""
+        run_sync(self._target.start())
+        return self
+
+    def __enter__(self) -> SyncComputerBox:
+        return self.start()
+
+    wait_until_ready = blocking(ComputerBox.wait_until_ready)
+    screenshot = blocking(ComputerBox.screenshot)
+    mouse_move = blocking(ComputerBox.mouse_move)
+    left_click = blocking(ComputerBox.left_click)
+    right_click = blocking(ComputerBox.right_click)
+    middle_click = blocking(ComputerBox.middle_click)
+    double_click = blocking(ComputerBox.double_click)
+    triple_click = blocking(ComputerBox.triple_click)
+    left_click_drag = blocking(ComputerBox.left_click_drag)
+    cursor_position = blocking(ComputerBox.cursor_position)
+    type = blocking(ComputerBox.type)
+    key = blocking(ComputerBox.key)
+    scroll = blocking(ComputerBox.scroll)
+    get_screen_size = blocking(ComputerBox.get_screen_size)
+
+
 __all__ = [
     "SyncBox",
     "SyncBoxlite",
     "SyncCodeBox",
+    "SyncComputerBox",
     "SyncExecution",
     "SyncImages",
     "SyncSimpleBox",
