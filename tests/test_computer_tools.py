@@ -70,11 +70,17 @@ async def open_terminal(box: boxlite.ComputerBox, title: str) -> tuple[int, int]
     await box.box.exec(
         "xterm", ["-T", title, "-geometry", "60x8+40+40", "-e", "sh"], user=DESKTOP_USER, working_dir="/home/user"
     )
-    found = await box.exec("xdotool", "search", "--sync", "--onlyvisible", "--name", f"^{title}$", timeout=120)
-    assert found.exit_code == 0, found.stderr
-    geometry = await box.exec("xdotool", "getwindowgeometry", "--shell", found.stdout.split()[0])
-    fields = dict(line.split("=", 1) for line in geometry.stdout.split())
-    return int(fields["X"]) + int(fields["WIDTH"]) // 2, int(fields["Y"]) + int(fields["HEIGHT"]) // 2
+    # Polled, not `search --sync`: a window mapped while xdotool walks the tree fails it (BadWindow).
+    for _ in range(240):
+        found = await box.exec("xdotool", "search", "--onlyvisible", "--name", f"^{title}$")
+        if found.exit_code == 0 and found.stdout.strip():
+            geometry = await box.exec("xdotool", "getwindowgeometry", "--shell", found.stdout.split()[0])
+            if geometry.exit_code == 0:
+                fields = dict(line.split("=", 1) for line in geometry.stdout.split())
+                await asyncio.sleep(1)  # the shell in it starts
+                return int(fields["X"]) + int(fields["WIDTH"]) // 2, int(fields["Y"]) + int(fields["HEIGHT"]) // 2
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the terminal {title!r} did not open")
 
 
 async def file_in_box(box: boxlite.ComputerBox, path: str) -> str:
