@@ -99,6 +99,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def vmms_under(home: Path) -> list[int]:
+    """Live (non-zombie) QEMU processes of boxes whose home directory is ``home``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-system" in cmdline and f"{home}/boxes/" in cmdline and pid_alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
 @pytest.fixture(scope="session")
 def plot_image() -> str:
     """The python image plus matplotlib (``python-plot``), for the agent-tool tests."""

@@ -25,7 +25,7 @@ import pytest
 from boxlite.contract import TIMEOUT_EXIT_CODE
 from boxlite.mcp.options import parse_options
 from boxlite.tools import descriptions
-from conftest import SPAWN_AND_SPIN, pid_alive
+from conftest import SPAWN_AND_SPIN, pid_alive, vmms_under
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -66,21 +66,6 @@ def server_env(home: Path) -> dict[str, str]:
 
 def server_args(image: str, *extra: str) -> list[str]:
     return ["-m", "boxlite.mcp", "--image", image, "--memory", "512", "--pool-size", "2", "--warm", "1", *extra]
-
-
-def vmms_under(home: Path) -> list[int]:
-    """Live QEMU processes of boxes of ``home``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in cmdline and f"{home}/boxes/" in cmdline and pid_alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:

@@ -17,7 +17,7 @@ import boxlite
 import pytest
 from boxlite.pool import BoxPool, Lease
 from boxlite.sync_api import SyncBox
-from conftest import pid_alive
+from conftest import pid_alive, vmms_under
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +45,6 @@ def vmm_pid(lease: Lease) -> int:
     pid = lease.box.info().vmm_pid
     assert pid is not None
     return pid
-
-
-def vmms_under(home: Path) -> list[int]:
-    """Live (non-zombie) QEMU processes of boxes whose home directory is ``home``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in cmdline and f"{home}/boxes/" in cmdline and pid_alive(int(entry.name)):
-            pids.append(int(entry.name))
-    return pids
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 30.0) -> None:

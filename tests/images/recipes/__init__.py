@@ -12,7 +12,7 @@ import importlib
 from imagebuild.spec import ImageSpec
 
 #: Recipe modules, in the order images are listed.
-RECIPES = ("busybox", "layered", "python", "python_plot", "desktop")
+RECIPES = ("busybox", "layered", "python", "python_plot", "desktop", "browser")
 
 
 def load_images() -> dict[str, ImageSpec]:

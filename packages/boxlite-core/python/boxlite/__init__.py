@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from . import contract, errors, pool, sync_api
 from ._runtime.files import FileInfo
+
+# BrowserBox (issue 11)
+from .browserbox import BrowserBox, BrowserBoxOptions, BrowserStartError
 from .codebox import CodeBox
 from .computerbox import ComputerBox, Screenshot
 from .contract import TIMEOUT_EXIT_CODE
@@ -27,7 +30,16 @@ from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
-from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncComputerBox, SyncExecution, SyncSimpleBox, run_sync
+from .sync_api import (
+    SyncBox,
+    SyncBoxlite,
+    SyncBrowserBox,
+    SyncCodeBox,
+    SyncComputerBox,
+    SyncExecution,
+    SyncSimpleBox,
+    run_sync,
+)
 
 __version__ = "0.1.0"
 
@@ -45,6 +57,9 @@ __all__ = [
     "Boxlite",
     "BoxliteConflictError",
     "BoxliteError",
+    "BrowserBox",
+    "BrowserBoxOptions",
+    "BrowserStartError",
     "CodeBox",
     "ComputerBox",
     "ExecResult",
@@ -72,6 +87,7 @@ __all__ = [
     "SimpleBox",
     "SyncBox",
     "SyncBoxlite",
+    "SyncBrowserBox",
     "SyncCodeBox",
     "SyncComputerBox",
     "SyncExecution",

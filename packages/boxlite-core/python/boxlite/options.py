@@ -6,7 +6,7 @@ Pydantic checks types and shapes here; ranges and semantics are checked once, by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,15 @@ def normalize_env(env: Mapping[str, str] | list[tuple[str, str]] | None) -> list
     if isinstance(env, Mapping):
         return [(str(k), str(v)) for k, v in env.items()]
     return [(str(k), str(v)) for k, v in env]
+
+
+def normalize_args(args: Sequence[str] | str | None) -> list[str]:
+    """Accepts a command's arguments as a sequence, one string (one argument) or None; returns a list."""
+    if args is None:
+        return []
+    if isinstance(args, str):
+        return [args]
+    return [str(a) for a in args]
 
 
 class Options(BaseModel):

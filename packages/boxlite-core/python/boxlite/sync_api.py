@@ -20,9 +20,11 @@ in ``_loop.py``; its functions are re-exported here, where callers have always f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
@@ -35,12 +37,17 @@ from ._loop import iterate_sync as iterate_sync
 from ._loop import loop as loop
 from ._loop import run_in_library_loop as run_in_library_loop
 from ._loop import run_sync as run_sync
+from .browserbox import BrowserBox, BrowserBoxArgs, BrowserBoxOptions
 from .codebox import CodeBox
 from .computerbox import ComputerBox, ComputerBoxArgs
 from .images import Images
-from .options import BoxOptions, Options
+from .options import BoxOptions, NetworkSpec, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .simplebox import SimpleBox, SimpleBoxArgs
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser as SyncPlaywrightBrowser
+    from playwright.sync_api import Playwright as SyncPlaywright
 
 
 class SyncExecStdin(AsyncProxy[ExecStdin]):
@@ -350,9 +357,101 @@ class SyncComputerBox(SyncSimpleBox):
     get_screen_size = blocking(ComputerBox.get_screen_size)
 
 
+# BrowserBox (issue 11)
+class SyncBrowserBox(SyncSimpleBox):
+    """:class:`~boxlite.BrowserBox` with blocking methods: ``with SyncBrowserBox() as box:``.
+
+    Takes the same arguments as :class:`~boxlite.BrowserBox`. :meth:`connect` returns
+    Playwright's *sync* ``Browser``: the box's own calls run on the library's event loop thread
+    (as every sync call does), while Playwright's sync API runs in the calling thread, which
+    therefore must not be running an event loop (Playwright's rule: in a Jupyter cell or an
+    async handler, use :class:`~boxlite.BrowserBox` and its async ``connect()``).
+    """
+
+    _async_class = BrowserBox
+
+    def __init__(
+        self,
+        options: BrowserBoxOptions | None = None,
+        runtime: Boxlite | None = None,
+        *,
+        image: str | None = None,
+        network: NetworkSpec | list[str] | None = None,
+        **box_options: Unpack[BrowserBoxArgs],
+    ) -> None:
+        AsyncProxy.__init__(self, BrowserBox(options, runtime, image=image, network=network, **box_options))
+        self._sync_playwright: SyncPlaywright | None = None
+        self._sync_browsers: list[SyncPlaywrightBrowser] = []
+
+    @property
+    def browser_box(self) -> BrowserBox:
+        """The async box this wraps."""
+        assert isinstance(self._target, BrowserBox)
+        return self._target
+
+    @property
+    def browser(self) -> str:
+        """The browser's name (``"chromium"``, ``"firefox"`` or ``"webkit"``)."""
+        return self.browser_box.browser
+
+    @property
+    def cdp_port(self) -> int:
+        """The host port (on 127.0.0.1) of the DevTools protocol."""
+        return self.browser_box.cdp_port
+
+    @property
+    def port(self) -> int:
+        """The host port (on 127.0.0.1) of the Playwright server."""
+        return self.browser_box.port
+
+    def start(self) -> SyncBrowserBox:
+        """Boots the box and starts the browser in it."""
+        run_sync(self._target.start())
+        return self
+
+    def __enter__(self) -> SyncBrowserBox:
+        return self.start()
+
+    endpoint = blocking(BrowserBox.endpoint)
+    playwright_endpoint = blocking(BrowserBox.playwright_endpoint)
+
+    def connect(self, timeout: float = 60) -> SyncPlaywrightBrowser:
+        """A Playwright sync ``Browser`` connected to the box's browser (see the class notes)."""
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError as e:
+            raise ImportError(
+                "SyncBrowserBox.connect() needs Playwright for Python: pip install 'boxlite-core[browser]'"
+            ) from e
+        box = self.browser_box
+        ws = self.endpoint(timeout) if box.browser == "chromium" else self.playwright_endpoint(timeout)
+        if self._sync_playwright is None:
+            self._sync_playwright = sync_playwright().start()
+        kind: Any = getattr(self._sync_playwright, box.browser)
+        if box.browser == "chromium":
+            browser: SyncPlaywrightBrowser = kind.connect_over_cdp(ws, timeout=timeout * 1000)
+        else:
+            browser = kind.connect(ws, timeout=timeout * 1000)
+        self._sync_browsers.append(browser)
+        return browser
+
+    def shutdown(self) -> None:
+        """Disconnects Playwright, then stops the box (and the browser in it)."""
+        for browser in self._sync_browsers:
+            with contextlib.suppress(Exception):
+                browser.close()
+        self._sync_browsers.clear()
+        if self._sync_playwright is not None:
+            playwright, self._sync_playwright = self._sync_playwright, None
+            with contextlib.suppress(Exception):
+                playwright.stop()
+        run_sync(self._target.shutdown())
+
+
 __all__ = [
     "SyncBox",
     "SyncBoxlite",
+    "SyncBrowserBox",
     "SyncCodeBox",
     "SyncComputerBox",
     "SyncExecution",

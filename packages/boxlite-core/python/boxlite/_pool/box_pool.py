@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from .. import sync_api
-from ..codebox import default_image
 from ..errors import InvalidOptionError
 from ..options import BoxOptions
 from ..runtime import Box, Boxlite
 from .health import default_health_check
 from .lease import Lease
+from .settings import checked_pool_settings
 from .sync import _SyncPool
 
 
@@ -58,23 +58,19 @@ class BoxPool(_SyncPool):
         prepare: Callable[[Box], Awaitable[Any]] | None = None,
         health_check: Callable[[Box], Awaitable[bool]] | None = None,
     ) -> None:
-        if max_size < 1:
-            raise InvalidOptionError(f"BoxPool max_size must be at least 1, got {max_size}")
-        if not 0 <= min_idle <= max_size:
-            raise InvalidOptionError(f"BoxPool min_idle must be between 0 and max_size ({max_size}), got {min_idle}")
-        if max_uses < 1:
-            raise InvalidOptionError(f"BoxPool max_uses must be at least 1, got {max_uses}")
+        options = checked_pool_settings(
+            "BoxPool",
+            options,
+            size_name="max_size",
+            max_size=max_size,
+            min_idle=min_idle,
+            max_uses=max_uses,
+            acquire_timeout=acquire_timeout,
+        )
         if max_lifetime is not None and max_lifetime <= 0:
             raise InvalidOptionError(f"BoxPool max_lifetime must be positive seconds or None, got {max_lifetime}")
-        if acquire_timeout < 0:
-            raise InvalidOptionError(f"BoxPool acquire_timeout must be >= 0 seconds, got {acquire_timeout}")
         if exhaustion not in ("wait", "fail"):
             raise InvalidOptionError(f"BoxPool exhaustion must be 'wait' or 'fail', got {exhaustion!r}")
-        options = options if options is not None else BoxOptions(image=default_image())
-        if options.name is not None:
-            raise InvalidOptionError(
-                f"BoxPool options must not set a name ({options.name!r}): the pool's boxes cannot share one"
-            )
         self._options = options
         self._runtime = runtime
         self.min_idle = min_idle

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .. import _bridge, _engine
-from ..options import normalize_env
+from ..options import normalize_args, normalize_env
 from .execution import Execution
 from .files import FileOps
 from .info import BoxInfo, BoxMetrics
@@ -19,14 +19,6 @@ if TYPE_CHECKING:
 
 #: Terminal size of a ``tty=True`` execution until it is resized (rows, columns).
 DEFAULT_TTY_SIZE = (24, 80)
-
-
-def _exec_args(args: Sequence[str] | str | None) -> list[str]:
-    if args is None:
-        return []
-    if isinstance(args, str):
-        return [args]
-    return [str(a) for a in args]
 
 
 class Box(FileOps):
@@ -69,7 +61,7 @@ class Box(FileOps):
         ``tty=True`` runs it on a pseudo-terminal (24x80 until :meth:`~Execution.resize_tty`).
         ``max_output_bytes`` caps each stream in ``wait()``'s result (default: the box's).
         """
-        argv, pairs = _exec_args(args), normalize_env(env)
+        argv, pairs = normalize_args(args), normalize_env(env)
         size = DEFAULT_TTY_SIZE if tty else None
         inner = await _bridge.call(
             lambda c: self._inner.exec(
@@ -93,7 +85,7 @@ class Box(FileOps):
         call, with stdin reading ``/dev/null``. A cancelled call kills the execution's processes.
         Each stream keeps at most ``max_output_bytes`` (default: the box's); see :class:`ExecResult`.
         """
-        argv, pairs = _exec_args(args), normalize_env(env)
+        argv, pairs = normalize_args(args), normalize_env(env)
         output = await _bridge.call(
             lambda c: self._inner.exec(
                 c, str(cmd), argv, pairs, working_dir, user, False, timeout, None, True, max_output_bytes

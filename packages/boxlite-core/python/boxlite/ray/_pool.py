@@ -18,7 +18,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from .._blocking import blocking
-from ..codebox import default_image
+from .._pool.settings import checked_pool_settings
 from ..errors import InvalidOptionError, PoolClosedError, PoolExhaustedError
 from ..options import BoxOptions
 from . import _stats
@@ -126,21 +126,15 @@ class RayBoxPool:
         home_dir: str | None = None,
         resource: str = RESOURCE,
     ) -> None:
-        if per_node_max < 1:
-            raise InvalidOptionError(f"RayBoxPool per_node_max must be at least 1, got {per_node_max}")
-        if not 0 <= min_idle <= per_node_max:
-            raise InvalidOptionError(
-                f"RayBoxPool min_idle must be between 0 and per_node_max ({per_node_max}), got {min_idle}"
-            )
-        if max_uses < 1:
-            raise InvalidOptionError(f"RayBoxPool max_uses must be at least 1, got {max_uses}")
-        if acquire_timeout < 0:
-            raise InvalidOptionError(f"RayBoxPool acquire_timeout must be >= 0 seconds, got {acquire_timeout}")
-        options = options if options is not None else BoxOptions(image=default_image())
-        if options.name is not None:
-            raise InvalidOptionError(
-                f"RayBoxPool options must not set a name ({options.name!r}): the pool's boxes cannot share one"
-            )
+        options = checked_pool_settings(
+            "RayBoxPool",
+            options,
+            size_name="per_node_max",
+            max_size=per_node_max,
+            min_idle=min_idle,
+            max_uses=max_uses,
+            acquire_timeout=acquire_timeout,
+        )
         self._options = options
         self.per_node_max = per_node_max
         self.min_idle = min_idle

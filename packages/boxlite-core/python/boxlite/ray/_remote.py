@@ -23,7 +23,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 
 from .._runtime.files import DEFAULT_READ_MAX_BYTES, _check_path
-from ..options import normalize_env
+from ..options import normalize_args, normalize_env
 from ..runtime import BoxMetrics, ExecOutputStream, ExecResult, ExecStdin, FileInfo
 from . import _transfer
 from ._errors import BoxLostError
@@ -214,7 +214,7 @@ class RemoteBox:
         key = await self._call(
             "exec",
             str(cmd),
-            _args(args),
+            normalize_args(args),
             normalize_env(env),
             working_dir=working_dir,
             user=user,
@@ -239,7 +239,7 @@ class RemoteBox:
         result: ExecResult = await self._call(
             "run",
             str(cmd),
-            _args(args),
+            normalize_args(args),
             normalize_env(env),
             working_dir=working_dir,
             user=user,
@@ -314,14 +314,6 @@ class RemoteBox:
 
     def __repr__(self) -> str:
         return f"<boxlite.ray.RemoteBox id={self._id} node={self.node_id}>"
-
-
-def _args(args: Sequence[str] | str | None) -> list[str]:
-    if args is None:
-        return []
-    if isinstance(args, str):
-        return [args]
-    return [str(a) for a in args]
 
 
 __all__ = ["BLOCKING_CALL_TIMEOUT", "NodeLink", "RemoteBox", "RemoteExecution"]

@@ -37,9 +37,16 @@ fn host_kernel_release() -> String {
         .to_owned()
 }
 
-fn warn_once(choice: &AccelChoice) {
+/// Says once per process that boxes are emulated: a warning when the probe chose TCG (the user
+/// may fix KVM), information only when the user asked for it with `BOXLITE_ACCEL`.
+fn warn_once(choice: &AccelChoice, forced: bool) {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if choice.accel == Accel::Tcg && !WARNED.swap(true, Ordering::Relaxed) {
+    if choice.accel != Accel::Tcg || WARNED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if forced {
+        tracing::info!("boxes run under TCG emulation: {}", choice.reason);
+    } else {
         tracing::warn!(
             "boxes run under TCG emulation (much slower than hardware virtualisation): {}. \
              Set BOXLITE_ACCEL=tcg to skip the hardware check.",
@@ -66,7 +73,7 @@ pub async fn choose(
             accel,
             reason: "forced by BOXLITE_ACCEL".into(),
         };
-        warn_once(&choice);
+        warn_once(&choice, true);
         return Ok(choice);
     }
     let key = format!(
@@ -80,7 +87,7 @@ pub async fn choose(
         .and_then(|b| serde_json::from_slice::<CachedVerdict>(&b).map_err(|_| ()))
     {
         if cached.key == key {
-            warn_once(&cached.choice);
+            warn_once(&cached.choice, false);
             return Ok(cached.choice);
         }
     }
@@ -93,7 +100,7 @@ pub async fn choose(
         })
         .unwrap_or_default(),
     );
-    warn_once(&choice);
+    warn_once(&choice, false);
     Ok(choice)
 }
 

@@ -70,7 +70,8 @@ impl Runtime {
             let paused = record.info.status == BoxStatus::Paused;
             match litebox.attach(Box::new(adopted), paused).await {
                 Ok(()) => {
-                    tracing::warn!(id = %record.id, "reattached a kept box whose owning process died");
+                    // The usual case of a detached box (`boxlite run -d`, then any later command): not a warning.
+                    tracing::info!(id = %record.id, "reattached a kept box whose owning process exited");
                     self.boxes
                         .lock()
                         .expect("boxes lock")
