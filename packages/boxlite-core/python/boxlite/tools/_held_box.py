@@ -81,7 +81,7 @@ class _HeldBox(Generic[B]):
                 if not self._accepts(lease.resource):
                     raise ToolSandboxError(
                         f"the pool's leases carry {type(lease.resource).__name__}, not a {self._kind}: "
-                        f"make the pool with the create_*_pool function of boxlite.tools"
+                        f"give the pool a prepare= that returns the {self._kind} to drive for each box"
                     )
                 self._lease = lease
                 box: B = lease.resource

@@ -94,8 +94,9 @@ class BrowserToolSession:
             drive; its owner stops it. Without ``box`` and ``pool``, the session starts a
             ``BrowserBox(options=options, runtime=runtime)`` on its first call and stops it on
             :meth:`close`.
-        pool: A pool from :func:`~boxlite.tools.create_browser_pool`: the session leases one
-            box on its first call and holds it until :meth:`close`.
+        pool: A :class:`~boxlite.pool.BoxPool` whose ``prepare`` returns, for each of its boxes,
+            the browser box to drive (the lease's ``resource``): the session leases one on its
+            first call and holds it until :meth:`close`.
         options: The ``BrowserBoxOptions`` of the box the session starts.
         runtime: The runtime of the box the session starts (default :meth:`Boxlite.default`).
         max_output_chars: Characters of page text :meth:`read_text` returns at most.

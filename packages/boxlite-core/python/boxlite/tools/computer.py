@@ -104,8 +104,9 @@ class ComputerToolSession:
             :class:`Desktop`); its owner stops it. Without ``box`` and ``pool``, the session
             starts a ``ComputerBox(**box_options, runtime=runtime)`` on its first call, waits
             until its desktop is ready, and stops it on :meth:`close`.
-        pool: A pool from :func:`~boxlite.tools.create_computer_pool`: the session leases one
-            box on its first call and holds it until :meth:`close`.
+        pool: A :class:`~boxlite.pool.BoxPool` whose ``prepare`` returns, for each of its boxes,
+            the desktop to drive (the lease's ``resource``): the session leases one on its first
+            call and holds it until :meth:`close`.
         runtime: The runtime of the box the session starts.
         screenshot_after_action: Return a screenshot after every action that changes the screen
             (as model providers' reference tools do); ``False`` returns text only.
