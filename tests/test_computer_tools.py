@@ -141,6 +141,16 @@ async def test_session_without_screenshots_after_actions(desktop: boxlite.Comput
     assert (await desktop.cursor_position()) == (30, 40)
 
 
+async def test_sync_call_inside_a_running_loop(desktop: boxlite.ComputerBox) -> None:
+    asyncio.get_running_loop()
+    # invoke() (not ainvoke) runs the tool's sync _run from this loop's thread.
+    tool = BoxLiteComputerTool(box=desktop)
+    await desktop.mouse_move(7, 9)
+    assert tool.invoke({"action": "cursor_position"}) == "X=7,Y=9"
+    content = tool.invoke({"action": "screenshot"})
+    assert isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "image" for b in content)
+
+
 async def test_crewai_agent_uses_the_desktop(desktop: boxlite.ComputerBox, tmp_path: Path) -> None:
     x, y = await open_terminal(desktop, "crew-term")
     tool = CrewComputerTool(box=desktop, images_dir=tmp_path)
