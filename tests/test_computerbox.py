@@ -106,9 +106,19 @@ async def open_xterm(desktop: boxlite.ComputerBox, title: str, geometry: str) ->
     await desktop.box.exec(
         "xterm", ["-T", title, "-geometry", geometry, "-e", "sh"], user=DESKTOP_USER, working_dir="/home/user"
     )
-    found = await desktop.exec("xdotool", "search", "--sync", "--onlyvisible", "--name", f"^{title}$", timeout=120)
-    assert found.exit_code == 0, found.stderr
-    return found.stdout.split()[0]
+    return await find_window(desktop, title)
+
+
+async def find_window(desktop: boxlite.ComputerBox, title: str) -> str:
+    """The id of the visible window named ``title``, once there is one."""
+    deadline = time.monotonic() + 120
+    while True:
+        # A window that goes away while xdotool walks the tree ends it with BadWindow: look again.
+        found = await desktop.exec("xdotool", "search", "--onlyvisible", "--name", f"^{title}$")
+        if found.exit_code == 0 and found.stdout.split():
+            return found.stdout.split()[0]
+        assert time.monotonic() < deadline, f"no window {title!r} within 120 s: {found.stderr}"
+        await asyncio.sleep(0.5)
 
 
 async def window_origin(desktop: boxlite.ComputerBox, window: str) -> tuple[int, int]:
@@ -222,9 +232,8 @@ async def test_clicks_reach_the_x_server(desktop: boxlite.ComputerBox) -> None:
     await desktop.box.exec(
         "sh", ["-c", "stdbuf -oL xev -geometry 300x200+600+400 -event button > /tmp/xev.log"], user=DESKTOP_USER
     )
-    found = await desktop.exec("xdotool", "search", "--sync", "--onlyvisible", "--name", "^Event Tester$", timeout=120)
-    assert found.exit_code == 0, found.stderr
-    x, y = await window_origin(desktop, found.stdout.split()[0])
+    window = await find_window(desktop, "Event Tester")
+    x, y = await window_origin(desktop, window)
     await desktop.mouse_move(x + 150, y + 100)
     for click in (desktop.left_click, desktop.middle_click, desktop.right_click, desktop.double_click):
         await click()
@@ -239,7 +248,7 @@ async def test_clicks_reach_the_x_server(desktop: boxlite.ComputerBox) -> None:
     buttons = [line.split("button ")[1].split(",")[0] for line in log.splitlines() if "button " in line]
     releases = buttons[1::2]
     assert releases == ["1", "2", "3", "1", "1", "1", "1", "1"], log
-    await desktop.exec("xdotool", "windowclose", found.stdout.split()[0])
+    await desktop.exec("xdotool", "windowclose", window)
 
 
 async def test_the_web_desktop_answers_on_its_port(desktop: boxlite.ComputerBox) -> None:
@@ -249,11 +258,21 @@ async def test_the_web_desktop_answers_on_its_port(desktop: boxlite.ComputerBox)
         with urllib.request.urlopen(url, timeout=30, context=context) as response:
             return response.status, response.read().decode()
 
-    status, page = await asyncio.to_thread(get, desktop.gui_url)
+    async def get_eventually(url: str) -> tuple[int, str]:
+        # The web desktop starts after the window manager: it may still be starting.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                return await asyncio.to_thread(get, url)
+            except OSError:
+                assert time.monotonic() < deadline, f"{url} did not answer within 120 s"
+                await asyncio.sleep(1)
+
+    status, page = await get_eventually(desktop.gui_url)
     assert status == 200 and "vnc.html" in page
-    status, page = await asyncio.to_thread(get, f"{desktop.gui_url}vnc.html")
+    status, page = await get_eventually(f"{desktop.gui_url}vnc.html")
     assert status == 200 and "noVNC" in page
-    status, page = await asyncio.to_thread(get, f"https://127.0.0.1:{desktop.gui_https_port}/vnc.html")
+    status, page = await get_eventually(f"https://127.0.0.1:{desktop.gui_https_port}/vnc.html")
     assert status == 200 and "noVNC" in page
     # The page's websocket reaches the desktop's VNC server: it greets with its protocol version.
     greeting = await asyncio.to_thread(vnc_greeting_over_websocket, desktop.gui_http_port)
@@ -285,7 +304,9 @@ def vnc_greeting_over_websocket(port: int) -> bytes:
 
 
 def test_the_seed_example_runs_unchanged(desktop_image: str, tmp_path: Path) -> None:
-    env = dict(os.environ, BOXLITE_HOME=str(tmp_path / "home"), BOXLITE_COMPUTER_IMAGE=desktop_image)
+    # The example runs in tmp_path: it imports the boxlite this test imported, however that was found.
+    path = os.pathsep.join([str(Path(boxlite.__file__).parent.parent), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, BOXLITE_HOME=str(tmp_path / "home"), BOXLITE_COMPUTER_IMAGE=desktop_image, PYTHONPATH=path)
     done = subprocess.run(
         [sys.executable, "-c", SEED_EXAMPLE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
     )

@@ -52,7 +52,7 @@ WEB_CLIENT_PACKAGE = "novnc"
 USER, UID, HOME = "user", 1000, "/home/user"
 
 START_SCRIPT = """#!/bin/sh
-# Starts the desktop: Xvfb, icewm, x11vnc and noVNC (websockify), each as the user "user".
+# Starts the desktop: Xvfb, icewm, then x11vnc and noVNC (websockify), each as the user "user".
 # Run as root; stays in the foreground while they run. Logs in /tmp/boxlite-desktop/.
 set -eu
 : "${DISPLAY:=:1}"
@@ -62,8 +62,9 @@ set -eu
 : "${BOXLITE_GUI_HTTPS_PORT:=3001}"
 export DISPLAY
 logs=/tmp/boxlite-desktop
-mkdir -p "$logs"
+mkdir -p "$logs" /tmp/.X11-unix
 chown user:user "$logs"
+chmod 1777 /tmp/.X11-unix
 as_user() {
     setpriv --reuid=user --regid=user --init-groups \\
         env HOME=/home/user USER=user LOGNAME=user SHELL=/bin/sh "$@"
@@ -81,6 +82,13 @@ until xdpyinfo >/dev/null 2>&1; do
     sleep 0.1
 done
 (cd /home/user && as_user icewm >"$logs/icewm.log" 2>&1) &
+# The web desktop starts once icewm has the display, so that they do not compete for the CPU.
+tries=0
+until xprop -root _NET_SUPPORTING_WM_CHECK 2>/dev/null | grep -q 'window id'; do
+    tries=$((tries + 1))
+    [ "$tries" -gt 600 ] && break
+    sleep 0.1
+done
 as_user x11vnc -display "$DISPLAY" -forever -shared -nopw -localhost -rfbport 5900 \\
     -noxdamage -quiet >"$logs/x11vnc.log" 2>&1 &
 as_user websockify --web /usr/share/novnc "$BOXLITE_GUI_HTTP_PORT" 127.0.0.1:5900 \\
