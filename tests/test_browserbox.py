@@ -21,10 +21,12 @@ from build_images import build_images
 from conftest import pid_alive
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Page
 
 #: Chromium's cold start under TCG on a busy 2-core machine; the readiness wait is generous.
 READY = 300
+#: Playwright's wait for one page action (ms): a new renderer under TCG takes tens of seconds.
+PAGE_TIMEOUT = 240_000
 
 PAGE = """<!doctype html><html><head><title>{title}</title></head>
 <body><h1 id="greeting">hello from {where}</h1><p id="n">{n}</p></body></html>"""
@@ -63,6 +65,14 @@ async def browser(bbox: BrowserBox) -> Browser:
     return await bbox.connect(timeout=READY)
 
 
+@pytest.fixture(scope="module")
+async def page(browser: Browser) -> Page:
+    """One page shared by the tests (each new page starts a renderer: tens of seconds under TCG)."""
+    page = await browser.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT)
+    return page
+
+
 def version_of(port: int) -> dict[str, str]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=10) as response:
         value: dict[str, str] = json.loads(response.read())
@@ -89,8 +99,8 @@ async def test_the_browser_runs_unprivileged_with_its_profile_in_the_box(bbox: B
     uids = await bbox.exec(
         "sh",
         "-c",
-        "for p in /proc/[0-9]*; do case \"$(tr '\\0' ' ' < $p/cmdline 2>/dev/null)\" in "
-        "*remote-debugging-port*) awk '/^Uid:/ {print $2}' $p/status;; esac; done",
+        'for p in /proc/[0-9]*; do case "$(readlink $p/exe)" in '
+        "*/chromium*) awk '/^Uid:/ {print $2}' $p/status;; esac; done",
     )
     assert uids.stdout.split(), f"no Chromium process found: {uids}"
     assert set(uids.stdout.split()) == {"1000"}, uids.stdout
@@ -98,47 +108,37 @@ async def test_the_browser_runs_unprivileged_with_its_profile_in_the_box(bbox: B
     assert profile.is_dir
 
 
-async def test_a_page_from_a_volume_title_and_javascript(browser: Browser) -> None:
-    page = await browser.new_page()
-    try:
-        await page.goto("file:///srv/pages/index.html")
-        assert await page.title() == "Volume page"
-        assert await page.evaluate("Number(document.querySelector('#n').textContent) + 1") == 42
-        assert await page.evaluate("navigator.userAgent.includes('Chrome')")
-    finally:
-        await page.close()
+async def test_a_page_from_a_volume_title_and_javascript(page: Page) -> None:
+    await page.goto("file:///srv/pages/index.html")
+    assert await page.title() == "Volume page"
+    assert await page.evaluate("Number(document.querySelector('#n').textContent) + 1") == 42
+    assert await page.evaluate("navigator.userAgent.includes('Chrome')")
 
 
-async def test_a_page_written_inside_the_box(bbox: BrowserBox, browser: Browser) -> None:
+async def test_a_page_written_inside_the_box(bbox: BrowserBox, page: Page) -> None:
     await bbox.write_file("/tmp/inside.html", PAGE.format(title="Inside page", where="the box", n=7))
-    page = await browser.new_page()
+    await page.goto("file:///tmp/inside.html")
+    assert await page.title() == "Inside page"
+    assert await page.text_content("#greeting") == "hello from the box"
+
+
+async def test_a_screenshot_is_a_png_of_the_viewport(page: Page) -> None:
+    await page.set_viewport_size({"width": 640, "height": 480})
+    await page.goto("file:///srv/pages/index.html")
+    data = await page.screenshot()
+    assert png_size(data) == (640, 480)
+    assert len(data) > 1000, "a blank page compresses to less: the text was not rendered"
+
+
+async def test_two_pages_at_once(browser: Browser, page: Page) -> None:
+    second = await browser.new_page()
+    second.set_default_timeout(PAGE_TIMEOUT)
     try:
-        await page.goto("file:///tmp/inside.html")
-        assert await page.title() == "Inside page"
-        assert await page.text_content("#greeting") == "hello from the box"
-    finally:
-        await page.close()
-
-
-async def test_a_screenshot_is_a_png_of_the_viewport(browser: Browser) -> None:
-    page = await browser.new_page(viewport={"width": 640, "height": 480})
-    try:
-        await page.goto("file:///srv/pages/index.html")
-        data = await page.screenshot()
-        assert png_size(data) == (640, 480)
-        assert len(data) > 1000, "a blank page compresses to less: the text was not rendered"
-    finally:
-        await page.close()
-
-
-async def test_two_pages_at_once(browser: Browser) -> None:
-    first, second = await browser.new_page(), await browser.new_page()
-    try:
-        await asyncio.gather(first.goto("file:///srv/pages/index.html"), second.goto("file:///srv/pages/second.html"))
-        assert (await first.title(), await second.title()) == ("Volume page", "Second page")
+        await asyncio.gather(page.goto("file:///srv/pages/index.html"), second.goto("file:///srv/pages/second.html"))
+        assert (await page.title(), await second.title()) == ("Volume page", "Second page")
         assert await second.evaluate("document.querySelector('#n').textContent") == "2"
+        assert len(browser.contexts) >= 2
     finally:
-        await first.close()
         await second.close()
 
 
@@ -157,6 +157,7 @@ def _second_box_through_the_sync_api(runtime: boxlite.Boxlite, image: str, first
             box.endpoint(timeout=0.1)
         browser = box.connect(timeout=READY)
         page = browser.new_page()
+        page.set_default_timeout(PAGE_TIMEOUT)
         page.set_content("<title>Sync page</title>")
         seen["title"] = page.title()
         seen["ports"] = (box.cdp_port, first_port)
@@ -181,8 +182,12 @@ async def test_a_second_box_at_once_then_a_clean_stop(
             break
         await asyncio.sleep(0.1)
     assert not pid_alive(pid), "the stopped box's QEMU is still running"
+    # The host port is free again: a listener can take it (SO_REUSEADDR: the forwarder's closed
+    # connections may linger in TIME_WAIT, which only a live listener would make fail).
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", seen["cdp_port"]))  # type: ignore[arg-type]
+        s.listen()
     # The shared box still answers.
     assert "Chrome" in (await asyncio.to_thread(version_of, bbox.cdp_port))["Browser"]
 

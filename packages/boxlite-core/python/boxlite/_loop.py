@@ -104,6 +104,8 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     try:
         return future.result(timeout)
     except concurrent.futures.TimeoutError:
+        if future.done() and not future.cancelled():
+            raise  # the coroutine's own TimeoutError (the same class since Python 3.11), not ours
         future.cancel()
         raise TimeoutError(f"the operation did not finish within {timeout} s and was cancelled") from None
     except BaseException:
