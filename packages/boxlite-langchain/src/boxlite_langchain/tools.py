@@ -6,16 +6,17 @@ from collections.abc import Awaitable
 from typing import Any, Literal, TypeVar
 
 from boxlite import run_sync
-from boxlite.tools import ListFilesInput as ListFilesInput
-from boxlite.tools import PythonInput as PythonInput
-from boxlite.tools import ReadFileInput as ReadFileInput
 from boxlite.tools import (
+    ActionResult,
     SandboxBoundTool,
     ToolResult,
     ToolSandbox,
     descriptions,
     guard_sandbox,
 )
+from boxlite.tools import ListFilesInput as ListFilesInput
+from boxlite.tools import PythonInput as PythonInput
+from boxlite.tools import ReadFileInput as ReadFileInput
 from boxlite.tools import ShellInput as ShellInput
 from boxlite.tools import WriteFileInput as WriteFileInput
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -29,7 +30,7 @@ T = TypeVar("T")
 ToolContent = str | list[str | dict[str, Any]]
 
 
-def to_content(result: ToolResult) -> ToolContent:
+def to_content(result: ToolResult | ActionResult) -> ToolContent:
     """The result text, with the images as standard LangChain image content blocks."""
     if not result.images:
         return result.to_text()

@@ -7,7 +7,7 @@ from typing import Any
 
 from boxlite import run_sync
 from boxlite.pool import LeasingPool
-from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ToolResult, ToolSandbox
+from boxlite.tools import DEFAULT_MAX_OUTPUT_CHARS, DEFAULT_TIMEOUT, ActionResult, ToolResult, ToolSandbox
 from llama_index.core.tools.tool_spec.base import BaseToolSpec
 
 try:  # Image blocks in tool output arrived with llama-index-core's content blocks.
@@ -21,7 +21,7 @@ except ImportError:  # pragma: no cover - older llama-index-core: results stay t
 PythonOutput = str | list[Any]
 
 
-def to_blocks(result: ToolResult) -> PythonOutput:
+def to_blocks(result: ToolResult | ActionResult) -> PythonOutput:
     """The result text, plus an ``ImageBlock`` per image where llama-index-core has them."""
     if not result.images or not _HAS_IMAGE_BLOCKS:
         return result.to_text()

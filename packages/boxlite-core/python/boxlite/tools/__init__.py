@@ -7,15 +7,23 @@ for results. The tools' arguments (``schemas.py``: the input schemas a model see
 check of a call's timeout), the guard that turns a sandbox failure into a framework's error
 (``guard.py``) and the base every adapter's tool mixes in (``adapter.py``: the constructor
 keywords, close) are here too: adapters only translate between this and their framework.
+
+The browser tool set (``browser.py``: navigate, click, type, read the page's text, screenshot on
+a ``BrowserBox`` through Playwright over CDP) and the computer-use tool (``computer.py``: the
+actions of model providers' computer tools on a ``ComputerBox``) are cores of the same kind:
+one session per tool set, holding one box, returning :class:`ActionResult` (text and images).
 """
 
 from __future__ import annotations
 
 from . import descriptions
-from .adapter import SandboxBoundTool
+from .adapter import ActionBoundTool, SandboxBoundTool
+from .browser import BrowserEndpoint, BrowserToolSession
+from .computer import ComputerToolSession, Desktop
 from .guard import guard_sandbox
 from .result import (
     DEFAULT_MAX_OUTPUT_CHARS,
+    ActionResult,
     FileEntry,
     ImageOutput,
     ToolResult,
@@ -32,6 +40,15 @@ from .sandbox import (
     resolve_image,
 )
 from .schemas import (
+    BROWSER_TOOLS,
+    COMPUTER_TOOL,
+    ActionTool,
+    BrowserClickInput,
+    BrowserNavigateInput,
+    BrowserReadTextInput,
+    BrowserScreenshotInput,
+    BrowserTypeInput,
+    ComputerInput,
     ListFilesInput,
     PythonInput,
     ReadFileInput,
@@ -41,10 +58,25 @@ from .schemas import (
 )
 
 __all__ = [
+    "BROWSER_TOOLS",
+    "COMPUTER_TOOL",
     "DEFAULT_MAX_OUTPUT_CHARS",
     "DEFAULT_OUTPUT_DIR",
     "DEFAULT_TIMEOUT",
+    "ActionBoundTool",
+    "ActionResult",
+    "ActionTool",
     "BoxSandbox",
+    "BrowserClickInput",
+    "BrowserEndpoint",
+    "BrowserNavigateInput",
+    "BrowserReadTextInput",
+    "BrowserScreenshotInput",
+    "BrowserToolSession",
+    "BrowserTypeInput",
+    "ComputerInput",
+    "ComputerToolSession",
+    "Desktop",
     "FileEntry",
     "ImageOutput",
     "ListFilesInput",

@@ -5,12 +5,17 @@ take) the tool's :class:`~boxlite.tools.ToolSandbox`, and closes it."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..pool import LeasingPool
+from .._loop import run_sync
+from ..pool import BoxPool, LeasingPool
 from ._sandbox import ToolSandbox
 from ._session import DEFAULT_TIMEOUT
-from .result import DEFAULT_MAX_OUTPUT_CHARS
+from .browser import BrowserToolSession
+from .computer import ComputerToolSession
+from .result import DEFAULT_MAX_OUTPUT_CHARS, ActionResult
+from .schemas import ActionTool
 
 
 class SandboxBoundTool:
@@ -56,4 +61,49 @@ class SandboxBoundTool:
         await self.sandbox.close()
 
 
-__all__ = ["SandboxBoundTool"]
+class ActionBoundTool:
+    """Mixed in before a framework's ``BaseTool`` (a pydantic model that declares a ``session``
+    field) for the browser and computer-use tools: the tool runs :attr:`action_tool`'s method of
+    its session (a :class:`~boxlite.tools.BrowserToolSession` or
+    :class:`~boxlite.tools.ComputerToolSession`). Without ``session=`` the tool makes one of
+    :attr:`session_class` from ``box`` (a started box to drive) or ``pool``; passing a session
+    and either of those is an error. Other keywords go to the framework's tool."""
+
+    #: The session the tool makes when not given one.
+    session_class: ClassVar[Callable[..., BrowserToolSession | ComputerToolSession]]
+
+    if TYPE_CHECKING:
+        # Declared by the framework's model (pydantic fields); not fields of this mixin.
+        session: BrowserToolSession | ComputerToolSession
+        action_tool: ActionTool
+
+    def __init__(
+        self,
+        *,
+        session: BrowserToolSession | ComputerToolSession | None = None,
+        box: Any = None,
+        pool: BoxPool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if session is None:
+            session = self.session_class(box, pool=pool)
+        elif box is not None or pool is not None:
+            raise ValueError("pass either session= or box=/pool=, not both")
+        super().__init__(session=session, **kwargs)  # type: ignore[call-arg]  # the framework's model
+
+    async def _perform(self, arguments: dict[str, Any]) -> ActionResult:
+        """Runs the tool's session method with the call's arguments (a failed action is a result;
+        a failure of the box raises :class:`~boxlite.errors.BoxliteError`)."""
+        method: Callable[..., Awaitable[ActionResult]] = getattr(self.session, self.action_tool.method)
+        return await method(**arguments)
+
+    def close(self) -> None:
+        """Ends the tool's session (stops the box it started, or returns its lease)."""
+        run_sync(self.session.close())
+
+    async def aclose(self) -> None:
+        """Ends the tool's session (stops the box it started, or returns its lease)."""
+        await self.session.close()
+
+
+__all__ = ["ActionBoundTool", "SandboxBoundTool"]

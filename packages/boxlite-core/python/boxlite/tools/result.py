@@ -101,14 +101,18 @@ class ToolResult:
 
         Names are made unique (a random prefix), so results never overwrite each other.
         """
-        target = Path(directory)
-        target.mkdir(parents=True, exist_ok=True)
-        saved = []
-        for image in self.images:
-            path = target / f"{uuid.uuid4().hex[:8]}-{image.name}"
-            path.write_bytes(image.data)
-            saved.append(path)
-        return saved
+        return _save_images(self.images, directory)
+
+
+def _save_images(images: tuple[ImageOutput, ...], directory: str | os.PathLike[str]) -> list[Path]:
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for image in images:
+        path = target / f"{uuid.uuid4().hex[:8]}-{image.name}"
+        path.write_bytes(image.data)
+        saved.append(path)
+    return saved
 
 
 @dataclass(frozen=True)
@@ -130,3 +134,32 @@ def format_listing(path: str, entries: list[FileEntry]) -> str:
     if not entries:
         return f"{path}: empty directory"
     return f"{path}:\n" + "\n".join(entry.to_text() for entry in entries)
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What a browser or computer-use action returns: text for the model and the screenshots
+    it took (PNG). ``error`` is set when the action failed; the text then says why (the model
+    reads it and can try again: a failed action is an answer, not an exception)."""
+
+    text: str
+    images: tuple[ImageOutput, ...] = ()
+    error: bool = False
+
+    @property
+    def success(self) -> bool:
+        return not self.error
+
+    def to_text(self) -> str:
+        """The result as the model sees it (the images go beside it as image blocks)."""
+        if not self.images:
+            return self.text
+        described = ", ".join(f"{img.name} ({len(img.data)} bytes)" for img in self.images)
+        return f"{self.text}\nimages: {len(self.images)} ({described})"
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def save_images(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Writes the images into ``directory`` (see :meth:`ToolResult.save_images`)."""
+        return _save_images(self.images, directory)
