@@ -20,12 +20,15 @@ from .errors import (
     PoolClosedError,
     PoolExhaustedError,
     QemuNotFoundError,
+    SnapshotError,
+    SnapshotNotFoundError,
 )
 from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
 from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
+from .snapshots import SnapshotInfo, Snapshots
 from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox, run_sync
 
 __version__ = "0.1.0"
@@ -67,6 +70,10 @@ __all__ = [
     "RuntimeMetrics",
     "SecurityOptions",
     "SimpleBox",
+    "SnapshotError",
+    "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "Snapshots",
     "SyncBox",
     "SyncBoxlite",
     "SyncCodeBox",

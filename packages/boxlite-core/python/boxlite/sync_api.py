@@ -40,6 +40,7 @@ from .images import Images
 from .options import BoxOptions, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .simplebox import SimpleBox, SimpleBoxArgs
+from .snapshots import Snapshots
 
 
 class SyncExecStdin(AsyncProxy[ExecStdin]):
@@ -155,6 +156,7 @@ class SyncBox(AsyncProxy[Box]):
     stop = blocking(Box.stop)
     pause = blocking(Box.pause)
     resume = blocking(Box.resume)
+    snapshot = blocking(Box.snapshot)
 
     def __repr__(self) -> str:
         return f"<boxlite.SyncBox id={self.id}>"
@@ -194,11 +196,17 @@ class SyncBoxlite(AsyncProxy[Boxlite]):
         return self._target.home
 
     @property
+    def snapshots(self) -> Snapshots:
+        """The snapshots of this home (``list``, ``get``, ``remove``; already blocking)."""
+        return self._target.snapshots
+
+    @property
     def images(self) -> SyncImages:
         """The image cache: ``pull``, ``import_archive``, ``list``, ``remove``, ``prune``."""
         return SyncImages(self._target.images)
 
     create = blocking(Boxlite.create, SyncBox)
+    restore = blocking(Boxlite.restore, SyncBox)
     get = blocking(Boxlite.get, SyncBox)
     get_info = blocking(Boxlite.get_info)
     list_info = blocking(Boxlite.list_info)
@@ -253,6 +261,7 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     metrics = blocking(SimpleBox.metrics)
     pause = blocking(SimpleBox.pause)
     resume = blocking(SimpleBox.resume)
+    snapshot = blocking(SimpleBox.snapshot)
 
     def __enter__(self) -> SyncSimpleBox:
         return self.start()
