@@ -23,6 +23,9 @@ use crate::network::{self, Passt};
 /// (see `attach`), and how long it gets to see that hangup.
 const HELLO_RETRY: Duration = Duration::from_secs(2);
 const HANGUP_SEEN: Duration = Duration::from_millis(500);
+/// The same for a guest restored from a snapshot, which is running and quick to answer.
+const RESTORED_HELLO_RETRY: Duration = Duration::from_millis(200);
+const RESTORED_HANGUP_SEEN: Duration = Duration::from_millis(20);
 
 /// Connects to the agent of a guest that was running before (restored from a snapshot): its
 /// agent may still be waiting on the connection it had when the snapshot was taken, and
@@ -33,11 +36,20 @@ async fn connect_resumed(
     deadline: Instant,
     vm: &dyn VmHandle,
 ) -> std::result::Result<(AgentClient, crate::agent::GuestHello), ConnectError> {
-    while Instant::now() + HELLO_RETRY < deadline {
-        match AgentClient::connect(socket, Instant::now() + HELLO_RETRY, vm.exit_watch()).await {
+    // The restored guest's agent still reads the connection it had when the snapshot was
+    // taken: a connection opened and closed at once makes the guest see a hangup, after which
+    // it waits for a host and says hello to the next one.
+    if let Ok(kick) = tokio::net::UnixStream::connect(socket).await {
+        tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
+        drop(kick);
+        tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
+    }
+    while Instant::now() + RESTORED_HELLO_RETRY < deadline {
+        let soon = Instant::now() + RESTORED_HELLO_RETRY;
+        match AgentClient::connect(socket, soon, vm.exit_watch()).await {
             Err(ConnectError::TimedOut) => {
                 tracing::debug!("no hello from the restored guest yet; connecting again");
-                tokio::time::sleep(HANGUP_SEEN).await;
+                tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
             }
             other => return other,
         }
