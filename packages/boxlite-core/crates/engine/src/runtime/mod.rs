@@ -2,8 +2,8 @@
 //!
 //! Layout of the home (as the reference documentation describes it):
 //! `images/` (image cache and base disks), `boxes/<id>/` (config.json, disk.qcow2, logs,
-//! agent socket), `db/`, `logs/`, `lock`. `home.rs` finds and creates it; `recovery.rs`
-//! deals with the boxes of processes that died.
+//! agent socket), `snapshots/<id>/` (see [`crate::snapshot`]), `db/`, `logs/`, `lock`.
+//! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died.
 
 mod home;
 mod recovery;
