@@ -76,7 +76,15 @@ def test_boxlite_home_selects_the_home_directory(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("BOXLITE_HOME", str(tmp_path / "from-env"))
     runtime = boxlite.Boxlite()
     assert runtime.home == tmp_path / "from-env"
-    assert sorted(p.name for p in runtime.home.iterdir()) == ["boxes", "db", "images", "lock", "logs", "tmp"]
+    assert sorted(p.name for p in runtime.home.iterdir()) == [
+        "boxes",
+        "db",
+        "images",
+        "lock",
+        "logs",
+        "snapshots",
+        "tmp",
+    ]
     explicit = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path / "explicit")))
     assert explicit.home == tmp_path / "explicit"
 

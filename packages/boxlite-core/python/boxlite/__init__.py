@@ -24,6 +24,8 @@ from .errors import (
     PoolClosedError,
     PoolExhaustedError,
     QemuNotFoundError,
+    SnapshotError,
+    SnapshotNotFoundError,
 )
 from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
 from .interactivebox import InteractiveBox
@@ -31,6 +33,7 @@ from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
 from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
 from .simplebox import SimpleBox
+from .snapshots import SnapshotInfo, Snapshots
 from .sync_api import (
     SyncBox,
     SyncBoxlite,
@@ -88,6 +91,10 @@ __all__ = [
     "Screenshot",
     "SecurityOptions",
     "SimpleBox",
+    "SnapshotError",
+    "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "Snapshots",
     "SyncBox",
     "SyncBoxlite",
     "SyncBrowserBox",

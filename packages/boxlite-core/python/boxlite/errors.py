@@ -70,6 +70,15 @@ class DiskError(BoxliteError):
     """A disk image could not be created or prepared."""
 
 
+class SnapshotError(BoxliteError):
+    """A snapshot could not be taken (e.g. a box with volumes), or must not be restored: taken
+    with another guest kernel, agent or QEMU, its state file damaged, or still in use."""
+
+
+class SnapshotNotFoundError(BoxliteError, LookupError):
+    """No snapshot has the given name or id (see ``runtime.snapshots.list()``)."""
+
+
 class PackageInstallError(BoxliteError):
     """Installing a package in a box failed (``CodeBox.install_package``); the message has pip's output."""
 

@@ -180,6 +180,12 @@ class BoxOptions(BaseModel):
             ``wait()`` or ``SimpleBox.exec()`` keeps (default 4 MiB, at most 1 GiB). The process
             is never held up: the rest is read and dropped, and the result has
             ``truncated=True``. Read more through ``execution.stdout()`` or ``copy_out``.
+        snapshot: Restore the box from this snapshot (name or id, see ``runtime.snapshots``)
+            instead of booting it: its memory, processes and files as they were when it was
+            taken. The VM's shape (image, cpus, memory, network device, disk size) is the
+            snapshot's and overrides those options here; volumes are refused. A snapshot taken
+            with another guest kernel, agent or QEMU, or whose state file changed, is refused
+            (:class:`~boxlite.errors.SnapshotError`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -200,6 +206,7 @@ class BoxOptions(BaseModel):
     volumes: list[tuple[str, str, str]] = []
     copy_out_max_bytes: int = DEFAULT_COPY_OUT_MAX_BYTES
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    snapshot: str | None = None
 
     @field_validator("network", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from ._runtime.files import DEFAULT_READ_MAX_BYTES, FileInfo
 from .errors import BoxStoppedError, InvalidOptionError
 from .options import BoxOptions, SecurityOptions
 from .runtime import Box, Boxlite, BoxMetrics, ExecResult, Execution
+from .snapshots import SnapshotInfo
 
 
 class SimpleBoxArgs(TypedDict, total=False):
@@ -254,6 +255,10 @@ class SimpleBox:
     async def resume(self) -> None:
         """Runs the paused box again (see :meth:`boxlite.Box.resume`)."""
         await self.box.resume()
+
+    async def snapshot(self, name: str | None = None) -> SnapshotInfo:
+        """Saves the box's whole state as a snapshot (see :meth:`boxlite.Box.snapshot`)."""
+        return await self.box.snapshot(name)
 
     async def __aenter__(self) -> SimpleBox:
         return await self.start()

@@ -46,6 +46,7 @@ from .interactivebox import DEFAULT_SHELL, InteractiveBox
 from .options import BoxOptions, NetworkSpec, Options
 from .runtime import Box, BoxInfo, Boxlite, ExecOutputStream, ExecResult, ExecStdin, Execution
 from .simplebox import SimpleBox, SimpleBoxArgs
+from .snapshots import Snapshots
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser as SyncPlaywrightBrowser
@@ -165,6 +166,7 @@ class SyncBox(AsyncProxy[Box]):
     stop = blocking(Box.stop)
     pause = blocking(Box.pause)
     resume = blocking(Box.resume)
+    snapshot = blocking(Box.snapshot)
 
     def __repr__(self) -> str:
         return f"<boxlite.SyncBox id={self.id}>"
@@ -204,11 +206,17 @@ class SyncBoxlite(AsyncProxy[Boxlite]):
         return self._target.home
 
     @property
+    def snapshots(self) -> Snapshots:
+        """The snapshots of this home (``list``, ``get``, ``remove``; already blocking)."""
+        return self._target.snapshots
+
+    @property
     def images(self) -> SyncImages:
         """The image cache: ``pull``, ``import_archive``, ``list``, ``remove``, ``prune``."""
         return SyncImages(self._target.images)
 
     create = blocking(Boxlite.create, SyncBox)
+    restore = blocking(Boxlite.restore, SyncBox)
     get = blocking(Boxlite.get, SyncBox)
     get_info = blocking(Boxlite.get_info)
     list_info = blocking(Boxlite.list_info)
@@ -326,6 +334,7 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     metrics = blocking(SimpleBox.metrics)
     pause = blocking(SimpleBox.pause)
     resume = blocking(SimpleBox.resume)
+    snapshot = blocking(SimpleBox.snapshot)
 
     def __enter__(self) -> SyncSimpleBox:
         return self.start()

@@ -27,6 +27,8 @@ fn error_class(kind: ErrorKind) -> &'static str {
         ErrorKind::BoxDied => "BoxDiedError",
         ErrorKind::Channel => "ChannelError",
         ErrorKind::Disk => "DiskError",
+        ErrorKind::Snapshot => "SnapshotError",
+        ErrorKind::SnapshotNotFound => "SnapshotNotFoundError",
         ErrorKind::Copy => "CopyError",
         ErrorKind::StdinClosed => "StdinClosedError",
         ErrorKind::FileNotFound => "BoxFileNotFoundError",

@@ -58,6 +58,20 @@ impl PyLiteBox {
         completer.spawn(async move { engine(litebox.resume().await) })
     }
 
+    /// Saves the box's whole state as a snapshot; the outcome is its JSON info.
+    #[pyo3(signature = (completer, name=None))]
+    fn snapshot(&self, completer: &Completer, name: Option<String>) -> u64 {
+        let litebox = self.inner.clone();
+        completer.spawn(async move {
+            engine(
+                litebox
+                    .snapshot(name)
+                    .await
+                    .map(|s| serde_json::to_string(&s).expect("snapshot info serialises")),
+            )
+        })
+    }
+
     /// Starts a process. The outcome is an `Execution`, or with `wait` (run to completion in
     /// one call) its `ExecOutput`.
     #[pyo3(signature = (completer, program, args, env, working_dir=None, user=None, stdin=false, timeout=None, tty=None, wait=false, max_output_bytes=None))]

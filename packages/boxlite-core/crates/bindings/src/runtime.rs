@@ -79,6 +79,23 @@ impl PyRuntime {
         Ok(serde_json::to_string(&infos).expect("infos serialise"))
     }
 
+    /// JSON list of the home's snapshots, oldest first.
+    fn list_snapshots(&self) -> PyResult<String> {
+        let list = self.inner.list_snapshots().map_err(to_py)?;
+        Ok(serde_json::to_string(&list).expect("snapshots serialise"))
+    }
+
+    /// JSON info of the snapshot with this name or id.
+    fn get_snapshot(&self, name_or_id: &str) -> PyResult<String> {
+        let info = self.inner.get_snapshot(name_or_id).map_err(to_py)?;
+        Ok(serde_json::to_string(&info).expect("snapshot info serialises"))
+    }
+
+    /// Deletes a snapshot (refused while a box restored from it exists).
+    fn remove_snapshot(&self, name_or_id: &str) -> PyResult<()> {
+        self.inner.remove_snapshot(name_or_id).map_err(to_py)
+    }
+
     fn remove(&self, completer: &Completer, id_or_name: String, force: bool) -> u64 {
         let runtime = self.inner.clone();
         completer.spawn(async move { engine(runtime.remove(&id_or_name, force).await) })

@@ -47,12 +47,22 @@ fn qemu_img() -> Result<PathBuf, DiskError> {
 
 /// Creates `overlay` (qcow2) backed by the raw `base` image.
 pub fn create_overlay(base: &Path, overlay: &Path) -> Result<(), DiskError> {
+    create_overlay_on(base, "raw", overlay)
+}
+
+/// Creates `overlay` (qcow2) backed by the qcow2 disk `frozen` (a snapshot's disk, itself an
+/// overlay on an image's base disk), which it never writes.
+pub fn create_overlay_on_qcow2(frozen: &Path, overlay: &Path) -> Result<(), DiskError> {
+    create_overlay_on(frozen, "qcow2", overlay)
+}
+
+fn create_overlay_on(base: &Path, format: &str, overlay: &Path) -> Result<(), DiskError> {
     let base = base.canonicalize().map_err(|source| DiskError::BaseDisk {
         path: base.to_owned(),
         source,
     })?;
     let out = Command::new(qemu_img()?)
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
         .arg(&base)
         .arg(overlay)
         .output()

@@ -61,6 +61,13 @@ pub enum Error {
     #[error("disk error: {0}")]
     Disk(String),
 
+    /// A snapshot could not be taken or must not be restored (why, and the fix).
+    #[error("{0}")]
+    Snapshot(String),
+
+    #[error("no snapshot with name or id '{0}': see `runtime.snapshots.list()` for the snapshots of this home")]
+    SnapshotNotFound(String),
+
     #[error("{0}")]
     Copy(String),
 
@@ -102,6 +109,8 @@ pub enum ErrorKind {
     BoxDied,
     Channel,
     Disk,
+    Snapshot,
+    SnapshotNotFound,
     Copy,
     StdinClosed,
     FileNotFound,
@@ -116,7 +125,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 25] = [
         ErrorKind::QemuNotFound,
         ErrorKind::Accelerator,
         ErrorKind::GuestAssets,
@@ -130,6 +139,8 @@ impl ErrorKind {
         ErrorKind::BoxDied,
         ErrorKind::Channel,
         ErrorKind::Disk,
+        ErrorKind::Snapshot,
+        ErrorKind::SnapshotNotFound,
         ErrorKind::Copy,
         ErrorKind::StdinClosed,
         ErrorKind::FileNotFound,
@@ -161,6 +172,8 @@ impl Error {
             Error::BoxDied { .. } => ErrorKind::BoxDied,
             Error::Channel { .. } => ErrorKind::Channel,
             Error::Disk(_) => ErrorKind::Disk,
+            Error::Snapshot(_) => ErrorKind::Snapshot,
+            Error::SnapshotNotFound(_) => ErrorKind::SnapshotNotFound,
             Error::Copy(_) => ErrorKind::Copy,
             Error::StdinClosed(_) => ErrorKind::StdinClosed,
             Error::File { failure, .. } => match failure {

@@ -20,6 +20,7 @@ pub mod logs;
 pub mod network;
 pub mod options;
 pub mod runtime;
+pub mod snapshot;
 pub mod sqlite;
 pub mod state;
 #[cfg(test)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import _bridge, _engine
 from ..images import Images
 from ..options import BoxOptions, Options
+from ..snapshots import Snapshots
 from .box import Box
 from .info import BoxInfo, RuntimeMetrics
 
@@ -58,6 +59,8 @@ class Boxlite:
         self._inner = _engine.Runtime(json.dumps(payload))
         #: The image cache: ``pull()``, ``list()``, ``remove()``, ``prune()``.
         self.images = Images(self._inner)
+        #: The snapshots of this home: ``list()``, ``get()``, ``remove()``.
+        self.snapshots = Snapshots(self._inner)
         _live_runtimes.append(self)
 
     @classmethod
@@ -76,6 +79,18 @@ class Boxlite:
         """Creates a box from ``options`` and boots it."""
         payload = options.model_dump_json()
         return Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
+
+    async def restore(self, snapshot: str, options: BoxOptions | None = None) -> Box:
+        """Starts a new box restored from ``snapshot`` (name or id): the shortcut for
+        ``create(BoxOptions(snapshot=snapshot, ...))``, with ``options`` for the rest (name,
+        env, ports, ``auto_remove``, ...).
+
+        Raises:
+            SnapshotNotFoundError: no snapshot has that name or id.
+            SnapshotError: the snapshot must not run (other kernel, agent or QEMU; damaged).
+        """
+        options = (options or BoxOptions()).model_copy(update={"snapshot": snapshot})
+        return await self.create(options)
 
     async def get(self, id_or_name: str) -> Box:
         """The box with this id or name, also one created by another process (a kept box can be

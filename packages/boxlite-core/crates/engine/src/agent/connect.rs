@@ -137,8 +137,21 @@ impl AgentClient {
         tokio::spawn(heartbeat(Arc::downgrade(&shared)));
         let client = AgentClient {
             shared,
-            next_exec_id: AtomicU32::new(1),
+            next_exec_id: AtomicU32::new(first_exec_id()),
         };
         Ok((client, hello))
     }
+}
+
+/// Where a connection's execution ids start: at random in the lower half of the range. The
+/// guest may still run executions a previous connection started (a box reattached, or
+/// restored from a snapshot with executions running); their ids must not be reused.
+fn first_exec_id() -> u32 {
+    let mut bytes = [0u8; 4];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        return 1;
+    }
+    1 + (u32::from_ne_bytes(bytes) >> 1)
 }

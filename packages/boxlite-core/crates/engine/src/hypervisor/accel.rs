@@ -198,6 +198,7 @@ pub async fn boot_agent_only(
         confinement: Default::default(),
         network_fd: None,
         shares: Vec::new(),
+        incoming: false,
     };
     let launched = tokio::time::Instant::now();
     let vm = hypervisor.launch(&spec).map_err(ProbeError::Launch)?;

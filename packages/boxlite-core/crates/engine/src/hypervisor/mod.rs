@@ -78,6 +78,9 @@ pub struct VmSpec {
     pub network_fd: Option<std::os::fd::RawFd>,
     /// Host directories shared with the guest: (mount tag, host path, read-only).
     pub shares: Vec<(String, PathBuf, bool)>,
+    /// Start with the vCPUs stopped, waiting for a saved state (`-incoming defer`), which
+    /// the engine then loads over the control channel (a snapshot's restore).
+    pub incoming: bool,
 }
 
 /// Confinement of the VMM process (from `SecurityOptions`).
@@ -125,4 +128,9 @@ pub trait Hypervisor: Send + Sync {
     /// Checks that the backend can run at all (its binaries exist), with a fix in the error.
     fn check_available(&self) -> Result<()>;
     fn launch(&self, spec: &VmSpec) -> Result<Box<dyn VmHandle>>;
+    /// The backend's version, recorded in snapshots (a saved state restores only into the
+    /// same VMM version).
+    fn version(&self) -> Result<String> {
+        Ok(format!("{} (unversioned)", self.name()))
+    }
 }

@@ -23,12 +23,14 @@ const LOG_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 
 pub struct QemuBackend {
     binary_name: String,
+    version: std::sync::OnceLock<String>,
 }
 
 impl Default for QemuBackend {
     fn default() -> Self {
         QemuBackend {
             binary_name: format!("qemu-system-{}", std::env::consts::ARCH),
+            version: std::sync::OnceLock::new(),
         }
     }
 }
@@ -177,9 +179,16 @@ impl QemuBackend {
         if !run_with.is_empty() {
             push(&["-run-with", &run_with.join(",")]);
         }
+        if spec.incoming {
+            // A snapshot's restore: the state is loaded over QMP (`migrate-incoming`).
+            push(&["-incoming", "defer"]);
+        }
         if let Some(disk) = &spec.root_disk {
+            // `auto-read-only=off`: the disk stays open read-write when a migration (a
+            // snapshot) hands it over and takes it back; with it on, QEMU reopens the file by
+            // path then, which a jailed VMM cannot (its migration fails: "Bad address").
             let drive = format!(
-                "id=root,if=none,format=qcow2,discard=unmap,file={}",
+                "id=root,if=none,format=qcow2,discard=unmap,auto-read-only=off,file={}",
                 escape(&disk.display().to_string())
             );
             push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
@@ -193,6 +202,14 @@ const MAX_DEVICES_WITH_RTC: usize = 4;
 
 /// `RLIMIT_NOFILE` of the VMM process.
 const VMM_MAX_OPEN_FILES: u64 = 1024;
+
+/// The version from `qemu-system-* --version`'s first line (`QEMU emulator version 10.0.2
+/// (Debian ...)`: `10.0.2 (Debian ...)`, the packaging included).
+fn parse_version(text: &str) -> Option<String> {
+    let line = text.lines().next()?;
+    let rest = line.split_once("version ")?.1.trim();
+    (!rest.is_empty()).then(|| rest.to_owned())
+}
 
 /// QEMU option values separate on ','; a literal comma is written twice.
 fn escape(value: &str) -> String {
@@ -231,6 +248,24 @@ impl Hypervisor for QemuBackend {
 
     fn check_available(&self) -> Result<()> {
         self.binary().map(|_| ())
+    }
+
+    /// The version `qemu-system-* --version` prints (asked once per process).
+    fn version(&self) -> Result<String> {
+        if let Some(v) = self.version.get() {
+            return Ok(v.clone());
+        }
+        let binary = self.binary()?;
+        let out = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .context(|| format!("run {} --version", binary.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let version = parse_version(&text).ok_or_else(|| Error::Io {
+            context: format!("read the version of {}", binary.display()),
+            source: std::io::Error::other(format!("unexpected output: {}", text.trim())),
+        })?;
+        Ok(self.version.get_or_init(|| version).clone())
     }
 
     fn launch(&self, spec: &VmSpec) -> Result<Box<dyn VmHandle>> {
@@ -341,6 +376,7 @@ mod tests {
             confinement: Default::default(),
             network_fd: None,
             shares: Vec::new(),
+            incoming: false,
         }
     }
 
@@ -427,6 +463,25 @@ mod tests {
         );
         assert!(!args.contains("security_model=none"), "{args}");
         assert!(!args.contains("passthrough"), "{args}");
+    }
+
+    #[test]
+    fn a_restore_waits_for_its_state_and_the_version_is_read() {
+        let mut restored = spec(Accel::Tcg);
+        assert!(!QemuBackend::default()
+            .arguments(&restored)
+            .join(" ")
+            .contains("-incoming"));
+        restored.incoming = true;
+        let args = QemuBackend::default().arguments(&restored).join(" ");
+        assert!(args.contains("-incoming defer"), "{args}");
+        // A jailed VMM cannot reopen its disk by path when a migration hands it over.
+        assert!(args.contains("auto-read-only=off,file="), "{args}");
+        assert_eq!(
+            parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright"),
+            Some("10.0.2 (Debian 1:10.0.2+ds-2)".into())
+        );
+        assert_eq!(parse_version("nonsense"), None);
     }
 
     #[test]

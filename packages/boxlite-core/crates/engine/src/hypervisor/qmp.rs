@@ -24,7 +24,9 @@ use tokio::net::UnixStream;
 /// The longest line accepted from QEMU (its answers to our commands are a few hundred bytes).
 pub const MAX_QMP_LINE: usize = 64 * 1024;
 
-/// How long QEMU may take over one exchange (the greeting, or a command and its answer).
+/// How long QEMU may take over one exchange (the greeting, or a command and its answer);
+/// a command known to take longer gets its own ([`QmpClient::execute_within`]), and a
+/// migration is polled ([`QmpClient::wait_for_migration`]) rather than awaited in one answer.
 pub const QMP_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How many events may precede an answer before the server is considered misbehaving.
@@ -49,6 +51,8 @@ pub enum QmpError {
     TimedOut { what: String, after: Duration },
     #[error("the VMM broke the control protocol: {0}")]
     Protocol(String),
+    #[error("the VMM's migration {status}: {reason}")]
+    Migration { status: String, reason: String },
     #[error("the VMM refused `{command}`: {class}: {desc}")]
     Command {
         command: String,
@@ -102,11 +106,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         Ok(client)
     }
 
-    /// Runs `command` (with `arguments`) and returns its `return` value.
+    /// Runs `command` (with `arguments`) and returns its `return` value, within the client's
+    /// deadline.
     pub async fn execute(
         &mut self,
         command: &str,
         arguments: Option<Value>,
+    ) -> Result<Value, QmpError> {
+        let deadline = self.deadline;
+        self.execute_within(command, arguments, deadline).await
+    }
+
+    /// Runs `command` as [`QmpClient::execute`] does, within `deadline` instead of the
+    /// client's own (for commands known to take longer).
+    pub async fn execute_within(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        deadline: Duration,
     ) -> Result<Value, QmpError> {
         let id = self.next_id;
         self.next_id += 1;
@@ -116,7 +133,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         }
         let mut line = serde_json::to_vec(&request).expect("json");
         line.push(b'\n');
-        let deadline = self.deadline;
         let exchange = async {
             self.stream.get_mut().write_all(&line).await?;
             self.stream.get_mut().flush().await?;
@@ -186,6 +202,90 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
             })
     }
 
+    /// Turns migration capabilities on or off (QMP `migrate-set-capabilities`), e.g.
+    /// `mapped-ram`, which both ends of a migration through a file must agree on.
+    pub async fn set_migration_capabilities(
+        &mut self,
+        capabilities: &[(&str, bool)],
+    ) -> Result<(), QmpError> {
+        let list: Vec<Value> = capabilities
+            .iter()
+            .map(|(name, on)| json!({ "capability": name, "state": on }))
+            .collect();
+        self.execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": list })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Starts saving the VM's device and memory state into the file at `path` (QMP `migrate`
+    /// on a file channel). It runs in the background: see [`QmpClient::wait_for_migration`].
+    pub async fn migrate_to_file(&mut self, path: &Path) -> Result<(), QmpError> {
+        self.execute("migrate", Some(json!({ "channels": [file_channel(path)] })))
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts loading the VM's state from the file at `path` into a VMM started with
+    /// `-incoming defer` (QMP `migrate-incoming`). See [`QmpClient::wait_for_migration`].
+    pub async fn migrate_incoming_from_file(&mut self, path: &Path) -> Result<(), QmpError> {
+        self.execute(
+            "migrate-incoming",
+            Some(json!({ "channels": [file_channel(path)] })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The migration's status (QMP `query-migrate`): `None` before any migration, else its
+    /// `status` (`active`, `completed`, `failed`, ...) and QEMU's `error-desc`, if any.
+    pub async fn migration_status(&mut self) -> Result<Option<(String, Option<String>)>, QmpError> {
+        let answer = self.execute("query-migrate", None).await?;
+        let Some(status) = answer.get("status") else {
+            return Ok(None);
+        };
+        let status = status.as_str().ok_or_else(|| {
+            QmpError::Protocol(format!(
+                "query-migrate with a status that is not a string: {}",
+                clip(&answer.to_string())
+            ))
+        })?;
+        let error = answer.get("error-desc").and_then(Value::as_str).map(clip);
+        Ok(Some((clip(status), error)))
+    }
+
+    /// Polls [`QmpClient::migration_status`] every `every` until the migration completed
+    /// (`Ok`), failed or was cancelled ([`QmpError::Migration`] with QEMU's reason), or
+    /// `within` has passed ([`QmpError::TimedOut`]).
+    pub async fn wait_for_migration(
+        &mut self,
+        within: Duration,
+        every: Duration,
+    ) -> Result<(), QmpError> {
+        let end = tokio::time::Instant::now() + within;
+        loop {
+            match self.migration_status().await? {
+                Some((status, _)) if status == "completed" => return Ok(()),
+                Some((status, error)) if status == "failed" || status == "cancelled" => {
+                    return Err(QmpError::Migration {
+                        status,
+                        reason: error.unwrap_or_else(|| "no reason given".into()),
+                    })
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() + every > end {
+                return Err(QmpError::TimedOut {
+                    what: "with a completed migration".into(),
+                    after: within,
+                });
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// One line, parsed as a JSON object, at most [`MAX_QMP_LINE`] bytes.
     async fn read_object(&mut self) -> Result<Value, QmpError> {
         let mut line = Vec::new();
@@ -222,6 +322,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
     }
 }
 
+/// A migration channel to or from the file at `path` (its state starts at offset 0).
+fn file_channel(path: &Path) -> Value {
+    json!({
+        "channel-type": "main",
+        "addr": { "transport": "file", "filename": path.display().to_string(), "offset": 0 },
+    })
+}
+
 /// At most 200 characters of what QEMU sent, for messages and logs.
 fn clip(text: &str) -> String {
     const MAX: usize = 200;
@@ -249,7 +357,9 @@ mod tests {
     /// The server end: reads one command line and returns it parsed.
     async fn next_command(server: &mut BufReader<UnixStream>) -> Value {
         let mut line = String::new();
-        server.read_line(&mut line).await.unwrap();
+        if server.read_line(&mut line).await.unwrap() == 0 {
+            return Value::Null;
+        }
         serde_json::from_str(&line).unwrap()
     }
 
@@ -386,6 +496,157 @@ mod tests {
         drop(server);
         let err = client.stop().await.unwrap_err();
         assert!(matches!(err, QmpError::Closed | QmpError::Io(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_migration_to_a_file_is_polled_until_it_completes() {
+        let (mut client, mut server) = connected().await;
+        let serve = async {
+            let caps = next_command(&mut server).await;
+            assert_eq!(caps["execute"], "migrate-set-capabilities");
+            assert_eq!(
+                caps["arguments"]["capabilities"][0],
+                json!({"capability": "mapped-ram", "state": true})
+            );
+            answer(
+                &mut server,
+                format!(r#"{{"return": {{}}, "id": {}}}"#, caps["id"]),
+            )
+            .await;
+            let migrate = next_command(&mut server).await;
+            assert_eq!(migrate["execute"], "migrate");
+            let channel = &migrate["arguments"]["channels"][0];
+            assert_eq!(channel["addr"]["transport"], "file");
+            assert_eq!(channel["addr"]["filename"], "/snap/a,b/state");
+            answer(
+                &mut server,
+                format!(r#"{{"return": {{}}, "id": {}}}"#, migrate["id"]),
+            )
+            .await;
+            for status in ["setup", "active", "completed"] {
+                let query = next_command(&mut server).await;
+                assert_eq!(query["execute"], "query-migrate");
+                answer(
+                    &mut server,
+                    format!(
+                        r#"{{"return": {{"status": "{status}"}}, "id": {}}}"#,
+                        query["id"]
+                    ),
+                )
+                .await;
+            }
+        };
+        let (result, ()) = tokio::join!(
+            async {
+                client
+                    .set_migration_capabilities(&[("mapped-ram", true)])
+                    .await?;
+                client.migrate_to_file(Path::new("/snap/a,b/state")).await?;
+                client
+                    .wait_for_migration(Duration::from_secs(5), Duration::from_millis(1))
+                    .await
+            },
+            serve
+        );
+        result.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_migration_reports_qemus_reason() {
+        let (mut client, mut server) = connected().await;
+        let serve = async {
+            let incoming = next_command(&mut server).await;
+            assert_eq!(incoming["execute"], "migrate-incoming");
+            assert_eq!(
+                incoming["arguments"]["channels"][0]["addr"]["filename"],
+                "/snap/state"
+            );
+            answer(
+                &mut server,
+                format!(r#"{{"return": {{}}, "id": {}}}"#, incoming["id"]),
+            )
+            .await;
+            let query = next_command(&mut server).await;
+            answer(
+                &mut server,
+                format!(
+                    r#"{{"return": {{"status": "failed", "error-desc": "load of migration failed: Input/output error"}}, "id": {}}}"#,
+                    query["id"]
+                ),
+            )
+            .await;
+        };
+        let (result, ()) = tokio::join!(
+            async {
+                client
+                    .migrate_incoming_from_file(Path::new("/snap/state"))
+                    .await?;
+                client
+                    .wait_for_migration(Duration::from_secs(5), Duration::from_millis(1))
+                    .await
+            },
+            serve
+        );
+        let err = result.unwrap_err();
+        assert!(matches!(err, QmpError::Migration { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the VMM's migration failed: load of migration failed: Input/output error"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_migration_that_never_ends_hits_its_own_deadline() {
+        let (mut client, mut server) = connected().await;
+        let serve = async {
+            loop {
+                let query = next_command(&mut server).await;
+                if query.is_null() {
+                    return;
+                }
+                answer(
+                    &mut server,
+                    format!(
+                        r#"{{"return": {{"status": "active"}}, "id": {}}}"#,
+                        query["id"]
+                    ),
+                )
+                .await;
+            }
+        };
+        let wait = async {
+            let result = client
+                .wait_for_migration(Duration::from_millis(50), Duration::from_millis(5))
+                .await;
+            drop(client);
+            result
+        };
+        let (result, ()) = tokio::join!(wait, serve);
+        let err = result.unwrap_err().to_string();
+        assert!(
+            err.contains("did not answer with a completed migration within 0.05 s"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_long_command_gets_its_own_deadline() {
+        let (mut client, mut server) = connected().await;
+        client.deadline = Duration::from_millis(20);
+        let serve = async {
+            let cmd = next_command(&mut server).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            answer(
+                &mut server,
+                format!(r#"{{"return": {{}}, "id": {}}}"#, cmd["id"]),
+            )
+            .await;
+        };
+        let (result, ()) = tokio::join!(
+            client.execute_within("slow", None, Duration::from_secs(5)),
+            serve
+        );
+        result.unwrap();
     }
 
     #[test]

@@ -23,6 +23,39 @@ use crate::network::{self, Passt};
 /// (see `attach`), and how long it gets to see that hangup.
 const HELLO_RETRY: Duration = Duration::from_secs(2);
 const HANGUP_SEEN: Duration = Duration::from_millis(500);
+/// The same for a guest restored from a snapshot, which is running and quick to answer.
+const RESTORED_HELLO_RETRY: Duration = Duration::from_millis(200);
+const RESTORED_HANGUP_SEEN: Duration = Duration::from_millis(20);
+
+/// Connects to the agent of a guest that was running before (restored from a snapshot): its
+/// agent may still be waiting on the connection it had when the snapshot was taken, and
+/// sees this new one only after a hangup. If no hello comes soon, hang up, give the guest
+/// time to see it, and connect again (as `attach` does for a resumed box).
+async fn connect_resumed(
+    socket: &std::path::Path,
+    deadline: Instant,
+    vm: &dyn VmHandle,
+) -> std::result::Result<(AgentClient, crate::agent::GuestHello), ConnectError> {
+    // The restored guest's agent still reads the connection it had when the snapshot was
+    // taken: a connection opened and closed at once makes the guest see a hangup, after which
+    // it waits for a host and says hello to the next one.
+    if let Ok(kick) = tokio::net::UnixStream::connect(socket).await {
+        tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
+        drop(kick);
+        tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
+    }
+    while Instant::now() + RESTORED_HELLO_RETRY < deadline {
+        let soon = Instant::now() + RESTORED_HELLO_RETRY;
+        match AgentClient::connect(socket, soon, vm.exit_watch()).await {
+            Err(ConnectError::TimedOut) => {
+                tracing::debug!("no hello from the restored guest yet; connecting again");
+                tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
+            }
+            other => return other,
+        }
+    }
+    AgentClient::connect(socket, deadline, vm.exit_watch()).await
+}
 
 /// Lower-case hex, for paths on the kernel command line (which splits on spaces).
 fn hex(bytes: &[u8]) -> String {
@@ -30,7 +63,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl LiteBox {
-    fn disk_path(&self) -> PathBuf {
+    pub(super) fn disk_path(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
 
@@ -56,11 +89,23 @@ impl LiteBox {
         }
         self.check_not_running_elsewhere()?;
         let disk_started = Instant::now();
+        // A box created from a snapshot is restored at its first start (its disk does not
+        // exist yet), and boots from its disk at any later start.
+        let restore = if self.disk_path().exists() {
+            None
+        } else {
+            self.restore_from.lock().expect("restore lock").clone()
+        };
         if !self.disk_path().exists() {
-            let (base, overlay) = (self.image.base_disk.clone(), self.disk_path());
-            tokio::task::spawn_blocking(move || disk::create_overlay(&base, &overlay))
-                .await
-                .map_err(|e| Error::Disk(e.to_string()))??;
+            let overlay = self.disk_path();
+            let base = self.image.base_disk.clone();
+            let frozen = restore.as_ref().map(|s| s.disk_file());
+            tokio::task::spawn_blocking(move || match frozen {
+                Some(frozen) => disk::create_overlay_on_qcow2(&frozen, &overlay),
+                None => disk::create_overlay(&base, &overlay),
+            })
+            .await
+            .map_err(|e| Error::Disk(e.to_string()))??;
         }
         let disk_ms = disk_started.elapsed().as_millis() as u64;
 
@@ -125,6 +170,7 @@ impl LiteBox {
             confinement: self.confinement()?,
             network_fd: passt.as_ref().and_then(Passt::qemu_fd),
             shares,
+            incoming: restore.is_some(),
         };
         let launched = Instant::now();
         let vm = self.platform.hypervisor.launch(&spec)?;
@@ -134,7 +180,14 @@ impl LiteBox {
         }
         let spawn_ms = launched.elapsed().as_millis() as u64;
         let deadline = launched + boot::boot_timeout(accel);
-        let (agent, hello) = match AgentClient::connect(&socket, deadline, vm.exit_watch()).await {
+        let connected = match &restore {
+            None => AgentClient::connect(&socket, deadline, vm.exit_watch()).await,
+            Some(snapshot) => match self.load_snapshot(&spec, &*vm, snapshot, deadline).await {
+                Ok(()) => connect_resumed(&socket, deadline, &*vm).await,
+                Err(reason) => Err(ConnectError::Protocol(reason)),
+            },
+        };
+        let (agent, hello) = match connected {
             Ok(ok) => ok,
             Err(err) => {
                 vm.kill();
@@ -164,7 +217,10 @@ impl LiteBox {
             }
         };
         let boot_ms = launched.elapsed().as_millis() as u64;
-        tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, "box started");
+        tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, restored = restore.is_some(), "box started");
+        if restore.is_some() {
+            *self.restore_from.lock().expect("restore lock") = None;
+        }
 
         let stopping = Arc::new(AtomicBool::new(false));
         let running = Arc::new(Running {
@@ -194,6 +250,80 @@ impl LiteBox {
         self.watch_for_exit(running);
         let _ = self.write_config();
         Ok(())
+    }
+
+    /// Loads `snapshot`'s saved state into the VMM just launched with `-incoming defer`
+    /// (its control channel: `migrate-incoming` from the state file) and runs its vCPUs.
+    async fn load_snapshot(
+        &self,
+        spec: &VmSpec,
+        vm: &dyn VmHandle,
+        snapshot: &crate::snapshot::SnapshotInfo,
+        deadline: Instant,
+    ) -> std::result::Result<(), String> {
+        use crate::hypervisor::qmp::QmpClient;
+        let Some(path) = &spec.qmp_socket else {
+            return Err("its VMM has no control channel to load the snapshot through".into());
+        };
+        // QEMU creates its control socket as it starts.
+        let mut qmp = loop {
+            match QmpClient::connect(path).await {
+                Ok(qmp) => break qmp,
+                Err(e) => {
+                    if let Some(exit) = vm.exit_watch().borrow().clone() {
+                        return Err(format!(
+                            "the VM exited ({exit}) before it could load snapshot {:?}",
+                            snapshot.name
+                        ));
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(format!("its VMM's control channel did not open: {e}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        // A jailed VMM sees only its jail: the state file is linked into it (no copy) while
+        // it loads.
+        let (link, vmm_path) = match &spec.confinement.chroot {
+            Some(jail) => {
+                let link = jail.join(super::snapshot::JAILED_STATE);
+                let _ = std::fs::remove_file(&link);
+                std::fs::hard_link(snapshot.state_file(), &link).map_err(|e| {
+                    format!(
+                        "cannot link snapshot {:?}'s state into the VMM's jail: {e}",
+                        snapshot.name
+                    )
+                })?;
+                (
+                    Some(link),
+                    std::path::Path::new("/").join(super::snapshot::JAILED_STATE),
+                )
+            }
+            None => (None, snapshot.state_file()),
+        };
+        let loaded = async {
+            qmp.set_migration_capabilities(super::snapshot::CAPABILITIES)
+                .await?;
+            qmp.migrate_incoming_from_file(&vmm_path).await?;
+            qmp.wait_for_migration(
+                deadline.saturating_duration_since(Instant::now()),
+                Duration::from_millis(2),
+            )
+            .await?;
+            qmp.cont().await
+        };
+        let loaded = loaded.await;
+        if let Some(link) = link {
+            let _ = std::fs::remove_file(link);
+        }
+        loaded.map_err(|e| {
+            format!(
+                "loading snapshot {:?} ({}) failed: {e}",
+                snapshot.name,
+                snapshot.state_file().display()
+            )
+        })
     }
 
     /// A broken channel (the guest broke the protocol or stopped answering) kills the VM.

@@ -5,7 +5,8 @@
 //! and declared-broken handling), `record` (info, `config.json` and the `db/boxes.db` row),
 //! `confinement` (the VMM's confinement from `SecurityOptions`), `exec` (starting an
 //! execution), `execution` (the per-execution driver and [`Execution`]), `files`
-//! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]), `pause` (pause and resume over the VMM's control channel). [`BoxInfo`] and [`BoxStatus`] live with
+//! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]), `pause` (pause and resume over the VMM's control channel), `snapshot` (saving the box's
+//! whole state; its restore is part of `lifecycle`'s start). [`BoxInfo`] and [`BoxStatus`] live with
 //! the state they describe, in [`crate::state`], and are re-exported here.
 
 mod confinement;
@@ -17,6 +18,7 @@ mod lifecycle;
 mod metrics;
 mod pause;
 mod record;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -64,6 +66,23 @@ pub struct Platform {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub assets: GuestAssets,
     pub accel: AccelChoice,
+    /// The home's snapshots (taken by `LiteBox::snapshot`, restored by `LiteBox::start`).
+    pub snapshots: Arc<crate::snapshot::SnapshotStore>,
+}
+
+impl Platform {
+    /// The kernel, agent and VMM a snapshot taken now depends on.
+    pub fn versions(&self) -> crate::error::Result<crate::snapshot::Versions> {
+        use crate::error::IoContext;
+        let hash = |path: &std::path::Path| {
+            crate::snapshot::short_hash(path).context(|| format!("read {}", path.display()))
+        };
+        Ok(crate::snapshot::Versions {
+            kernel: hash(&self.assets.kernel)?,
+            agent: hash(&self.assets.initrd)?,
+            qemu: self.hypervisor.version()?,
+        })
+    }
 }
 
 pub struct LiteBox {
@@ -80,6 +99,8 @@ pub struct LiteBox {
     /// Where the box's state is persisted (`db/boxes.db`), once the runtime registered it.
     db: std::sync::OnceLock<Arc<crate::state::BoxDb>>,
     execs_started: std::sync::atomic::AtomicU64,
+    /// The snapshot this box is restored from at its first start (see `lifecycle`).
+    restore_from: Mutex<Option<crate::snapshot::SnapshotInfo>>,
 }
 
 impl LiteBox {
@@ -107,6 +128,7 @@ impl LiteBox {
             lifecycle: tokio::sync::Mutex::new(()),
             db: std::sync::OnceLock::new(),
             execs_started: std::sync::atomic::AtomicU64::new(0),
+            restore_from: Mutex::new(None),
         }
     }
 }

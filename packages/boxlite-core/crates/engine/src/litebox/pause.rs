@@ -54,7 +54,7 @@ impl LiteBox {
 
     /// The box's VM and whether it is running or paused; any other state is an error naming
     /// `action`.
-    fn running_or_paused(&self, action: &str) -> Result<(Arc<Running>, BoxStatus)> {
+    pub(super) fn running_or_paused(&self, action: &str) -> Result<(Arc<Running>, BoxStatus)> {
         let state = self.state.lock().expect("state lock");
         match (&state.running, state.status) {
             (Some(r), status @ (BoxStatus::Running | BoxStatus::Paused)) => Ok((r.clone(), status)),

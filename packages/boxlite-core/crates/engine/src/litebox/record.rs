@@ -51,6 +51,11 @@ impl LiteBox {
         }
     }
 
+    /// Makes the box's first start a restore of `snapshot` (see `lifecycle`).
+    pub(crate) fn restore_from(&self, snapshot: crate::snapshot::SnapshotInfo) {
+        *self.restore_from.lock().expect("restore lock") = Some(snapshot);
+    }
+
     pub(crate) fn set_db(&self, db: Arc<crate::state::BoxDb>) {
         let _ = self.db.set(db);
     }

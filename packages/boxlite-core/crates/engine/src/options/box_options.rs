@@ -60,6 +60,10 @@ pub struct BoxOptions {
     /// Bytes of stdout (and, separately, of stderr) an execution's result keeps; the rest is
     /// read and dropped, and the result says it was truncated.
     pub max_output_bytes: u64,
+    /// Restore the box from this snapshot (name or id) instead of booting it: its memory,
+    /// processes and disk as they were. The VM's shape (image, cpus, memory, network device)
+    /// is the snapshot's; volumes are refused.
+    pub snapshot: Option<String>,
 }
 impl Default for BoxOptions {
     fn default() -> Self {
@@ -78,6 +82,7 @@ impl Default for BoxOptions {
             ports: Vec::new(),
             network: NetworkSpec::default(),
             volumes: Vec::new(),
+            snapshot: None,
             copy_out_max_bytes: COPY_OUT_MAX_BYTES_DEFAULT,
             max_output_bytes: MAX_OUTPUT_BYTES_DEFAULT,
         }

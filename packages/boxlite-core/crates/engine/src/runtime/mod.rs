@@ -2,8 +2,8 @@
 //!
 //! Layout of the home (as the reference documentation describes it):
 //! `images/` (image cache and base disks), `boxes/<id>/` (config.json, disk.qcow2, logs,
-//! agent socket), `db/`, `logs/`, `lock`. `home.rs` finds and creates it; `recovery.rs`
-//! deals with the boxes of processes that died.
+//! agent socket), `snapshots/<id>/` (see [`crate::snapshot`]), `db/`, `logs/`, `lock`.
+//! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died.
 
 mod home;
 mod recovery;
@@ -26,6 +26,7 @@ use crate::hypervisor::Hypervisor;
 use crate::image::ImageStore;
 use crate::litebox::{BoxInfo, BoxStatus, LiteBox, Platform};
 use crate::options::{BoxOptions, RuntimeOptions};
+use crate::snapshot::{SnapshotInfo, SnapshotStore};
 use crate::state::{AdoptedVm, BoxDb, BoxRecord, ProcessId};
 
 pub struct Runtime {
@@ -37,6 +38,8 @@ pub struct Runtime {
     boxes: Mutex<HashMap<String, Arc<LiteBox>>>,
     /// `db/boxes.db`: every box of this home, whichever process runs it.
     state: Arc<BoxDb>,
+    /// `snapshots/` and `db/snapshots.db`.
+    snapshots: Arc<SnapshotStore>,
     boxes_created: std::sync::atomic::AtomicU64,
 }
 
@@ -67,8 +70,10 @@ impl Runtime {
             std::fs::write(&lock, b"").context(|| format!("create {}", lock.display()))?;
         }
         let state = Arc::new(BoxDb::open(home.join("db").join("boxes.db"))?);
+        let snapshots = Arc::new(SnapshotStore::open(&home)?);
         Ok(Runtime {
             state,
+            snapshots,
             images: Arc::new(ImageStore::new(
                 home.join("images"),
                 home.join("db").join("images.db"),
@@ -107,6 +112,10 @@ impl Runtime {
                 digests.insert(d.to_owned());
             }
         }
+        // A snapshot's disk is an overlay on its image's base disk.
+        for snapshot in self.snapshots.db.list().unwrap_or_default() {
+            digests.insert(snapshot.image_digest);
+        }
         digests
     }
 
@@ -131,6 +140,7 @@ impl Runtime {
                     hypervisor: self.hypervisor.clone(),
                     assets,
                     accel,
+                    snapshots: self.snapshots.clone(),
                 }))
             })
             .await
@@ -163,8 +173,18 @@ impl Runtime {
         })
     }
 
-    /// Creates a box from `options` and starts it. On failure nothing is left behind.
+    /// Creates a box from `options` and starts it. On failure nothing is left behind. With
+    /// `options.snapshot`, the box is restored from that snapshot instead of booted (see
+    /// [`Runtime::restore_options`]).
     pub async fn create(&self, options: BoxOptions) -> Result<Arc<LiteBox>> {
+        let restoring = match &options.snapshot {
+            Some(name) => Some(self.snapshots.db.get(name)?),
+            None => None,
+        };
+        let options = match &restoring {
+            Some(snapshot) => restore_options(options, snapshot)?,
+            None => options,
+        };
         options.validate()?;
         if let Some(name) = &options.name {
             if self.lookup(name).is_some()
@@ -180,26 +200,41 @@ impl Runtime {
         }
         let platform = self.platform().await?;
         let image_started = Instant::now();
-        self.images
-            .ensure(options.image.as_deref(), options.rootfs_path.as_deref())
-            .await?;
-        let images = self.images.clone();
-        let (image, rootfs_path) = (options.image.clone(), options.rootfs_path.clone());
-        let disk_size_gb = options.disk_size_gb;
-        let prepared = tokio::task::spawn_blocking(move || {
-            images.prepare(image.as_deref(), rootfs_path.as_deref(), disk_size_gb)
-        })
-        .await
-        .map_err(|e| Error::Image {
-            image: "?".into(),
-            reason: e.to_string(),
-        })??;
+        let prepared = match &restoring {
+            Some(snapshot) => {
+                // Never run a snapshot whose versions or checksum do not match.
+                let (checked, versions) = (snapshot.clone(), platform.versions()?);
+                tokio::task::spawn_blocking(move || checked.check_restorable(&versions))
+                    .await
+                    .map_err(|e| Error::Snapshot(e.to_string()))??;
+                snapshot_image(snapshot.clone())?
+            }
+            None => {
+                self.images
+                    .ensure(options.image.as_deref(), options.rootfs_path.as_deref())
+                    .await?;
+                let images = self.images.clone();
+                let (image, rootfs_path) = (options.image.clone(), options.rootfs_path.clone());
+                let disk_size_gb = options.disk_size_gb;
+                tokio::task::spawn_blocking(move || {
+                    images.prepare(image.as_deref(), rootfs_path.as_deref(), disk_size_gb)
+                })
+                .await
+                .map_err(|e| Error::Image {
+                    image: "?".into(),
+                    reason: e.to_string(),
+                })??
+            }
+        };
         let image_ms = image_started.elapsed().as_millis() as u64;
 
         let id = ulid::Ulid::new().to_string();
         let dir = self.home.join("boxes").join(&id);
         std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
         let litebox = Arc::new(LiteBox::new(id.clone(), options, prepared, dir, platform));
+        if let Some(snapshot) = restoring {
+            litebox.restore_from(snapshot);
+        }
         litebox.set_db(self.state.clone());
         litebox.set_image_ms(image_ms);
         self.boxes_created
@@ -364,6 +399,54 @@ impl Runtime {
         Ok(())
     }
 
+    /// Creates a box restored from the snapshot `name_or_id` (the shortcut for
+    /// `create(BoxOptions { snapshot, .. })`), with `options` for everything else.
+    pub async fn restore(&self, name_or_id: &str, options: BoxOptions) -> Result<Arc<LiteBox>> {
+        self.create(BoxOptions {
+            snapshot: Some(name_or_id.to_owned()),
+            ..options
+        })
+        .await
+    }
+
+    /// Every snapshot of this home, oldest first.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        self.snapshots.db.list()
+    }
+
+    /// The snapshot with this name or id.
+    pub fn get_snapshot(&self, name_or_id: &str) -> Result<SnapshotInfo> {
+        self.snapshots.db.get(name_or_id)
+    }
+
+    /// Deletes a snapshot and its files; refused while a box (running or kept) was restored
+    /// from it, since that box's disk is an overlay on the snapshot's.
+    pub fn remove_snapshot(&self, name_or_id: &str) -> Result<()> {
+        let snapshot = self.snapshots.db.get(name_or_id)?;
+        let users: Vec<String> = self
+            .state
+            .list()?
+            .into_iter()
+            .filter(|r| r.options.snapshot.as_deref() == Some(snapshot.id.as_str()))
+            .map(|r| r.name.unwrap_or(r.id))
+            .collect();
+        if !users.is_empty() {
+            return Err(Error::Snapshot(format!(
+                "snapshot {:?} is in use by box(es) {}, restored from it (their disks build on its disk): remove those boxes first",
+                snapshot.name,
+                users.join(", ")
+            )));
+        }
+        self.snapshots.db.remove(&snapshot.id)?;
+        match std::fs::remove_dir_all(&snapshot.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                context: format!("remove {}", snapshot.dir.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Stops every running box (at interpreter exit, for example).
     pub async fn shutdown(&self) {
         let boxes = self.all_boxes();
@@ -401,4 +484,48 @@ fn stored_info(record: BoxRecord) -> BoxInfo {
         info.vmm_pid = None;
     }
     info
+}
+
+/// The options of a box restored from `snapshot`: the snapshot's VM shape (image, cpus,
+/// memory, network device, disk size) over the caller's `options`, and the snapshot's id.
+/// Volumes are refused (a snapshot cannot hold their state; nor can its restore).
+fn restore_options(options: BoxOptions, snapshot: &SnapshotInfo) -> Result<BoxOptions> {
+    if !options.volumes.is_empty() {
+        return Err(Error::Snapshot(format!(
+            "a box restored from snapshot {:?} cannot have volumes: its guest was saved without those 9p devices. Copy files in with `copy_in()` instead",
+            snapshot.name
+        )));
+    }
+    let shape = &snapshot.options;
+    let mut security = options.security;
+    security.network_enabled = shape.security.network_enabled;
+    let mut network = options.network;
+    network.mode = shape.network.mode.clone();
+    Ok(BoxOptions {
+        image: shape.image.clone(),
+        rootfs_path: shape.rootfs_path.clone(),
+        cpus: shape.cpus,
+        memory_mib: shape.memory_mib,
+        disk_size_gb: shape.disk_size_gb,
+        network_enabled: shape.network_enabled,
+        security,
+        network,
+        snapshot: Some(snapshot.id.clone()),
+        ..options
+    })
+}
+
+/// The image of a snapshot's box, whose base disk its disk builds on (kept by the image
+/// store's garbage collection while the snapshot exists).
+fn snapshot_image(snapshot: SnapshotInfo) -> Result<crate::image::PreparedImage> {
+    let image = snapshot.prepared_image;
+    if !image.base_disk.exists() || !snapshot.dir.join(crate::snapshot::DISK_FILE).exists() {
+        return Err(Error::Snapshot(format!(
+            "snapshot {:?} cannot be restored: its disk or its image's base disk {} is gone. Remove it with `runtime.snapshots.remove({:?})`",
+            snapshot.name,
+            image.base_disk.display(),
+            snapshot.name
+        )));
+    }
+    Ok(image)
 }

@@ -70,6 +70,12 @@ fn unstarted_box() -> Arc<LiteBox> {
             accel: Accel::Tcg,
             reason: "unit test".into(),
         },
+        snapshots: Arc::new(
+            crate::snapshot::SnapshotStore::open(
+                &std::env::temp_dir().join(format!("boxlite-unit-{}", std::process::id())),
+            )
+            .unwrap(),
+        ),
     });
     Arc::new(LiteBox::new(
         "test-box".into(),

@@ -1,0 +1,218 @@
+//! Taking a snapshot of a running box ([`LiteBox::snapshot`]): its vCPUs stopped, its VMM's
+//! device and memory state saved into a file (a QEMU migration to a file, with `mapped-ram`:
+//! one sparse file, each guest page at its own offset), its disk copied while the VMM holds it
+//! flushed, and the box resumed. The restore is `lifecycle`'s start with a snapshot.
+//!
+//! The disk is copied, not frozen into a shared backing layer: the box's overlay holds only
+//! what the box wrote, and the copy keeps the running box's disk chain unchanged.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{BoxStatus, LiteBox, Running};
+use crate::error::{Error, IoContext, Result};
+use crate::hypervisor::qmp::{QmpClient, QmpError};
+use crate::snapshot::{self, SnapshotInfo, DISK_FILE, METADATA_FILE, STATE_FILE};
+
+/// How long saving the state may take (it writes the guest's touched memory).
+const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a migration's progress is asked.
+const POLL_EVERY: Duration = Duration::from_millis(5);
+
+/// The migration capabilities both ends of a snapshot use: `mapped-ram` (one sparse file,
+/// written and read in place).
+pub(crate) const CAPABILITIES: &[(&str, bool)] = &[("mapped-ram", true)];
+
+impl LiteBox {
+    /// Saves the box's whole state (memory, devices, disk) as a snapshot named `name` (default:
+    /// its id) under the home's `snapshots/`, recorded in `db/snapshots.db`. The box is paused
+    /// meanwhile and runs on afterwards (a box paused before stays paused). A box with volumes
+    /// is refused: a 9p share's state lives on the host and cannot be saved with the VM.
+    pub async fn snapshot(&self, name: Option<String>) -> Result<SnapshotInfo> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let (running, status) = self.running_or_paused("snapshot")?;
+        if !self.options.volumes.is_empty() {
+            return Err(Error::Snapshot(format!(
+                "box {} has volumes (host directories shared over 9p), whose state lives on the host: QEMU cannot save it with the VM, so it cannot be snapshotted. Create the box without volumes and copy files in with `copy_in()`",
+                self.id
+            )));
+        }
+        let store = self.platform.snapshots.clone();
+        let id = ulid::Ulid::new().to_string();
+        let name = match name {
+            Some(name) if name.trim().is_empty() || name.len() > 128 => {
+                return Err(Error::InvalidOption(format!(
+                    "snapshot name {name:?} is empty or longer than 128 bytes: pick a short name, or pass none to use its id"
+                )))
+            }
+            Some(name) => name,
+            None => id.clone(),
+        };
+        if store.db.find(&name)?.is_some() {
+            return Err(Error::Conflict(format!(
+                "a snapshot named {name:?} already exists: pick another name, or remove it with `runtime.snapshots.remove({name:?})`"
+            )));
+        }
+        let versions = self.platform.versions()?;
+        let dir = store.root.join(&id);
+        std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
+        let started = Instant::now();
+        let taken = self.save(&running, status, &dir).await;
+        let took_ms = started.elapsed().as_millis() as u64;
+        let recorded = async {
+            taken?;
+            let state = dir.join(STATE_FILE);
+            let checksum = tokio::task::spawn_blocking(move || snapshot::state_checksum(&state))
+                .await
+                .map_err(|e| Error::Snapshot(e.to_string()))?
+                .context(|| format!("read {}", dir.join(STATE_FILE).display()))?;
+            let info = SnapshotInfo {
+                id: id.clone(),
+                name,
+                source_box: self.id.clone(),
+                image: self.image.reference.clone(),
+                image_digest: self.image.manifest_digest.clone(),
+                versions,
+                kernel_release: running.kernel_release.clone(),
+                cpus: self.options.cpus,
+                memory_mib: self.options.memory_mib,
+                network: self.options.network(),
+                size_bytes: 0,
+                created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+                checksum,
+                took_ms,
+                dir: dir.clone(),
+                options: self.options.clone(),
+                prepared_image: self.image.clone(),
+            };
+            write_metadata(&info)?;
+            let info = SnapshotInfo {
+                size_bytes: snapshot::allocated_bytes(&dir),
+                ..info
+            };
+            write_metadata(&info)?;
+            store.db.insert(&info)?;
+            Ok(info)
+        };
+        match recorded.await {
+            Ok(info) => {
+                tracing::info!(id = %self.id, snapshot = %info.name, took_ms, size = info.size_bytes, "snapshot taken");
+                Ok(info)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Pauses `running` (unless `status` says it is), saves its state and disk into `dir`, and
+    /// resumes it, on failure too.
+    async fn save(&self, running: &Running, status: BoxStatus, dir: &Path) -> Result<()> {
+        let error = |reason: String| Error::Snapshot(format!("box {}: {reason}", self.id));
+        let Some(socket) = &running.qmp_socket else {
+            return Err(error(
+                "its VMM has no control channel: it cannot be snapshotted".into(),
+            ));
+        };
+        // A jailed VMM sees only its jail (as its own user): it writes the state there, and the
+        // file then moves into the snapshot's directory (one file system: a rename).
+        let confinement = self.confinement()?;
+        let (written, vmm_path) = match &confinement.chroot {
+            Some(jail) => {
+                let file = jail.join(JAILED_STATE);
+                std::fs::File::create(&file).context(|| format!("create {}", file.display()))?;
+                if let Some((uid, gid)) = confinement.run_as {
+                    std::os::unix::fs::chown(&file, Some(uid), Some(gid))
+                        .context(|| format!("hand {} to the VMM's user", file.display()))?;
+                }
+                (file, Path::new("/").join(JAILED_STATE))
+            }
+            None => (dir.join(STATE_FILE), dir.join(STATE_FILE)),
+        };
+        let was_paused = status == BoxStatus::Paused;
+        running.agent.set_paused(true);
+        let mut qmp = running.qmp.lock().await;
+        let saved = async {
+            if qmp.is_none() {
+                *qmp = Some(QmpClient::connect(socket).await?);
+            }
+            let client = qmp.as_mut().expect("connected");
+            if !was_paused {
+                client.stop().await?;
+            }
+            client.set_migration_capabilities(CAPABILITIES).await?;
+            client.migrate_to_file(&vmm_path).await?;
+            client.wait_for_migration(SAVE_TIMEOUT, POLL_EVERY).await?;
+            Ok::<(), QmpError>(())
+        }
+        .await;
+        // The migration completed: QEMU flushed the disk and holds it unchanged until `cont`.
+        let copied = match &saved {
+            Ok(()) => {
+                if written != dir.join(STATE_FILE) {
+                    own_state_file(&written, &dir.join(STATE_FILE))
+                        .map_err(|e| error(format!("cannot keep its saved state: {e}")))?;
+                }
+                let (from, to) = (self.disk_path(), dir.join(DISK_FILE));
+                tokio::task::spawn_blocking(move || std::fs::copy(&from, &to).map(|_| ()))
+                    .await
+                    .map_err(|e| error(e.to_string()))
+                    .and_then(|r| r.map_err(|e| error(format!("cannot copy its disk: {e}"))))
+            }
+            Err(_) => {
+                let _ = std::fs::remove_file(&written);
+                Ok(())
+            }
+        };
+        let resumed = if was_paused {
+            Ok(())
+        } else {
+            match qmp.as_mut() {
+                Some(client) => client.cont().await,
+                None => Err(QmpError::Closed),
+            }
+        };
+        if resumed.is_err() {
+            *qmp = None;
+        }
+        drop(qmp);
+        if !was_paused && resumed.is_ok() {
+            running.agent.set_paused(false);
+        }
+        if let Err(e) = saved {
+            if let Some(exit) = running.vm.exit_watch().borrow().clone() {
+                return Err(error(format!("its VM has ended ({exit})")));
+            }
+            return Err(error(format!("saving its state failed: {e}")));
+        }
+        copied?;
+        resumed.map_err(|e| {
+            error(format!(
+                "the snapshot was saved, but the box could not be resumed: {e}"
+            ))
+        })
+    }
+}
+
+/// The state file's name in a jailed VMM's jail, while it is written or read.
+pub(crate) const JAILED_STATE: &str = "snapshot.state";
+
+/// Moves the state file a jailed VMM wrote from its jail to `to`, owned by this process's
+/// user, readable by the user a jailed VMM restoring it runs as (the home is private).
+fn own_state_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::rename(from, to)?;
+    // SAFETY: geteuid and getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    std::os::unix::fs::chown(to, Some(uid), Some(gid))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o644))
+}
+
+/// Writes `snapshot.json` in the snapshot's directory.
+fn write_metadata(info: &SnapshotInfo) -> Result<()> {
+    let path = info.dir.join(METADATA_FILE);
+    let text = serde_json::to_vec_pretty(info).expect("snapshot info serialises");
+    std::fs::write(&path, text).context(|| format!("write {}", path.display()))
+}
