@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     if shutil.which("qemu-system-x86_64") is None:
         raise pytest.UsageError("qemu-system-x86_64 is not installed: run `make setup`")
+    # A suite started as a background job of a non-interactive shell (`cmd &` in a script, nohup)
+    # inherits SIGINT ignored, and so would every program a test starts: Python then installs no
+    # KeyboardInterrupt handler, and the tests that press Ctrl-C on a child would wait in vain.
+    # A handler here (not SIG_IGN) makes the children start with SIGINT at its default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
