@@ -8,6 +8,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
+from conftest import vmms_under
 
 
 async def test_missing_qemu_names_the_install_command(
@@ -18,6 +19,32 @@ async def test_missing_qemu_names_the_install_command(
     with pytest.raises(boxlite.QemuNotFoundError, match="apt-get install qemu-system-x86"):
         await runtime.create(boxlite.BoxOptions(rootfs_path=busybox))
     assert list((tmp_path / "boxes").iterdir()) == []
+
+
+async def test_missing_passt_is_a_typed_error_naming_the_install_command(
+    tmp_path: Path, busybox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOXLITE_PASST", str(tmp_path / "no-passt-here"))
+    runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path / "home")))
+    with pytest.raises(boxlite.PasstNotFoundError) as raised:
+        await runtime.create(boxlite.BoxOptions(rootfs_path=busybox))
+    message = str(raised.value)
+    # The problem, and every way out: the package, the variable, a box without a network.
+    assert "no-passt-here" in message
+    assert "apt-get install passt" in message
+    assert "BOXLITE_PASST" in message
+    assert "network_enabled=False" in message
+    # Raised as InvalidOptionError before; callers catching that still catch it.
+    assert isinstance(raised.value, boxlite.InvalidOptionError)
+    assert list((tmp_path / "home" / "boxes").iterdir()) == []
+    assert vmms_under(tmp_path / "home") == []
+    # Without a network the same box needs no passt.
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, network_enabled=False))
+    try:
+        assert (await box.run("true")).exit_code == 0
+    finally:
+        await runtime.remove(box.id, force=True)
+        await runtime.shutdown()
 
 
 async def test_path_that_is_not_an_oci_layout(runtime: boxlite.Boxlite, tmp_path: Path) -> None:

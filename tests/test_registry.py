@@ -475,3 +475,60 @@ def test_the_sync_api_pulls_lists_and_removes(registry: LocalRegistry, tmp_path:
     assert [i.reference for i in runtime.images.list()] == [info.reference]
     assert runtime.images.remove("busybox").blobs_removed == 2 + len(info.layers)
     assert runtime.images.list() == []
+
+
+async def test_create_reports_the_pull_the_base_disk_and_the_boot_as_progress(
+    registry: LocalRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = new_runtime(tmp_path)
+    reference = f"{registry.host}/library/busybox:latest"
+    events: list[boxlite.StartProgress] = []
+    first = await runtime.create(boxlite.BoxOptions(image=reference), progress=events.append)
+    try:
+        # Stage by stage, in order: the pull (with its own events), the base disk built, the boot.
+        stages = [(e.stage, e.event) for e in events if e.event != "progress"]
+        assert stages == [
+            ("pull", "started"),
+            ("pull", "done"),
+            ("base_disk", "started"),
+            ("base_disk", "done"),
+            ("boot", "started"),
+            ("boot", "done"),
+        ]
+        pulled = [e.pull for e in events if e.event == "progress"]
+        assert pulled and all(e.stage == "pull" for e in events if e.event == "progress")
+        assert pulled[0] is not None and pulled[0].event == "resolved"
+        assert any(p is not None and p.event == "layer_done" for p in pulled)
+        disk_done = next(e for e in events if (e.stage, e.event) == ("base_disk", "done"))
+        assert disk_done.built is True
+        boot_done = events[-1]
+        assert boot_done.timings["boot_ms"] > 0 and boot_done.elapsed_s > 0
+        assert (await first.run("true")).exit_code == 0
+
+        # The image cached and its disk built: only the disk found and the boot. A failing
+        # callback is logged and does not break the create.
+        again: list[boxlite.StartProgress] = []
+
+        def record_then_fail(event: boxlite.StartProgress) -> None:
+            again.append(event)
+            raise RuntimeError("a broken progress callback")
+
+        second = await runtime.create(boxlite.BoxOptions(image=reference), progress=record_then_fail)
+        await second.stop()
+        assert [(e.stage, e.event) for e in again] == [
+            ("base_disk", "started"),
+            ("base_disk", "done"),
+            ("boot", "started"),
+            ("boot", "done"),
+        ]
+        assert again[1].built is False
+        assert "the start progress callback failed" in caplog.text
+
+        # A restore has one stage: nothing to pull or build.
+        snapshot = await first.snapshot("progress")
+        restored_events: list[boxlite.StartProgress] = []
+        restored = await runtime.restore(snapshot.name, progress=restored_events.append)
+        await restored.stop()
+        assert [(e.stage, e.event) for e in restored_events] == [("restore", "started"), ("restore", "done")]
+    finally:
+        await runtime.shutdown()

@@ -21,6 +21,7 @@ from .errors import (
     InvalidImageError,
     InvalidOptionError,
     PackageInstallError,
+    PasstNotFoundError,
     PoolClosedError,
     PoolExhaustedError,
     QemuNotFoundError,
@@ -31,7 +32,7 @@ from .images import GcReport, ImageInfo, ImageRegistry, Images, PullProgress
 from .interactivebox import InteractiveBox
 from .options import BoxOptions, NetworkSpec, Options, SecurityOptions
 from .pool import BoxPool, Lease, PoolStats
-from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics
+from .runtime import Box, BoxInfo, Boxlite, BoxMetrics, ExecResult, Execution, RuntimeMetrics, StartProgress
 from .simplebox import SimpleBox
 from .snapshots import SnapshotInfo, Snapshots
 from .sync_api import (
@@ -82,6 +83,7 @@ __all__ = [
     "NetworkSpec",
     "Options",
     "PackageInstallError",
+    "PasstNotFoundError",
     "PoolClosedError",
     "PoolExhaustedError",
     "PoolStats",
@@ -95,6 +97,7 @@ __all__ = [
     "SnapshotInfo",
     "SnapshotNotFoundError",
     "Snapshots",
+    "StartProgress",
     "SyncBox",
     "SyncBoxlite",
     "SyncBrowserBox",

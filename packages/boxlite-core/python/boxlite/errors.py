@@ -46,6 +46,18 @@ class BoxliteConflictError(InvalidOptionError):
     the box. A subclass of :class:`InvalidOptionError`, which these cases raised before."""
 
 
+class PasstNotFoundError(InvalidOptionError):
+    """passt, which gives a box its network, is not installed (or ``BOXLITE_PASST`` names no
+    file); the message carries the install command for this host's distribution (read from
+    ``/etc/os-release``) and the other ways out: ``BOXLITE_PASST``, or a box without a network.
+    A subclass of :class:`InvalidOptionError`, which this case raised before."""
+
+    def __init__(self, message: str = "networking needs passt, which is not installed") -> None:
+        from ._install import install_hint
+
+        super().__init__(f"{message}. On this host: {install_hint('passt')}")
+
+
 class BoxNotFoundError(BoxliteError, LookupError):
     """No box has the given id or name."""
 
@@ -176,6 +188,7 @@ __all__ = [
     "InvalidOptionError",
     "OutputLimitError",
     "PackageInstallError",
+    "PasstNotFoundError",
     "PoolClosedError",
     "PoolError",
     "PoolExhaustedError",

@@ -20,6 +20,7 @@ from ._runtime.files import FileInfo as FileInfo
 from ._runtime.info import BoxInfo as BoxInfo
 from ._runtime.info import BoxMetrics as BoxMetrics
 from ._runtime.info import RuntimeMetrics as RuntimeMetrics
+from ._runtime.progress import StartProgress as StartProgress
 from ._runtime.result import ExecResult as ExecResult
 from ._runtime.runtime import EXIT_STOP_TIMEOUT as EXIT_STOP_TIMEOUT
 from ._runtime.runtime import GUEST_DIR as GUEST_DIR

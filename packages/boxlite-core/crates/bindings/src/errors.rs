@@ -15,6 +15,7 @@ use crate::bridge::{self, outcome};
 fn error_class(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::QemuNotFound => "QemuNotFoundError",
+        ErrorKind::PasstNotFound => "PasstNotFoundError",
         ErrorKind::Accelerator => "AcceleratorError",
         ErrorKind::GuestAssets => "GuestAssetsError",
         ErrorKind::Image => "ImageError",

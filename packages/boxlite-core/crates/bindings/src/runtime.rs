@@ -162,6 +162,39 @@ impl PyRuntime {
         })
     }
 
+    /// Whether creating a box with these options would pull its image first (a registry
+    /// reference the cache lacks).
+    fn image_needs_pull(&self, options_json: &str) -> PyResult<bool> {
+        let options: BoxOptions = parse_json("box options", options_json)?;
+        self.inner
+            .images()
+            .needs_pull(options.image.as_deref(), options.rootfs_path.as_deref())
+            .map_err(to_py)
+    }
+
+    /// Checks the options and builds (or finds cached) the base disk a box with them boots
+    /// from, as `create` would; the outcome is JSON `{"base_disk": path, "built": bool}`. A
+    /// registry image must be cached (pulled) first.
+    fn prepare_image(&self, completer: &Completer, options_json: &str) -> PyResult<u64> {
+        let options: BoxOptions = parse_json("box options", options_json)?;
+        options.validate().map_err(to_py)?;
+        let runtime = self.inner.clone();
+        Ok(completer.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                runtime.images().prepare_reporting(
+                    options.image.as_deref(),
+                    options.rootfs_path.as_deref(),
+                    options.disk_size_gb,
+                )
+            })
+            .await
+            .expect("preparing an image does not panic");
+            engine(result.map(|(prepared, built)| {
+                serde_json::json!({"base_disk": prepared.base_disk, "built": built}).to_string()
+            }))
+        }))
+    }
+
     /// JSON list of cached images.
     fn list_images(&self) -> PyResult<String> {
         let images = self.inner.images().list().map_err(to_py)?;

@@ -10,6 +10,10 @@ pub enum Error {
     #[error("QEMU is not installed: `{binary}` was not found on PATH. Install it (Debian/Ubuntu: `sudo apt-get install qemu-system-x86`; Fedora: `sudo dnf install qemu-system-x86`) or set BOXLITE_QEMU to its path")]
     QemuNotFound { binary: String },
 
+    /// passt (the user-mode network of a box) is missing; Python adds this host's install command.
+    #[error("networking needs passt, which is not installed: {0}. Install it (Debian/Ubuntu: `sudo apt-get install passt`; Fedora: `sudo dnf install passt`; Arch: `sudo pacman -S passt`), set BOXLITE_PASST to its path, or create the box with its network disabled (SecurityOptions(network_enabled=False), `--network none`)")]
+    PasstNotFound(String),
+
     #[error("no usable hardware accelerator: {0}")]
     Accelerator(String),
 
@@ -97,6 +101,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     QemuNotFound,
+    PasstNotFound,
     Accelerator,
     GuestAssets,
     Image,
@@ -125,8 +130,9 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::QemuNotFound,
+        ErrorKind::PasstNotFound,
         ErrorKind::Accelerator,
         ErrorKind::GuestAssets,
         ErrorKind::Image,
@@ -159,6 +165,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::QemuNotFound { .. } => ErrorKind::QemuNotFound,
+            Error::PasstNotFound(_) => ErrorKind::PasstNotFound,
             Error::Accelerator(_) => ErrorKind::Accelerator,
             Error::GuestAssets(_) => ErrorKind::GuestAssets,
             Error::Image { .. } => ErrorKind::Image,

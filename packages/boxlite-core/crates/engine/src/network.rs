@@ -98,7 +98,14 @@ pub fn guest_config() -> Option<GuestNet> {
 /// `BOXLITE_PASST`, else `passt` on PATH.
 fn passt_binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("BOXLITE_PASST") {
-        return Ok(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            return Err(Error::PasstNotFound(format!(
+                "BOXLITE_PASST is {}, which is not a file",
+                path.display()
+            )));
+        }
+        return Ok(path);
     }
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
@@ -106,11 +113,7 @@ fn passt_binary() -> Result<PathBuf> {
         .into_iter()
         .map(|d| d.join("passt"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::InvalidOption(
-                "networking needs passt, which is not installed: `sudo apt-get install passt` (Debian/Ubuntu), or create the box with network disabled (SecurityOptions.network_enabled=False)".into(),
-            )
-        })
+        .ok_or_else(|| Error::PasstNotFound("`passt` was not found on PATH".into()))
 }
 
 /// passt's arguments: one client on descriptor 3, no gateway-to-loopback mapping, the forwards.

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import _bridge, _engine
@@ -16,6 +17,7 @@ from ..options import BoxOptions, Options
 from ..snapshots import Snapshots
 from .box import Box
 from .info import BoxInfo, RuntimeMetrics
+from .progress import ProgressReporter, StartProgress
 
 logger = logging.getLogger("boxlite")
 
@@ -75,12 +77,44 @@ class Boxlite:
     def home(self) -> Path:
         return Path(self._inner.home)
 
-    async def create(self, options: BoxOptions) -> Box:
-        """Creates a box from ``options`` and boots it."""
+    async def create(self, options: BoxOptions, *, progress: Callable[[StartProgress], None] | None = None) -> Box:
+        """Creates a box from ``options`` and boots it (or restores it, with ``options.snapshot``).
+
+        ``progress`` is called on the event loop's thread with a :class:`StartProgress` as each
+        stage starts and ends: the image's pull when the cache lacks it (with the pull's own
+        events), the base disk (built once per image: the first box of an image waits for it),
+        and the boot or restore. An exception in the callback is logged, never raised.
+        """
         payload = options.model_dump_json()
+        if progress is not None:
+            await self._prepare_reporting(options, payload, ProgressReporter(progress))
+            reporter = ProgressReporter(progress)
+            reporter.start("restore" if options.snapshot else "boot")
+            box = Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
+            reporter.done(timings=box.info().timings)
+            return box
         return Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
 
-    async def restore(self, snapshot: str, options: BoxOptions | None = None) -> Box:
+    async def _prepare_reporting(self, options: BoxOptions, payload: str, reporter: ProgressReporter) -> None:
+        """The stages before the boot, each reported: what ``create`` would do silently first."""
+        if options.snapshot:
+            return  # a snapshot carries its disk: nothing to pull or build
+        if self._inner.image_needs_pull(payload):
+            assert options.image is not None
+            reporter.start("pull")
+            await self.images.pull(options.image, progress=reporter.pulled)
+            reporter.done()
+        reporter.start("base_disk")
+        prepared = json.loads(await _bridge.call(lambda c: self._inner.prepare_image(c, payload)))
+        reporter.done(built=bool(prepared["built"]))
+
+    async def restore(
+        self,
+        snapshot: str,
+        options: BoxOptions | None = None,
+        *,
+        progress: Callable[[StartProgress], None] | None = None,
+    ) -> Box:
         """Starts a new box restored from ``snapshot`` (name or id): the shortcut for
         ``create(BoxOptions(snapshot=snapshot, ...))``, with ``options`` for the rest (name,
         env, ports, ``auto_remove``, ...).
@@ -90,7 +124,7 @@ class Boxlite:
             SnapshotError: the snapshot must not run (other kernel, agent or QEMU; damaged).
         """
         options = (options or BoxOptions()).model_copy(update={"snapshot": snapshot})
-        return await self.create(options)
+        return await self.create(options, progress=progress)
 
     async def get(self, id_or_name: str) -> Box:
         """The box with this id or name, also one created by another process (a kept box can be

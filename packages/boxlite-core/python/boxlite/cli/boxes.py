@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from .._runtime.box import Box
 from .._runtime.execution import Execution
 from .._runtime.info import BoxInfo, BoxMetrics
+from .._runtime.progress import StartProgress
 from ..errors import BoxliteConflictError, BoxliteError
 from ..interactivebox import attach
 from ..options import BoxOptions
@@ -87,47 +88,50 @@ def _stages(info: BoxInfo) -> str:
     return ", ".join(stages) or "no stage timings"
 
 
-def _spellings(reference: str) -> set[str]:
-    """The names a registry reference may be cached under (``python:slim`` is
-    ``docker.io/library/python:slim``)."""
-    last = reference.rsplit("/", 1)[-1]
-    full = reference if ":" in last or "@" in last else f"{reference}:latest"
-    return {full, f"docker.io/{full}", f"docker.io/library/{full}"}
-
-
-async def pull_if_missing(runtime: Boxlite, reference: str, out: TextIO) -> None:
-    """Pulls an image the cache lacks with the progress bar of ``boxlite pull`` (creating the
-    box would pull it too, silently)."""
-    cached = {image.reference for image in await runtime.images.list()}
-    if cached.isdisjoint(_spellings(reference)):
-        bar = ProgressBar(out)
-        await runtime.images.pull(reference, progress=bar)
-        bar.finish()
+def _stage_line(stage: str, options: BoxOptions) -> str:
+    """What a terminal's ticker says while ``stage`` runs."""
+    source = options.image or options.rootfs_path
+    if stage == "base_disk":
+        return f"preparing the base disk of {source} (built once per image)"
+    if stage == "restore":
+        return f"restoring a box from snapshot {options.snapshot}"
+    return f"booting a box from {source}"
 
 
 async def start_box(runtime: Boxlite, options: BoxOptions, out: TextIO, always: bool) -> Box:
-    """Creates and boots a box, telling ``out`` what is going on: a missing image is pulled
-    with a progress bar; then, on a terminal, a line that counts the seconds (the first boot of
-    an image also builds its base disk) and the time of each stage; elsewhere only the summary,
-    and only when ``always``."""
-    if options.image:
-        await pull_if_missing(runtime, options.image, out)
+    """Creates and boots a box, telling ``out`` what is going on from the API's progress
+    events: a missing image is pulled with the progress bar of ``boxlite pull``; then, on a
+    terminal, a line that counts the seconds of each stage (the first box of an image waits for
+    its base disk); then, on a terminal or when ``always``, the summary with each stage's time."""
     tty = out.isatty()
-    source = options.image or options.rootfs_path
     started = time.monotonic()
+    bar: ProgressBar | None = None
+    ticking: dict[str, float | str] = {}  # the line a terminal shows now, and since when
+
+    def on_progress(event: StartProgress) -> None:
+        nonlocal bar
+        if event.stage == "pull":
+            if event.event == "started":
+                bar = ProgressBar(out)
+            elif event.event == "progress" and bar is not None and event.pull is not None:
+                bar(event.pull)
+            elif event.event == "done" and bar is not None:
+                bar.finish()
+        elif event.event == "started":
+            ticking.update(line=_stage_line(event.stage, options), since=time.monotonic())
+        else:
+            ticking.clear()
 
     async def ticker() -> None:
         while True:
-            out.write(
-                f"\rstarting a box from {source} (a new image's base disk is built first)... "
-                f"{time.monotonic() - started:.0f} s"
-            )
-            out.flush()
+            if ticking:
+                out.write(f"\r\033[K{ticking['line']}... {time.monotonic() - float(ticking['since']):.0f} s")
+                out.flush()
             await asyncio.sleep(1)
 
     task = asyncio.create_task(ticker()) if tty else None
     try:
-        box = await runtime.create(options)
+        box = await runtime.create(options, progress=on_progress)
     finally:
         if task is not None:
             task.cancel()

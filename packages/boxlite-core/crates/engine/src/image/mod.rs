@@ -211,6 +211,18 @@ impl ImageStore {
         Ok(())
     }
 
+    /// Whether creating a box from `image` (see [`ImageStore::ensure`]) would pull it first:
+    /// `true` for a registry reference the cache lacks, `false` for layouts and archives.
+    pub fn needs_pull(&self, image: Option<&str>, rootfs_path: Option<&str>) -> Result<bool> {
+        let Some(spec) = rootfs_path.is_none().then_some(image).flatten() else {
+            return Ok(false);
+        };
+        match classify(spec, false)? {
+            ImageSource::Reference(r) => Ok(self.cached(&r)?.is_none()),
+            _ => Ok(false),
+        }
+    }
+
     /// Every cached image.
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
         self.db.list()
@@ -294,6 +306,18 @@ impl ImageStore {
         rootfs_path: Option<&str>,
         disk_size_gb: Option<u32>,
     ) -> Result<PreparedImage> {
+        self.prepare_reporting(image, rootfs_path, disk_size_gb)
+            .map(|(prepared, _)| prepared)
+    }
+
+    /// [`ImageStore::prepare`], also telling whether this call built the base disk (`true`)
+    /// or found it cached, for progress reports.
+    pub fn prepare_reporting(
+        &self,
+        image: Option<&str>,
+        rootfs_path: Option<&str>,
+        disk_size_gb: Option<u32>,
+    ) -> Result<(PreparedImage, bool)> {
         let spec = rootfs_path
             .or(image)
             .ok_or_else(|| Error::InvalidOption("no image given".into()))?;
@@ -311,7 +335,7 @@ impl ImageStore {
                 self.resolve_digest(spec, &records[0].manifest_digest)?
             }
         };
-        let base_disk = self.base_disk(spec, &resolved, disk_size_gb)?;
+        let (base_disk, built) = self.base_disk(spec, &resolved, disk_size_gb)?;
         let config = resolved.config.config().clone().unwrap_or_default();
         let env = config
             .env()
@@ -323,7 +347,7 @@ impl ImageStore {
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
             })
             .collect();
-        Ok(PreparedImage {
+        let prepared = PreparedImage {
             reference: spec.to_owned(),
             manifest_digest: resolved.manifest_digest.clone(),
             base_disk,
@@ -332,17 +356,19 @@ impl ImageStore {
             user: config.user().clone().filter(|u| !u.is_empty()),
             entrypoint: config.entrypoint().clone().unwrap_or_default(),
             cmd: config.cmd().clone().unwrap_or_default(),
-        })
+        };
+        Ok((prepared, built))
     }
 
     /// The image's base disk: `disks/<digest>.ext4` with the default free space, or
-    /// `disks/<digest>-<N>g.ext4` with N GiB free (`disk_size_gb`), built once each.
+    /// `disks/<digest>-<N>g.ext4` with N GiB free (`disk_size_gb`), built once each; and
+    /// whether this call built it.
     fn base_disk(
         &self,
         spec: &str,
         image: &ResolvedImage,
         disk_size_gb: Option<u32>,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, bool)> {
         let mut key = image.manifest_digest.replace(':', "-");
         if let Some(gb) = disk_size_gb {
             key.push_str(&format!("-{gb}g"));
@@ -350,7 +376,7 @@ impl ImageStore {
         let disks = self.root.join("disks");
         let disk = disks.join(format!("{key}.ext4"));
         if disk.is_file() {
-            return Ok(disk);
+            return Ok((disk, false));
         }
         let lock_path = disks.join(format!("{key}.lock"));
         let lock =
@@ -359,7 +385,7 @@ impl ImageStore {
             .context(|| format!("lock {}", lock_path.display()))?;
         // Another process may have built it while we waited for the lock.
         if disk.is_file() {
-            return Ok(disk);
+            return Ok((disk, false));
         }
         let built = self.build_base_disk(spec, image, disk_size_gb, &disk);
         if built.is_err() {
@@ -369,7 +395,7 @@ impl ImageStore {
             let _ = fs::remove_file(&lock_path);
         }
         drop(lock);
-        built.map(|()| disk)
+        built.map(|()| (disk, true))
     }
 
     fn build_base_disk(
