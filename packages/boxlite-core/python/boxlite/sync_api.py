@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from typing_extensions import Unpack
+from typing_extensions import Self, Unpack
 
 from ._blocking import AsyncProxy, blocking
 from ._loop import EXIT_CALLBACK_TIMEOUT as EXIT_CALLBACK_TIMEOUT
@@ -257,8 +257,9 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     def id(self) -> str:
         return self._target.id
 
-    def start(self) -> SyncSimpleBox:
-        """Creates and boots the box (no-op when already started)."""
+    def start(self) -> Self:
+        """Creates and boots the box (no-op when already started); for the subclasses, also
+        what their ``start()`` adds (the desktop, the browser, the attached shell)."""
         run_sync(self._target.start())
         return self
 
@@ -336,7 +337,7 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     resume = blocking(SimpleBox.resume)
     snapshot = blocking(SimpleBox.snapshot)
 
-    def __enter__(self) -> SyncSimpleBox:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -362,14 +363,6 @@ class SyncCodeBox(SyncSimpleBox):
         """The async box this wraps."""
         assert isinstance(self._target, CodeBox)
         return self._target
-
-    def start(self) -> SyncCodeBox:
-        """Creates and boots the box (no-op when already started)."""
-        run_sync(self._target.start())
-        return self
-
-    def __enter__(self) -> SyncCodeBox:
-        return self.start()
 
     run = blocking(CodeBox.run)
     run_script = blocking(CodeBox.run_script)
@@ -406,14 +399,6 @@ class SyncComputerBox(SyncSimpleBox):
     def gui_url(self) -> str:
         """Where a person's browser shows the live desktop."""
         return self.computer_box.gui_url
-
-    def start(self) -> SyncComputerBox:
-        """Boots the box and starts its desktop (no-op when already started)."""
-        run_sync(self._target.start())
-        return self
-
-    def __enter__(self) -> SyncComputerBox:
-        return self.start()
 
     wait_until_ready = blocking(ComputerBox.wait_until_ready)
     screenshot = blocking(ComputerBox.screenshot)
@@ -472,14 +457,6 @@ class SyncInteractiveBox(SyncSimpleBox):
         """The shell's exit code once :meth:`wait` returned, else None."""
         return self.interactive_box.exit_code
 
-    def start(self) -> SyncInteractiveBox:
-        """Boots the box and attaches its shell to this process's terminal."""
-        run_sync(self._target.start())
-        return self
-
-    def __enter__(self) -> SyncInteractiveBox:
-        return self.start()
-
     wait = blocking(InteractiveBox.wait)
 
 
@@ -529,14 +506,6 @@ class SyncBrowserBox(SyncSimpleBox):
     def port(self) -> int:
         """The host port (on 127.0.0.1) of the Playwright server."""
         return self.browser_box.port
-
-    def start(self) -> SyncBrowserBox:
-        """Boots the box and starts the browser in it."""
-        run_sync(self._target.start())
-        return self
-
-    def __enter__(self) -> SyncBrowserBox:
-        return self.start()
 
     endpoint = blocking(BrowserBox.endpoint)
     playwright_endpoint = blocking(BrowserBox.playwright_endpoint)

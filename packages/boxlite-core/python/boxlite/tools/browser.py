@@ -49,6 +49,16 @@ BROWSER_START_TIMEOUT = 180.0
 MAX_ERROR_CHARS = 1_000
 
 
+#: In the page: an element's visible text cut to ``cap`` characters as ``truncate_output`` cuts
+#: it (two thirds head, one third tail), and the full length.
+_CAPPED_INNER_TEXT = """(element, cap) => {
+  const text = element.innerText;
+  if (text.length <= cap) return [text.length, text];
+  const head = Math.floor(cap * 2 / 3);
+  return [text.length, text.slice(0, head) + text.slice(text.length - (cap - head))];
+}"""
+
+
 @runtime_checkable
 class BrowserEndpoint(Protocol):
     """What the browser tools need of a box: the CDP websocket URL of its browser
@@ -306,8 +316,12 @@ class BrowserToolSession:
         """The visible text of the page (or of the element ``selector`` finds), capped."""
 
         async def read(page: Page, ms: float) -> ActionResult:
-            content = await page.locator(selector or "body").first.inner_text(timeout=ms)
-            capped, _ = truncate_output(content, self.max_output_chars)
+            # The cut is made in the page: only the head and tail the cap keeps cross into this
+            # process, whatever the page's size (the host re-checks what arrives).
+            total, kept = await page.locator(selector or "body").first.evaluate(
+                _CAPPED_INNER_TEXT, self.max_output_chars, timeout=ms
+            )
+            capped, _ = truncate_output(str(kept), self.max_output_chars, total_chars=int(total))
             return ActionResult(text=f"{await self._describe(page)}\n\n{capped}")
 
         return await self._act(timeout, read)
