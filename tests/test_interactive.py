@@ -69,6 +69,8 @@ async def main():
             say(f"EXIT CODE {box.exit_code}")
     except RuntimeError as e:
         say(f"CAUGHT {e}")
+    except boxlite.errors.HangupError as e:
+        say(f"HUNG UP {type(e).__name__}")
     finally:
         say(f"MODES RESTORED {modes() == before}")
 
@@ -223,6 +225,29 @@ def test_the_box_dying_under_the_shell_restores_the_terminal(home: Path, driver:
     assert child.match.group(1) == b"BoxDiedError", child.match.group(0)
     assert child.match.group(2) == b"True", "restored when the box died"
     ended(child)
+
+
+def test_a_terminal_hanging_up_ends_the_session_and_stops_the_box(home: Path, driver: Path, busybox: str) -> None:
+    # SIGHUP (the window closed) used to end the process at once and leave the VM running.
+    child = attached(home, driver, busybox, "shell")
+    child.sendline("sleep 1000")
+    time.sleep(1)
+    child.kill(signal.SIGHUP)
+    child.expect("HUNG UP HangupError")
+    ended(child)
+    assert qemu_processes(home) == [], "the box stopped with the session"
+
+
+def test_boxlite_shell_ends_on_a_hangup_with_129_and_stops_its_box(home: Path, busybox: str) -> None:
+    child = spawn(home, [sys.executable, "-m", "boxlite", "shell", "-m", "256m", busybox])
+    child.expect(PROMPT)
+    child.sendline("sleep 1000")
+    time.sleep(1)
+    child.kill(signal.SIGHUP)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 129, (child.exitstatus, child.signalstatus, child.before)
+    assert qemu_processes(home) == [], "the box stopped with the session"
 
 
 def test_sync_interactive_box_in_a_terminal(home: Path, driver: Path, busybox: str) -> None:

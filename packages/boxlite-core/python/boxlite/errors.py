@@ -146,6 +146,12 @@ class StdinClosedError(BoxliteError):
     """Input was sent to an execution whose stdin is closed or which has ended."""
 
 
+class HangupError(BoxliteError):
+    """The terminal an interactive session was attached to hung up (``SIGHUP``: its window was
+    closed, its SSH connection dropped): the session ended and the processes it ran were
+    killed; the box is stopped by its owner as on any other error."""
+
+
 class OutputLimitError(BoxliteError, ValueError):
     """A read of an execution's output stream would hold more than its ``limit`` (the box
     decides how much it writes, so every read is bounded); the message names the limit."""
@@ -183,6 +189,7 @@ __all__ = [
     "DiskError",
     "ExecError",
     "GuestAssetsError",
+    "HangupError",
     "ImageError",
     "InvalidImageError",
     "InvalidOptionError",

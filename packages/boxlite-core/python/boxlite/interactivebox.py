@@ -31,7 +31,7 @@ from typing_extensions import Unpack
 
 from ._runtime.execution import Execution
 from ._runtime.result import ExecResult
-from .errors import BoxliteError, BoxStoppedError, InvalidOptionError
+from .errors import BoxliteError, BoxStoppedError, HangupError, InvalidOptionError
 from .simplebox import SimpleBox, SimpleBoxArgs
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,10 @@ class Attachment:
         self._size: tuple[int, int] | None = None
         self._resizes: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous_hup: _SignalHandler = None
+        self._hup_installed = False
+        self._hung_up = False
+        self._runner: asyncio.Task[Any] | None = None
 
     @property
     def raw(self) -> bool:
@@ -104,8 +108,10 @@ class Attachment:
         return self._saved_modes is not None
 
     async def begin(self) -> None:
-        """Raw mode and the window size, for a TTY execution on a terminal."""
+        """Raw mode and the window size, for a TTY execution on a terminal; and the end of the
+        session when the terminal hangs up."""
         self._loop = asyncio.get_running_loop()
+        self._follow_hangup()
         if not self._execution.tty:
             return
         if self._forward_stdin and os.isatty(self._stdin_fd):
@@ -124,6 +130,26 @@ class Attachment:
         except BaseException:
             self.end()
             raise
+
+    def _follow_hangup(self) -> None:
+        """``SIGHUP`` (the terminal's window closed, an SSH connection dropped) would end this
+        process at once by default, leaving the box's VM running: end the session instead, so
+        every way out (the box's stop included) runs. Only the main thread can catch it."""
+        loop = self._loop
+        if loop is None or threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_hup = signal.getsignal(signal.SIGHUP)
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self._hang_up)
+            self._hup_installed = True
+        except (RuntimeError, ValueError, NotImplementedError):
+            pass
+
+    def _hang_up(self) -> None:
+        logger.info("the terminal hung up (SIGHUP): ending the interactive session")
+        self._hung_up = True
+        if self._runner is not None:
+            self._runner.cancel()
 
     def _follow_size(self) -> None:
         loop = self._loop
@@ -159,7 +185,12 @@ class Attachment:
             logger.debug("resizing the box's terminal to %s failed: %s", size, e)
 
     def end(self) -> None:
-        """Puts the terminal's modes back and stops following its size (idempotent)."""
+        """Puts the terminal's modes back and stops following its size and hang-up (idempotent)."""
+        if self._hup_installed and self._loop is not None:
+            self._hup_installed = False
+            self._loop.remove_signal_handler(signal.SIGHUP)
+            with contextlib.suppress(TypeError, ValueError, OSError):
+                signal.signal(signal.SIGHUP, self._previous_hup)
         if self._winch_installed and self._loop is not None:
             self._winch_installed = False
             self._loop.remove_signal_handler(signal.SIGWINCH)
@@ -219,9 +250,14 @@ class Attachment:
 
     async def run(self) -> ExecResult:
         """Copies stdin to the execution and its output to stdout and stderr until it ends;
-        its result. Cancelled, it kills the execution; the terminal is restored either way."""
+        its result. Cancelled, it kills the execution; the terminal is restored either way.
+        When the terminal hangs up (``SIGHUP``) the same happens, and it raises
+        :class:`~boxlite.errors.HangupError`."""
         tasks: list[asyncio.Future[None]] = []
+        self._runner = asyncio.current_task()
         try:
+            if self._hung_up:  # between begin() and here
+                raise asyncio.CancelledError
             if self._forward_stdin:
                 tasks.append(asyncio.ensure_future(self._pump_stdin()))
             else:
@@ -237,6 +273,15 @@ class Attachment:
             self.end()
             with contextlib.suppress(BoxliteError):
                 await self._execution.kill()
+            if self._hung_up:
+                # Not a cancellation any more: the caller gets the error, and its own awaits
+                # (stopping the box) run normally.
+                uncancel = getattr(self._runner, "uncancel", None)  # Python 3.11+
+                if uncancel is not None:
+                    uncancel()
+                raise HangupError(
+                    "the terminal hung up (SIGHUP): the session ended and its processes were killed"
+                ) from None
             raise
         finally:
             # First of all: a second cancellation must not leave the terminal raw.

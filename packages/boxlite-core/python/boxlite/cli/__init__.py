@@ -26,7 +26,7 @@ import os
 import sys
 from typing import NoReturn
 
-from ..errors import BoxliteError
+from ..errors import BoxliteError, HangupError
 from ..runtime import Boxlite
 from ._common import ProgressBar, UsageError
 
@@ -59,7 +59,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Runs a parsed command line; its exit code (2: a command line that cannot be carried out,
-    1: a BoxLite error, 130: interrupted)."""
+    1: a BoxLite error, 129: the terminal hung up, 130: interrupted)."""
 
     async def go() -> int:
         if getattr(args, "plain", None) is not None:
@@ -73,6 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     except UsageError as e:
         print(f"boxlite {args.cmd}: {e}", file=sys.stderr)
         return 2
+    except HangupError:
+        return 129  # as a shell reports SIGHUP; nobody is left to read a message
     except BoxliteError as e:
         print(f"boxlite: {e}", file=sys.stderr)
         return 1
