@@ -254,6 +254,17 @@ mod tests {
     }
 
     #[test]
+    fn bytes_without_a_descriptor_are_refused() {
+        // Data but no SCM_RIGHTS message (or another control message): never a descriptor
+        // number read from a buffer that holds none.
+        let (a, b) = UnixStream::pair().unwrap();
+        std::io::Write::write_all(&mut &a, b"\x01\x02\x03").unwrap();
+        let b = OwnedFd::from(b);
+        let e = receive_fd(b.as_raw_fd()).unwrap_err();
+        assert!(e.to_string().contains("sent no listener"), "{e}");
+    }
+
+    #[test]
     fn the_spec_rebuilds_the_policy_and_bad_specs_are_refused() {
         let spec = SupervisorSpec {
             id: "b".into(),
