@@ -147,6 +147,12 @@ class BrowserToolSession:
         """Whether the session has its box yet (it starts or leases one on its first action)."""
         return self._held.started
 
+    @property
+    def box(self) -> BrowserEndpoint | None:
+        """The BrowserBox the session drives (given, started, or leased from its pool), once it has
+        one; ``None`` before its first action, and after :meth:`close` unless it was given."""
+        return self._held.box
+
     # -- the connection ---------------------------------------------------------------------
 
     async def _connect(self) -> Page:
