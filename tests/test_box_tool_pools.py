@@ -92,6 +92,18 @@ def http_status(port: int) -> int | None:
         return None
 
 
+async def close_leaving_no_vmm(pool: BoxPool, home: Path, before: set[int]) -> None:
+    """Closes ``pool`` and checks that no VMM of it is left (only those of other modules' boxes)."""
+    await pool.close()
+    left: set[int] = set()
+    for _ in range(100):
+        left = set(vmms_under(home)) - before
+        if not left:
+            break
+        await asyncio.sleep(0.2)
+    assert not left, f"VMMs of the closed pool still run: {left}"
+
+
 async def answers(port: int, within: float = 120) -> bool:
     """Whether the web desktop on ``port`` answers within ``within`` seconds (it starts after the
     window manager, a few seconds late under TCG)."""
@@ -106,7 +118,9 @@ async def answers(port: int, within: float = 120) -> bool:
 # -- browser -----------------------------------------------------------------------------------
 
 
-async def test_browser_sessions_lease_ready_boxes_and_never_share_one(browser_pool: BoxPool) -> None:
+async def test_browser_sessions_lease_ready_boxes_and_never_share_one(
+    browser_pool: BoxPool, home: Path, vmms_before: set[int]
+) -> None:
     assert browser_pool.stats().idle == 1
     first = BrowserToolSession(pool=browser_pool, default_timeout=ACTION_TIMEOUT)
     started = time.monotonic()
@@ -143,6 +157,8 @@ async def test_browser_sessions_lease_ready_boxes_and_never_share_one(browser_po
     finally:
         await toolkit.session.close()
     assert browser_pool.stats().leased == 0
+    # Closed here, not at the module's end: its refills would slow the desktop tests down.
+    await close_leaving_no_vmm(browser_pool, home, vmms_before)
 
 
 # -- desktop -----------------------------------------------------------------------------------
@@ -166,7 +182,9 @@ async def test_computer_session_drives_a_ready_desktop(computer_pool: BoxPool) -
         await session.close()
 
 
-async def test_two_desktops_at_once_on_their_own_ports(computer_pool: BoxPool) -> None:
+async def test_two_desktops_at_once_on_their_own_ports(
+    computer_pool: BoxPool, home: Path, vmms_before: set[int]
+) -> None:
     await wait_for_idle(computer_pool)
     first = ComputerToolSession(pool=computer_pool, default_timeout=ACTION_TIMEOUT)
     # The second through LlamaIndex's computer tool, in its agent loop.
@@ -184,23 +202,7 @@ async def test_two_desktops_at_once_on_their_own_ports(computer_pool: BoxPool) -
     finally:
         await first.close()
         await spec.session.close()
-
-
-# -- closing -----------------------------------------------------------------------------------
-
-
-async def test_closing_the_pools_leaves_no_vmm(
-    browser_pool: BoxPool, computer_pool: BoxPool, home: Path, vmms_before: set[int]
-) -> None:
-    await browser_pool.close()
-    await computer_pool.close()
-    left: set[int] = set()
-    for _ in range(100):
-        left = set(vmms_under(home)) - vmms_before
-        if not left:
-            break
-        await asyncio.sleep(0.2)
-    assert not left, f"VMMs of the closed pools still run: {left}"
+    await close_leaving_no_vmm(computer_pool, home, vmms_before)
 
 
 # -- host ports, without VMs -------------------------------------------------------------------
