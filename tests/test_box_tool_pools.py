@@ -245,3 +245,14 @@ async def test_a_named_port_in_use_is_refused_before_booting() -> None:
             await browser.start()
     with pytest.raises(boxlite.InvalidOptionError, match=r"leave options\.port and options\.cdp_port unset"):
         create_browser_pool(boxlite.BrowserBoxOptions(cdp_port=port))
+
+
+def test_wrong_port_options_are_clear_errors() -> None:
+    with pytest.raises(boxlite.InvalidOptionError, match=r"gui_http_port=70000\): a TCP port 1-65535"):
+        boxlite.ComputerBox(gui_http_port=70000, image="unused")
+    with pytest.raises(boxlite.InvalidOptionError, match="gui_http_port and gui_https_port are both 4000"):
+        boxlite.ComputerBox(gui_http_port=4000, gui_https_port=4000, image="unused")
+    with pytest.raises(boxlite.InvalidOptionError, match=r"options\.cdp_port and options\.port must be the host ports"):
+        boxlite.BrowserBox.adopt(None, boxlite.BrowserBoxOptions())  # type: ignore[arg-type]  # checked first
+    with pytest.raises(boxlite.InvalidOptionError, match="each pooled desktop gets free host ports of its own"):
+        create_computer_pool(box_options={"gui_http_port": 4000})
