@@ -3,11 +3,17 @@ VMM memory.
 
     BOXLITE_ACCEL=tcg uv run python benchmarks/bench_browser.py [--runs 2] [--screenshots 10]
         [--flags="--no-zygote --renderer-process-limit=1"]
+    BOXLITE_ACCEL=tcg uv run python benchmarks/bench_browser.py --pool [--runs 2]
 
 Boots the ``browser`` test image (Debian's Chromium; built on first use) ``--runs`` times, one
 box at a time, and prints medians; asserts nothing. ``--flags`` adds Chromium flags to
 ``boxlite.browserbox.CHROMIUM_FLAGS`` for a comparison run. Needs Playwright for Python
 (``boxlite-core[browser]``).
+
+``--pool`` measures instead what an agent waits for at its first browser call (the browser
+tools' ``navigate``, through Playwright over CDP): on a cold ``BrowserBox`` the session starts,
+and on a box leased from a warm ``create_browser_pool`` (``min_idle=1``), one session after
+another (each lease a fresh box; the pool refills in the background, on the same CPUs).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 
 import boxlite
 from boxlite import browserbox
+from boxlite.tools import BrowserToolSession, create_browser_pool
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "images"))
@@ -77,11 +84,41 @@ async def one_run(runtime: boxlite.Boxlite, image: str, pages: str, screenshots:
     return figures
 
 
+async def first_call(session: BrowserToolSession) -> float:
+    """Seconds from a session's first action (navigate to a small page) to its result."""
+    started = time.perf_counter()
+    result = await session.navigate("data:text/html,<title>first</title>", timeout=600)
+    elapsed = time.perf_counter() - started
+    assert not result.error, result.text
+    await session.close()
+    return elapsed
+
+
+async def pool_figures(runtime: boxlite.Boxlite, image: str, runs: int) -> None:
+    options = boxlite.BrowserBoxOptions(image=image)
+    cold = [await first_call(BrowserToolSession(options=options, runtime=runtime)) for _ in range(runs)]
+    pool = create_browser_pool(boxlite.BrowserBoxOptions(), image=image, runtime=runtime, min_idle=1, max_size=2)
+    t = time.perf_counter()
+    await pool.start()
+    filled = time.perf_counter() - t
+    warm = []
+    for _ in range(runs):
+        while pool.stats().idle < 1:  # the refill of the previous lease
+            await asyncio.sleep(0.2)
+        warm.append(await first_call(BrowserToolSession(pool=pool)))
+    await pool.close()
+    print(f"first browser call of an agent (navigate), medians of {runs} runs")
+    line("cold BrowserBox started by the session", f"{statistics.median(cold):.2f} s")
+    line("pool.start() (one ready browser)", f"{filled:.2f} s")
+    line("leased from a warm pool", f"{statistics.median(warm):.2f} s")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--screenshots", type=int, default=10)
     parser.add_argument("--flags", default="", help="extra Chromium flags, space-separated")
+    parser.add_argument("--pool", action="store_true", help="first tool call: warm pool vs cold box")
     args = parser.parse_args()
     if args.flags:
         browserbox.CHROMIUM_FLAGS = (*browserbox.CHROMIUM_FLAGS, *args.flags.split())
@@ -96,6 +133,10 @@ async def main() -> None:
         async with boxlite.SimpleBox(image=image, runtime=runtime, memory_mib=256) as warm:
             await warm.exec("true")
         line("first use of the image (unpack, boot, stop)", f"{time.perf_counter() - t:.2f} s")
+        if args.pool:
+            await pool_figures(runtime, image, args.runs)
+            await runtime.shutdown()
+            return
         runs = [await one_run(runtime, image, pages, args.screenshots) for _ in range(args.runs)]
         print(f"medians of {args.runs} runs (seconds unless stated)")
         for key in runs[0]:

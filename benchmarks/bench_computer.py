@@ -3,12 +3,17 @@ to ``wait_until_ready()`` and where it goes, screenshot latency, click-to-screen
 the VMM's memory.
 
     uv run python benchmarks/bench_computer.py [--rounds 10] [--memory 1024]
+    uv run python benchmarks/bench_computer.py --pool [--rounds 2]
 
 Runs under TCG unless ``BOXLITE_ACCEL`` says otherwise (``BOXLITE_ACCEL=kvm`` where the host has
 it). Prints figures measured in one run; asserts nothing. The start is split by a probe that
 runs in the box from the moment it has booted and notes the guest's uptime when the X server
 first answers, when icewm has claimed the display and when noVNC listens; the probe's own polls
 (every 0.1 s) cost a little CPU in the box.
+
+``--pool`` measures instead an agent's first computer-use call (a screenshot) on a cold
+``ComputerBox`` the tool session starts and on a desktop leased from a warm
+``create_computer_pool`` (``min_idle=1``), ``--rounds`` sessions each.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("BOXLITE_ACCEL", "tcg")
 
 import boxlite
+from boxlite.tools import ComputerToolSession, create_computer_pool
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "images"))
@@ -70,10 +76,39 @@ def summary(times: list[float]) -> str:
     return f"median {statistics.median(ms):7.0f} ms   min {ms[0]:7.0f}   max {ms[-1]:7.0f}   (n={len(ms)})"
 
 
+async def first_call(session: ComputerToolSession) -> float:
+    """Seconds from a session's first action (a screenshot) to its result."""
+    started = time.perf_counter()
+    result = await session.act("screenshot", timeout=600)
+    elapsed = time.perf_counter() - started
+    assert not result.error, result.text
+    await session.close()
+    return elapsed
+
+
+async def pool_figures(runtime: boxlite.Boxlite, image: str, rounds: int, memory: int) -> None:
+    cold = [await first_call(ComputerToolSession(runtime=runtime, memory=memory, image=image)) for _ in range(rounds)]
+    pool = create_computer_pool(memory=memory, image=image, runtime=runtime, min_idle=1, max_size=2)
+    t = time.perf_counter()
+    await pool.start()
+    filled = time.perf_counter() - t
+    warm = []
+    for _ in range(rounds):
+        while pool.stats().idle < 1:  # the refill of the previous lease
+            await asyncio.sleep(0.2)
+        warm.append(await first_call(ComputerToolSession(pool=pool)))
+    await pool.close()
+    print(f"first computer-use call of an agent (screenshot), medians of {rounds} runs")
+    line("cold ComputerBox started by the session", f"{statistics.median(cold):7.2f} s")
+    line("pool.start() (one ready desktop)", f"{filled:7.2f} s")
+    line("leased from a warm pool", f"{statistics.median(warm):7.2f} s")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--memory", type=int, default=1024, help="guest memory in MiB")
+    parser.add_argument("--pool", action="store_true", help="first tool call: warm pool vs cold box")
     args = parser.parse_args()
     image = str(build_images(["desktop"])["desktop"])
     with tempfile.TemporaryDirectory(prefix="boxlite-bench-") as home:
@@ -88,6 +123,10 @@ async def main() -> None:
         await first_box.shutdown()
         first_s = time.perf_counter() - first
         print(f"first box of the image (unpacked into a base disk once per home; boot; stop): {first_s:.1f} s")
+        if args.pool:
+            await pool_figures(runtime, image, args.rounds, args.memory)
+            await runtime.shutdown()
+            return
         # Boxes of an image already on disk: what every later start costs.
         desktop = boxlite.ComputerBox(
             cpu=2,

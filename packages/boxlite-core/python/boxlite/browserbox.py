@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -34,9 +33,10 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from typing_extensions import Unpack
 
+from ._ports import claim_port, release_ports, reserve_port
 from .errors import BoxliteError, InvalidOptionError
 from .options import BoxOptions, NetworkSpec, SecurityOptions
-from .runtime import Boxlite, ExecResult, Execution
+from .runtime import Box, Boxlite, ExecResult, Execution
 from .simplebox import SimpleBox
 
 if TYPE_CHECKING:
@@ -161,11 +161,11 @@ def default_browser_image() -> str:
     return os.environ.get("BOXLITE_BROWSER_IMAGE") or DEFAULT_BROWSER_IMAGE
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _retrieve(done: asyncio.Future[ExecResult]) -> None:
+    """Marks Chromium's outcome seen (``endpoint()`` reports it), so that its end when the box
+    is stopped under it (by a pool) is not logged as an unretrieved exception."""
+    if not done.cancelled():
+        done.exception()
 
 
 class BrowserBoxArgs(TypedDict, total=False):
@@ -198,7 +198,9 @@ class BrowserBoxOptions:
         memory: Guest memory in MiB (Chromium wants 1024 or more).
         cpu: Virtual CPUs.
         port: Host port of the Playwright server (guest port 3000); ``None`` picks a free one.
-        cdp_port: Host port of the DevTools protocol (guest port 9222); ``None`` picks a free one.
+            A port named here that is already in use is an error when the box starts.
+        cdp_port: Host port of the DevTools protocol (guest port 9222); ``None`` picks a free one
+            (never one another box of this process holds). Named and in use: an error at start.
         image: The image (reference or OCI layout path); ``None`` means :func:`default_browser_image`.
     """
 
@@ -243,10 +245,18 @@ class BrowserBox(SimpleBox):
         if not isinstance(opts, BrowserBoxOptions):
             raise InvalidOptionError(f"BrowserBox(options=...) takes a BrowserBoxOptions, got {type(opts).__name__}")
         self._browser_name = opts.browser
-        self._cdp_host_port = opts.cdp_port if opts.cdp_port is not None else _free_port()
-        self._pw_host_port = opts.port if opts.port is not None else _free_port()
-        if self._cdp_host_port == self._pw_host_port:
-            raise InvalidOptionError(f"BrowserBoxOptions: port and cdp_port are both {self._pw_host_port}")
+        if opts.cdp_port is not None and opts.cdp_port == opts.port:
+            raise InvalidOptionError(f"BrowserBoxOptions: port and cdp_port are both {opts.port}")
+        # Ports left to us are reserved now (so two boxes of this process never get one port);
+        # ports named are checked at start, once the caller can no longer change them.
+        self._claim: list[tuple[int, str]] = [
+            (port, name) for port, name in ((opts.cdp_port, "cdp_port"), (opts.port, "port")) if port is not None
+        ]
+        self._cdp_host_port = opts.cdp_port if opts.cdp_port is not None else reserve_port()
+        self._pw_host_port = opts.port if opts.port is not None else reserve_port()
+        self._held_ports = [
+            p for p, given in ((self._cdp_host_port, opts.cdp_port), (self._pw_host_port, opts.port)) if given is None
+        ]
         ports = [
             (self._cdp_host_port, GUEST_CDP_PORT),
             (self._pw_host_port, GUEST_PLAYWRIGHT_PORT),
@@ -269,6 +279,27 @@ class BrowserBox(SimpleBox):
         self._playwright: Playwright | None = None
         self._connected: list[Browser] = []
 
+    @classmethod
+    def adopt(cls, box: Box, options: BrowserBoxOptions) -> BrowserBox:
+        """A BrowserBox on ``box``, a box that is already running (e.g. one a
+        :class:`~boxlite.pool.BoxPool` booted), without booting another VM: :meth:`start` then
+        starts Chromium in it and :meth:`endpoint` waits for it.
+
+        ``box`` must run a browser image and forward the host ports ``options.cdp_port`` and
+        ``options.port`` (both required here) to guest ports 9222 and 3000, as
+        ``BrowserBox(options).options`` does. :meth:`shutdown` stops ``box``; a pool stops its own
+        boxes (see :func:`boxlite.tools.create_browser_pool`, which does all of this).
+        """
+        if options.cdp_port is None or options.port is None:
+            raise InvalidOptionError(
+                "BrowserBox.adopt(box, options): options.cdp_port and options.port must be the host ports "
+                "the box forwards to guest ports 9222 and 3000"
+            )
+        browser = cls(options, runtime=box._runtime, image=box.info().image or None)
+        browser._box = box
+        browser._claim = []  # the box's forwards exist already: its ports are in use by it
+        return browser
+
     @property
     def browser(self) -> str:
         """The browser's name (``"chromium"``, ``"firefox"`` or ``"webkit"``), as upstream."""
@@ -285,7 +316,16 @@ class BrowserBox(SimpleBox):
         return self._pw_host_port
 
     async def start(self) -> BrowserBox:
-        """Boots the box and starts Chromium in it (not waiting for it: :meth:`endpoint` does)."""
+        """Boots the box and starts Chromium in it (not waiting for it: :meth:`endpoint` does).
+
+        Raises:
+            InvalidOptionError: a port named in the options is in use on the host.
+        """
+        if self._box is None:
+            claims, self._claim = self._claim, []
+            for port, name in claims:
+                claim_port(port, owner="BrowserBoxOptions", option=name)
+                self._held_ports.append(port)
         await super().start()
         if self._browser_name == "chromium" and self._chromium is None:
             await self._start_chromium()
@@ -306,6 +346,7 @@ class BrowserBox(SimpleBox):
             user=user,
         )
         self._chromium_done = asyncio.ensure_future(self._chromium.wait())
+        self._chromium_done.add_done_callback(_retrieve)
         log.debug("started Chromium in box %s as %s", self.id, user)
 
     async def _guest_log(self, path: str) -> str:
@@ -427,7 +468,11 @@ class BrowserBox(SimpleBox):
             with contextlib.suppress(BaseException):
                 await self._chromium_done
         self._chromium = self._chromium_done = self._pw_server = None
-        await super().shutdown()
+        try:
+            await super().shutdown()
+        finally:
+            release_ports(self._held_ports)
+            self._held_ports = []
 
     async def __aenter__(self) -> BrowserBox:
         return await self.start()

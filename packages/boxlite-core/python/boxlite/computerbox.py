@@ -35,9 +35,10 @@ from typing import Any, Literal, SupportsIndex, TypedDict, overload
 
 from typing_extensions import Unpack
 
+from ._ports import claim_port, release_ports, reserve_port
 from .errors import BoxStartError, ExecError, InvalidOptionError
 from .options import SecurityOptions
-from .runtime import Boxlite, ExecResult, Execution
+from .runtime import Box, Boxlite, ExecResult, Execution
 from .simplebox import SimpleBox
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ SCREEN_WIDTH, SCREEN_HEIGHT = 1024, 768
 #: The ports in the box of the web desktop (HTTP, HTTPS), forwarded to ``gui_http_port`` and
 #: ``gui_https_port`` on the host's 127.0.0.1.
 GUEST_HTTP_PORT, GUEST_HTTPS_PORT = 3000, 3001
+#: The host ports of the web desktop when the caller names none and they are free (upstream's);
+#: when one is taken (another desktop, another program), a free port is chosen instead.
+DEFAULT_GUI_HTTP_PORT, DEFAULT_GUI_HTTPS_PORT = 3000, 3001
 #: How often :meth:`ComputerBox.wait_until_ready` looks again.
 READY_POLL_SECONDS = 0.5
 #: The start script of an image made for ComputerBox.
@@ -212,6 +216,21 @@ def default_image() -> str:
     return os.environ.get("BOXLITE_COMPUTER_IMAGE") or DEFAULT_IMAGE
 
 
+def desktop_env() -> list[tuple[str, str]]:
+    """The environment a ComputerBox's box is created with: the display and its size, for the
+    desktop's start script and for every desktop method's command."""
+    return [
+        ("DISPLAY", DISPLAY),
+        ("DISPLAY_SIZEW", str(SCREEN_WIDTH)),
+        ("DISPLAY_SIZEH", str(SCREEN_HEIGHT)),
+        ("SELKIES_MANUAL_WIDTH", str(SCREEN_WIDTH)),
+        ("SELKIES_MANUAL_HEIGHT", str(SCREEN_HEIGHT)),
+        ("SELKIES_UI_SHOW_SIDEBAR", "false"),
+        ("BOXLITE_SCREEN_WIDTH", str(SCREEN_WIDTH)),
+        ("BOXLITE_SCREEN_HEIGHT", str(SCREEN_HEIGHT)),
+    ]
+
+
 def _coordinate(name: str, value: int) -> str:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidOptionError(f"{name} must be a pixel coordinate, an int >= 0, got {value!r}")
@@ -236,7 +255,11 @@ class ComputerBox(SimpleBox):
     browser at ``http://127.0.0.1:{gui_http_port}``.
 
     ``cpu`` and ``memory`` (MiB) size the VM; ``gui_http_port`` and ``gui_https_port`` are the
-    host ports (on 127.0.0.1) of the web desktop. Every other keyword argument is
+    host ports (on 127.0.0.1) of the web desktop. Left unset, they are upstream's 3000 and 3001
+    when those are free and free ports chosen at start when not, so several desktops run at
+    once without sharing a port; the attributes say which were chosen. A port named explicitly
+    is used as is, and one already in use is an :class:`~boxlite.errors.InvalidOptionError` at
+    start (passt would otherwise start the box without that forward). Every other keyword argument is
     :class:`~boxlite.SimpleBox`'s (``image``, ``volumes``, ``env``, ``ports``, ``name``, ...);
     ``env`` and ``ports`` add to the desktop's own. See the module's documentation for the
     images it can start.
@@ -246,57 +269,102 @@ class ComputerBox(SimpleBox):
         self,
         cpu: int = 2,
         memory: int = 2048,
-        gui_http_port: int = 3000,
-        gui_https_port: int = 3001,
+        gui_http_port: int | None = None,
+        gui_https_port: int | None = None,
         runtime: Boxlite | None = None,
         *,
         image: str | None = None,
         **kw: Unpack[ComputerBoxArgs],
     ) -> None:
+        for option, value in (("gui_http_port", gui_http_port), ("gui_https_port", gui_https_port)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536):
+                raise InvalidOptionError(f"ComputerBox({option}={value!r}): a TCP port 1-65535, or None for a free one")
+        if gui_http_port is not None and gui_http_port == gui_https_port:
+            raise InvalidOptionError(f"ComputerBox: gui_http_port and gui_https_port are both {gui_http_port}")
         if image is None and kw.get("rootfs_path") is None:
             image = default_image()
-        env = [
-            ("DISPLAY", DISPLAY),
-            ("DISPLAY_SIZEW", str(SCREEN_WIDTH)),
-            ("DISPLAY_SIZEH", str(SCREEN_HEIGHT)),
-            ("SELKIES_MANUAL_WIDTH", str(SCREEN_WIDTH)),
-            ("SELKIES_MANUAL_HEIGHT", str(SCREEN_HEIGHT)),
-            ("SELKIES_UI_SHOW_SIDEBAR", "false"),
-            ("BOXLITE_SCREEN_WIDTH", str(SCREEN_WIDTH)),
-            ("BOXLITE_SCREEN_HEIGHT", str(SCREEN_HEIGHT)),
-            *_env_pairs(kw.pop("env", None)),
-        ]
-        ports: list[tuple[int, int] | tuple[int, int, str]] = [
-            (gui_http_port, GUEST_HTTP_PORT),
-            (gui_https_port, GUEST_HTTPS_PORT),
-            *(kw.pop("ports", None) or []),
-        ]
         # cpus= and memory_mib= (SimpleBox's names) win over cpu= and memory=, as in SimpleBox.
         cpus, memory_mib = kw.pop("cpus", None), kw.pop("memory_mib", None)
+        env = [*desktop_env(), *_env_pairs(kw.pop("env", None))]
         options: dict[str, Any] = dict(kw)
+        # The web desktop's forwards are added when the box starts, on the ports chosen then.
         super().__init__(
             image,
             cpus=cpu if cpus is None else cpus,
             memory_mib=memory if memory_mib is None else memory_mib,
             runtime=runtime,
             env=env,
-            ports=ports,
             **options,
         )
-        self.gui_http_port = gui_http_port
-        self.gui_https_port = gui_https_port
+        self._requested_ports = (gui_http_port, gui_https_port)
+        self._user_ports = list(self._options.ports)
+        #: The host port (127.0.0.1) of the web desktop over HTTP: the one in use once the box has
+        #: started; before, the one asked for (or :data:`DEFAULT_GUI_HTTP_PORT`, taken if free).
+        self.gui_http_port = DEFAULT_GUI_HTTP_PORT if gui_http_port is None else gui_http_port
+        #: As :attr:`gui_http_port`, for HTTPS.
+        self.gui_https_port = DEFAULT_GUI_HTTPS_PORT if gui_https_port is None else gui_https_port
+        self._held_ports: tuple[int, ...] = ()
         self._desktop: Execution | None = None
         self._desktop_result: asyncio.Future[ExecResult] | None = None
+
+    @classmethod
+    def adopt(cls, box: Box, *, gui_http_port: int, gui_https_port: int) -> ComputerBox:
+        """A ComputerBox on ``box``, a box that is already running (e.g. one a
+        :class:`~boxlite.pool.BoxPool` booted), without booting another VM: :meth:`start` then
+        starts the desktop in it, and :meth:`wait_until_ready` waits for it.
+
+        ``box`` must have been created with a ComputerBox's options (its image and
+        :func:`desktop_env`: ``ComputerBox(...).options`` is such a template) plus forwards of the
+        host ports ``gui_http_port`` and ``gui_https_port`` to guest ports 3000 and 3001, which
+        this object then reports. :meth:`shutdown` stops ``box``; a pool stops its own boxes
+        (see :func:`boxlite.tools.create_computer_pool`, which does all of this)."""
+        image = box.info().image or None
+        desktop = cls(gui_http_port=gui_http_port, gui_https_port=gui_https_port, runtime=box._runtime, image=image)
+        desktop._box = box
+        return desktop
+
+    def _choose_ports(self) -> None:
+        """The web desktop's host ports for this start: those asked for (an error if taken),
+        else upstream's 3000/3001 when free, else free ones; added to the box's forwards."""
+        chosen: list[int] = []
+        try:
+            for requested, default, option in (
+                (self._requested_ports[0], DEFAULT_GUI_HTTP_PORT, "gui_http_port"),
+                (self._requested_ports[1], DEFAULT_GUI_HTTPS_PORT, "gui_https_port"),
+            ):
+                if requested is not None:
+                    chosen.append(claim_port(requested, owner="ComputerBox", option=option))
+                else:
+                    chosen.append(reserve_port(default))
+        except BaseException:
+            release_ports(chosen)
+            raise
+        self.gui_http_port, self.gui_https_port = chosen
+        self._held_ports = tuple(chosen)
+        forwards = [(self.gui_http_port, GUEST_HTTP_PORT, "tcp"), (self.gui_https_port, GUEST_HTTPS_PORT, "tcp")]
+        self._options = self._options.model_copy(update={"ports": [*forwards, *self._user_ports]})
 
     @property
     def gui_url(self) -> str:
         """Where a person's browser shows the live desktop."""
         return f"http://127.0.0.1:{self.gui_http_port}/"
 
+    @property
+    def desktop_running(self) -> bool:
+        """Whether the desktop's start command is running (started and not ended)."""
+        result = self._desktop_result
+        return result is not None and not result.done()
+
     async def start(self) -> ComputerBox:
         """Boots the box and starts its desktop (no-op when already started); see
         :meth:`wait_until_ready` for when the desktop can be used."""
-        await super().start()
+        if self._box is None:
+            self._choose_ports()
+            try:
+                await super().start()
+            except BaseException:
+                self._release_ports()
+                raise
         if self._desktop is None:
             started = time.monotonic()
             self._desktop = await self.box.exec("sh", ["-c", _START_DESKTOP], max_output_bytes=DESKTOP_OUTPUT_BYTES)
@@ -314,6 +382,11 @@ class ComputerBox(SimpleBox):
             if self._desktop_result is not None and not self._desktop_result.done():
                 self._desktop_result.cancel()
             self._desktop, self._desktop_result = None, None
+            self._release_ports()
+
+    def _release_ports(self) -> None:
+        release_ports(self._held_ports)
+        self._held_ports = ()
 
     async def __aenter__(self) -> ComputerBox:
         return await self.start()
@@ -469,4 +542,14 @@ class ComputerBox(SimpleBox):
         return int(parts[0]), int(parts[1])
 
 
-__all__ = ["DEFAULT_IMAGE", "ComputerBox", "ComputerBoxArgs", "Screenshot", "default_image", "png_size"]
+__all__ = [
+    "DEFAULT_GUI_HTTPS_PORT",
+    "DEFAULT_GUI_HTTP_PORT",
+    "DEFAULT_IMAGE",
+    "ComputerBox",
+    "ComputerBoxArgs",
+    "Screenshot",
+    "default_image",
+    "desktop_env",
+    "png_size",
+]

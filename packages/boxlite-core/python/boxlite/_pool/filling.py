@@ -42,7 +42,7 @@ class _Filling(_PoolState):
         runtime = self._runtime or Boxlite.default()
         box: Box | None = None
         try:
-            box = await runtime.create(self._options)
+            box = await self._create_box(runtime)
             resource = await self._prepare(box) if self._prepare is not None else None
             pooled = _PooledBox(box, resource, time.monotonic())
         except BaseException as err:
@@ -66,6 +66,11 @@ class _Filling(_PoolState):
         else:
             self._make_idle(pooled)
         await self._notify()
+
+    async def _create_box(self, runtime: Boxlite) -> Box:
+        """Boots one new box of the pool. A seam: the pools of ``boxlite.tools`` whose boxes each
+        forward host ports of their own (browsers, desktops) override it to vary the options."""
+        return await runtime.create(self._options)
 
     def _make_idle(self, pooled: _PooledBox) -> None:
         self._idle.append(pooled)

@@ -12,11 +12,14 @@ The browser tool set (``browser.py``: navigate, click, type, read the page's tex
 a ``BrowserBox`` through Playwright over CDP) and the computer-use tool (``computer.py``: the
 actions of model providers' computer tools on a ``ComputerBox``) are cores of the same kind:
 one session per tool set, holding one box, returning :class:`ActionResult` (text and images).
+``create_browser_pool`` and ``create_computer_pool`` (``_box_tool_pool.py``) keep such boxes
+ready for their ``pool=``, so an agent's first call does not wait for a cold start.
 """
 
 from __future__ import annotations
 
 from . import descriptions
+from ._box_tool_pool import create_browser_pool, create_computer_pool
 from .adapter import ActionBoundTool, SandboxBoundTool
 from .browser import BrowserEndpoint, BrowserToolSession
 from .computer import ComputerToolSession, Desktop
@@ -89,6 +92,8 @@ __all__ = [
     "ToolSandboxError",
     "WriteFileInput",
     "call_timeout",
+    "create_browser_pool",
+    "create_computer_pool",
     "create_tool_pool",
     "descriptions",
     "format_listing",

@@ -58,6 +58,11 @@ class _HeldBox(Generic[B]):
     def started(self) -> bool:
         return self._box is not None
 
+    @property
+    def box(self) -> B | None:
+        """The box the session drives now (``None`` before its first call; after close, the given box or ``None``)."""
+        return self._box
+
     async def get(self, started: Callable[[B], Any] | None = None) -> B:
         """The session's box, started (or leased) on the first call; ``started`` is awaited once
         on a box the session made (e.g. to wait until its desktop is ready). Call on the library loop."""

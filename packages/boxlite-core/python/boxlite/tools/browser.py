@@ -157,6 +157,12 @@ class BrowserToolSession:
         """Whether the session has its box yet (it starts or leases one on its first action)."""
         return self._held.started
 
+    @property
+    def box(self) -> BrowserEndpoint | None:
+        """The BrowserBox the session drives (given, started, or leased from its pool), once it has
+        one; ``None`` before its first action, and after :meth:`close` unless it was given."""
+        return self._held.box
+
     # -- the connection ---------------------------------------------------------------------
 
     async def _connect(self) -> Page:
@@ -185,7 +191,10 @@ class BrowserToolSession:
                 raise
             context = self._browser.contexts[0] if self._browser.contexts else await self._browser.new_context()
             # A page of its own: sessions sharing one browser (several agents) do not share a tab.
-            self._watch(await context.new_page())
+            # In a box of its own (started or leased), the tab Chromium opened at its start is
+            # this session's: its renderer is already running (a new one takes seconds under TCG).
+            blank = [p for p in context.pages if p.url == "about:blank"] if self._held.owned else []
+            self._watch(blank[0] if blank else await context.new_page())
         return await self._current_page()
 
     def _watch(self, page: Page) -> None:

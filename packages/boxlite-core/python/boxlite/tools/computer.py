@@ -154,6 +154,12 @@ class ComputerToolSession:
         """Whether the session has its box yet (it starts or leases one on its first action)."""
         return self._held.started
 
+    @property
+    def box(self) -> Desktop | None:
+        """The ComputerBox the session drives (given, started, or leased from its pool), once it has
+        one; ``None`` before its first action, and after :meth:`close` unless it was given."""
+        return self._held.box
+
     async def screen_size(self) -> tuple[int, int]:
         """The desktop's ``(width, height)`` in pixels (starting the box if needed)."""
         return await run_in_library_loop(self._screen_size_here())

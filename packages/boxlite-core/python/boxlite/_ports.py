@@ -1,0 +1,105 @@
+"""Host ports for the boxes that forward fixed guest services (BrowserBox's DevTools port,
+ComputerBox's web desktop): free ones chosen for the caller, and a check of the ones it names.
+
+A port forward is bound by the box's network process (passt) when the box boots; a port that is
+already taken is not an error there: passt logs it and the box runs without that forward, so a
+second desktop on port 3000 would show a person the first one. Hence the check here, before the
+box is created: a port is *free* when a listener could bind it on 127.0.0.1 now and this process
+has not handed it to another box in the last :data:`RESERVATION_SECONDS` (the time between the
+choice and passt's bind, when the kernel does not know yet). A box gives its ports back on
+shutdown (:func:`release_ports`); the reservation of a box stopped by someone else (a pool)
+lapses by itself, and by then its forwarder has closed.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Iterable
+
+from .errors import InvalidOptionError
+
+#: Seconds a port handed to one box is not handed to another (a boot under emulation, with a
+#: base disk to build first, can take this long before passt binds it).
+RESERVATION_SECONDS = 300.0
+#: Tries at a kernel-chosen port that this process has not reserved already.
+_PICK_TRIES = 64
+
+_lock = threading.Lock()
+_reserved: dict[int, float] = {}
+
+
+def _bindable(port: int) -> bool:
+    """Whether a listener could bind 127.0.0.1:``port`` now (SO_REUSEADDR: closed connections
+    lingering in TIME_WAIT do not count, only a live listener or bound socket does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+        return True
+
+
+def _held(port: int, now: float) -> bool:
+    until = _reserved.get(port)
+    if until is None:
+        return False
+    if until <= now:
+        del _reserved[port]
+        return False
+    return True
+
+
+def port_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 is neither bound on the host nor reserved by a box of this process."""
+    with _lock:
+        if _held(port, time.monotonic()):
+            return False
+    return _bindable(port)
+
+
+def reserve_port(preferred: int | None = None) -> int:
+    """A free host port, reserved for a box of this process: ``preferred`` if it is free, else
+    one the kernel picks."""
+    with _lock:
+        now = time.monotonic()
+        if preferred is not None and not _held(preferred, now) and _bindable(preferred):
+            _reserved[preferred] = now + RESERVATION_SECONDS
+            return preferred
+        for _ in range(_PICK_TRIES):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port: int = s.getsockname()[1]
+            if not _held(port, now):
+                _reserved[port] = now + RESERVATION_SECONDS
+                return port
+    raise OSError(errno.EADDRINUSE, "no free host port on 127.0.0.1 found")
+
+
+def claim_port(port: int, *, owner: str, option: str) -> int:
+    """Reserves the port a caller named (``option`` of ``owner``, for the message); raises
+    :class:`~boxlite.errors.InvalidOptionError` naming it when it is taken."""
+    with _lock:
+        now = time.monotonic()
+        if _held(port, now) or not _bindable(port):
+            raise InvalidOptionError(
+                f"{owner}({option}={port}): host port {port} on 127.0.0.1 is already in use (by another box "
+                f"or program); pass another port, or leave {option} unset to get a free one"
+            )
+        _reserved[port] = now + RESERVATION_SECONDS
+        return port
+
+
+def release_ports(ports: Iterable[int]) -> None:
+    """Gives ports back once the box that forwarded them has stopped."""
+    with _lock:
+        for port in ports:
+            _reserved.pop(port, None)
+
+
+__all__ = ["RESERVATION_SECONDS", "claim_port", "port_free", "release_ports", "reserve_port"]
