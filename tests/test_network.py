@@ -161,6 +161,25 @@ async def test_bad_port_forwards_are_refused(runtime: boxlite.Boxlite, busybox: 
         await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, ports=[(8080, 80), (8080, 81)]))
 
 
+async def test_a_host_port_already_taken_is_a_conflict_and_nothing_is_left(
+    runtime: boxlite.Boxlite, busybox: str
+) -> None:
+    # passt would start without the forward and the box would boot with it silently missing.
+    before = set((runtime.home / "boxes").iterdir())
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with pytest.raises(boxlite.BoxliteConflictError, match=rf"host port {taken}/tcp is not free"):
+            await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, ports=[(taken, 80)]))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        taken = holder.getsockname()[1]
+        with pytest.raises(boxlite.BoxliteConflictError, match=rf"host port {taken}/udp is not free"):
+            await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, ports=[(taken, 53, "udp")]))
+    assert set((runtime.home / "boxes").iterdir()) == before
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetLab]:
     why = netlab.can_build()

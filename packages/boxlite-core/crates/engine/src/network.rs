@@ -137,6 +137,41 @@ pub fn passt_arguments(ports: &[PortForward]) -> Vec<String> {
     args
 }
 
+/// How long a host port may stay taken before a start is refused: the passt of the box's last
+/// run (a kept box stopped from another process) exits on its own, a moment after its VM.
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refuses forwards whose host port something on 127.0.0.1 already holds: passt would start
+/// without that forward and the box would boot with it silently missing (a second desktop on
+/// port 3000 showing the first). Each port is bound here and released at once; passt binds it
+/// a moment later.
+fn check_host_ports_free(ports: &[PortForward]) -> Result<()> {
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    for port in ports {
+        let address = (std::net::Ipv4Addr::LOCALHOST, port.host_port);
+        loop {
+            let bound = if port.protocol == "udp" {
+                std::net::UdpSocket::bind(address).map(drop)
+            } else {
+                std::net::TcpListener::bind(address).map(drop)
+            };
+            match bound {
+                Ok(()) => break,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => {
+                    return Err(Error::Conflict(format!(
+                        "host port {}/{} is not free on 127.0.0.1 ({e}): another box or program holds it. Pick another host port for guest port {}, or stop what holds it",
+                        port.host_port, port.protocol, port.guest_port
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A running passt for one box, and QEMU's end of their socket pair.
 pub struct Passt {
     child: Child,
@@ -157,6 +192,7 @@ impl Passt {
         detached: Option<&egress::detached::SupervisorSpec>,
     ) -> Result<Passt> {
         let binary = passt_binary()?;
+        check_host_ports_free(ports)?;
         let pending = detached.and_then(|spec| {
             match egress::detached::Pending::start(spec, &log.with_file_name("egress.log")) {
                 Ok(pending) => Some(pending),
