@@ -90,9 +90,10 @@ impl LiteBox {
         self.check_not_running_elsewhere()?;
         let disk_started = Instant::now();
         // A box created from a snapshot is restored at its first start (its disk does not
-        // exist yet), and boots from its disk at any later start.
+        // exist yet), and boots from its disk at any later start unless it was hibernated.
         let restore = if self.disk_path().exists() {
-            None
+            // A box stopped with keep_state=True resumes its saved state (see `hibernate`).
+            self.hibernated_state()?
         } else {
             self.restore_from.lock().expect("restore lock").clone()
         };
@@ -220,6 +221,7 @@ impl LiteBox {
         tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, restored = restore.is_some(), "box started");
         if restore.is_some() {
             *self.restore_from.lock().expect("restore lock") = None;
+            self.forget_hibernated_state();
         }
 
         let stopping = Arc::new(AtomicBool::new(false));
