@@ -124,7 +124,7 @@ async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_
         await box.start(discard_state=True)
         assert box.info().status == "running" and not box.info().hibernated
         assert not state.parent.exists()
-        assert await out(box, f"ls /tmp/note 2>/dev/null; kill -0 {pid} 2>/dev/null || echo gone") == "gone"
+        assert float(await out(box, "cut -d' ' -f1 /proc/uptime")) < report["uptime"], "booted afresh"
     finally:
         await runtime.remove("sleeper", force=True)
     assert not (tmp_path / "boxes" / box.id).exists(), "removing the box removes its saved state"
@@ -183,8 +183,6 @@ def test_snapshot_commands_and_hibernation_through_the_program(busybox: str, tmp
         # A throwaway box restored from it has the source's /tmp; the image is the snapshot's.
         restored = cli(home, "run", "--rm", "--from-snapshot", "base", "--", "cat", "/tmp/note")
         assert (restored.returncode, restored.stdout) == (0, "in-memory\n"), restored.stderr
-        refused = cli(home, "run", "--from-snapshot", "base", busybox, "--", "true")
-        assert refused.returncode == 2 and "--from-snapshot replaces the image" in refused.stderr
 
         # Hibernate the source and resume it with `start`: /tmp and its uptime go on.
         uptime = float(ok(home, "exec", "src", "--", "cut", "-d ", "-f1", "/proc/uptime"))

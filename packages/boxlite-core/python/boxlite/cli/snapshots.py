@@ -10,7 +10,7 @@ import sys
 
 from ..runtime import Boxlite
 from ..snapshots import SnapshotInfo
-from ._common import UsageError, size, table
+from ._common import command, size, table
 
 
 async def snapshot(runtime: Boxlite, args: argparse.Namespace) -> int:
@@ -65,13 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def from_snapshot_command(args: argparse.Namespace) -> list[str]:
-    """``run --from-snapshot NAME [--] CMD...``: the command. There is no image then, so the
-    optional image argument holds the command's first word (argparse takes ``--`` first)."""
-    rest: list[str] = list(args.command)
-    if rest[:1] == ["--"] and args.image is not None:
-        raise UsageError(f"--from-snapshot replaces the image: drop {args.image!r} (the box gets the snapshot's image)")
-    if rest[:1] == ["--"]:
-        rest = rest[1:]
+    """``run --from-snapshot NAME [--] CMD...``: the command. There is no image then (the box
+    gets the snapshot's), so the optional image argument holds the command's first word."""
+    rest = command(args.command)
     return ([args.image] if args.image is not None else []) + rest
 
 
