@@ -120,6 +120,14 @@ async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_
             await box.start()
         assert box.info().status == "stopped" and box.info().vmm_pid is None
         assert box.info().hibernated
+        # So is one saved with another QEMU (or kernel, or agent) than this runtime's.
+        record = state.parent / "snapshot.json"
+        saved = json.loads(record.read_text())
+        saved["versions"]["qemu"] = "1.0.0"
+        record.write_text(json.dumps(saved))
+        with pytest.raises(boxlite.SnapshotError, match=r"taken with QEMU 1\.0\.0, and this runtime.*discard_state"):
+            await box.start()
+        assert box.info().status == "stopped" and box.info().vmm_pid is None
         # The way out: boot from the disk, the saved state deleted (what ran in memory is lost).
         await box.start(discard_state=True)
         assert box.info().status == "running" and not box.info().hibernated
