@@ -17,6 +17,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
+from boxlite.sync_api import SyncBox
 from conftest import pid_alive
 
 # A counting loop, left running in its execution (an execution's processes end with it).
@@ -155,6 +156,8 @@ async def test_keep_state_is_refused_before_anything_stops(
     try:
         with pytest.raises(boxlite.SnapshotError, match=r"volumes.*nothing was stopped"):
             await box.stop(keep_state=True)
+        with pytest.raises(boxlite.SnapshotError, match=r"volumes.*nothing was stopped"):
+            SyncBox(box).stop(keep_state=True)  # the sync twin takes the same flag
         assert box.info().status == "running" and not box.info().hibernated
         assert await out(box, "echo still-running") == "still-running"
     finally:
