@@ -273,3 +273,188 @@ fn remove_dir(dir: &Path) -> Result<()> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The refusals and the checks of a saved state, on a box that never boots (its platform
+    //! launches no VM): what must hold before any VMM is launched.
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::assets::GuestAssets;
+    use crate::hypervisor::accel::AccelChoice;
+    use crate::hypervisor::{Accel, Hypervisor, VmHandle, VmSpec};
+    use crate::image::PreparedImage;
+    use crate::litebox::Platform;
+    use crate::options::{BoxOptions, Volume};
+
+    struct NoHypervisor;
+
+    impl Hypervisor for NoHypervisor {
+        fn name(&self) -> &'static str {
+            "none"
+        }
+
+        fn check_available(&self) -> Result<()> {
+            Ok(())
+        }
+
+        fn launch(&self, _spec: &VmSpec) -> Result<Box<dyn VmHandle>> {
+            Err(Error::InvalidOption("unit tests boot no VM".into()))
+        }
+    }
+
+    fn image(dir: &Path) -> PreparedImage {
+        PreparedImage {
+            reference: "test".into(),
+            manifest_digest: "sha256:0".into(),
+            base_disk: dir.join("base.raw"),
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            entrypoint: Vec::new(),
+            cmd: Vec::new(),
+        }
+    }
+
+    /// A stopped box in `home`, with `options`, whose disk exists (as a kept box's does).
+    fn stopped_box(home: &Path, options: BoxOptions) -> Arc<LiteBox> {
+        for (name, text) in [("vmlinux", "kernel"), ("initramfs.cpio", "agent")] {
+            std::fs::write(home.join(name), text).unwrap();
+        }
+        let platform = Arc::new(Platform {
+            hypervisor: Arc::new(NoHypervisor),
+            assets: GuestAssets {
+                kernel: home.join("vmlinux"),
+                initrd: home.join("initramfs.cpio"),
+            },
+            accel: AccelChoice {
+                accel: Accel::Tcg,
+                reason: "unit test".into(),
+            },
+            snapshots: Arc::new(crate::snapshot::SnapshotStore::open(home).unwrap()),
+        });
+        let dir = home.join("boxes").join("b1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("disk.qcow2"), b"").unwrap();
+        let litebox = LiteBox::new("b1".into(), options, image(home), dir, platform);
+        litebox.state.lock().unwrap().status = BoxStatus::Stopped;
+        Arc::new(litebox)
+    }
+
+    fn kept() -> BoxOptions {
+        BoxOptions {
+            auto_remove: false,
+            network_enabled: false,
+            ..BoxOptions::default()
+        }
+    }
+
+    /// Saves a state as `hibernate` leaves it: the state file and its record.
+    fn save_state(litebox: &LiteBox, state: &[u8]) -> PathBuf {
+        let dir = litebox.hibernated_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(STATE_FILE), state).unwrap();
+        let info = SnapshotInfo {
+            id: litebox.id.clone(),
+            name: "hibernated".into(),
+            source_box: litebox.id.clone(),
+            image: "test".into(),
+            image_digest: "sha256:0".into(),
+            versions: litebox.platform.versions().unwrap(),
+            kernel_release: "6.1".into(),
+            cpus: 1,
+            memory_mib: 256,
+            network: false,
+            size_bytes: 0,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            checksum: snapshot::state_checksum(&dir.join(STATE_FILE)).unwrap(),
+            took_ms: 0,
+            // Recorded elsewhere (a moved home): the box's own directory counts.
+            dir: PathBuf::from("/elsewhere"),
+            options: litebox.options.clone(),
+            prepared_image: litebox.image.clone(),
+        };
+        std::fs::write(dir.join(METADATA_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn keep_state_is_refused_for_auto_remove_volumes_and_a_stopped_box() {
+        let home = tempfile::tempdir().unwrap();
+        let err = stopped_box(home.path(), BoxOptions::default())
+            .hibernate()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidOption(_)), "{err:?}");
+        assert!(err.to_string().contains("auto_remove=False"), "{err}");
+
+        let home = tempfile::tempdir().unwrap();
+        let with_volume = BoxOptions {
+            volumes: vec![Volume {
+                host_path: home.path().to_owned(),
+                guest_path: "/shared".into(),
+                mode: "rw".into(),
+            }],
+            ..kept()
+        };
+        let err = stopped_box(home.path(), with_volume)
+            .hibernate()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Snapshot(_)), "{err:?}");
+        assert!(err.to_string().contains("nothing was stopped"), "{err}");
+
+        let home = tempfile::tempdir().unwrap();
+        let err = stopped_box(home.path(), kept())
+            .hibernate()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::BoxNotRunning { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_saved_state_is_checked_before_any_launch_and_discarded_on_request() {
+        let home = tempfile::tempdir().unwrap();
+        let litebox = stopped_box(home.path(), kept());
+        assert!(!litebox.is_hibernated());
+        assert!(litebox.hibernated_state().unwrap().is_none());
+
+        let dir = save_state(&litebox, b"saved state");
+        assert!(litebox.is_hibernated() && litebox.info().hibernated);
+        let found = litebox.hibernated_state().unwrap().unwrap();
+        assert_eq!(found.dir, dir);
+
+        // Modified: refused by start, before the VMM would be launched (this one cannot be).
+        std::fs::write(dir.join(STATE_FILE), b"saved stat").unwrap();
+        let err = litebox.start().await.unwrap_err().to_string();
+        assert!(
+            err.contains("is damaged") && err.contains("not run"),
+            "{err}"
+        );
+        assert!(err.contains("start(discard_state=True)"), "{err}");
+        assert_eq!(litebox.status(), BoxStatus::Stopped);
+
+        // Saved with another VMM: refused with the versions.
+        let dir = save_state(&litebox, b"saved state");
+        let path = dir.join(METADATA_FILE);
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        record["versions"]["qemu"] = "1.0.0".into();
+        std::fs::write(&path, record.to_string()).unwrap();
+        let err = litebox.hibernated_state().unwrap_err().to_string();
+        assert!(err.contains("taken with QEMU 1.0.0"), "{err}");
+
+        // Unreadable: refused, naming the file.
+        std::fs::write(&path, b"{").unwrap();
+        let err = litebox.hibernated_state().unwrap_err().to_string();
+        assert!(err.contains("is unreadable"), "{err}");
+
+        // The way out: discarded, the next start boots (here: the launch is reached).
+        litebox.discard_hibernated_state().await.unwrap();
+        assert!(!litebox.is_hibernated() && !dir.exists());
+        let err = litebox.start().await.unwrap_err().to_string();
+        assert!(err.contains("unit tests boot no VM"), "{err}");
+    }
+}
