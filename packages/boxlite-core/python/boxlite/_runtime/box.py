@@ -134,7 +134,8 @@ class Box(FileOps):
         then ``"stopped"`` with ``info().hibernated`` set, and the next :meth:`start` (in this
         process or another, after ``runtime.get(id)``) resumes it where it was. Executions
         still running when it is saved go on in the resumed box, but their output goes to
-        nobody. A paused box is saved as it is and runs when resumed.
+        nobody. A paused box is saved as it is and runs when resumed; a hibernated box is left
+        as it is.
 
         Raises:
             InvalidOptionError: the box has ``auto_remove=True`` (its files, saved state

@@ -267,10 +267,11 @@ async def stop(runtime: Boxlite, args: argparse.Namespace) -> int:
     keep_state = getattr(args, "keep_state", False)
     for name in args.boxes:
         box = await _box(runtime, name)
-        if box.info().status == "running" or (keep_state and box.info().status == "paused"):
+        info = box.info()
+        if info.status == "running" or (keep_state and info.status == "paused"):
             await box.stop(keep_state=keep_state)
-        elif keep_state:
-            raise UsageError(f"box {name} is {box.info().status}: --keep-state saves a running box")
+        elif keep_state and not info.hibernated:
+            raise UsageError(f"box {name} is {info.status}: --keep-state saves a running box")
         print(name)
     return 0
 

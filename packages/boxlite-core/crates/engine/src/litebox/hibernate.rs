@@ -43,7 +43,7 @@ impl LiteBox {
     /// its own) into its directory and ends its VMM. The box is then `stopped` with
     /// `hibernated` set, and its next start resumes it where it was. Refused, before anything
     /// stops, for a box removed when it stops (`auto_remove`) and a box with volumes. A paused
-    /// box is saved as it is and runs again when resumed.
+    /// box is saved as it is and runs again when resumed. A hibernated box is left as it is.
     pub async fn hibernate(&self) -> Result<()> {
         let _lifecycle = self.lifecycle.lock().await;
         if self.options.auto_remove {
@@ -57,6 +57,9 @@ impl LiteBox {
                 "box {} has volumes (host directories shared over 9p), whose state lives on the host: QEMU cannot save it with the VM, so it cannot be stopped with keep_state=True (nothing was stopped). Stop it without keep_state, or create it without volumes and copy files in with `copy_in()`",
                 self.id
             )));
+        }
+        if self.status() == BoxStatus::Stopped && self.is_hibernated() {
+            return Ok(()); // Already saved and stopped.
         }
         let (running, status) = self.running_or_paused("stop(keep_state=True)")?;
         let versions = self.platform.versions()?;
@@ -425,6 +428,9 @@ mod tests {
         assert!(litebox.is_hibernated() && litebox.info().hibernated);
         let found = litebox.hibernated_state().unwrap().unwrap();
         assert_eq!(found.dir, dir);
+        // Hibernating it again leaves it as it is.
+        litebox.hibernate().await.unwrap();
+        assert!(litebox.is_hibernated());
 
         // Modified: refused by start, before the VMM would be launched (this one cannot be).
         std::fs::write(dir.join(STATE_FILE), b"saved stat").unwrap();
