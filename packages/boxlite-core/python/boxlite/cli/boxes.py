@@ -257,14 +257,14 @@ async def start(runtime: Boxlite, args: argparse.Namespace) -> int:
     for name in args.boxes:
         box = await _box(runtime, name)
         if box.info().status != "running":
-            await box.start(discard_state=getattr(args, "discard_state", False))
+            await box.start(discard_state=args.discard_state)
         print(name)
     return 0
 
 
 async def stop(runtime: Boxlite, args: argparse.Namespace) -> int:
     """Stops running boxes; with ``--keep-state`` their whole state is saved first (hibernated)."""
-    keep_state = getattr(args, "keep_state", False)
+    keep_state: bool = args.keep_state
     for name in args.boxes:
         box = await _box(runtime, name)
         info = box.info()
