@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{BoxStatus, LiteBox, Running};
@@ -195,6 +196,16 @@ impl LiteBox {
         Ok(Some(info))
     }
 
+    /// [`LiteBox::hibernated_state`] off the async threads (it hashes the state file).
+    pub(super) async fn checked_hibernated_state(self: &Arc<Self>) -> Result<Option<SnapshotInfo>> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.hibernated_state())
+            .await
+            .map_err(|e| {
+                Error::Snapshot(format!("checking the saved state of box {}: {e}", self.id))
+            })?
+    }
+
     /// After a resume from the hibernated state: delete it (the disk has moved on).
     pub(super) fn forget_hibernated_state(&self) {
         if let Err(e) = remove_dir(&self.hibernated_dir()) {
@@ -281,8 +292,6 @@ fn remove_dir(dir: &Path) -> Result<()> {
 mod tests {
     //! The refusals and the checks of a saved state, on a box that never boots (its platform
     //! launches no VM): what must hold before any VMM is launched.
-
-    use std::sync::Arc;
 
     use super::*;
     use crate::assets::GuestAssets;

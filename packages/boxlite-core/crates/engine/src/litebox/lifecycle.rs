@@ -93,7 +93,7 @@ impl LiteBox {
         // exist yet), and boots from its disk at any later start unless it was hibernated.
         let restore = if self.disk_path().exists() {
             // A box stopped with keep_state=True resumes its saved state (see `hibernate`).
-            self.hibernated_state()?
+            self.checked_hibernated_state().await?
         } else {
             self.restore_from.lock().expect("restore lock").clone()
         };
