@@ -116,8 +116,9 @@ class Box(FileOps):
 
         A box stopped with ``keep_state=True`` (``info().hibernated``) is resumed from its saved
         state instead of booted: its processes, files and ``/tmp`` are where they were. The
-        saved state is deleted once the box resumed. With ``discard_state=True`` it is deleted
-        first and the box boots from its disk (as after a power cut: what ran is lost).
+        saved state is deleted as soon as the resumed guest runs (its disk moves on from there).
+        With ``discard_state=True`` it is deleted first and the box boots from its disk (as after
+        a power cut: what ran is lost).
 
         Raises:
             SnapshotError: the saved state must not run (damaged, or saved with another

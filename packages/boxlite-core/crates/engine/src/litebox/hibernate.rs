@@ -8,8 +8,9 @@
 //! own `disk.qcow2`, left as the VMM flushed it when the migration completed.
 //!
 //! Invariants: the state is never loaded unless its checksum and versions match (otherwise
-//! `start` fails naming `start(discard_state=True)`); it is deleted once a resume succeeded
-//! (the box's disk moves on from then, so the state would no longer match it), by
+//! `start` fails naming `start(discard_state=True)`); it is deleted as soon as the resumed
+//! guest runs (its disk moves on from then, so the state would no longer match it, even if
+//! the resume then fails to reach the agent: the next start boots from the disk), by
 //! [`LiteBox::discard_hibernated_state`], and with the box's directory when the box is removed.
 //! [`BoxInfo::hibernated`](super::BoxInfo) says whether a box holds one.
 
@@ -206,7 +207,7 @@ impl LiteBox {
             })?
     }
 
-    /// After a resume from the hibernated state: delete it (the disk has moved on).
+    /// Once the guest resumed from the hibernated state runs: delete it (the disk moves on).
     pub(super) fn forget_hibernated_state(&self) {
         if let Err(e) = remove_dir(&self.hibernated_dir()) {
             tracing::warn!(id = %self.id, error = %e, "could not delete the resumed box's saved state");

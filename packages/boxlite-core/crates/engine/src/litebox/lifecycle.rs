@@ -221,7 +221,6 @@ impl LiteBox {
         tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, restored = restore.is_some(), "box started");
         if restore.is_some() {
             *self.restore_from.lock().expect("restore lock") = None;
-            self.forget_hibernated_state();
         }
 
         let stopping = Arc::new(AtomicBool::new(false));
@@ -318,6 +317,10 @@ impl LiteBox {
         let loaded = loaded.await;
         if let Some(link) = link {
             let _ = std::fs::remove_file(link);
+        }
+        if loaded.is_ok() {
+            // A hibernated box's guest runs on its own disk from here: its saved state is spent.
+            self.forget_hibernated_state();
         }
         loaded.map_err(|e| {
             format!(
