@@ -36,14 +36,32 @@ impl PyLiteBox {
         serde_json::to_string(&self.inner.info()).expect("info serialises")
     }
 
-    fn start(&self, completer: &Completer) -> u64 {
+    /// Starts the box; a hibernated box resumes its saved state, unless `discard_state`
+    /// deletes it first (the box then boots from its disk).
+    #[pyo3(signature = (completer, discard_state=false))]
+    fn start(&self, completer: &Completer, discard_state: bool) -> u64 {
         let litebox = self.inner.clone();
-        completer.spawn(async move { engine(litebox.start().await) })
+        completer.spawn(async move {
+            let started = async {
+                if discard_state {
+                    litebox.discard_hibernated_state().await?;
+                }
+                litebox.start().await
+            };
+            engine(started.await)
+        })
     }
 
-    fn stop(&self, completer: &Completer) -> u64 {
+    /// Stops the box; with `keep_state` its whole state is saved first (hibernation).
+    #[pyo3(signature = (completer, keep_state=false))]
+    fn stop(&self, completer: &Completer, keep_state: bool) -> u64 {
         let litebox = self.inner.clone();
-        completer.spawn(async move { engine(litebox.stop().await) })
+        completer.spawn(async move {
+            if keep_state {
+                return engine(litebox.hibernate().await);
+            }
+            engine(litebox.stop().await)
+        })
     }
 
     /// Stops the box's vCPUs (QMP `stop`).

@@ -79,6 +79,9 @@ pub struct BoxInfo {
     pub dir: PathBuf,
     pub timings: StartTimings,
     pub last_error: Option<String>,
+    /// A stopped box holding the state `stop(keep_state=True)` saved: its next start resumes it.
+    #[serde(default)]
+    pub hibernated: bool,
 }
 
 /// A process, as pid plus its start time (clock ticks since boot).

@@ -111,13 +111,41 @@ class Box(FileOps):
         target = os.fspath(host_path)
         await _bridge.call(lambda c: self._inner.copy_out(c, guest_path, target))
 
-    async def start(self) -> None:
-        """Starts a stopped box again (a kept box keeps its files)."""
-        await _bridge.call(self._inner.start)
+    async def start(self, *, discard_state: bool = False) -> None:
+        """Starts a stopped box again (a kept box keeps its files).
 
-    async def stop(self) -> None:
-        """Shuts the guest down; with ``auto_remove`` the box's files are deleted too."""
-        await _bridge.call(self._inner.stop)
+        A box stopped with ``keep_state=True`` (``info().hibernated``) is resumed from its saved
+        state instead of booted: its processes, files and ``/tmp`` are where they were. The
+        saved state is deleted as soon as the resumed guest runs (its disk moves on from there).
+        With ``discard_state=True`` it is deleted first and the box boots from its disk (as after
+        a power cut: what ran is lost).
+
+        Raises:
+            SnapshotError: the saved state must not run (damaged, or saved with another
+                kernel, agent or QEMU); nothing was started. ``start(discard_state=True)`` or
+                removing the box are the ways out.
+        """
+        await _bridge.call(lambda c: self._inner.start(c, discard_state))
+
+    async def stop(self, *, keep_state: bool = False) -> None:
+        """Shuts the guest down; with ``auto_remove`` the box's files are deleted too.
+
+        With ``keep_state=True`` (hibernation) the box's whole state (memory and devices; the
+        disk is its own) is saved into its directory and its VM ends; ``info().status`` is
+        then ``"stopped"`` with ``info().hibernated`` set, and the next :meth:`start` (in this
+        process or another, after ``runtime.get(id)``) resumes it where it was. Executions
+        still running when it is saved go on in the resumed box, but their output goes to
+        nobody. A paused box is saved as it is and runs when resumed; a hibernated box is left
+        as it is.
+
+        Raises:
+            InvalidOptionError: the box has ``auto_remove=True`` (its files, saved state
+                included, would be deleted as it stops); nothing was stopped.
+            SnapshotError: the box has volumes (9p shares cannot be saved with the VM), or
+                saving failed; nothing was stopped, the box runs on.
+            BoxStoppedError: the box is not running (with ``keep_state=True``).
+        """
+        await _bridge.call(lambda c: self._inner.stop(c, keep_state))
 
     async def pause(self) -> None:
         """Freezes the box: its VM's vCPUs stop (``info().status`` is then ``"paused"``).

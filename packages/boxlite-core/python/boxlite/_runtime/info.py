@@ -95,6 +95,9 @@ class BoxInfo(BaseModel):
     #: Durations of the stages of the last start, in milliseconds.
     timings: dict[str, int]
     last_error: str | None
+    #: A stopped box that holds the state ``stop(keep_state=True)`` saved: its next
+    #: ``start()`` resumes it where it was instead of booting.
+    hibernated: bool = False
 
 
 __all__ = ["BoxInfo", "BoxMetrics", "RuntimeMetrics"]

@@ -9,6 +9,9 @@
     boxlite cp ./data.csv work:/root/  |  boxlite cp work:/root/out.png ./
     boxlite create | start | stop | restart | rm [-f] BOX
     boxlite ls | ps [-a] | stats | inspect BOX | logs BOX
+    boxlite snapshot BOX [NAME] | snapshots [--json] | snapshots rm NAME...
+    boxlite run -d --from-snapshot NAME          # a new box restored from a snapshot
+    boxlite stop --keep-state BOX                # hibernate: `boxlite start BOX` resumes it
     boxlite doctor [--json] | info [--json]
     boxlite mcp [--http PORT]                    # the tools as an MCP server (boxlite mcp --help)
 
@@ -37,7 +40,7 @@ from ._common import ProgressBar, UsageError
 #: program ends without stopping the boxes it holds (see :func:`main`); a subcommand whose own
 #: boxes must stop at exit, as a long-running server's, sets ``stop_boxes_at_exit=True``
 #: (boxes left running by ``run -d`` that its runtime reattached are then stopped too).
-GROUPS: tuple[str, ...] = ("images", "boxes", "doctor")
+GROUPS: tuple[str, ...] = ("images", "boxes", "doctor", "snapshots")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from ._common import (
     size,
     table,
 )
+from .snapshots import from_snapshot_command
 
 #: Guest memory of a box the CLI starts when ``-m`` is not given, in MiB.
 DEFAULT_MEMORY_MIB = 512
@@ -169,8 +170,30 @@ async def attached(execution: Execution, forward_stdin: bool) -> int:
     return result.exit_code
 
 
+def snapshot_options(args: argparse.Namespace, keep: bool) -> BoxOptions:
+    """The options of a box ``run --from-snapshot`` restores: its name, environment, port
+    forwards and ``--rm``; the snapshot fixes the image and the VM's shape."""
+    if args.volume:
+        raise UsageError("-v with --from-snapshot: a restored box cannot have volumes; copy files in with `boxlite cp`")
+    return BoxOptions.model_validate(
+        {
+            "snapshot": args.from_snapshot,
+            "name": args.name,
+            "env": [parse_env(e) for e in args.env],
+            "ports": [parse_publish(p) for p in args.publish],
+            "auto_remove": not keep,
+        }
+    )
+
+
 async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
-    argv = command(args.command)
+    if args.from_snapshot is None and args.image is None:
+        raise UsageError("give the image to start a box from (or --from-snapshot NAME)")
+    argv = command(args.command) if args.from_snapshot is None else from_snapshot_command(args)
+
+    def options(keep: bool) -> BoxOptions:
+        return box_options(args, keep) if args.from_snapshot is None else snapshot_options(args, keep)
+
     interactive = args.interactive or args.tty
     if args.detach:
         if interactive:
@@ -181,7 +204,7 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
             raise UsageError(
                 "run -d starts a kept box and runs no command in it: drop the command, then `boxlite exec BOX -- CMD`"
             )
-        box = await start_box(runtime, box_options(args, True), sys.stderr, always=True)
+        box = await start_box(runtime, options(True), sys.stderr, always=True)
         print(box.name or box.id)
         return 0
     if not argv and not interactive:
@@ -190,7 +213,7 @@ async def run(runtime: Boxlite, args: argparse.Namespace) -> int:
             "or -it for a shell)"
         )
     argv = argv or [DEFAULT_SHELL]
-    box = await start_box(runtime, box_options(args, keep=not args.rm), sys.stderr, always=False)
+    box = await start_box(runtime, options(not args.rm), sys.stderr, always=False)
     try:
         execution = await box.exec(argv[0], argv[1:], timeout=args.timeout, tty=args.tty)
         if interactive:
@@ -233,19 +256,26 @@ async def _running(runtime: Boxlite, name: str) -> Box:
 
 
 async def start(runtime: Boxlite, args: argparse.Namespace) -> int:
+    """Starts kept boxes; one stopped with ``--keep-state`` resumes where it was (unless
+    ``--discard-state``)."""
     for name in args.boxes:
         box = await _box(runtime, name)
         if box.info().status != "running":
-            await box.start()
+            await box.start(discard_state=args.discard_state)
         print(name)
     return 0
 
 
 async def stop(runtime: Boxlite, args: argparse.Namespace) -> int:
+    """Stops running boxes; with ``--keep-state`` their whole state is saved first (hibernated)."""
+    keep_state: bool = args.keep_state
     for name in args.boxes:
         box = await _box(runtime, name)
-        if box.info().status == "running":
-            await box.stop()
+        info = box.info()
+        if info.status == "running" or (keep_state and info.status == "paused"):
+            await box.stop(keep_state=keep_state)
+        elif keep_state and not info.hibernated:
+            raise UsageError(f"box {name} is {info.status}: --keep-state saves a running box")
         print(name)
     return 0
 
@@ -300,7 +330,8 @@ async def rm(runtime: Boxlite, args: argparse.Namespace) -> int:
 async def ls(runtime: Boxlite, args: argparse.Namespace) -> int:
     rows = [("ID", "NAME", "STATUS", "IMAGE")]
     for info in await runtime.list_info():
-        rows.append((info.id, info.name or "", info.status, info.image))
+        status = f"{info.status} (hibernated)" if info.hibernated else info.status
+        rows.append((info.id, info.name or "", status, info.image))
     table(rows)
     return 0
 
@@ -396,8 +427,12 @@ async def logs(runtime: Boxlite, args: argparse.Namespace) -> int:
     return 0
 
 
-def _box_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", help="an image reference, or an OCI layout / docker-save path (./dir, /dir)")
+def _box_flags(p: argparse.ArgumentParser, image: str | None = None) -> None:
+    p.add_argument(
+        "image",
+        nargs=image,
+        help="an image reference, or an OCI layout / docker-save path (./dir, /dir)",
+    )
     p.add_argument("--name", help="a unique name to find the box by")
     p.add_argument(
         "-m", "--memory", default=str(DEFAULT_MEMORY_MIB), help="guest memory: MiB, or 512m, 2g (default 512)"
@@ -427,7 +462,12 @@ def _interactive_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a command in a new box (kept unless --rm), or start a kept box with -d")
-    _box_flags(p)
+    _box_flags(p, image="?")
+    p.add_argument(
+        "--from-snapshot",
+        metavar="NAME",
+        help="restore the box from this snapshot instead of booting an image (give no image)",
+    )
     _interactive_flags(p)
     p.add_argument(
         "-d", "--detach", action="store_true", help="start a kept box, leave it running, print its name or id"
@@ -454,6 +494,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("boxes", nargs="+", metavar="BOX")
         p.set_defaults(func=func)
+        if name == "start":
+            p.add_argument(
+                "--discard-state",
+                action="store_true",
+                help="boot a box stopped with --keep-state from its disk, its saved state deleted",
+            )
+        if name == "stop":
+            p.add_argument(
+                "--keep-state",
+                action="store_true",
+                help="save each box's whole state first; `boxlite start` resumes it where it was",
+            )
 
     p = sub.add_parser("exec", help="run a command in a running box; its exit code is ours")
     p.add_argument("box")

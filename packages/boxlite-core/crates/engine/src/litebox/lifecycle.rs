@@ -90,9 +90,10 @@ impl LiteBox {
         self.check_not_running_elsewhere()?;
         let disk_started = Instant::now();
         // A box created from a snapshot is restored at its first start (its disk does not
-        // exist yet), and boots from its disk at any later start.
+        // exist yet), and boots from its disk at any later start unless it was hibernated.
         let restore = if self.disk_path().exists() {
-            None
+            // A box stopped with keep_state=True resumes its saved state (see `hibernate`).
+            self.checked_hibernated_state().await?
         } else {
             self.restore_from.lock().expect("restore lock").clone()
         };
@@ -316,6 +317,10 @@ impl LiteBox {
         let loaded = loaded.await;
         if let Some(link) = link {
             let _ = std::fs::remove_file(link);
+        }
+        if loaded.is_ok() {
+            // A hibernated box's guest runs on its own disk from here: its saved state is spent.
+            self.forget_hibernated_state();
         }
         loaded.map_err(|e| {
             format!(

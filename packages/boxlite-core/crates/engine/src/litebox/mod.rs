@@ -6,7 +6,8 @@
 //! `confinement` (the VMM's confinement from `SecurityOptions`), `exec` (starting an
 //! execution), `execution` (the per-execution driver and [`Execution`]), `files`
 //! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]), `pause` (pause and resume over the VMM's control channel), `snapshot` (saving the box's
-//! whole state; its restore is part of `lifecycle`'s start). [`BoxInfo`] and [`BoxStatus`] live with
+//! whole state; its restore is part of `lifecycle`'s start), `hibernate` (`stop(keep_state=True)`:
+//! the state saved into the box's own directory, resumed by the next start). [`BoxInfo`] and [`BoxStatus`] live with
 //! the state they describe, in [`crate::state`], and are re-exported here.
 
 mod confinement;
@@ -14,6 +15,7 @@ mod exec;
 mod execution;
 mod file_ops;
 mod files;
+mod hibernate;
 mod lifecycle;
 mod metrics;
 mod pause;
@@ -38,6 +40,7 @@ pub use crate::state::{BoxInfo, BoxStatus, StartTimings};
 pub use exec::ExecSpec;
 pub use execution::{ExecOutput, Execution, KILL_CONFIRM_TIMEOUT, TIMEOUT_EXIT_CODE};
 pub use file_ops::{WriteOptions, MAX_LIST_ENTRIES};
+pub use hibernate::HIBERNATED_DIR;
 pub(crate) use metrics::process_usage;
 pub use metrics::BoxMetrics;
 

@@ -112,6 +112,7 @@ impl LiteBox {
             dir: self.dir.clone(),
             timings: state.timings.clone(),
             last_error: state.last_error.clone(),
+            hibernated: self.is_hibernated(),
         }
     }
 

@@ -201,7 +201,7 @@ pub(crate) const JAILED_STATE: &str = "snapshot.state";
 
 /// Moves the state file a jailed VMM wrote from its jail to `to`, owned by this process's
 /// user, readable by the user a jailed VMM restoring it runs as (the home is private).
-fn own_state_file(from: &Path, to: &Path) -> std::io::Result<()> {
+pub(super) fn own_state_file(from: &Path, to: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::rename(from, to)?;
     // SAFETY: geteuid and getegid have no preconditions.
