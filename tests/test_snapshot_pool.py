@@ -2,9 +2,10 @@
 ``create_tool_pool``), on real VMs: every lease is a restored box nobody used, with its own id;
 the warm interpreter started before the snapshot answers in every restored box, and a call's
 timeout still kills everything the call started; restored interpreters do not share random
-state; ``close()`` removes the pool's snapshot and leaves no VM running. Also the settings a
-snapshot pool refuses, and the interpreter's reseeding of PRNGs in children forked ahead of time
-(run on the host: that program is the one that runs in the box)."""
+state; ``close()`` removes the pool's snapshot and leaves no VM running. Also a plain pool's
+hooks, the removal of snapshots of pools whose process died, the settings a snapshot pool
+refuses, and the interpreter's reseeding of PRNGs in children forked ahead of time (run on the
+host: that program is the one that runs in the box)."""
 
 from __future__ import annotations
 
@@ -38,15 +39,19 @@ def pool_snapshots(runtime: boxlite.Boxlite) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-async def pool(runtime: boxlite.Boxlite, python_image: str, home: Path) -> AsyncIterator[BoxPool]:
-    """A tool pool of fresh boxes (max_uses=1) refilled from a snapshot; the last test closes it."""
-    vmms_before = set(vmms_under(home))
+def vmms_before(home: Path) -> set[int]:
+    """The VMMs running before the module's pool started."""
+    return set(vmms_under(home))
+
+
+@pytest.fixture(scope="module")
+async def pool(runtime: boxlite.Boxlite, python_image: str, vmms_before: set[int]) -> AsyncIterator[BoxPool]:
+    """A tool pool of fresh boxes (max_uses=1) refilled from a snapshot; a test closes it."""
     pool = create_tool_pool(python_image, runtime=runtime, memory_mib=512, min_idle=1, max_size=2, max_uses=1)
     assert pool.from_snapshot  # the default for tool pools
     await pool.start()
     yield pool
     await pool.close()
-    assert set(vmms_under(home)) <= vmms_before
 
 
 async def test_every_lease_is_a_restored_box_nobody_used(runtime: boxlite.Boxlite, pool: BoxPool) -> None:
@@ -89,18 +94,22 @@ async def test_tools_run_on_the_restored_warm_interpreter_and_a_timeout_kills_ev
         lease.mark_broken()
 
 
-async def test_close_removes_the_snapshot_and_every_vm(runtime: boxlite.Boxlite, pool: BoxPool) -> None:
+async def test_close_removes_the_snapshot_and_every_vm(
+    runtime: boxlite.Boxlite, pool: BoxPool, home: Path, vmms_before: set[int]
+) -> None:
     name = pool.snapshot
     assert name is not None
     await pool.close()
     assert pool.snapshot is None
     assert name not in pool_snapshots(runtime)
-    # The fixture's teardown checks that no VM of the pool is left.
+    assert set(vmms_under(home)) <= vmms_before
 
 
 async def test_a_plain_box_pool_from_a_snapshot_runs_before_snapshot_once_and_prepare_per_box(
-    runtime: boxlite.Boxlite, busybox: str
+    runtime: boxlite.Boxlite, busybox: str, shared_box: boxlite.Box
 ) -> None:
+    # The snapshot of a pool whose process died (no such pid): the next pool's snapshot removes it.
+    orphan = await shared_box.snapshot(f"{SNAPSHOT_PREFIX}999999999-0123456789ab")
     template_ids: list[str] = []
     prepared: list[str] = []
 
@@ -130,6 +139,7 @@ async def test_a_plain_box_pool_from_a_snapshot_runs_before_snapshot_once_and_pr
     finally:
         await pool.close()
     assert len(template_ids) == 1 and len(prepared) == 2
+    assert orphan.name not in pool_snapshots(runtime)
 
 
 def test_settings_a_snapshot_pool_refuses(tmp_path: Path) -> None:

@@ -11,7 +11,9 @@ a failed boot, retried by the next creation), and removed by ``close()`` once no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
 
 from ..errors import SnapshotNotFoundError
@@ -20,8 +22,12 @@ from .state import _PoolState
 
 logger = logging.getLogger("boxlite.pool")
 
-#: The start of the names of pools' snapshots (``runtime.snapshots.list()`` shows them).
+#: The start of the names of pools' snapshots (``runtime.snapshots.list()`` shows them):
+#: ``pool-<pid of the pool's process>-<random>``.
 SNAPSHOT_PREFIX = "pool-"
+
+#: Seconds the first execution in a restored box may take (it warms the emulator up).
+WARM_UP_TIMEOUT = 10.0
 
 
 class _Snapshotting(_PoolState):
@@ -33,12 +39,22 @@ class _Snapshotting(_PoolState):
             return await runtime.create(self._options)
         name = await self._snapshot_name(runtime)
         try:
-            return await runtime.restore(name, self._options)
+            box = await runtime.restore(name, self._options)
         except SnapshotNotFoundError:
             # Removed behind the pool's back: the next box takes a new one.
             if self._snapshot == name:
                 self._snapshot = None
             raise
+        try:
+            # A restored VM's emulator (TCG) translates the guest's code afresh: its first
+            # execution takes several times longer than the next. One here, while the box is
+            # not yet idle, keeps that off the lease (its health check, the caller's first run).
+            await box.run("true", timeout=WARM_UP_TIMEOUT)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await box.stop()
+            raise
+        return box
 
     async def _snapshot_name(self, runtime: Boxlite) -> str:
         """The pool's snapshot, taken now if it does not exist yet (one at a time)."""
@@ -47,7 +63,8 @@ class _Snapshotting(_PoolState):
         async with self._snapshot_lock:
             if self._snapshot is not None:
                 return self._snapshot
-            name = f"{SNAPSHOT_PREFIX}{secrets.token_hex(6)}"
+            _remove_orphans(runtime)
+            name = f"{SNAPSHOT_PREFIX}{os.getpid()}-{secrets.token_hex(6)}"
             # Removed when stopped, whatever the pool's boxes do: its only use is the snapshot.
             template = await runtime.create(self._options.model_copy(update={"auto_remove": True}))
             try:
@@ -75,3 +92,27 @@ class _Snapshotting(_PoolState):
             pass
         except Exception as err:
             logger.warning("removing the pool's snapshot %s failed: %s", name, err)
+
+
+def _remove_orphans(runtime: Boxlite) -> None:
+    """Removes the snapshots of pools whose process died without closing them (killed, or
+    crashed): their names carry its pid. One still used by a kept box stays."""
+    for info in runtime.snapshots.list():
+        pid = info.name[len(SNAPSHOT_PREFIX) :].split("-", 1)[0]
+        if not info.name.startswith(SNAPSHOT_PREFIX) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            runtime.snapshots.remove(info.id)
+            logger.info("removed snapshot %s of a pool whose process %s is gone", info.name, pid)
+        except Exception as err:
+            logger.debug("left snapshot %s of a gone pool: %s", info.name, err)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
