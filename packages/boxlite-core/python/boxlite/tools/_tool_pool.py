@@ -49,7 +49,7 @@ def create_tool_pool(
     ``pool_options`` go to ``BoxPool`` (``min_idle``, ``max_size``, ``max_uses``, …); pass the
     pool as ``ToolSandbox(pool=...)`` or to an adapter's ``pool=`` argument.
 
-    ``from_snapshot`` (default: whenever the options allow it, i.e. no volumes) fills the pool
+    ``from_snapshot`` (default: whenever the options allow it: no volumes, no ``snapshot``) fills the pool
     by restoring a snapshot of one prepared box, interpreter included, instead of booting every
     box and starting its interpreter; each lease still gets a box nobody used.
     """
@@ -66,7 +66,8 @@ def create_tool_pool(
 
     box_options = _box_options(image, options, memory_mib, cpus)
     if from_snapshot is None:
-        from_snapshot = not box_options.volumes
+        # Booting where a pool's own snapshot cannot be: volumes, or options restoring another.
+        from_snapshot = not box_options.volumes and box_options.snapshot is None
     # The session directory of the interpreter started in the snapshotted box.
     snapshot_session: list[str] = []
 
