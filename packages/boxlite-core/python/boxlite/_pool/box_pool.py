@@ -44,7 +44,7 @@ class BoxPool(_SyncPool):
             raises) is destroyed and another one is tried. Default: :func:`default_health_check`.
         from_snapshot: Create the boxes by restoring a snapshot instead of booting them
             (several times faster). The pool boots one box, awaits ``before_snapshot`` on it,
-            snapshots it (``pool-<random>`` in ``runtime.snapshots``), stops it, and restores
+            snapshots it (``pool-<pid>-<random>`` in ``runtime.snapshots``), stops it, and restores
             every box of the pool from that snapshot: each lease still gets a box nobody used.
             ``prepare`` runs on every restored box, as on booted ones. ``close()`` removes the
             snapshot. Options a snapshot cannot hold (``volumes``) are refused here.

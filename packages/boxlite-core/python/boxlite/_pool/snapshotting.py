@@ -1,11 +1,13 @@
 """Refilling a pool from a snapshot (``BoxPool(from_snapshot=True)``): the pool boots one box,
-runs ``before_snapshot`` on it, snapshots it under an internal name (``pool-<random>``), stops
+runs ``before_snapshot`` on it, snapshots it under an internal name (``pool-<pid>-<random>``), stops
 it, and creates every box of the pool by restoring that snapshot, which is much faster than a
 boot (under TCG here: about 0.2-0.4 s to a restored box against about 1 s to a booted one).
 
 Every restored box starts from the same saved state and nobody used it: ``max_uses=1`` keeps its
 meaning. The snapshot is taken when the first box is needed (a failure is a creation error like
-a failed boot, retried by the next creation), and removed by ``close()`` once no box uses it.
+a failed boot, retried by the next creation), and removed by ``close()`` once no box uses it;
+the snapshots of pools whose process died without closing them are removed when a pool takes
+its own.
 """
 
 from __future__ import annotations
