@@ -43,9 +43,10 @@ class BoxPool(_SyncPool):
         health_check: Awaited before every lease; a box for which it returns ``False`` (or
             raises) is destroyed and another one is tried. Default: :func:`default_health_check`.
         from_snapshot: Create the boxes by restoring a snapshot instead of booting them
-            (several times faster). The pool boots one box, awaits ``before_snapshot`` on it,
-            snapshots it (``pool-<pid>-<random>`` in ``runtime.snapshots``), stops it, and restores
-            every box of the pool from that snapshot: each lease still gets a box nobody used.
+            (several times faster). The pool boots its first box, awaits ``before_snapshot`` on
+            it, snapshots it (``pool-<pid>-<random>`` in ``runtime.snapshots``; the box then
+            serves like any other) and restores every later box from that snapshot: each lease
+            still gets a box nobody used.
             ``prepare`` runs on every restored box, as on booted ones. ``close()`` removes the
             snapshot. Options a snapshot cannot hold (``volumes``) are refused here.
         before_snapshot: With ``from_snapshot``: awaited once on the box that is snapshotted,
