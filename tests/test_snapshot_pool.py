@@ -145,14 +145,17 @@ async def test_a_plain_box_pool_from_a_snapshot_runs_before_snapshot_once_and_pr
 
 
 def test_settings_a_snapshot_pool_refuses(tmp_path: Path) -> None:
-    with pytest.raises(boxlite.InvalidOptionError, match=r"volumes.*from_snapshot=False"):
+    with pytest.raises(boxlite.InvalidOptionError, match=r"volumes.*leave from_snapshot unset"):
         BoxPool(boxlite.BoxOptions(image="x", volumes=[(str(tmp_path), "/data")]), from_snapshot=True)
     with pytest.raises(boxlite.InvalidOptionError, match="before_snapshot needs from_snapshot=True"):
-        BoxPool(boxlite.BoxOptions(image="x"), before_snapshot=lambda box: asyncio.sleep(0))
+        BoxPool(boxlite.BoxOptions(image="x"), from_snapshot=False, before_snapshot=lambda box: asyncio.sleep(0))
     with pytest.raises(boxlite.InvalidOptionError, match=r"takes its own snapshot.*unset options\.snapshot"):
         BoxPool(boxlite.BoxOptions(snapshot="mine"), from_snapshot=True)
-    # A tool pool with volumes boots its boxes instead.
+    # By default pools refill from a snapshot, and boot where they cannot.
     volumes = boxlite.BoxOptions(image="x", volumes=[(str(tmp_path), "/data")])
+    assert BoxPool(boxlite.BoxOptions(image="x")).from_snapshot
+    assert not BoxPool(volumes).from_snapshot
+    assert not BoxPool(boxlite.BoxOptions(snapshot="mine")).from_snapshot
     assert not create_tool_pool(options=volumes).from_snapshot
 
 

@@ -7,8 +7,8 @@
 
 By default (``max_uses=1``) every lease gets a fresh box that is destroyed on release, so nothing
 leaks between tenants; replacements boot in the background to keep ``min_idle`` boxes ready.
-With ``from_snapshot=True`` they are restored from a snapshot of one prepared box instead of
-booted, several times faster (``_pool/snapshotting.py``).
+By default (``from_snapshot``) they are restored from a snapshot of the pool's first box instead
+of booted, several times faster (``_pool/snapshotting.py``).
 
 The pool's state lives on the library's event loop (:mod:`boxlite.sync_api`), so one pool can be
 used from any event loop and from plain threads at once (``lease()`` and ``lease_sync()``), keeps

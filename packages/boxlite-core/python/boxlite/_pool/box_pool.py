@@ -46,9 +46,10 @@ class BoxPool(_SyncPool):
             (several times faster). The pool boots its first box, awaits ``before_snapshot`` on
             it, snapshots it (``pool-<pid>-<random>`` in ``runtime.snapshots``; the box then
             serves like any other) and restores every later box from that snapshot: each lease
-            still gets a box nobody used.
-            ``prepare`` runs on every restored box, as on booted ones. ``close()`` removes the
-            snapshot. Options a snapshot cannot hold (``volumes``) are refused here.
+            still gets a box nobody used. ``prepare`` runs on every box, restored or not.
+            ``close()`` removes the snapshot. Default (``None``): whenever the options allow it;
+            options a snapshot pool cannot have (``volumes``, a ``snapshot`` of their own) then
+            boot every box, and with ``True`` are refused here.
         before_snapshot: With ``from_snapshot``: awaited once on the box that is snapshotted,
             for the in-box part of preparing (e.g. starting a process that every restored box
             then has running); ``prepare`` then does the rest on each restored box.
@@ -67,7 +68,7 @@ class BoxPool(_SyncPool):
         exhaustion: Literal["wait", "fail"] = "wait",
         prepare: Callable[[Box], Awaitable[Any]] | None = None,
         health_check: Callable[[Box], Awaitable[bool]] | None = None,
-        from_snapshot: bool = False,
+        from_snapshot: bool | None = None,
         before_snapshot: Callable[[Box], Awaitable[Any]] | None = None,
     ) -> None:
         options = checked_pool_settings(
@@ -83,6 +84,8 @@ class BoxPool(_SyncPool):
             raise InvalidOptionError(f"BoxPool max_lifetime must be positive seconds or None, got {max_lifetime}")
         if exhaustion not in ("wait", "fail"):
             raise InvalidOptionError(f"BoxPool exhaustion must be 'wait' or 'fail', got {exhaustion!r}")
+        if from_snapshot is None:
+            from_snapshot = snapshot_allowed(options)
         _check_snapshot_settings(options, from_snapshot, before_snapshot)
         self._options = options
         self._runtime = runtime
@@ -204,6 +207,12 @@ class BoxPool(_SyncPool):
         return f"<boxlite.pool.BoxPool {self.stats()} closed={self._closed}>"
 
 
+def snapshot_allowed(options: BoxOptions) -> bool:
+    """Whether a pool of boxes with these options can refill from its own snapshot: not with
+    volumes (a snapshot cannot hold a 9p share), nor when they restore a snapshot already."""
+    return not options.volumes and options.snapshot is None
+
+
 def _check_snapshot_settings(
     options: BoxOptions, from_snapshot: bool, before_snapshot: Callable[[Box], Awaitable[Any]] | None
 ) -> None:
@@ -216,12 +225,12 @@ def _check_snapshot_settings(
     if options.volumes:
         raise InvalidOptionError(
             "BoxPool from_snapshot=True cannot keep volumes (a snapshot cannot hold a 9p share): "
-            "drop the volumes, or use from_snapshot=False to boot every box"
+            "drop the volumes, or leave from_snapshot unset (or False) to boot every box"
         )
     if options.snapshot is not None:
         raise InvalidOptionError(
             f"BoxPool from_snapshot=True takes its own snapshot, but options restore {options.snapshot!r}: "
-            "unset options.snapshot, or use from_snapshot=False to restore that snapshot into every box"
+            "unset options.snapshot, or leave from_snapshot unset (or False) to restore that snapshot into every box"
         )
 
 

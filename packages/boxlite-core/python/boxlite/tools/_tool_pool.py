@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+from .._pool.box_pool import snapshot_allowed
 from ..options import BoxOptions
 from ..pool import BoxPool
 from ..runtime import Box, Boxlite
@@ -66,8 +67,7 @@ def create_tool_pool(
 
     box_options = _box_options(image, options, memory_mib, cpus)
     if from_snapshot is None:
-        # Booting where a pool's own snapshot cannot be: volumes, or options restoring another.
-        from_snapshot = not box_options.volumes and box_options.snapshot is None
+        from_snapshot = snapshot_allowed(box_options)
     # The session directory of the interpreter started in the snapshotted box.
     snapshot_session: list[str] = []
 
