@@ -239,12 +239,19 @@ class _InterpreterSession:
     # A pool that refills from a snapshot (BoxPool(from_snapshot=True)) starts the interpreter
     # in the box it snapshots, serving on named pipes, and attaches to it in every restored box
     # through a bridge execution: a restored box has a new host connection, and the execution
-    # that started the interpreter has no host side any more. Measured under TCG: starting the
-    # interpreter in a restored box takes about 700 ms (python3 and its imports under emulation,
-    # even with its files in the page cache); attaching to the one already running takes one
-    # exec, about 15 ms. The bridge first moves the interpreter's processes into its own cgroup,
-    # so the engine's kill of the bridge at a call's deadline kills them too, and everything the
-    # code started: the timeout contract holds as for an interpreter started by its execution.
+    # that started the interpreter has no host side any more. Measured under TCG
+    # (benchmarks/bench_snapshot_pool.py, p50): starting an interpreter in a restored box takes
+    # 0.9-1.4 s (python3 and its imports under emulation, even with its files in the page cache);
+    # attaching to the one already running about 0.22-0.25 s, mostly the first process start
+    # after the restore (the emulator translates code afresh), less in a pool, which runs one
+    # exec in each restored box before its prepare. A call then costs about 1-2 ms more than on
+    # an interpreter started by its own execution (two `cat` on the way). Keeping the one from
+    # the snapshot is what makes a restored box cheap. The bridge first moves the interpreter's
+    # processes into its own cgroup, so the engine's kill of the bridge at a call's deadline
+    # kills them too, and everything the code started: the timeout contract holds as for an
+    # interpreter started by its execution (tests/test_snapshot_pool.py checks it). The box the
+    # snapshot was taken of attaches the same way (its own execution of the interpreter stays
+    # open, with no processes left in it).
 
     async def start_for_snapshot(self) -> str:
         """Starts a warm interpreter that serves on named pipes in the box, so that every box
