@@ -1,6 +1,6 @@
-"""Keeping a pool filled: booting and preparing boxes in the background (for ``min_idle`` and
-for waiting callers, within ``max_size``), retiring idle boxes at ``max_lifetime``, and
-stopping retired boxes without making anyone wait.
+"""Keeping a pool filled: booting (or restoring, ``snapshotting.py``) and preparing boxes in
+the background (for ``min_idle`` and for waiting callers, within ``max_size``), retiring idle
+boxes at ``max_lifetime``, and stopping retired boxes without making anyone wait.
 
 After a failed boot or ``prepare``, background top-ups pause for :data:`CREATE_RETRY_DELAY`
 so that a bad image does not become a boot loop; acquirers still start boxes on demand.
@@ -15,7 +15,7 @@ from typing import Any
 
 from ..runtime import Box, Boxlite
 from .lease import _PooledBox
-from .state import _PoolState
+from .snapshotting import _Snapshotting
 
 logger = logging.getLogger("boxlite.pool")
 
@@ -23,7 +23,7 @@ logger = logging.getLogger("boxlite.pool")
 CREATE_RETRY_DELAY = 5.0
 
 
-class _Filling(_PoolState):
+class _Filling(_Snapshotting):
     """Boots, prepares, expires and stops the pool's boxes (on the library loop)."""
 
     def _top_up(self, on_demand: bool = False) -> list[asyncio.Task[Any]]:
@@ -38,11 +38,11 @@ class _Filling(_PoolState):
         return [self._spawn(self._create_one()) for _ in range(count)]
 
     async def _create_one(self) -> None:
-        """Boots and prepares one box (``_starting`` was counted by the caller)."""
+        """Boots (or restores) and prepares one box (``_starting`` was counted by the caller)."""
         runtime = self._runtime or Boxlite.default()
         box: Box | None = None
         try:
-            box = await self._create_box(runtime)
+            box = await self._new_box(runtime)
             resource = await self._prepare(box) if self._prepare is not None else None
             pooled = _PooledBox(box, resource, time.monotonic())
         except BaseException as err:
@@ -66,11 +66,6 @@ class _Filling(_PoolState):
         else:
             self._make_idle(pooled)
         await self._notify()
-
-    async def _create_box(self, runtime: Boxlite) -> Box:
-        """Boots one new box of the pool. A seam: the pools of ``boxlite.tools`` whose boxes each
-        forward host ports of their own (browsers, desktops) override it to vary the options."""
-        return await runtime.create(self._options)
 
     def _make_idle(self, pooled: _PooledBox) -> None:
         self._idle.append(pooled)

@@ -156,6 +156,7 @@ class _Leasing(_Filling):
             self._retire(pooled)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._remove_snapshot()  # its boxes are gone
         logger.debug("pool closed: %s", self.stats())
 
     # -- the hand-over to callers on other threads ----------------------------------------------

@@ -34,6 +34,9 @@ class _PoolState:
     exhaustion: Literal["wait", "fail"]
     _prepare: Callable[[Box], Awaitable[Any]] | None
     _health_check: Callable[[Box], Awaitable[bool]]
+    # Refilling from a snapshot (snapshotting.py).
+    _from_snapshot: bool
+    _before_snapshot: Callable[[Box], Awaitable[Any]] | None
 
     # -- state: touched only on the library loop (sync_api.loop()) ----------------------------
 
@@ -55,6 +58,9 @@ class _PoolState:
     # After a creation failure, background top-ups pause until then (no boot loop on a bad
     # image or a failing prepare); acquirers still start boxes on demand.
     _retry_after: float
+    # The pool's snapshot once taken (from_snapshot=True), and the lock of taking it.
+    _snapshot: str | None
+    _snapshot_lock: asyncio.Lock | None
 
     def stats(self) -> PoolStats:
         """The pool's counters now."""

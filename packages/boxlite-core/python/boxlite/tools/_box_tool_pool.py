@@ -55,10 +55,10 @@ class _ForwardingPool(BoxPool):
         self._ports_of: dict[str, tuple[int, ...]] = {}
         super().__init__(options, **pool_options)
 
-    async def _create_box(self, runtime: Boxlite) -> Box:
+    async def _create_box(self, runtime: Boxlite, options: BoxOptions) -> Box:
         hosts = tuple(reserve_port() for _ in self._guest_ports)
         forwards = [(host, guest, "tcp") for host, guest in zip(hosts, self._guest_ports, strict=True)]
-        options = self._options.model_copy(update={"ports": [*forwards, *self._options.ports]})
+        options = options.model_copy(update={"ports": [*forwards, *options.ports]})
         try:
             box = await runtime.create(options)
         except BaseException:

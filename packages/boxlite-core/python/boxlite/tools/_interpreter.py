@@ -1,9 +1,13 @@
 """The warm Python interpreter that runs *inside* a box (this file's text is its program).
 
 It is started once per box (``python3 -u -c <this file> DIR MODE OUTPUT_DIR BYTE_CAP MAX_IMAGES
-MAX_IMAGE_BYTES MAX_TOTAL_IMAGE_BYTES``) and answers requests over its own stdin and stdout (a
-streaming execution), so a tool call costs a fork (``fresh`` mode) or nothing (``persistent``
-mode) instead of a ~250 ms interpreter start under emulation:
+MAX_IMAGE_BYTES MAX_TOTAL_IMAGE_BYTES [CHANNEL]``) and answers requests over its own stdin and
+stdout (a streaming execution; CHANNEL ``stdio``, the default), so a tool call costs a fork
+(``fresh`` mode) or nothing (``persistent`` mode) instead of a ~250 ms interpreter start under
+emulation. With CHANNEL ``fifo`` it serves on the named pipes ``DIR/req`` and ``DIR/resp``
+instead (and says ``READY`` on stdout too): a box snapshotted with such a server, and every box
+restored from that snapshot, has it running, and the host reaches it through a bridge
+execution (``cat``) on each restored box's new connection (see ``_session.py``).
 
 * it writes ``READY`` once it can take requests;
 * a request is ``RUN <nonce> <n>\\n`` and ``n`` bytes of UTF-8 code; ``PING <nonce>`` is
@@ -23,8 +27,10 @@ to ``OUTPUT_DIR``. Whatever the code prints, writes to any descriptor it has, or
 of ``sys.stdout`` lands in its own output, and this server builds every answer itself.
 
 Timeouts are enforced by the host, which kills the whole execution (every process it started)
-and starts a new server; the partial output stays in ``DIR``. Standard library only: it runs
-under whatever ``python3`` the image has.
+and starts a new server; the partial output stays in ``DIR``. A process forked ahead of time may
+run in many boxes restored from one snapshot: it reseeds the standard library's PRNGs from
+``os.urandom`` when it gets its first code (:func:`_reseed`), so no two boxes share them.
+Standard library only: it runs under whatever ``python3`` the image has.
 """
 
 import ast
@@ -40,6 +46,7 @@ from typing import Any
 SESSION_DIR, MODE, OUTPUT_DIR = sys.argv[1], sys.argv[2], sys.argv[3]
 BYTE_CAP, MAX_IMAGES, MAX_IMAGE_BYTES = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 MAX_TOTAL_IMAGE_BYTES = int(sys.argv[7])
+CHANNEL = sys.argv[8] if len(sys.argv) > 8 else "stdio"
 OUT_PATH, ERR_PATH = os.path.join(SESSION_DIR, "out"), os.path.join(SESSION_DIR, "err")
 #: The longest status line the session process may send (``<token> <exit code>``).
 MAX_STATUS_LINE = 128
@@ -172,6 +179,21 @@ def _read_exactly(stream: Any, size: int) -> "bytes | None":
     return data
 
 
+def _reseed() -> None:
+    """Gives this process PRNG state of its own, from ``os.urandom``. It was forked ahead of
+    time, perhaps before a snapshot from which many boxes were restored: every one of them would
+    otherwise draw the same ``random`` numbers and ``tempfile`` names. (``uuid.uuid4``,
+    ``secrets`` and ``os.urandom`` read the kernel's pool, which the engine reseeds on restore.
+    The ``hash()`` secret of str and bytes cannot be changed in a running interpreter.)"""
+    random_module = sys.modules.get("random")
+    if random_module is not None:
+        random_module.seed(os.urandom(32))
+    tempfile_module = sys.modules.get("tempfile")
+    if tempfile_module is not None:
+        # Its name generator is cached per pid, and restored boxes have the same pids.
+        tempfile_module._name_sequence = None  # type: ignore[attr-defined]
+
+
 def _child_setup(close: "list[Any]") -> None:
     """What every process that runs code does first: drop the server's streams."""
     for stream in close:
@@ -195,6 +217,7 @@ def _fork_child(close: "list[Any]", namespace: "dict[str, object]", null: int, s
     if not request:
         os._exit(0)  # the server went away without a request for this child
     request_id, _, code = request.partition(b"\n")
+    _reseed()
     os._exit(_run_request(int(request_id), code, dict(namespace), null, saved_err))
 
 
@@ -219,6 +242,7 @@ class _Session:
         _child_setup(close)
         requests = os.fdopen(request_read, "rb", buffering=0)
         status = os.fdopen(status_write, "wb", buffering=0)
+        reseeded = False
         while True:
             header = requests.readline()
             if not header:
@@ -227,6 +251,10 @@ class _Session:
             code = _read_exactly(requests, int(size))
             if code is None:
                 os._exit(0)
+            if not reseeded:
+                # Once: later calls may have seeded ``random`` on purpose.
+                _reseed()
+                reseeded = True
             exit_code = _run_request(int(request_id), code, namespace, null, saved_err)
             status.write(b"%s %d\n" % (token, exit_code))
 
@@ -254,8 +282,21 @@ def _serve() -> None:
     # The protocol streams, on descriptors only this process holds (every process that runs
     # code closes them); fds 0 and 1 become /dev/null and, during a request, 1 and 2 its
     # output files.
-    requests = os.fdopen(os.dup(0), "rb", buffering=0)
-    responses = os.fdopen(os.dup(1), "wb", buffering=0)
+    started = None
+    if CHANNEL == "fifo":
+        # Opened read-write: opening never waits for the other side, and neither stream ends
+        # when a bridge goes (this server goes with it: the host kills it with the bridge).
+        paths = [os.path.join(SESSION_DIR, name) for name in ("req", "resp")]
+        for path in paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.mkfifo(path, 0o600)
+        requests = os.fdopen(os.open(paths[0], os.O_RDWR), "rb", buffering=0)
+        responses = os.fdopen(os.open(paths[1], os.O_RDWR), "wb", buffering=0)
+        started = os.fdopen(os.dup(1), "wb", buffering=0)
+    else:
+        requests = os.fdopen(os.dup(0), "rb", buffering=0)
+        responses = os.fdopen(os.dup(1), "wb", buffering=0)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
@@ -264,10 +305,13 @@ def _serve() -> None:
     with open(os.path.join(SESSION_DIR, "pid.tmp"), "w") as f:
         f.write(str(os.getpid()))
     os.rename(os.path.join(SESSION_DIR, "pid.tmp"), os.path.join(SESSION_DIR, "pid"))
-    streams = [requests, responses]
+    streams = [requests, responses] if started is None else [requests, responses, started]
     session = _Session(streams, namespace, null, saved_err) if MODE == "persistent" else None
     child = _fork_child(streams, namespace, null, saved_err) if session is None else None
     responses.write(b"READY\n")
+    if started is not None:
+        started.write(b"READY\n")
+        started.close()
     request_id = 0
     while True:
         header = requests.readline()

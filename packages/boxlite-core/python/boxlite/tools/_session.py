@@ -51,6 +51,35 @@ MAX_TOTAL_IMAGE_BYTES = 32 * 1024 * 1024
 MAX_HEADER_BYTES = 256
 
 
+#: The bridge to an interpreter serving on named pipes (``sh -c _BRIDGE bridge DIR``): it moves
+#: the interpreter's processes into its own execution's cgroup (and fails unless all of them
+#: moved), then copies its stdin to ``DIR/req`` and ``DIR/resp`` to its stdout. The interpreter
+#: wrote ``READY`` into ``DIR/resp`` when it started: the first line the host reads. Shell
+#: builtins but for the two ``cat``: a process start costs tens of ms in a just-restored box
+#: (TCG translates all code afresh).
+_BRIDGE = """\
+set -e
+dir=$1
+read -r pid < "$dir/pid" || true  # written without a newline
+kill -0 "$pid"
+IFS=: read -r _ _ old < "/proc/$pid/cgroup"
+IFS=: read -r _ _ new < /proc/self/cgroup
+old=/sys/fs/cgroup$old new=/sys/fs/cgroup$new
+case $new in
+*/boxlite-execs/*) ;;
+*) echo "this execution has no cgroup of its own: the interpreter cannot be put under it" >&2; exit 1 ;;
+esac
+n=0
+while read -r p < "$old/cgroup.procs"; do
+    n=$((n + 1))
+    if [ "$n" -gt 64 ]; then echo "the interpreter's processes could not be moved" >&2; exit 1; fi
+    echo "$p" > "$new/cgroup.procs" 2>/dev/null || true
+done
+cat "$dir/resp" &
+exec cat > "$dir/req"
+"""
+
+
 class ToolSandboxError(BoxliteError):
     """The sandbox itself failed (the box or its interpreter), not the code it ran."""
 
@@ -140,6 +169,8 @@ class _InterpreterSession:
         self._env.update(env or {})
         self._session_dir = f"{SESSION_ROOT}/{uuid.uuid4().hex[:12]}"
         self._interpreter: Execution | None = None
+        # The interpreter started for a snapshot (start_for_snapshot), killed by close().
+        self._detached: Execution | None = None
         self._requests: ExecStdin | None = None
         self._answers: ExecOutputStream | None = None
         # Bytes of each stream the interpreter sends back: enough for the head and the tail.
@@ -163,33 +194,97 @@ class _InterpreterSession:
     async def _ensure_interpreter(self) -> None:
         if self._interpreter is not None:
             return
+        execution, stdout = await self._launch("stdio")
+        self._interpreter = execution
+        self._requests, self._answers = execution.stdin(), stdout
+        logger.debug("warm interpreter ready in box %s", self.box.id)
+
+    async def _launch(self, channel: str) -> tuple[Execution, ExecOutputStream]:
+        """Starts the interpreter program serving on ``channel`` (``stdio`` or ``fifo``, see
+        ``_interpreter.py``) and waits until it is ready."""
         mode = "persistent" if self.persistent else "fresh"
         limits = (self._byte_cap, MAX_IMAGES, MAX_IMAGE_BYTES, MAX_TOTAL_IMAGE_BYTES)
-        args = [self._session_dir, mode, self.output_dir, *map(str, limits)]
+        args = [self._session_dir, mode, self.output_dir, *map(str, limits), channel]
         # The engine bounds the start: past INTERPRETER_START_TIMEOUT it kills the interpreter,
         # which ends its output; the deadline is disarmed once the interpreter is ready.
         execution = await self.box.exec(
             "python3", ["-u", "-c", interpreter_source(), *args], self._env, timeout=INTERPRETER_START_TIMEOUT
         )
         stdout = execution.stdout()
+        await self._await_ready(execution, stdout, "the Python interpreter did not start")
+        return execution, stdout
+
+    async def _await_ready(self, execution: Execution, stdout: ExecOutputStream, failure: str) -> None:
+        """Reads the ``READY`` line and disarms the start deadline; otherwise kills the
+        execution and raises :class:`ToolSandboxError` starting with ``failure``."""
         try:
             ready = await stdout.readline(MAX_HEADER_BYTES)
         except ValueError:
             ready = b""
-        if ready != b"READY\n" or not execution.set_deadline(None):
-            await execution.kill()
-            ended = await execution.wait()
-            if ended.exit_code == EXIT_COMMAND_NOT_FOUND:
-                raise ToolSandboxError(
-                    "this image has no python3: use an image with Python (e.g. python:slim, the default)"
-                )
+        if ready == b"READY\n" and execution.set_deadline(None):
+            return
+        await execution.kill()
+        ended = await execution.wait()
+        if ended.exit_code == EXIT_COMMAND_NOT_FOUND:
             raise ToolSandboxError(
-                f"the Python interpreter did not start within {INTERPRETER_START_TIMEOUT:g} s "
-                f"(exit code {ended.exit_code}): {ended.stderr.strip()[-2000:] or ended.error or 'no output'}"
+                "this image has no python3: use an image with Python (e.g. python:slim, the default)"
             )
-        self._interpreter = execution
-        self._requests, self._answers = execution.stdin(), stdout
-        logger.debug("warm %s interpreter ready in box %s", mode, self.box.id)
+        raise ToolSandboxError(
+            f"{failure} within {INTERPRETER_START_TIMEOUT:g} s "
+            f"(exit code {ended.exit_code}): {ended.stderr.strip()[-2000:] or ended.error or 'no output'}"
+        )
+
+    # -- across a snapshot -------------------------------------------------------------------
+    #
+    # A pool that refills from a snapshot (BoxPool(from_snapshot=True)) starts the interpreter
+    # in the box it snapshots, serving on named pipes, and attaches to it in every restored box
+    # through a bridge execution: a restored box has a new host connection, and the execution
+    # that started the interpreter has no host side any more. Measured under TCG
+    # (benchmarks/bench_snapshot_pool.py, p50): starting an interpreter in a restored box takes
+    # 0.9-1.4 s (python3 and its imports under emulation, even with its files in the page cache);
+    # attaching to the one already running about 0.22-0.25 s, mostly the first process start
+    # after the restore (the emulator translates code afresh), less in a pool, which runs one
+    # exec in each restored box before its prepare. A call then costs about 1-2 ms more than on
+    # an interpreter started by its own execution (two `cat` on the way). Keeping the one from
+    # the snapshot is what makes a restored box cheap. The bridge first moves the interpreter's
+    # processes into its own cgroup, so the engine's kill of the bridge at a call's deadline
+    # kills them too, and everything the code started: the timeout contract holds as for an
+    # interpreter started by its execution (tests/test_snapshot_pool.py checks it). The box the
+    # snapshot was taken of attaches the same way (its own execution of the interpreter stays
+    # open, with no processes left in it).
+
+    async def start_for_snapshot(self) -> str:
+        """Starts a warm interpreter that serves on named pipes in the box, so that every box
+        restored from a snapshot of this one has it running, ready for :meth:`attach`.
+        Returns its session directory (what :meth:`attach` takes). This sandbox does not use it:
+        the box is meant to be snapshotted and stopped."""
+        async with self._lock:
+            execution, _ = await self._launch("fifo")
+            self._detached = execution
+        logger.debug("warm interpreter for a snapshot ready in box %s", self.box.id)
+        return self._session_dir
+
+    async def attach(self, session_dir: str) -> Self:
+        """Takes over the interpreter that :meth:`start_for_snapshot` started in the box this
+        one was restored from (``session_dir`` is what it returned).
+
+        Raises:
+            ToolSandboxError: no such interpreter answers, or its processes could not be put
+                under the bridge execution (which a call's timeout kills).
+        """
+        async with self._lock:
+            if self._interpreter is not None:
+                raise ToolSandboxError("this sandbox has an interpreter already: attach a new BoxSandbox")
+            self._session_dir = session_dir
+            execution = await self.box.exec(
+                "sh", ["-c", _BRIDGE, "bridge", session_dir], timeout=INTERPRETER_START_TIMEOUT
+            )
+            stdout = execution.stdout()
+            await self._await_ready(execution, stdout, "could not attach to the warm interpreter of the snapshot")
+            self._interpreter = execution
+            self._requests, self._answers = execution.stdin(), stdout
+        logger.debug("attached to the warm interpreter in box %s", self.box.id)
+        return self
 
     def _forget_interpreter(self) -> Execution | None:
         """Drops the interpreter (the next call starts a new one); returns it."""
@@ -421,3 +516,6 @@ class _InterpreterSession:
         """Stops the interpreter (the box itself belongs to whoever created it)."""
         async with self._lock:
             await self._discard_interpreter()
+            detached, self._detached = self._detached, None
+            if detached is not None:
+                await self._kill(detached)
