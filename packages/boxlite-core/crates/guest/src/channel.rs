@@ -96,7 +96,14 @@ impl Port {
                     std::thread::sleep(Duration::from_millis(100));
                     return None;
                 }
-                Ok(Some(HostMessage::Hello { unix_time_ns, .. })) => {
+                Ok(Some(HostMessage::Hello {
+                    unix_time_ns,
+                    entropy,
+                    ..
+                })) => {
+                    // Before anything else this connection asks: a restored or forked guest
+                    // must not hand out the random numbers its snapshot would.
+                    system::add_entropy(&entropy.concat());
                     system::set_clock(unix_time_ns);
                     continue;
                 }

@@ -338,6 +338,7 @@ mod handshake {
         let Some(HostMessage::Hello {
             version,
             unix_time_ns,
+            entropy,
         }) = answer
         else {
             panic!("the host did not answer with a hello: {answer:?}");
@@ -352,5 +353,17 @@ mod handshake {
             now.abs_diff(unix_time_ns) < 60_000_000_000,
             "host hello time {unix_time_ns} is not now ({now})"
         );
+        // Fresh randomness for the guest's kernel: not all zeros, and new on every connection.
+        assert_ne!(entropy, [[0u8; 32]; 2]);
+        let (_, again) = handshake_with(GuestMessage::Hello {
+            version: PROTOCOL_VERSION,
+            kernel_release: "6.12".into(),
+            uptime_ms: 1,
+        })
+        .await;
+        let Some(HostMessage::Hello { entropy: other, .. }) = again else {
+            panic!("the host did not answer the second connection with a hello: {again:?}");
+        };
+        assert_ne!(entropy, other, "two connections got the same randomness");
     }
 }
