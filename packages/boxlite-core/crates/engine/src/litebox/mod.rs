@@ -6,7 +6,8 @@
 //! `confinement` (the VMM's confinement from `SecurityOptions`), `exec` (starting an
 //! execution), `execution` (the per-execution driver and [`Execution`]), `files`
 //! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]), `pause` (pause and resume over the VMM's control channel), `snapshot` (saving the box's
-//! whole state; its restore is part of `lifecycle`'s start). [`BoxInfo`] and [`BoxStatus`] live with
+//! whole state; its restore is part of `lifecycle`'s start), `fork` (the snapshot a fork
+//! starts from, and a fork's options). [`BoxInfo`] and [`BoxStatus`] live with
 //! the state they describe, in [`crate::state`], and are re-exported here.
 
 mod confinement;
@@ -14,6 +15,7 @@ mod exec;
 mod execution;
 mod file_ops;
 mod files;
+mod fork;
 mod lifecycle;
 mod metrics;
 mod pause;

@@ -3,8 +3,10 @@
 //! Layout of the home (as the reference documentation describes it):
 //! `images/` (image cache and base disks), `boxes/<id>/` (config.json, disk.qcow2, logs,
 //! agent socket), `snapshots/<id>/` (see [`crate::snapshot`]), `db/`, `logs/`, `lock`.
-//! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died.
+//! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died;
+//! `fork.rs` forks a running box (a snapshot restored into new boxes).
 
+mod fork;
 mod home;
 mod recovery;
 
@@ -15,6 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::OnceCell;
 
+pub use fork::{check_fork_count, MAX_FORKS};
 use home::create_home;
 pub use home::default_home;
 
@@ -396,6 +399,7 @@ impl Runtime {
         }
         litebox.delete_files()?;
         self.boxes.lock().expect("boxes lock").remove(&litebox.id);
+        self.remove_unused_fork_snapshots();
         Ok(())
     }
 

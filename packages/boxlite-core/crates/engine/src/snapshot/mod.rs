@@ -83,6 +83,10 @@ pub struct SnapshotInfo {
     /// The source box's options and image: a restored box gets the same VM shape.
     pub options: BoxOptions,
     pub prepared_image: PreparedImage,
+    /// The id of the box `fork()` took this snapshot of: the forks' disks build on it, and it
+    /// is removed once none of them remains (see `Runtime::fork`). `None` for a user's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_of: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -396,6 +400,7 @@ mod tests {
                 entrypoint: Vec::new(),
                 cmd: Vec::new(),
             },
+            fork_of: None,
         }
     }
 
