@@ -5,7 +5,8 @@
 //! Executions are multiplexed over the stream by `exec_id`, chosen by the host.
 //!
 //! The guest speaks first with [`GuestMessage::Hello`]; the host answers with
-//! [`HostMessage::Hello`]. Each side refuses a peer whose [`PROTOCOL_VERSION`] differs.
+//! [`HostMessage::Hello`]. (To a guest restored from a snapshot, the host first sends
+//! [`HostMessage::HelloAgain`], which asks for that hello.) Each side refuses a peer whose [`PROTOCOL_VERSION`] differs.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,11 @@ pub enum HostMessage {
     Metrics { token: u64 },
     /// Flush file systems and power the VM off.
     Shutdown,
+    /// The host's first message on a connection to a guest restored from a snapshot, whose
+    /// agent may still be reading the connection it had when the snapshot was taken and so
+    /// never notice this one: the agent answers with its [`GuestMessage::Hello`], unless it
+    /// has already said hello on this connection (then it ignores this).
+    HelloAgain,
 }
 
 /// A process to run inside the box's root file system.

@@ -45,8 +45,29 @@ impl AgentClient {
     pub async fn connect_with(
         socket: &Path,
         deadline: Instant,
+        vm_exit: watch::Receiver<Option<VmExit>>,
+        deadlines: Deadlines,
+    ) -> Result<(AgentClient, GuestHello), ConnectError> {
+        Self::connect_inner(socket, deadline, vm_exit, deadlines, false).await
+    }
+
+    /// [`AgentClient::connect`] to a guest restored from a snapshot: the host speaks first
+    /// ([`HostMessage::HelloAgain`]), since the restored agent may still be reading the
+    /// connection it had when the snapshot was taken and would not notice this one.
+    pub async fn connect_restored(
+        socket: &Path,
+        deadline: Instant,
+        vm_exit: watch::Receiver<Option<VmExit>>,
+    ) -> Result<(AgentClient, GuestHello), ConnectError> {
+        Self::connect_inner(socket, deadline, vm_exit, Deadlines::default(), true).await
+    }
+
+    async fn connect_inner(
+        socket: &Path,
+        deadline: Instant,
         mut vm_exit: watch::Receiver<Option<VmExit>>,
         deadlines: Deadlines,
+        hello_again: bool,
     ) -> Result<(AgentClient, GuestHello), ConnectError> {
         let handshake = async {
             // QEMU creates the socket shortly after it starts.
@@ -57,6 +78,11 @@ impl AgentClient {
                 }
             };
             let (mut reader, mut writer) = stream.into_split();
+            if hello_again {
+                nonblocking::write_message(&mut writer, &HostMessage::HelloAgain)
+                    .await
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            }
             let hello = match nonblocking::read_message_max::<GuestMessage, _>(
                 &mut reader,
                 MAX_GUEST_FRAME_LEN,
