@@ -482,11 +482,12 @@ impl LiteBox {
         if paused {
             // The old owner's connection ended while the guest was paused, and the guest's
             // virtio console may never report that hangup (it sees our connection at once),
-            // so it keeps waiting on the old stream without a hello. If no hello comes soon,
-            // hang up, give the running guest time to see it, and connect again.
+            // so it keeps waiting on the old stream without a hello: ask for it (HelloAgain,
+            // as for a restored guest). If no hello comes soon all the same, hang up, give
+            // the running guest time to see it, and connect again.
             while connected.is_none() && Instant::now() + HELLO_RETRY < deadline {
                 let soon = Instant::now() + HELLO_RETRY;
-                match AgentClient::connect(&socket, soon, vm.exit_watch()).await {
+                match AgentClient::connect_restored(&socket, soon, vm.exit_watch()).await {
                     Err(ConnectError::TimedOut) => {
                         tracing::debug!(id = %self.id, "no hello from the resumed guest yet; connecting again");
                         tokio::time::sleep(HANGUP_SEEN).await;
