@@ -180,7 +180,7 @@ async def test_a_fork_reaches_other_machines_and_a_restored_box_forwards_its_por
         await runtime.remove(restored.id, force=True)
 
 
-async def test_count_is_bounded_the_twins_fork_and_the_snapshot_goes_with_its_last_fork(
+async def test_count_is_bounded_the_twins_fork_and_fork_snapshots_go_with_their_last_user(
     runtime: boxlite.Boxlite, busybox: str
 ) -> None:
     async with boxlite.SimpleBox(rootfs_path=busybox, memory_mib=128, runtime=runtime) as simple:
@@ -202,10 +202,17 @@ async def test_count_is_bounded_the_twins_fork_and_the_snapshot_goes_with_its_la
         sync_fork.stop()
         snapshots = [s for s in runtime.snapshots.list() if s.fork_of == box.id]
         assert len(snapshots) == 2
-        # Once no fork uses them, the next remove() takes both away.
+        # A fork's fork: its snapshot's disk builds on the first fork snapshot's, which must
+        # stay while it does, even once the fork it was taken for is gone.
+        (grandchild,) = await fork.fork()
         await runtime.remove(fork.id, force=True)
+        assert first.id in {s.id for s in runtime.snapshots.list()}
+        assert (await grandchild.exec("cat", "/root/mark")).stdout == "mark\n"
+        # Once no box uses them, the next remove() takes them all away.
+        await runtime.remove(grandchild.id, force=True)
         remaining = {s.id for s in runtime.snapshots.list()}
-        assert not any(s.id in remaining or s.dir.exists() for s in snapshots), remaining
+        assert not any(s.fork_of in (box.id, fork.id) for s in runtime.snapshots.list()), remaining
+        assert not any(s.dir.exists() for s in snapshots)
 
 
 def test_the_fork_command_prints_the_new_ids(home: Path, busybox: str) -> None:

@@ -100,17 +100,25 @@ impl Runtime {
         Err(error)
     }
 
-    /// Removes the snapshots `fork()` took that no box uses any more, except those a `fork()`
-    /// may still be restoring. Failures are logged: the next call tries again.
+    /// Removes the snapshots `fork()` took that no box (nor snapshot) uses any more, except
+    /// those a `fork()` may still be restoring, until none is left to remove (removing a
+    /// fork's fork's snapshot frees its parent's). Failures are logged: the next call tries
+    /// again.
     pub(crate) fn remove_unused_fork_snapshots(&self) {
+        while self.remove_unused_fork_snapshots_once() {}
+    }
+
+    /// One pass of [`Runtime::remove_unused_fork_snapshots`]: whether it removed any.
+    fn remove_unused_fork_snapshots_once(&self) -> bool {
         let snapshots = match self.snapshots.db.list() {
             Ok(list) => list,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list snapshots to remove unused fork snapshots");
-                return;
+                return false;
             }
         };
         let now = SystemTime::now();
+        let mut removed = false;
         for snapshot in snapshots.iter().filter(|s| s.fork_of.is_some()) {
             if FORKING.lock().expect("forking lock").contains(&snapshot.id) {
                 continue;
@@ -126,15 +134,17 @@ impl Runtime {
             }
             match self.remove_snapshot(&snapshot.id) {
                 Ok(()) => {
-                    tracing::debug!(snapshot = %snapshot.id, "removed a fork snapshot no box uses")
+                    removed = true;
+                    tracing::debug!(snapshot = %snapshot.id, "removed a fork snapshot no box uses");
                 }
-                // In use by a fork: kept.
+                // In use by a fork (or a snapshot of one): kept.
                 Err(Error::Snapshot(_)) => {}
                 Err(e) => {
                     tracing::warn!(snapshot = %snapshot.id, error = %e, "could not remove an unused fork snapshot")
                 }
             }
         }
+        removed
     }
 }
 
