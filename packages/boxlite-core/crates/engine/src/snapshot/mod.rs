@@ -124,21 +124,24 @@ impl SnapshotInfo {
     }
 }
 
-/// How old a state file's last change must be for a matching checksum to be remembered: a
-/// later change then gets a later change time (the kernel stamps changes with a clock of a
-/// few milliseconds' resolution), so it cannot pass for the file checked.
+/// How old a state file's last write must be for a matching checksum to be remembered: a
+/// later write then gets a later modification time (the kernel stamps writes with a clock of
+/// a few milliseconds' resolution), so it cannot pass for the file checked.
 const STAMP_SETTLED: Duration = Duration::from_millis(100);
 
 /// What identifies a file's contents without reading them: the file (device, inode), its
-/// length and its change time (which every write, truncation or rename updates, and which
-/// user space cannot set back).
+/// length and its modification time (which every write and truncation updates). Not the
+/// change time: a restore links the state file into the VMM's jail, which changes that. (A
+/// writer that sets the modification time back on purpose could as well rewrite the
+/// recorded checksum beside it: the checksum guards against damage, not against the home's
+/// owner.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     dev: u64,
     ino: u64,
     len: u64,
-    ctime: i64,
-    ctime_nsec: i64,
+    mtime: i64,
+    mtime_nsec: i64,
 }
 
 fn stamp(path: &Path) -> std::io::Result<Stamp> {
@@ -148,8 +151,8 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
         dev: m.dev(),
         ino: m.ino(),
         len: m.len(),
-        ctime: m.ctime(),
-        ctime_nsec: m.ctime_nsec(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
     })
 }
 
@@ -162,7 +165,7 @@ fn verified() -> &'static Mutex<HashMap<PathBuf, (Stamp, String)>> {
 
 /// The [`state_checksum`] of `path`: `expected` without reading the file when it matched
 /// before and the file has not changed since; otherwise computed, and remembered when it is
-/// `expected` and the file's last change is at least `settled` old.
+/// `expected` and the file's last write is at least `settled` old.
 fn verified_checksum(path: &Path, expected: &str, settled: Duration) -> std::io::Result<String> {
     let before = stamp(path)?;
     if let Some((stamp, checksum)) = verified().lock().expect("verified lock").get(path) {
@@ -172,7 +175,7 @@ fn verified_checksum(path: &Path, expected: &str, settled: Duration) -> std::io:
     }
     let actual = state_checksum(path)?;
     let changed_at = std::time::UNIX_EPOCH
-        + Duration::new(before.ctime.max(0) as u64, before.ctime_nsec.max(0) as u32);
+        + Duration::new(before.mtime.max(0) as u64, before.mtime_nsec.max(0) as u32);
     let is_settled = std::time::SystemTime::now()
         .duration_since(changed_at)
         .is_ok_and(|age| age >= settled);
@@ -494,7 +497,12 @@ mod tests {
         assert_eq!(verified_checksum(&path, &good, settled).unwrap(), good);
         assert!(verified().lock().unwrap().contains_key(&path));
         std::thread::sleep(Duration::from_millis(60));
-        // Same length, other bytes: the change time moved, so the file is read again.
+        // Linked and unlinked (as a restore into a jail does): still known.
+        let link = dir.path().join("link");
+        std::fs::hard_link(&path, &link).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        assert_eq!(stamp(&path).unwrap(), verified().lock().unwrap()[&path].0);
+        // Same length, other bytes: the modification time moved, so the file is read again.
         std::fs::write(&path, b"saved stat!").unwrap();
         assert_ne!(verified_checksum(&path, &good, settled).unwrap(), good);
         // A file changed just now is checked, but not remembered.
