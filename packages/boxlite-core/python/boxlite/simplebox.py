@@ -260,6 +260,20 @@ class SimpleBox:
         """Saves the box's whole state as a snapshot (see :meth:`boxlite.Box.snapshot`)."""
         return await self.box.snapshot(name)
 
+    async def fork(self, count: int = 1) -> list[SimpleBox]:
+        """New started boxes that continue from this one's current state (see
+        :meth:`boxlite.Box.fork`), each a :class:`SimpleBox` to shut down like any other."""
+        forks = await self.box.fork(count)
+        options = self._options.model_copy(update={"name": None, "ports": []})
+        return [SimpleBox._of_box(box, options, self._runtime) for box in forks]
+
+    @staticmethod
+    def _of_box(box: Box, options: BoxOptions, runtime: Boxlite | None) -> SimpleBox:
+        """A started :class:`SimpleBox` around the running ``box`` made with ``options``."""
+        simple = object.__new__(SimpleBox)
+        simple._options, simple._runtime, simple._box = options, runtime, box
+        return simple
+
     async def __aenter__(self) -> SimpleBox:
         return await self.start()
 

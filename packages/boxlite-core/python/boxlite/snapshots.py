@@ -62,6 +62,9 @@ class SnapshotInfo(BaseModel):
     took_ms: int
     #: Its directory (``snapshots/<id>/``: ``state``, ``disk.qcow2``, ``snapshot.json``).
     dir: Path
+    #: The id of the box :meth:`~boxlite.Box.fork` took it of (``None`` for a user's
+    #: snapshot); removed by the next ``fork()`` or ``runtime.remove()`` once no fork uses it.
+    fork_of: str | None = None
 
 
 class Snapshots:

@@ -167,6 +167,8 @@ class SyncBox(AsyncProxy[Box]):
     pause = blocking(Box.pause)
     resume = blocking(Box.resume)
     snapshot = blocking(Box.snapshot)
+    # fork: the forks of issue 12 (sync twins of Box.fork and SimpleBox.fork).
+    fork = blocking(Box.fork, lambda boxes: [SyncBox(b) for b in boxes])
 
     def __repr__(self) -> str:
         return f"<boxlite.SyncBox id={self.id}>"
@@ -336,6 +338,14 @@ class SyncSimpleBox(AsyncProxy[SimpleBox]):
     pause = blocking(SimpleBox.pause)
     resume = blocking(SimpleBox.resume)
     snapshot = blocking(SimpleBox.snapshot)
+    fork = blocking(SimpleBox.fork, lambda boxes: [SyncSimpleBox._of(b) for b in boxes])
+
+    @classmethod
+    def _of(cls, simple_box: SimpleBox) -> SyncSimpleBox:
+        """The blocking twin of the started ``simple_box`` (a fork)."""
+        twin = cls.__new__(cls)
+        AsyncProxy.__init__(twin, simple_box)
+        return twin
 
     def __enter__(self) -> Self:
         return self.start()

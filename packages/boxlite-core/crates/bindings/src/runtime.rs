@@ -49,6 +49,20 @@ impl PyRuntime {
         }))
     }
 
+    /// Forks the running box `id_or_name` into `count` new running boxes; the outcome is a
+    /// list of `Box`.
+    fn fork(&self, completer: &Completer, id_or_name: String, count: u32) -> u64 {
+        let runtime = self.inner.clone();
+        completer.spawn(async move {
+            engine(runtime.fork(&id_or_name, count).await.map(|forks| {
+                forks
+                    .into_iter()
+                    .map(|inner| PyLiteBox { inner })
+                    .collect::<Vec<_>>()
+            }))
+        })
+    }
+
     /// The box with this id or name (reattaching a stored one); the outcome is a `Box`.
     fn get(&self, completer: &Completer, id_or_name: String) -> u64 {
         let runtime = self.inner.clone();

@@ -4,7 +4,8 @@ use std::fs::{self, File};
 use std::io::{self, BufReader};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use boxlite_protocol::{blocking, GuestMessage, HostMessage, AGENT_PORT_NAME, PROTOCOL_VERSION};
@@ -14,6 +15,11 @@ use crate::system;
 pub struct Port {
     reader: Mutex<BufReader<File>>,
     writer: Mutex<File>,
+    /// The kernel release this agent says hello with.
+    kernel_release: OnceLock<String>,
+    /// Whether the agent said hello and the host has not answered yet (a
+    /// [`HostMessage::HelloAgain`] then needs no second hello).
+    awaiting_host_hello: AtomicBool,
 }
 
 fn find_port_device() -> io::Result<PathBuf> {
@@ -43,6 +49,8 @@ impl Port {
         Ok(Port {
             reader: Mutex::new(BufReader::with_capacity(256 * 1024, file)),
             writer: Mutex::new(writer),
+            kernel_release: OnceLock::new(),
+            awaiting_host_hello: AtomicBool::new(false),
         })
     }
 
@@ -66,9 +74,13 @@ impl Port {
     }
 
     pub fn send_hello(&self, kernel_release: &str) -> io::Result<()> {
+        let kernel_release = self
+            .kernel_release
+            .get_or_init(|| kernel_release.to_owned());
+        self.awaiting_host_hello.store(true, Ordering::SeqCst);
         self.send(&GuestMessage::Hello {
             version: PROTOCOL_VERSION,
-            kernel_release: kernel_release.to_owned(),
+            kernel_release: kernel_release.clone(),
             uptime_ms: system::uptime_ms(),
         })
     }
@@ -96,8 +108,27 @@ impl Port {
                     std::thread::sleep(Duration::from_millis(100));
                     return None;
                 }
-                Ok(Some(HostMessage::Hello { unix_time_ns, .. })) => {
+                Ok(Some(HostMessage::Hello {
+                    unix_time_ns,
+                    entropy,
+                    ..
+                })) => {
+                    // Before anything else this connection asks: a restored or forked guest
+                    // must not hand out the random numbers its snapshot would.
+                    self.awaiting_host_hello.store(false, Ordering::SeqCst);
+                    system::add_entropy(&entropy.concat());
                     system::set_clock(unix_time_ns);
+                    continue;
+                }
+                Ok(Some(HostMessage::HelloAgain)) => {
+                    if !self.awaiting_host_hello.load(Ordering::SeqCst) {
+                        // A new host on a connection this agent never saw open (restored
+                        // from a snapshot while reading the old one): say hello to it.
+                        let release = self.kernel_release.get().cloned().unwrap_or_default();
+                        if let Err(e) = self.send_hello(&release) {
+                            system::log(&format!("hello failed: {e}"));
+                        }
+                    }
                     continue;
                 }
                 Ok(Some(msg)) => return Some(msg),

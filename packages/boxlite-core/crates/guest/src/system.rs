@@ -3,6 +3,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -114,6 +115,53 @@ pub fn set_clock(unix_time_ns: u64) {
     // SAFETY: clock_settime with a valid timespec.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
         log(&format!("clock not set: {}", io::Error::last_os_error()));
+    }
+}
+
+/// `RNDADDENTROPY` (`_IOW('R', 0x03, int[2])`) and `RNDRESEEDCRNG` (`_IO('R', 0x07)`) of
+/// `<linux/random.h>`.
+const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207;
+
+/// Mixes `bytes` (fresh randomness from the host) into the kernel's entropy pool, credited as
+/// full entropy, and reseeds the kernel's random number generator from the pool at once, so
+/// that `getrandom`, `/dev/urandom` and everything seeded from them from now on differ from
+/// any other copy of this guest. Failures are logged: the kernel's own reseeding remains.
+pub fn add_entropy(bytes: &[u8]) {
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let words = bytes.len().div_ceil(4);
+    let mut info = vec![0u32; 2 + words];
+    info[0] = (bytes.len() * 8) as u32;
+    info[1] = bytes.len() as u32;
+    // SAFETY: `info` has room for `bytes.len()` bytes after its two header words.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            info[2..].as_mut_ptr().cast::<u8>(),
+            bytes.len(),
+        );
+    }
+    let random = match fs::OpenOptions::new().write(true).open("/dev/random") {
+        Ok(f) => f,
+        Err(e) => {
+            log(&format!("entropy not added: cannot open /dev/random: {e}"));
+            return;
+        }
+    };
+    let fd = random.as_raw_fd();
+    // SAFETY: both ioctls on an open /dev/random; RNDADDENTROPY reads the rand_pool_info above.
+    if unsafe { libc::ioctl(fd, RNDADDENTROPY as _, info.as_ptr()) } != 0 {
+        log(&format!(
+            "entropy not added: {}",
+            io::Error::last_os_error()
+        ));
+        return;
+    }
+    if unsafe { libc::ioctl(fd, RNDRESEEDCRNG as _) } != 0 {
+        log(&format!(
+            "random generator not reseeded: {}",
+            io::Error::last_os_error()
+        ));
     }
 }
 

@@ -5,7 +5,8 @@
 //! Executions are multiplexed over the stream by `exec_id`, chosen by the host.
 //!
 //! The guest speaks first with [`GuestMessage::Hello`]; the host answers with
-//! [`HostMessage::Hello`]. Each side refuses a peer whose [`PROTOCOL_VERSION`] differs.
+//! [`HostMessage::Hello`]. (To a guest restored from a snapshot, the host first sends
+//! [`HostMessage::HelloAgain`], which asks for that hello.) Each side refuses a peer whose [`PROTOCOL_VERSION`] differs.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +15,7 @@ pub mod archive;
 pub mod files;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
@@ -36,12 +37,25 @@ pub const OUTPUT_CHUNK_LEN: usize = 64 * 1024;
 /// execution's pipes instead, so its process blocks on a full pipe like any writer would.
 pub const OUTPUT_WINDOW: u64 = 1024 * 1024;
 
+/// Bytes of fresh randomness the host sends with each hello ([`HostMessage::Hello`]).
+pub const ENTROPY_LEN: usize = 2 * ENTROPY_HALF;
+/// Half of [`ENTROPY_LEN`]: the largest array serde encodes.
+pub const ENTROPY_HALF: usize = 32;
+
 /// Messages from the host to the guest agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HostMessage {
     /// Answer to the guest's hello: the host's protocol version and wall-clock time (the guest
-    /// sets its clock from it: a box may have no RTC, and a restored one would be stale).
-    Hello { version: u32, unix_time_ns: u64 },
+    /// sets its clock from it: a box may have no RTC, and a restored one would be stale), and
+    /// [`ENTROPY_LEN`] fresh random bytes the guest adds to its kernel's entropy pool and
+    /// reseeds its random number generator with before it acts on anything else: two boxes
+    /// restored from one snapshot share their kernel's random state up to that point.
+    Hello {
+        version: u32,
+        unix_time_ns: u64,
+        /// Fixed size (two halves: serde's arrays stop at 32), so a peer cannot make it large.
+        entropy: [[u8; ENTROPY_HALF]; 2],
+    },
     /// Start a process.
     Exec(Box<ExecRequest>),
     /// Bytes for an execution's standard input.
@@ -67,6 +81,11 @@ pub enum HostMessage {
     Metrics { token: u64 },
     /// Flush file systems and power the VM off.
     Shutdown,
+    /// The host's first message on a connection to a guest restored from a snapshot, whose
+    /// agent may still be reading the connection it had when the snapshot was taken and so
+    /// never notice this one: the agent answers with its [`GuestMessage::Hello`], unless it
+    /// has already said hello on this connection (then it ignores this).
+    HelloAgain,
 }
 
 /// A process to run inside the box's root file system.
@@ -380,6 +399,23 @@ mod tests {
         let wire = (u32::MAX).to_le_bytes();
         let err = blocking::read_message::<HostMessage, _>(&mut &wire[..]).unwrap_err();
         assert!(matches!(err, ProtocolError::FrameTooLarge(..)), "{err}");
+    }
+
+    #[test]
+    fn the_host_hello_has_a_fixed_size() {
+        let hello = |byte| HostMessage::Hello {
+            version: PROTOCOL_VERSION,
+            unix_time_ns: 1,
+            entropy: [[byte; ENTROPY_HALF]; 2],
+        };
+        let (zeros, ones) = (
+            encode_frame(&hello(0)).unwrap(),
+            encode_frame(&hello(0xff)).unwrap(),
+        );
+        assert_eq!(zeros.len(), ones.len());
+        assert!(zeros.len() >= 4 + ENTROPY_LEN);
+        let back: HostMessage = decode_payload(&ones[4..]).unwrap();
+        assert_eq!(back, hello(0xff));
     }
 
     #[test]

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .. import _bridge, _engine
+from ..errors import InvalidOptionError
 from ..options import normalize_args, normalize_env
 from ..snapshots import SnapshotInfo
 from .execution import Execution
@@ -17,6 +18,9 @@ from .result import ExecResult
 
 if TYPE_CHECKING:
     from .runtime import Boxlite
+
+#: The most forks one :meth:`Box.fork` makes.
+MAX_FORKS = 64
 
 #: Terminal size of a ``tty=True`` execution until it is resized (rows, columns).
 DEFAULT_TTY_SIZE = (24, 80)
@@ -187,8 +191,38 @@ class Box(FileOps):
         payload = await _bridge.call(lambda c: self._inner.snapshot(c, name))
         return SnapshotInfo.model_validate_json(payload)
 
+    async def fork(self, count: int = 1) -> list[Box]:
+        """Starts ``count`` new boxes (1 to :data:`MAX_FORKS`) that continue from this box's
+        current state: its memory, running processes and files, each with its own disk
+        overlay, its own network and a new id. The box itself runs on.
+
+        A fork has this box's options except its name (none) and its port forwards (none:
+        this box keeps those host ports; restore a snapshot with ``ports=`` for a box that
+        needs its own). Every fork's kernel is reseeded with fresh randomness from the host
+        before it runs anything, so ``os.urandom``, ``uuid.uuid4()`` and a Python process
+        started after the fork differ between forks; a process already running keeps its
+        user-space generator's state (a ``random`` seeded before the fork repeats in every
+        fork until it is reseeded).
+
+        Forks are restored from a snapshot of this box (listed by ``runtime.snapshots`` with
+        ``fork_of`` set), which is removed by the next ``fork()`` or ``runtime.remove()`` once
+        no fork uses it.
+
+        Raises:
+            InvalidOptionError: ``count`` is not an integer from 1 to :data:`MAX_FORKS`.
+            SnapshotError: the box has volumes (its state cannot be saved), or saving failed.
+            BoxStoppedError: the box is not running.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_FORKS:
+            raise InvalidOptionError(
+                f"fork count {count!r} is out of range: ask for 1 to {MAX_FORKS} forks at a time "
+                "(call fork() again for more)"
+            )
+        forks = await _bridge.call(lambda c: self._runtime._inner.fork(c, self.id, count))
+        return [Box(inner, self._runtime) for inner in forks]
+
     def __repr__(self) -> str:
         return f"<boxlite.Box id={self.id} status={self.info().status}>"
 
 
-__all__ = ["DEFAULT_TTY_SIZE", "Box"]
+__all__ = ["DEFAULT_TTY_SIZE", "MAX_FORKS", "Box"]

@@ -8,6 +8,7 @@
     boxlite exec work -- python3 /src/main.py    # its exit code is ours
     boxlite cp ./data.csv work:/root/  |  boxlite cp work:/root/out.png ./
     boxlite create | start | stop | restart | rm [-f] BOX
+    boxlite fork BOX [-n N]                      # new running boxes from BOX's state (their ids)
     boxlite ls | ps [-a] | stats | inspect BOX | logs BOX
     boxlite snapshot BOX [NAME] | snapshots [--json] | snapshots rm NAME...
     boxlite run -d --from-snapshot NAME          # a new box restored from a snapshot

@@ -1,5 +1,6 @@
 """Box commands with Docker's names and flags: ``run``, ``shell``, ``create``, ``start``, ``stop``,
-``restart``, ``exec``, ``cp``, ``rm``, ``ls``/``ps``, ``stats``, ``inspect``, ``logs``.
+``restart``, ``exec``, ``cp``, ``rm``, ``ls``/``ps``, ``stats``, ``inspect``, ``logs``; and
+``fork`` (new boxes that continue from a running one).
 
 A kept box (``create``, ``run -d``, or ``run`` without ``--rm``) lives in ``BOXLITE_HOME``; a
 running one outlives the command that started it, and the next command reattaches it (see
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._runtime.box import Box
+from .._runtime.box import MAX_FORKS, Box
 from .._runtime.execution import Execution
 from .._runtime.info import BoxInfo, BoxMetrics
 from .._runtime.progress import StartProgress
@@ -327,6 +328,18 @@ async def rm(runtime: Boxlite, args: argparse.Namespace) -> int:
     return 0
 
 
+# fork (issue 12): `boxlite fork BOX [-n N]`.
+async def fork(runtime: Boxlite, args: argparse.Namespace) -> int:
+    """Forks a running box into N new running boxes and prints their ids, one a line. The
+    forks take the box's options (a kept box's forks are kept) without its name or ports."""
+    if not 1 <= args.count <= MAX_FORKS:
+        raise UsageError(f"-n {args.count}: give 1 to {MAX_FORKS} forks (run `boxlite fork` again for more)")
+    box = await _running(runtime, args.box)
+    for forked in await box.fork(args.count):
+        print(forked.id)
+    return 0
+
+
 async def ls(runtime: Boxlite, args: argparse.Namespace) -> int:
     rows = [("ID", "NAME", "STATUS", "IMAGE")]
     for info in await runtime.list_info():
@@ -542,3 +555,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-n", "--tail", type=int, default=None, help="only the last N lines")
     p.add_argument("--all", action="store_true", help="also QEMU's (vmm.log) and passt's logs")
     p.set_defaults(func=logs)
+    # fork (issue 12)
+    p = sub.add_parser("fork", help="new running boxes that continue from a running box's state; prints their ids")
+    p.add_argument("box")
+    p.add_argument("-n", "--count", type=int, default=1, help=f"how many forks (1 to {MAX_FORKS}, default 1)")
+    p.set_defaults(func=fork)

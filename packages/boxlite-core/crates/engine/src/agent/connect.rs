@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use boxlite_protocol::{
-    nonblocking, GuestMessage, HostMessage, MAX_GUEST_FRAME_LEN, PROTOCOL_VERSION,
+    nonblocking, GuestMessage, HostMessage, ENTROPY_HALF, MAX_GUEST_FRAME_LEN, PROTOCOL_VERSION,
 };
 use tokio::net::UnixStream;
 use tokio::sync::watch;
@@ -45,8 +45,29 @@ impl AgentClient {
     pub async fn connect_with(
         socket: &Path,
         deadline: Instant,
+        vm_exit: watch::Receiver<Option<VmExit>>,
+        deadlines: Deadlines,
+    ) -> Result<(AgentClient, GuestHello), ConnectError> {
+        Self::connect_inner(socket, deadline, vm_exit, deadlines, false).await
+    }
+
+    /// [`AgentClient::connect`] to a guest restored from a snapshot: the host speaks first
+    /// ([`HostMessage::HelloAgain`]), since the restored agent may still be reading the
+    /// connection it had when the snapshot was taken and would not notice this one.
+    pub async fn connect_restored(
+        socket: &Path,
+        deadline: Instant,
+        vm_exit: watch::Receiver<Option<VmExit>>,
+    ) -> Result<(AgentClient, GuestHello), ConnectError> {
+        Self::connect_inner(socket, deadline, vm_exit, Deadlines::default(), true).await
+    }
+
+    async fn connect_inner(
+        socket: &Path,
+        deadline: Instant,
         mut vm_exit: watch::Receiver<Option<VmExit>>,
         deadlines: Deadlines,
+        hello_again: bool,
     ) -> Result<(AgentClient, GuestHello), ConnectError> {
         let handshake = async {
             // QEMU creates the socket shortly after it starts.
@@ -57,6 +78,11 @@ impl AgentClient {
                 }
             };
             let (mut reader, mut writer) = stream.into_split();
+            if hello_again {
+                nonblocking::write_message(&mut writer, &HostMessage::HelloAgain)
+                    .await
+                    .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+            }
             let hello = match nonblocking::read_message_max::<GuestMessage, _>(
                 &mut reader,
                 MAX_GUEST_FRAME_LEN,
@@ -97,6 +123,11 @@ impl AgentClient {
                     unix_time_ns: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_nanos() as u64),
+                    entropy: fresh_entropy().map_err(|e| {
+                        ConnectError::Protocol(format!(
+                            "cannot read fresh randomness for the guest from the host's getrandom: {e}"
+                        ))
+                    })?,
                 },
             )
             .await
@@ -141,6 +172,30 @@ impl AgentClient {
         };
         Ok((client, hello))
     }
+}
+
+/// [`boxlite_protocol::ENTROPY_LEN`] bytes from the host's kernel for the guest's, sent with
+/// every hello: a guest restored from a snapshot (or forked) starts with the random state it
+/// was saved with, the same in every copy, until it gets these.
+fn fresh_entropy() -> std::io::Result<[[u8; ENTROPY_HALF]; 2]> {
+    let mut halves = [[0u8; ENTROPY_HALF]; 2];
+    for half in &mut halves {
+        let mut filled = 0;
+        while filled < half.len() {
+            let rest = &mut half[filled..];
+            // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`.
+            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            filled += n as usize;
+        }
+    }
+    Ok(halves)
 }
 
 /// Where a connection's execution ids start: at random in the lower half of the range. The

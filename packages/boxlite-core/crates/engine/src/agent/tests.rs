@@ -338,6 +338,7 @@ mod handshake {
         let Some(HostMessage::Hello {
             version,
             unix_time_ns,
+            entropy,
         }) = answer
         else {
             panic!("the host did not answer with a hello: {answer:?}");
@@ -351,6 +352,58 @@ mod handshake {
         assert!(
             now.abs_diff(unix_time_ns) < 60_000_000_000,
             "host hello time {unix_time_ns} is not now ({now})"
+        );
+        // Fresh randomness for the guest's kernel: not all zeros, and new on every connection.
+        assert_ne!(entropy, [[0u8; 32]; 2]);
+        let (_, again) = handshake_with(GuestMessage::Hello {
+            version: PROTOCOL_VERSION,
+            kernel_release: "6.12".into(),
+            uptime_ms: 1,
+        })
+        .await;
+        let Some(HostMessage::Hello { entropy: other, .. }) = again else {
+            panic!("the host did not answer the second connection with a hello: {again:?}");
+        };
+        assert_ne!(entropy, other, "two connections got the same randomness");
+    }
+
+    #[tokio::test]
+    async fn a_restored_guest_is_asked_for_its_hello_before_it_says_it() {
+        // A restored agent still reads the connection it had at the snapshot: it says hello
+        // only when asked (HelloAgain), then gets the host's hello as usual.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let guest = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (mut reader, mut writer) = stream.into_split();
+            let first = nonblocking::read_message::<HostMessage, _>(&mut reader).await;
+            assert!(
+                matches!(first, Ok(Some(HostMessage::HelloAgain))),
+                "{first:?}"
+            );
+            let hello = GuestMessage::Hello {
+                version: PROTOCOL_VERSION,
+                kernel_release: "6.12".into(),
+                uptime_ms: 1,
+            };
+            nonblocking::write_message(&mut writer, &hello)
+                .await
+                .expect("send hello");
+            nonblocking::read_message::<HostMessage, _>(&mut reader)
+                .await
+                .ok()
+                .flatten()
+        });
+        let (_vm_tx, vm_exit) = watch::channel(None);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let connected = AgentClient::connect_restored(&socket, deadline, vm_exit).await;
+        let (_, hello) = connected.unwrap_or_else(|e| panic!("handshake failed: {e:?}"));
+        assert_eq!(hello.kernel_release, "6.12");
+        let answer = guest.await.expect("fake agent");
+        assert!(
+            matches!(answer, Some(HostMessage::Hello { .. })),
+            "{answer:?}"
         );
     }
 }

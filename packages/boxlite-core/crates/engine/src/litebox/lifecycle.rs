@@ -28,25 +28,18 @@ const RESTORED_HELLO_RETRY: Duration = Duration::from_millis(200);
 const RESTORED_HANGUP_SEEN: Duration = Duration::from_millis(20);
 
 /// Connects to the agent of a guest that was running before (restored from a snapshot): its
-/// agent may still be waiting on the connection it had when the snapshot was taken, and
-/// sees this new one only after a hangup. If no hello comes soon, hang up, give the guest
-/// time to see it, and connect again (as `attach` does for a resumed box).
+/// agent may still be reading the connection it had when the snapshot was taken, and would
+/// see this one only after a hangup. The host therefore speaks first (`HelloAgain`, which the
+/// agent answers with its hello on whichever connection it reads). Should no hello come soon
+/// all the same, hang up, give the guest time to see it, and connect again.
 async fn connect_resumed(
     socket: &std::path::Path,
     deadline: Instant,
     vm: &dyn VmHandle,
 ) -> std::result::Result<(AgentClient, crate::agent::GuestHello), ConnectError> {
-    // The restored guest's agent still reads the connection it had when the snapshot was
-    // taken: a connection opened and closed at once makes the guest see a hangup, after which
-    // it waits for a host and says hello to the next one.
-    if let Ok(kick) = tokio::net::UnixStream::connect(socket).await {
-        tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
-        drop(kick);
-        tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
-    }
     while Instant::now() + RESTORED_HELLO_RETRY < deadline {
         let soon = Instant::now() + RESTORED_HELLO_RETRY;
-        match AgentClient::connect(socket, soon, vm.exit_watch()).await {
+        match AgentClient::connect_restored(socket, soon, vm.exit_watch()).await {
             Err(ConnectError::TimedOut) => {
                 tracing::debug!("no hello from the restored guest yet; connecting again");
                 tokio::time::sleep(RESTORED_HANGUP_SEEN).await;
@@ -54,7 +47,7 @@ async fn connect_resumed(
             other => return other,
         }
     }
-    AgentClient::connect(socket, deadline, vm.exit_watch()).await
+    AgentClient::connect_restored(socket, deadline, vm.exit_watch()).await
 }
 
 /// Lower-case hex, for paths on the kernel command line (which splits on spaces).
@@ -494,11 +487,12 @@ impl LiteBox {
         if paused {
             // The old owner's connection ended while the guest was paused, and the guest's
             // virtio console may never report that hangup (it sees our connection at once),
-            // so it keeps waiting on the old stream without a hello. If no hello comes soon,
-            // hang up, give the running guest time to see it, and connect again.
+            // so it keeps waiting on the old stream without a hello: ask for it (HelloAgain,
+            // as for a restored guest). If no hello comes soon all the same, hang up, give
+            // the running guest time to see it, and connect again.
             while connected.is_none() && Instant::now() + HELLO_RETRY < deadline {
                 let soon = Instant::now() + HELLO_RETRY;
-                match AgentClient::connect(&socket, soon, vm.exit_watch()).await {
+                match AgentClient::connect_restored(&socket, soon, vm.exit_watch()).await {
                     Err(ConnectError::TimedOut) => {
                         tracing::debug!(id = %self.id, "no hello from the resumed guest yet; connecting again");
                         tokio::time::sleep(HANGUP_SEEN).await;

@@ -7,7 +7,8 @@
 //! execution), `execution` (the per-execution driver and [`Execution`]), `files`
 //! (copy_in/copy_out), `file_ops` (read_file, write_file, list_dir, stat) and `metrics` ([`BoxMetrics`]), `pause` (pause and resume over the VMM's control channel), `snapshot` (saving the box's
 //! whole state; its restore is part of `lifecycle`'s start), `hibernate` (`stop(keep_state=True)`:
-//! the state saved into the box's own directory, resumed by the next start). [`BoxInfo`] and [`BoxStatus`] live with
+//! the state saved into the box's own directory, resumed by the next start), `fork` (the
+//! snapshot a fork starts from, and a fork's options). [`BoxInfo`] and [`BoxStatus`] live with
 //! the state they describe, in [`crate::state`], and are re-exported here.
 
 mod confinement;
@@ -15,6 +16,7 @@ mod exec;
 mod execution;
 mod file_ops;
 mod files;
+mod fork;
 mod hibernate;
 mod lifecycle;
 mod metrics;

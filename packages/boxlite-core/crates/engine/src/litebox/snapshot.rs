@@ -85,6 +85,7 @@ impl LiteBox {
                 dir: dir.clone(),
                 options: self.options.clone(),
                 prepared_image: self.image.clone(),
+                fork_of: None,
             };
             write_metadata(&info)?;
             let info = SnapshotInfo {
@@ -211,7 +212,7 @@ pub(super) fn own_state_file(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// Writes `snapshot.json` in the snapshot's directory.
-fn write_metadata(info: &SnapshotInfo) -> Result<()> {
+pub(crate) fn write_metadata(info: &SnapshotInfo) -> Result<()> {
     let path = info.dir.join(METADATA_FILE);
     let text = serde_json::to_vec_pretty(info).expect("snapshot info serialises");
     std::fs::write(&path, text).context(|| format!("write {}", path.display()))

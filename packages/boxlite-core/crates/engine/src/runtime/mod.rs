@@ -3,8 +3,10 @@
 //! Layout of the home (as the reference documentation describes it):
 //! `images/` (image cache and base disks), `boxes/<id>/` (config.json, disk.qcow2, logs,
 //! agent socket), `snapshots/<id>/` (see [`crate::snapshot`]), `db/`, `logs/`, `lock`.
-//! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died.
+//! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died;
+//! `fork.rs` forks a running box (a snapshot restored into new boxes).
 
+mod fork;
 mod home;
 mod recovery;
 
@@ -15,6 +17,7 @@ use std::time::Instant;
 
 use tokio::sync::OnceCell;
 
+pub use fork::{check_fork_count, MAX_FORKS};
 use home::create_home;
 pub use home::default_home;
 
@@ -396,6 +399,7 @@ impl Runtime {
         }
         litebox.delete_files()?;
         self.boxes.lock().expect("boxes lock").remove(&litebox.id);
+        self.remove_unused_fork_snapshots();
         Ok(())
     }
 
@@ -420,19 +424,30 @@ impl Runtime {
     }
 
     /// Deletes a snapshot and its files; refused while a box (running or kept) was restored
-    /// from it, since that box's disk is an overlay on the snapshot's.
+    /// from it, since that box's disk is an overlay on the snapshot's, and while a snapshot
+    /// of such a box exists (its disk copies that overlay: a fork's fork, for one).
     pub fn remove_snapshot(&self, name_or_id: &str) -> Result<()> {
         let snapshot = self.snapshots.db.get(name_or_id)?;
-        let users: Vec<String> = self
+        let restored_from =
+            |options: &BoxOptions| options.snapshot.as_deref() == Some(snapshot.id.as_str());
+        let mut users: Vec<String> = self
             .state
             .list()?
             .into_iter()
-            .filter(|r| r.options.snapshot.as_deref() == Some(snapshot.id.as_str()))
+            .filter(|r| restored_from(&r.options))
             .map(|r| r.name.unwrap_or(r.id))
             .collect();
+        users.extend(
+            self.snapshots
+                .db
+                .list()?
+                .into_iter()
+                .filter(|s| s.id != snapshot.id && restored_from(&s.options))
+                .map(|s| format!("snapshot {}", s.name)),
+        );
         if !users.is_empty() {
             return Err(Error::Snapshot(format!(
-                "snapshot {:?} is in use by box(es) {}, restored from it (their disks build on its disk): remove those boxes first",
+                "snapshot {:?} is in use by box(es) {}, restored from it (their disks build on its disk): remove those first",
                 snapshot.name,
                 users.join(", ")
             )));

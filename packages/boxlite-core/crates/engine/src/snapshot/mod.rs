@@ -10,9 +10,11 @@
 //! ([`SnapshotInfo::check_restorable`]); anything else is refused with the reason.
 //! `LiteBox::snapshot` takes them (`litebox/snapshot.rs`); `LiteBox::start` restores them.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -83,6 +85,10 @@ pub struct SnapshotInfo {
     /// The source box's options and image: a restored box gets the same VM shape.
     pub options: BoxOptions,
     pub prepared_image: PreparedImage,
+    /// The id of the box `fork()` took this snapshot of: the forks' disks build on it, and it
+    /// is removed once none of them remains (see `Runtime::fork`). `None` for a user's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork_of: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -103,7 +109,7 @@ impl SnapshotInfo {
                 self.name
             )));
         }
-        let actual = state_checksum(&self.state_file())
+        let actual = verified_checksum(&self.state_file(), &self.checksum, STAMP_SETTLED)
             .context(|| format!("read the state of snapshot {:?}", self.name))?;
         if actual != self.checksum {
             return Err(Error::Snapshot(format!(
@@ -116,6 +122,71 @@ impl SnapshotInfo {
         }
         Ok(())
     }
+}
+
+/// How old a state file's last write must be for a matching checksum to be remembered: a
+/// later write then gets a later modification time (the kernel stamps writes with a clock of
+/// a few milliseconds' resolution), so it cannot pass for the file checked.
+const STAMP_SETTLED: Duration = Duration::from_millis(100);
+
+/// What identifies a file's contents without reading them: the file (device, inode), its
+/// length and its modification time (which every write and truncation updates). Not the
+/// change time: a restore links the state file into the VMM's jail, which changes that. (A
+/// writer that sets the modification time back on purpose could as well rewrite the
+/// recorded checksum beside it: the checksum guards against damage, not against the home's
+/// owner.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
+}
+
+/// State files whose checksum matched, as they were then (this process's): restoring one
+/// snapshot many times (a fork's) reads its state once.
+fn verified() -> &'static Mutex<HashMap<PathBuf, (Stamp, String)>> {
+    static VERIFIED: OnceLock<Mutex<HashMap<PathBuf, (Stamp, String)>>> = OnceLock::new();
+    VERIFIED.get_or_init(Default::default)
+}
+
+/// The [`state_checksum`] of `path`: `expected` without reading the file when it matched
+/// before and the file has not changed since; otherwise computed, and remembered when it is
+/// `expected` and the file's last write is at least `settled` old.
+fn verified_checksum(path: &Path, expected: &str, settled: Duration) -> std::io::Result<String> {
+    let before = stamp(path)?;
+    if let Some((stamp, checksum)) = verified().lock().expect("verified lock").get(path) {
+        if *stamp == before && checksum == expected {
+            return Ok(checksum.clone());
+        }
+    }
+    let actual = state_checksum(path)?;
+    let changed_at = std::time::UNIX_EPOCH
+        + Duration::new(before.mtime.max(0) as u64, before.mtime_nsec.max(0) as u32);
+    let is_settled = std::time::SystemTime::now()
+        .duration_since(changed_at)
+        .is_ok_and(|age| age >= settled);
+    if actual == expected && is_settled && stamp(path)? == before {
+        let mut cache = verified().lock().expect("verified lock");
+        if cache.len() >= 256 {
+            cache.clear();
+        }
+        cache.insert(path.to_owned(), (before, actual.clone()));
+    }
+    Ok(actual)
 }
 
 /// sha256 of a file, lower-case hex.
@@ -396,6 +467,7 @@ mod tests {
                 entrypoint: Vec::new(),
                 cmd: Vec::new(),
             },
+            fork_of: None,
         }
     }
 
@@ -412,6 +484,36 @@ mod tests {
         let err = info(dir.path(), "s").check_restorable(&now).unwrap_err();
         assert!(matches!(err, Error::Snapshot(_)), "{err:?}");
         assert!(err.to_string().contains("QEMU 10.0.2"), "{err}");
+    }
+
+    #[test]
+    fn a_settled_state_file_is_read_once_and_a_change_is_still_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        std::fs::write(&path, b"saved state").unwrap();
+        let good = state_checksum(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let settled = Duration::from_millis(30);
+        assert_eq!(verified_checksum(&path, &good, settled).unwrap(), good);
+        assert!(verified().lock().unwrap().contains_key(&path));
+        std::thread::sleep(Duration::from_millis(60));
+        // Linked and unlinked (as a restore into a jail does): still known.
+        let link = dir.path().join("link");
+        std::fs::hard_link(&path, &link).unwrap();
+        std::fs::remove_file(&link).unwrap();
+        assert_eq!(stamp(&path).unwrap(), verified().lock().unwrap()[&path].0);
+        // Same length, other bytes: the modification time moved, so the file is read again.
+        std::fs::write(&path, b"saved stat!").unwrap();
+        assert_ne!(verified_checksum(&path, &good, settled).unwrap(), good);
+        // A file changed just now is checked, but not remembered.
+        let fresh = dir.path().join("fresh");
+        std::fs::write(&fresh, b"x").unwrap();
+        let sum = state_checksum(&fresh).unwrap();
+        assert_eq!(
+            verified_checksum(&fresh, &sum, Duration::from_secs(60)).unwrap(),
+            sum
+        );
+        assert!(!verified().lock().unwrap().contains_key(&fresh));
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Executions {
                 let metrics = metrics::collect(self.started.load(Ordering::Relaxed), running);
                 self.send(GuestMessage::Metrics { token, metrics });
             }
-            HostMessage::Hello { .. } | HostMessage::Shutdown => {}
+            HostMessage::Hello { .. } | HostMessage::HelloAgain | HostMessage::Shutdown => {}
         }
     }
 
