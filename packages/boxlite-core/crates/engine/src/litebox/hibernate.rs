@@ -97,6 +97,7 @@ impl LiteBox {
                 dir: dir.clone(),
                 options: self.options.clone(),
                 prepared_image: self.image.clone(),
+                fork_of: None,
             };
             let path = dir.join(METADATA_FILE);
             let text = serde_json::to_vec_pretty(&info).expect("snapshot info serialises");
@@ -388,6 +389,7 @@ mod tests {
             dir: PathBuf::from("/elsewhere"),
             options: litebox.options.clone(),
             prepared_image: litebox.image.clone(),
+            fork_of: None,
         };
         std::fs::write(dir.join(METADATA_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
         dir
