@@ -119,7 +119,7 @@ async def answers(port: int, within: float = 120) -> bool:
 
 
 async def test_browser_sessions_lease_ready_boxes_and_never_share_one(
-    browser_pool: BoxPool, home: Path, vmms_before: set[int]
+    browser_pool: BoxPool, runtime: boxlite.Boxlite, home: Path, vmms_before: set[int]
 ) -> None:
     assert browser_pool.stats().idle == 1
     first = BrowserToolSession(pool=browser_pool, default_timeout=ACTION_TIMEOUT)
@@ -143,7 +143,13 @@ async def test_browser_sessions_lease_ready_boxes_and_never_share_one(
         await asyncio.sleep(0.2)
     assert not pid_alive(first_pid), "the released browser box's VMM still runs"
 
+    refill_started = time.monotonic()
     await wait_for_idle(browser_pool)
+    print(f"browser pool refilled in {time.monotonic() - refill_started:.2f} s")
+    # The pool's snapshot holds a started Chromium: the refill restored it instead of booting
+    # a box and starting Chromium again.
+    assert browser_pool.from_snapshot and browser_pool.snapshot is not None
+    snapshot = runtime.snapshots.get(browser_pool.snapshot)
     # The second tenant: LangChain's browser toolkit on the same pool, in its agent loop.
     toolkit = BoxLiteBrowserToolkit(pool=browser_pool)
     try:
@@ -151,6 +157,7 @@ async def test_browser_sessions_lease_ready_boxes_and_never_share_one(
         second = toolkit.session.box
         assert isinstance(second, boxlite.BrowserBox)
         assert second.id != first_id
+        assert second.box.info().id != snapshot.source_box, "a box restored from the snapshot, not its source"
         # A fresh profile: the first tenant's page is not in this browser.
         assert "served from a pooled box" not in text_of(messages[0])
         assert "url: about:blank" in text_of(messages[0])

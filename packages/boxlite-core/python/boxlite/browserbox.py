@@ -274,16 +274,21 @@ class BrowserBox(SimpleBox):
             self._options = BoxOptions.model_validate({**self._options.model_dump(), "network": network})
         self._user: str | None = None
         self._chromium: Execution | None = None
-        self._chromium_done: asyncio.Task[ExecResult] | None = None
+        self._chromium_done: asyncio.Future[ExecResult] | None = None
         self._pw_server: Execution | None = None
         self._playwright: Playwright | None = None
         self._connected: list[Browser] = []
+        #: Chromium runs already, started before the snapshot this box was restored from.
+        self._restored = False
 
     @classmethod
-    def adopt(cls, box: Box, options: BrowserBoxOptions) -> BrowserBox:
+    def adopt(cls, box: Box, options: BrowserBoxOptions, *, running: bool = False) -> BrowserBox:
         """A BrowserBox on ``box``, a box that is already running (e.g. one a
         :class:`~boxlite.pool.BoxPool` booted), without booting another VM: :meth:`start` then
-        starts Chromium in it and :meth:`endpoint` waits for it.
+        starts Chromium in it and :meth:`endpoint` waits for it. With ``running=True``, Chromium
+        already runs in ``box`` (a box restored from a snapshot taken after its BrowserBox
+        started it): :meth:`start` starts nothing, and :meth:`endpoint` only waits for it to
+        answer on this box's ports (its exit is then seen only as an endpoint timeout).
 
         ``box`` must run a browser image and forward the host ports ``options.cdp_port`` and
         ``options.port`` (both required here) to guest ports 9222 and 3000, as
@@ -298,6 +303,7 @@ class BrowserBox(SimpleBox):
         browser = cls(options, runtime=box._runtime, image=box.info().image or None)
         browser._box = box
         browser._claim = []  # the box's forwards exist already: its ports are in use by it
+        browser._restored = running
         return browser
 
     @property
@@ -327,8 +333,14 @@ class BrowserBox(SimpleBox):
                 claim_port(port, owner="BrowserBoxOptions", option=name)
                 self._held_ports.append(port)
         await super().start()
-        if self._browser_name == "chromium" and self._chromium is None:
-            await self._start_chromium()
+        if self._browser_name == "chromium" and self._chromium_done is None:
+            if self._restored:
+                # No execution of ours to watch (it belonged to the connection of the box the
+                # snapshot was taken of): a future nobody completes, not a task, as a pool may
+                # stop the box without shutting this down.
+                self._chromium_done = asyncio.get_running_loop().create_future()
+            else:
+                await self._start_chromium()
         return self
 
     async def _browser_user(self) -> str:
@@ -368,7 +380,7 @@ class BrowserBox(SimpleBox):
                 f"endpoint() is the Chromium DevTools protocol; this box's browser is {self._browser_name}: "
                 "use playwright_endpoint() or connect()"
             )
-        if self._chromium is None:
+        if self._chromium_done is None:
             await self.start()
         done = self._chromium_done
         assert done is not None

@@ -20,6 +20,7 @@ import logging
 import weakref
 from typing import Any
 
+from .._pool.box_pool import snapshot_allowed
 from .._ports import release_ports, reserve_port
 from ..browserbox import GUEST_CDP_PORT, GUEST_PLAYWRIGHT_PORT, BrowserBox, BrowserBoxOptions, _get_json
 from ..computerbox import GUEST_HTTP_PORT, GUEST_HTTPS_PORT, ComputerBox
@@ -122,15 +123,28 @@ def create_browser_pool(
     own = (template.cdp_port, template.port)
     base = template.options.model_copy(update={"ports": [p for p in template.options.ports if p[0] not in own]})
     browsers: weakref.WeakValueDictionary[str, BrowserBox] = weakref.WeakValueDictionary()
+    #: The box the pool's snapshot is taken of, its Chromium started, until prepare takes it.
+    snapshotted: dict[str, BrowserBox] = {}
     pool: _ForwardingPool
 
-    async def prepare(box: Box) -> BrowserBox:
+    async def ready_browser(box: Box, *, running: bool) -> BrowserBox:
         cdp_port, port = pool.host_ports(box)
-        browser = BrowserBox.adopt(box, dataclasses.replace(opts, cdp_port=cdp_port, port=port))
+        browser = BrowserBox.adopt(box, dataclasses.replace(opts, cdp_port=cdp_port, port=port), running=running)
         await browser.start()
         await browser.endpoint(timeout=start_timeout)
-        browsers[box.id] = browser
         logger.debug("pool box %s: Chromium ready on 127.0.0.1:%d", box.id, cdp_port)
+        return browser
+
+    async def before_snapshot(box: Box) -> None:
+        # The snapshot holds a started Chromium: every box restored from it skips the start
+        # (most of a cold BrowserBox's time under emulation).
+        snapshotted[box.id] = await ready_browser(box, running=False)
+
+    async def prepare(box: Box) -> BrowserBox:
+        browser = snapshotted.pop(box.id, None)
+        if browser is None:
+            browser = await ready_browser(box, running=pool.from_snapshot)
+        browsers[box.id] = browser
         return browser
 
     async def health_check(box: Box) -> bool:
@@ -150,6 +164,9 @@ def create_browser_pool(
         acquire_timeout=acquire_timeout,
         prepare=prepare,
         health_check=health_check,
+        # Booting every box (from_snapshot=False, or options a snapshot cannot hold) starts each
+        # one's Chromium in prepare instead.
+        before_snapshot=before_snapshot if pool_options.get("from_snapshot", snapshot_allowed(base)) else None,
         **pool_options,
     )
     return pool
