@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CORE := packages/boxlite-core
 export CARGO_TARGET_DIR := $(CURDIR)/$(CORE)/target
 
-.PHONY: setup system python guest images demo test test-rust test-adapters audit bench lint fmt clean
+.PHONY: setup system python guest images demo test test-rust test-adapters audit bench bench-heavy lint fmt clean
 
 setup: system python guest
 
@@ -45,6 +45,14 @@ bench: setup       ## start, exec (also under load), idle-box memory, boot relia
 	uv run --locked python benchmarks/bench_mcp.py
 	uv run --locked python benchmarks/bench_ray.py
 	uv run --locked python benchmarks/bench_pause.py
+	uv run --locked python benchmarks/bench_snapshot.py
+	uv run --locked python benchmarks/bench_snapshot_pool.py
+
+bench-heavy: setup ## BrowserBox and ComputerBox: start, first page, screenshots, pools (minutes under TCG)
+	uv run --locked python benchmarks/bench_browser.py
+	uv run --locked python benchmarks/bench_browser.py --pool
+	uv run --locked python benchmarks/bench_computer.py
+	uv run --locked python benchmarks/bench_computer.py --pool
 
 lint:
 	uv run --locked ruff check .
