@@ -17,19 +17,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::{BoxStatus, LiteBox, Running};
+use super::{BoxStatus, LiteBox};
 use crate::error::{Error, IoContext, Result};
-use crate::hypervisor::qmp::{QmpClient, QmpError};
 use crate::snapshot::{self, SnapshotInfo, METADATA_FILE, STATE_FILE};
 
 /// The folder of a box's directory that holds its hibernated state.
 pub const HIBERNATED_DIR: &str = "hibernated";
-/// How long saving the state may take (it writes the guest's touched memory).
-const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often a migration's progress is asked.
-const POLL_EVERY: Duration = Duration::from_millis(5);
 
 impl LiteBox {
     fn hibernated_dir(&self) -> PathBuf {
@@ -71,7 +66,8 @@ impl LiteBox {
         let was_paused = status == BoxStatus::Paused;
         let started = Instant::now();
         let saved = async {
-            self.migrate_out(&running, was_paused, &dir).await?;
+            self.migrate_state_out(&running, was_paused, &dir, "stopped with keep_state=True")
+                .await?;
             let took_ms = started.elapsed().as_millis() as u64;
             let state = dir.join(STATE_FILE);
             let checksum = tokio::task::spawn_blocking(move || snapshot::state_checksum(&state))
@@ -212,68 +208,6 @@ impl LiteBox {
     pub(super) fn forget_hibernated_state(&self) {
         if let Err(e) = remove_dir(&self.hibernated_dir()) {
             tracing::warn!(id = %self.id, error = %e, "could not delete the resumed box's saved state");
-        }
-    }
-
-    /// Stops `running`'s vCPUs (unless `was_paused`) and saves its state into `dir`'s state
-    /// file; the vCPUs stay stopped. On failure nothing is left in `dir` and the caller
-    /// resumes the box.
-    async fn migrate_out(&self, running: &Running, was_paused: bool, dir: &Path) -> Result<()> {
-        let error = |reason: String| Error::Snapshot(format!("box {}: {reason}", self.id));
-        let Some(socket) = &running.qmp_socket else {
-            return Err(error(
-                "its VMM has no control channel: it cannot be stopped with keep_state=True".into(),
-            ));
-        };
-        // A jailed VMM sees only its jail (as its own user): it writes the state there, and
-        // the file then moves into the box's directory (one file system: a rename).
-        let confinement = self.confinement()?;
-        let target = dir.join(STATE_FILE);
-        let (written, vmm_path) = match &confinement.chroot {
-            Some(jail) => {
-                let file = jail.join(super::snapshot::JAILED_STATE);
-                std::fs::File::create(&file).context(|| format!("create {}", file.display()))?;
-                if let Some((uid, gid)) = confinement.run_as {
-                    std::os::unix::fs::chown(&file, Some(uid), Some(gid))
-                        .context(|| format!("hand {} to the VMM's user", file.display()))?;
-                }
-                (file, Path::new("/").join(super::snapshot::JAILED_STATE))
-            }
-            None => (target.clone(), target.clone()),
-        };
-        running.agent.set_paused(true);
-        let mut qmp = running.qmp.lock().await;
-        let saved = async {
-            if qmp.is_none() {
-                *qmp = Some(QmpClient::connect(socket).await?);
-            }
-            let client = qmp.as_mut().expect("connected");
-            if !was_paused {
-                client.stop().await?;
-            }
-            client
-                .set_migration_capabilities(super::snapshot::CAPABILITIES)
-                .await?;
-            client.migrate_to_file(&vmm_path).await?;
-            client.wait_for_migration(SAVE_TIMEOUT, POLL_EVERY).await?;
-            Ok::<(), QmpError>(())
-        }
-        .await;
-        if saved.is_err() {
-            *qmp = None;
-        }
-        drop(qmp);
-        match saved {
-            Ok(()) if written != target => super::snapshot::own_state_file(&written, &target)
-                .map_err(|e| error(format!("cannot keep its saved state: {e}"))),
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = std::fs::remove_file(&written);
-                if let Some(exit) = running.vm.exit_watch().borrow().clone() {
-                    return Err(error(format!("its VM has ended ({exit})")));
-                }
-                Err(error(format!("saving its state failed: {e}")))
-            }
         }
     }
 }

@@ -112,14 +112,64 @@ impl LiteBox {
     /// resumes it, on failure too.
     async fn save(&self, running: &Running, status: BoxStatus, dir: &Path) -> Result<()> {
         let error = |reason: String| Error::Snapshot(format!("box {}: {reason}", self.id));
-        let Some(socket) = &running.qmp_socket else {
+        if running.qmp_socket.is_none() {
             return Err(error(
                 "its VMM has no control channel: it cannot be snapshotted".into(),
             ));
+        }
+        let was_paused = status == BoxStatus::Paused;
+        let saved = self
+            .migrate_state_out(running, was_paused, dir, "snapshotted")
+            .await;
+        // The migration completed: QEMU flushed the disk and holds it unchanged until `cont`.
+        let copied = match &saved {
+            Ok(()) => {
+                let (from, to) = (self.disk_path(), dir.join(DISK_FILE));
+                tokio::task::spawn_blocking(move || std::fs::copy(&from, &to).map(|_| ()))
+                    .await
+                    .map_err(|e| error(e.to_string()))
+                    .and_then(|r| r.map_err(|e| error(format!("cannot copy its disk: {e}"))))
+            }
+            Err(_) => Ok(()),
+        };
+        let resumed = if was_paused {
+            Ok(())
+        } else {
+            resume_vcpus(running).await
+        };
+        if !was_paused && resumed.is_ok() {
+            running.agent.set_paused(false);
+        }
+        saved?;
+        copied?;
+        resumed.map_err(|e| {
+            error(format!(
+                "the snapshot was saved, but the box could not be resumed: {e}"
+            ))
+        })
+    }
+
+    /// Stops `running`'s vCPUs (unless `was_paused`) and saves its device and memory state into
+    /// `dir`'s state file (a snapshot's, or a hibernated box's); the vCPUs stay stopped. On
+    /// failure nothing is left in `dir` and the caller resumes the box. `what` ends the error
+    /// of a VMM without a control channel ("it cannot be {what}").
+    pub(super) async fn migrate_state_out(
+        &self,
+        running: &Running,
+        was_paused: bool,
+        dir: &Path,
+        what: &str,
+    ) -> Result<()> {
+        let error = |reason: String| Error::Snapshot(format!("box {}: {reason}", self.id));
+        let Some(socket) = &running.qmp_socket else {
+            return Err(error(format!(
+                "its VMM has no control channel: it cannot be {what}"
+            )));
         };
         // A jailed VMM sees only its jail (as its own user): it writes the state there, and the
-        // file then moves into the snapshot's directory (one file system: a rename).
+        // file then moves into `dir` (one file system: a rename).
         let confinement = self.confinement()?;
+        let target = dir.join(STATE_FILE);
         let (written, vmm_path) = match &confinement.chroot {
             Some(jail) => {
                 let file = jail.join(JAILED_STATE);
@@ -130,9 +180,8 @@ impl LiteBox {
                 }
                 (file, Path::new("/").join(JAILED_STATE))
             }
-            None => (dir.join(STATE_FILE), dir.join(STATE_FILE)),
+            None => (target.clone(), target.clone()),
         };
-        let was_paused = status == BoxStatus::Paused;
         running.agent.set_paused(true);
         let mut qmp = running.qmp.lock().await;
         let saved = async {
@@ -149,52 +198,43 @@ impl LiteBox {
             Ok::<(), QmpError>(())
         }
         .await;
-        // The migration completed: QEMU flushed the disk and holds it unchanged until `cont`.
-        let copied = match &saved {
-            Ok(()) => {
-                if written != dir.join(STATE_FILE) {
-                    own_state_file(&written, &dir.join(STATE_FILE))
-                        .map_err(|e| error(format!("cannot keep its saved state: {e}")))?;
-                }
-                let (from, to) = (self.disk_path(), dir.join(DISK_FILE));
-                tokio::task::spawn_blocking(move || std::fs::copy(&from, &to).map(|_| ()))
-                    .await
-                    .map_err(|e| error(e.to_string()))
-                    .and_then(|r| r.map_err(|e| error(format!("cannot copy its disk: {e}"))))
-            }
-            Err(_) => {
-                let _ = std::fs::remove_file(&written);
-                Ok(())
-            }
-        };
-        let resumed = if was_paused {
-            Ok(())
-        } else {
-            match qmp.as_mut() {
-                Some(client) => client.cont().await,
-                None => Err(QmpError::Closed),
-            }
-        };
-        if resumed.is_err() {
+        if saved.is_err() {
             *qmp = None;
         }
         drop(qmp);
-        if !was_paused && resumed.is_ok() {
-            running.agent.set_paused(false);
-        }
-        if let Err(e) = saved {
-            if let Some(exit) = running.vm.exit_watch().borrow().clone() {
-                return Err(error(format!("its VM has ended ({exit})")));
+        match saved {
+            Ok(()) if written != target => own_state_file(&written, &target)
+                .map_err(|e| error(format!("cannot keep its saved state: {e}"))),
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&written);
+                if let Some(exit) = running.vm.exit_watch().borrow().clone() {
+                    return Err(error(format!("its VM has ended ({exit})")));
+                }
+                Err(error(format!("saving its state failed: {e}")))
             }
-            return Err(error(format!("saving its state failed: {e}")));
         }
-        copied?;
-        resumed.map_err(|e| {
-            error(format!(
-                "the snapshot was saved, but the box could not be resumed: {e}"
-            ))
-        })
     }
+}
+
+/// Runs `running`'s vCPUs again over its control channel (a new connection when the last one
+/// failed and was dropped).
+async fn resume_vcpus(running: &Running) -> std::result::Result<(), QmpError> {
+    let Some(socket) = &running.qmp_socket else {
+        return Err(QmpError::Closed);
+    };
+    let mut qmp = running.qmp.lock().await;
+    let resumed = async {
+        if qmp.is_none() {
+            *qmp = Some(QmpClient::connect(socket).await?);
+        }
+        qmp.as_mut().expect("connected").cont().await
+    }
+    .await;
+    if resumed.is_err() {
+        *qmp = None;
+    }
+    resumed
 }
 
 /// The state file's name in a jailed VMM's jail, while it is written or read.
