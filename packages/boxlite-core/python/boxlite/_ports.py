@@ -1,12 +1,13 @@
 """Host ports for the boxes that forward fixed guest services (BrowserBox's DevTools port,
 ComputerBox's web desktop): free ones chosen for the caller, and a check of the ones it names.
 
-A port forward is bound by the box's network process (passt) when the box boots; a port that is
-already taken is not an error there: passt logs it and the box runs without that forward, so a
-second desktop on port 3000 would show a person the first one. Hence the check here, before the
-box is created: a port is *free* when a listener could bind it on 127.0.0.1 now and this process
-has not handed it to another box in the last :data:`RESERVATION_SECONDS` (the time between the
-choice and passt's bind, when the kernel does not know yet). A box gives its ports back on
+A port forward is bound by the box's network process (passt) when the box boots; the engine
+refuses a host port something already holds at that moment (``BoxliteConflictError``), but two
+boxes of this process started close together could both see a port free before either passt
+binds it. Hence the reservations here, made when a port is chosen or named (and naming the
+option in the error): a port is *free* when a listener could bind it on 127.0.0.1 now and this
+process has not handed it to another box in the last :data:`RESERVATION_SECONDS` (the time
+between the choice and passt's bind, when the kernel does not know yet). A box gives its ports back on
 shutdown (:func:`release_ports`); the reservation of a box stopped by someone else (a pool)
 lapses by itself, and by then its forwarder has closed.
 """

@@ -87,8 +87,8 @@ class Boxlite:
         """
         payload = options.model_dump_json()
         if progress is not None:
-            await self._prepare_reporting(options, payload, ProgressReporter(progress))
             reporter = ProgressReporter(progress)
+            await self._prepare_reporting(options, payload, reporter)
             reporter.start("restore" if options.snapshot else "boot")
             box = Box(await _bridge.call(lambda c: self._inner.create(c, payload)), self)
             reporter.done(timings=box.info().timings)
