@@ -47,6 +47,7 @@ bench: setup       ## start, exec (also under load), idle-box memory, boot relia
 	uv run --locked python benchmarks/bench_pause.py
 	uv run --locked python benchmarks/bench_snapshot.py
 	uv run --locked python benchmarks/bench_snapshot_pool.py
+	uv run --locked python benchmarks/bench_fork_memory.py
 
 bench-heavy: setup ## BrowserBox and ComputerBox: start, first page, screenshots, pools (minutes under TCG)
 	uv run --locked python benchmarks/bench_browser.py

@@ -7,7 +7,9 @@ name, removing a snapshot a box still uses."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -93,6 +95,45 @@ async def test_two_restores_diverge_in_randomness_and_the_clock_is_the_hosts(
         await two.stop()
 
 
+def memory_mapping(pid: int, memory: Path) -> dict[str, int]:
+    """The smaps fields (in KiB) of process ``pid``'s mapping of the file ``memory``."""
+    fields: dict[str, int] = {}
+    inside = False
+    for row in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = row.split()
+        if "-" in head[0] and ":" not in head[0]:
+            inside = len(head) >= 6 and head[5] == str(memory)
+        elif inside and row.endswith(" kB"):
+            fields[head[0].rstrip(":")] = fields.get(head[0].rstrip(":"), 0) + int(head[1])
+    assert fields, f"the VMM {pid} does not map {memory}"
+    return fields
+
+
+async def test_restored_boxes_share_the_snapshots_memory_and_never_write_it(
+    runtime: boxlite.Boxlite, snapshot: boxlite.SnapshotInfo
+) -> None:
+    memory = snapshot.dir / "memory"
+    assert snapshot.shares_memory and memory.is_file()
+    before = hashlib.sha256(memory.read_bytes()).hexdigest()
+    one = await runtime.restore(snapshot.name)
+    two = await runtime.restore(snapshot.name)
+    try:
+        # Each box writes 16 MiB of its own into its memory: pages copied on write, its own.
+        digest = "dd if=/dev/urandom of=/tmp/big bs=1048576 count=16 2>/dev/null && md5sum < /tmp/big"
+        assert await out(one, digest) != await out(two, digest)
+        assert await out(one, "cat /tmp/note") == "in-memory"
+        for box in (one, two):
+            pid = box.info().vmm_pid
+            assert pid is not None
+            mapped = memory_mapping(pid, memory)
+            # The pages both VMMs read from the file are one copy in the host's page cache.
+            assert mapped["Shared_Clean"] >= 4096, mapped
+        assert hashlib.sha256(memory.read_bytes()).hexdigest() == before
+    finally:
+        await one.stop()
+        await two.stop()
+
+
 async def test_list_get_and_remove_refused_while_a_box_uses_it(
     runtime: boxlite.Boxlite, parent: tuple[boxlite.Box, str], snapshot: boxlite.SnapshotInfo
 ) -> None:
@@ -104,6 +145,7 @@ async def test_list_get_and_remove_refused_while_a_box_uses_it(
     assert got.size_bytes > 0 and len(got.checksum) == 64
     assert got.versions.qemu and got.kernel_release
     assert (got.dir / "state").is_file() and (got.dir / "disk.qcow2").is_file()
+    assert got.shares_memory and (got.dir / "memory").is_file()
     assert json.loads((got.dir / "snapshot.json").read_text())["checksum"] == got.checksum
 
     extra = await box.snapshot()
@@ -141,6 +183,20 @@ async def test_unknown_tampered_and_other_version_snapshots_are_refused_before_r
     with pytest.raises(boxlite.SnapshotError, match=r"is damaged.*not run"):
         await runtime.restore("damaged")
     runtime.snapshots.remove("damaged")
+
+    # The memory file is checked as the state file is: one byte changed in a page the guest
+    # had written is refused.
+    damaged = await box.snapshot("damaged-memory")
+    memory = damaged.dir / "memory"
+    with memory.open("r+b") as f:
+        written_page = os.lseek(f.fileno(), 0, os.SEEK_DATA)
+        f.seek(written_page)
+        byte = f.read(1)
+        f.seek(written_page)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(boxlite.SnapshotError, match=r"is damaged: its memory file.*not run"):
+        await runtime.restore("damaged-memory")
+    runtime.snapshots.remove("damaged-memory")
 
     other = await box.snapshot("other-qemu")
     db = sqlite3.connect(home / "db" / "snapshots.db")

@@ -58,13 +58,24 @@ class SnapshotInfo(BaseModel):
     created_at: str
     #: sha256 over the state file's contents, checked before every restore.
     checksum: str
-    #: How long taking it took (the box was paused meanwhile), in milliseconds.
+    #: How long the box was paused while its state was saved, in milliseconds.
     took_ms: int
-    #: Its directory (``snapshots/<id>/``: ``state``, ``disk.qcow2``, ``snapshot.json``).
+    #: Its directory (``snapshots/<id>/``: ``state``, ``memory``, ``disk.qcow2``,
+    #: ``snapshot.json``).
     dir: Path
     #: The id of the box :meth:`~boxlite.Box.fork` took it of (``None`` for a user's
     #: snapshot); removed by the next ``fork()`` or ``runtime.remove()`` once no fork uses it.
     fork_of: str | None = None
+    #: sha256 over the memory file's contents, checked before every restore, when the guest's
+    #: memory is kept in a file of its own (``memory``), which every box restored from the
+    #: snapshot maps copy-on-write: they share each page none of them wrote. ``None`` when the
+    #: state file holds the memory (each restore then loads a copy of its own).
+    memory_checksum: str | None = None
+
+    @property
+    def shares_memory(self) -> bool:
+        """Whether boxes restored from it share its memory (see ``memory_checksum``)."""
+        return self.memory_checksum is not None
 
 
 class Snapshots:

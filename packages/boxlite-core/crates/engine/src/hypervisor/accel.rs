@@ -199,6 +199,7 @@ pub async fn boot_agent_only(
         network_fd: None,
         shares: Vec::new(),
         incoming: false,
+        guest_memory: Default::default(),
     };
     let launched = tokio::time::Instant::now();
     let vm = hypervisor.launch(&spec).map_err(ProbeError::Launch)?;

@@ -81,6 +81,23 @@ pub struct VmSpec {
     /// Start with the vCPUs stopped, waiting for a saved state (`-incoming defer`), which
     /// the engine then loads over the control channel (a snapshot's restore).
     pub incoming: bool,
+    /// Where the guest's RAM lives.
+    pub guest_memory: GuestMemory,
+}
+
+/// Where a VM's guest RAM lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum GuestMemory {
+    /// The VMM's own anonymous memory (a boot, or the restore of a whole saved state).
+    #[default]
+    Anonymous,
+    /// A file the VMM maps shared, so that the guest's memory is written into it: how a
+    /// snapshot's memory file is made from its saved state (that guest never runs).
+    WrittenToFile(PathBuf),
+    /// A file the VMM opens read-only and maps private: pages are read from it and copied
+    /// only when the guest writes them, so VMs restored from one snapshot share every page
+    /// none of them wrote (VM templating, as in Kata Containers).
+    CopyOnWrite(PathBuf),
 }
 
 /// Confinement of the VMM process (from `SecurityOptions`).

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::{Accel, Hypervisor, VmExit, VmHandle, VmSpec};
+use super::{Accel, GuestMemory, Hypervisor, VmExit, VmHandle, VmSpec};
 use crate::error::{Error, IoContext, Result};
 use crate::logs;
 
@@ -65,23 +65,49 @@ impl QemuBackend {
         let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
         // Serial port, rng and disk, plus the network and the shares.
         let devices = 3 + usize::from(spec.network_fd.is_some()) + spec.shares.len();
-        let machine = if !cfg!(target_arch = "x86_64") {
-            "virt"
+        let mut machine = if !cfg!(target_arch = "x86_64") {
+            "virt".to_owned()
         } else if devices > MAX_DEVICES_WITH_RTC {
             // The fifth virtio-mmio device would take the RTC's interrupt: drop the RTC (the
             // agent sets the guest's clock from the host's hello).
-            "microvm,acpi=off,x-option-roms=off,rtc=off"
+            "microvm,acpi=off,x-option-roms=off,rtc=off".to_owned()
         } else {
-            "microvm,acpi=off,x-option-roms=off"
+            "microvm,acpi=off,x-option-roms=off".to_owned()
         };
-        push(&["-M", machine, "-accel", spec.accel.as_str()]);
+        let memory = format!("{}M", spec.memory_mib);
+        // A file-backed RAM takes the id of the machine's own RAM: a saved state names its RAM
+        // by that id, whichever backend held it.
+        let ram_id = if cfg!(target_arch = "x86_64") {
+            "microvm.ram"
+        } else {
+            "mach-virt.ram"
+        };
+        let backend = match &spec.guest_memory {
+            GuestMemory::Anonymous => None,
+            GuestMemory::WrittenToFile(path) => Some(format!(
+                "memory-backend-file,id={ram_id},size={memory},mem-path={},share=on",
+                escape(&path.display().to_string())
+            )),
+            // `readonly=on,rom=off`: the file is opened read-only, the mapping is writable
+            // (private: the guest's writes never reach the file).
+            GuestMemory::CopyOnWrite(path) => Some(format!(
+                "memory-backend-file,id={ram_id},size={memory},mem-path={},share=off,readonly=on,rom=off",
+                escape(&path.display().to_string())
+            )),
+        };
+        if backend.is_some() {
+            machine.push_str(&format!(",memory-backend={ram_id}"));
+        }
+        push(&["-M", &machine, "-accel", spec.accel.as_str()]);
+        if let Some(backend) = &backend {
+            push(&["-object", backend]);
+        }
         // Under TCG, "max" is every feature QEMU emulates. The default model (qemu64) advertises
         // AMD features that lead OpenBLAS (numpy) to 3DNow! kernels TCG cannot run: SIGILL.
         match spec.accel {
             Accel::Tcg => push(&["-cpu", "max"]),
             _ => push(&["-cpu", "host"]),
         }
-        let memory = format!("{}M", spec.memory_mib);
         let smp = spec.cpus.to_string();
         push(&["-m", &memory, "-smp", &smp]);
         push(&[
@@ -377,6 +403,7 @@ mod tests {
             network_fd: None,
             shares: Vec::new(),
             incoming: false,
+            guest_memory: GuestMemory::Anonymous,
         }
     }
 
@@ -482,6 +509,30 @@ mod tests {
             Some("10.0.2 (Debian 1:10.0.2+ds-2)".into())
         );
         assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn guest_memory_in_a_file_replaces_the_machine_ram_under_its_id() {
+        let mut vm = spec(Accel::Tcg);
+        assert!(!QemuBackend::default()
+            .arguments(&vm)
+            .join(" ")
+            .contains("memory-backend"));
+        vm.guest_memory = GuestMemory::CopyOnWrite("/snap,s/memory".into());
+        let args = QemuBackend::default().arguments(&vm).join(" ");
+        // Opened read-only, mapped private: the guest's writes never reach the file.
+        assert!(
+            args.contains("-object memory-backend-file,id=microvm.ram,size=512M,mem-path=/snap,,s/memory,share=off,readonly=on,rom=off"),
+            "{args}"
+        );
+        assert!(
+            args.contains(",memory-backend=microvm.ram -accel"),
+            "{args}"
+        );
+        vm.guest_memory = GuestMemory::WrittenToFile("/snap/memory".into());
+        let args = QemuBackend::default().arguments(&vm).join(" ");
+        assert!(args.contains("mem-path=/snap/memory,share=on -"), "{args}");
     }
 
     #[test]

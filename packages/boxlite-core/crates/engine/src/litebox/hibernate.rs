@@ -94,6 +94,7 @@ impl LiteBox {
                 options: self.options.clone(),
                 prepared_image: self.image.clone(),
                 fork_of: None,
+                memory_checksum: None,
             };
             let path = dir.join(METADATA_FILE);
             let text = serde_json::to_vec_pretty(&info).expect("snapshot info serialises");
@@ -324,6 +325,7 @@ mod tests {
             options: litebox.options.clone(),
             prepared_image: litebox.image.clone(),
             fork_of: None,
+            memory_checksum: None,
         };
         std::fs::write(dir.join(METADATA_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
         dir

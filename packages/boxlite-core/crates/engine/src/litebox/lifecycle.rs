@@ -15,7 +15,7 @@ use crate::agent_socket;
 use crate::boot;
 use crate::disk;
 use crate::error::{Error, Result};
-use crate::hypervisor::{VmHandle, VmSpec};
+use crate::hypervisor::{GuestMemory, VmHandle, VmSpec};
 use crate::logs::tail;
 use crate::network::{self, Passt};
 
@@ -165,6 +165,12 @@ impl LiteBox {
             network_fd: passt.as_ref().and_then(Passt::qemu_fd),
             shares,
             incoming: restore.is_some(),
+            // A snapshot with a memory file is mapped from it, copy-on-write: the VMs restored
+            // from one snapshot share the pages none of them wrote.
+            guest_memory: match restore.as_ref().and_then(|s| s.memory_file()) {
+                Some(file) => GuestMemory::CopyOnWrite(file),
+                None => GuestMemory::Anonymous,
+            },
         };
         let launched = Instant::now();
         let vm = self.platform.hypervisor.launch(&spec)?;
@@ -255,62 +261,18 @@ impl LiteBox {
         snapshot: &crate::snapshot::SnapshotInfo,
         deadline: Instant,
     ) -> std::result::Result<(), String> {
-        use crate::hypervisor::qmp::QmpClient;
-        let Some(path) = &spec.qmp_socket else {
-            return Err("its VMM has no control channel to load the snapshot through".into());
-        };
-        // QEMU creates its control socket as it starts.
-        let mut qmp = loop {
-            match QmpClient::connect(path).await {
-                Ok(qmp) => break qmp,
-                Err(e) => {
-                    if let Some(exit) = vm.exit_watch().borrow().clone() {
-                        return Err(format!(
-                            "the VM exited ({exit}) before it could load snapshot {:?}",
-                            snapshot.name
-                        ));
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(format!("its VMM's control channel did not open: {e}"));
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-        };
-        // A jailed VMM sees only its jail: the state file is linked into it (no copy) while
-        // it loads.
-        let (link, vmm_path) = match &spec.confinement.chroot {
-            Some(jail) => {
-                let link = jail.join(super::snapshot::JAILED_STATE);
-                let _ = std::fs::remove_file(&link);
-                std::fs::hard_link(snapshot.state_file(), &link).map_err(|e| {
-                    format!(
-                        "cannot link snapshot {:?}'s state into the VMM's jail: {e}",
-                        snapshot.name
-                    )
-                })?;
-                (
-                    Some(link),
-                    std::path::Path::new("/").join(super::snapshot::JAILED_STATE),
-                )
-            }
-            None => (None, snapshot.state_file()),
-        };
+        let mut qmp = connect_control(
+            spec,
+            vm,
+            deadline,
+            &format!("load snapshot {:?}", snapshot.name),
+        )
+        .await?;
         let loaded = async {
-            qmp.set_migration_capabilities(super::snapshot::CAPABILITIES)
-                .await?;
-            qmp.migrate_incoming_from_file(&vmm_path).await?;
-            qmp.wait_for_migration(
-                deadline.saturating_duration_since(Instant::now()),
-                Duration::from_millis(2),
-            )
-            .await?;
-            qmp.cont().await
+            load_state(&mut qmp, spec, snapshot, deadline).await?;
+            qmp.cont().await.map_err(|e| e.to_string())
         };
         let loaded = loaded.await;
-        if let Some(link) = link {
-            let _ = std::fs::remove_file(link);
-        }
         if loaded.is_ok() {
             // A hibernated box's guest runs on its own disk from here: its saved state is spent.
             self.forget_hibernated_state();
@@ -594,4 +556,75 @@ impl LiteBox {
             reason,
         }
     }
+}
+
+/// Connects to the control channel of the VMM `spec` just launched (QEMU creates its socket as
+/// it starts); `what` is what the VMM was launched to do, for the error of one that exited.
+pub(super) async fn connect_control(
+    spec: &VmSpec,
+    vm: &dyn VmHandle,
+    deadline: Instant,
+    what: &str,
+) -> std::result::Result<crate::hypervisor::qmp::QmpClient, String> {
+    use crate::hypervisor::qmp::QmpClient;
+    let Some(path) = &spec.qmp_socket else {
+        return Err(format!("its VMM has no control channel to {what} through"));
+    };
+    loop {
+        match QmpClient::connect(path).await {
+            Ok(qmp) => return Ok(qmp),
+            Err(e) => {
+                if let Some(exit) = vm.exit_watch().borrow().clone() {
+                    return Err(format!("the VM exited ({exit}) before it could {what}"));
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!("its VMM's control channel did not open: {e}"));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+}
+
+/// Loads `snapshot`'s state file into the VMM `spec` launched with `-incoming defer`, and
+/// waits until it is loaded; the vCPUs stay stopped. A jailed VMM sees only its jail: the
+/// state file is linked into it (no copy) while it loads.
+pub(super) async fn load_state(
+    qmp: &mut crate::hypervisor::qmp::QmpClient,
+    spec: &VmSpec,
+    snapshot: &crate::snapshot::SnapshotInfo,
+    deadline: Instant,
+) -> std::result::Result<(), String> {
+    let (link, vmm_path) = match &spec.confinement.chroot {
+        Some(jail) => {
+            let link = jail.join(super::snapshot::JAILED_STATE);
+            let _ = std::fs::remove_file(&link);
+            std::fs::hard_link(snapshot.state_file(), &link).map_err(|e| {
+                format!(
+                    "cannot link snapshot {:?}'s state into the VMM's jail: {e}",
+                    snapshot.name
+                )
+            })?;
+            (
+                Some(link),
+                std::path::Path::new("/").join(super::snapshot::JAILED_STATE),
+            )
+        }
+        None => (None, snapshot.state_file()),
+    };
+    let loaded = async {
+        qmp.set_migration_capabilities(snapshot.migration_capabilities())
+            .await?;
+        qmp.migrate_incoming_from_file(&vmm_path).await?;
+        qmp.wait_for_migration(
+            deadline.saturating_duration_since(Instant::now()),
+            Duration::from_millis(2),
+        )
+        .await
+    };
+    let loaded = loaded.await;
+    if let Some(link) = link {
+        let _ = std::fs::remove_file(link);
+    }
+    loaded.map_err(|e| e.to_string())
 }

@@ -19,6 +19,7 @@ mod files;
 mod fork;
 mod hibernate;
 mod lifecycle;
+mod memory_file;
 mod metrics;
 mod pause;
 mod record;

@@ -1,7 +1,8 @@
 //! Taking a snapshot of a running box ([`LiteBox::snapshot`]): its vCPUs stopped, its VMM's
 //! device and memory state saved into a file (a QEMU migration to a file, with `mapped-ram`:
 //! one sparse file, each guest page at its own offset), its disk copied while the VMM holds it
-//! flushed, and the box resumed. The restore is `lifecycle`'s start with a snapshot.
+//! flushed, and the box resumed. The memory then moves to a file of its own, which restored
+//! boxes share (`memory_file`). The restore is `lifecycle`'s start with a snapshot.
 //!
 //! The disk is copied, not frozen into a shared backing layer: the box's overlay holds only
 //! what the box wrote, and the copy keeps the running box's disk chain unchanged.
@@ -18,10 +19,6 @@ use crate::snapshot::{self, SnapshotInfo, DISK_FILE, METADATA_FILE, STATE_FILE};
 const SAVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often a migration's progress is asked.
 const POLL_EVERY: Duration = Duration::from_millis(5);
-
-/// The migration capabilities both ends of a snapshot use: `mapped-ram` (one sparse file,
-/// written and read in place).
-pub(crate) const CAPABILITIES: &[(&str, bool)] = &[("mapped-ram", true)];
 
 impl LiteBox {
     /// Saves the box's whole state (memory, devices, disk) as a snapshot named `name` (default:
@@ -61,12 +58,7 @@ impl LiteBox {
         let took_ms = started.elapsed().as_millis() as u64;
         let recorded = async {
             taken?;
-            let state = dir.join(STATE_FILE);
-            let checksum = tokio::task::spawn_blocking(move || snapshot::state_checksum(&state))
-                .await
-                .map_err(|e| Error::Snapshot(e.to_string()))?
-                .context(|| format!("read {}", dir.join(STATE_FILE).display()))?;
-            let info = SnapshotInfo {
+            let saved = SnapshotInfo {
                 id: id.clone(),
                 name,
                 source_box: self.id.clone(),
@@ -80,12 +72,27 @@ impl LiteBox {
                 size_bytes: 0,
                 created_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                     .to_string(),
-                checksum,
+                checksum: String::new(),
                 took_ms,
                 dir: dir.clone(),
                 options: self.options.clone(),
                 prepared_image: self.image.clone(),
                 fork_of: None,
+                memory_checksum: None,
+            };
+            let info = match self.move_memory_to_file(&saved).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    // The state file still holds the memory: the snapshot restores all the same.
+                    tracing::warn!(id = %self.id, error = %e, "the snapshot keeps its memory in its state file: the boxes restored from it will not share it");
+                    let state = dir.join(STATE_FILE);
+                    let checksum =
+                        tokio::task::spawn_blocking(move || snapshot::state_checksum(&state))
+                            .await
+                            .map_err(|e| Error::Snapshot(e.to_string()))?
+                            .context(|| format!("read {}", dir.join(STATE_FILE).display()))?;
+                    SnapshotInfo { checksum, ..saved }
+                }
             };
             write_metadata(&info)?;
             let info = SnapshotInfo {
@@ -192,7 +199,9 @@ impl LiteBox {
             if !was_paused {
                 client.stop().await?;
             }
-            client.set_migration_capabilities(CAPABILITIES).await?;
+            client
+                .set_migration_capabilities(snapshot::FULL_STATE_CAPABILITIES)
+                .await?;
             client.migrate_to_file(&vmm_path).await?;
             client.wait_for_migration(SAVE_TIMEOUT, POLL_EVERY).await?;
             Ok::<(), QmpError>(())

@@ -26,6 +26,10 @@ use crate::options::BoxOptions;
 
 /// The name of the state file in a snapshot's directory.
 pub const STATE_FILE: &str = "state";
+/// The name of the guest memory file in a snapshot's directory: the guest's RAM as one
+/// sparse file, each page at its guest-physical offset, which restored VMs map copy-on-write
+/// (the state file then holds the devices' state and no RAM).
+pub const MEMORY_FILE: &str = "memory";
 /// The name of the frozen disk in a snapshot's directory.
 pub const DISK_FILE: &str = "disk.qcow2";
 /// The name of the metadata file in a snapshot's directory.
@@ -79,7 +83,7 @@ pub struct SnapshotInfo {
     pub created_at: String,
     /// sha256 of the state file ([`state_checksum`]), checked before any restore.
     pub checksum: String,
-    /// How long taking it took (the box was paused meanwhile), in milliseconds.
+    /// How long the box was paused while its state was saved, in milliseconds.
     pub took_ms: u64,
     pub dir: PathBuf,
     /// The source box's options and image: a restored box gets the same VM shape.
@@ -89,6 +93,11 @@ pub struct SnapshotInfo {
     /// is removed once none of them remains (see `Runtime::fork`). `None` for a user's snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fork_of: Option<String>,
+    /// sha256 of the guest memory file ([`MEMORY_FILE`]) when the guest's RAM is kept there,
+    /// shared by the VMs restored from it; `None` when the state file holds the RAM (a
+    /// hibernated box's state, or a snapshot whose memory file could not be made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_checksum: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -100,6 +109,22 @@ impl SnapshotInfo {
         self.dir.join(DISK_FILE)
     }
 
+    /// The file restored VMs map their RAM from, when the snapshot has one.
+    pub fn memory_file(&self) -> Option<PathBuf> {
+        self.memory_checksum
+            .as_ref()
+            .map(|_| self.dir.join(MEMORY_FILE))
+    }
+
+    /// The migration capabilities its state file was written with, which its restore sets.
+    pub fn migration_capabilities(&self) -> &'static [(&'static str, bool)] {
+        if self.memory_checksum.is_some() {
+            DEVICE_STATE_CAPABILITIES
+        } else {
+            FULL_STATE_CAPABILITIES
+        }
+    }
+
     /// Refuses a snapshot that must not run: taken with another kernel, agent or QEMU than
     /// `now`, or whose state file does not hash to its checksum (truncated, tampered with).
     pub fn check_restorable(&self, now: &Versions) -> Result<()> {
@@ -109,20 +134,33 @@ impl SnapshotInfo {
                 self.name
             )));
         }
-        let actual = verified_checksum(&self.state_file(), &self.checksum, STAMP_SETTLED)
-            .context(|| format!("read the state of snapshot {:?}", self.name))?;
-        if actual != self.checksum {
-            return Err(Error::Snapshot(format!(
-                "snapshot {:?} is damaged: its state file {} has sha256 {actual}, not the {} recorded when it was taken (truncated or modified); it was not run. Remove it with `runtime.snapshots.remove({:?})`",
-                self.name,
-                self.state_file().display(),
-                self.checksum,
-                self.name
-            )));
+        let memory = self.memory_file().zip(self.memory_checksum.as_ref());
+        for (file, expected, what) in std::iter::once((self.state_file(), &self.checksum, "state"))
+            .chain(memory.map(|(file, sum)| (file, sum, "memory")))
+        {
+            let actual = verified_checksum(&file, expected, STAMP_SETTLED)
+                .context(|| format!("read the {what} of snapshot {:?}", self.name))?;
+            if &actual != expected {
+                return Err(Error::Snapshot(format!(
+                    "snapshot {:?} is damaged: its {what} file {} has sha256 {actual}, not the {expected} recorded when it was taken (truncated or modified); it was not run. Remove it with `runtime.snapshots.remove({:?})`",
+                    self.name,
+                    file.display(),
+                    self.name
+                )));
+            }
         }
         Ok(())
     }
 }
+
+/// The migration capabilities of a state file holding the guest's RAM: `mapped-ram` (one
+/// sparse file, each page at its own offset, written and read in place).
+pub(crate) const FULL_STATE_CAPABILITIES: &[(&str, bool)] =
+    &[("x-ignore-shared", false), ("mapped-ram", true)];
+/// The migration capabilities of a state file beside a guest memory file: RAM in a shared
+/// file is left out of the stream (`x-ignore-shared`, which `mapped-ram` cannot go with).
+pub(crate) const DEVICE_STATE_CAPABILITIES: &[(&str, bool)] =
+    &[("mapped-ram", false), ("x-ignore-shared", true)];
 
 /// How old a state file's last write must be for a matching checksum to be remembered: a
 /// later write then gets a later modification time (the kernel stamps writes with a clock of
@@ -468,6 +506,7 @@ mod tests {
                 cmd: Vec::new(),
             },
             fork_of: None,
+            memory_checksum: None,
         }
     }
 
