@@ -88,7 +88,8 @@ async def main() -> None:
         line("  of which the box was paused", ms(paused))
         line(
             "snapshot size on disk (allocated)",
-            f"{statistics.median(sizes) / 2**20:.1f} MiB (memory file {memory.stat().st_size / 2**20:.0f} MiB apparent)",
+            f"{statistics.median(sizes) / 2**20:.1f} MiB"
+            f" (memory file {memory.stat().st_size / 2**20:.0f} MiB apparent)",
         )
         print("published figures, for comparison: E2B resume about 1 s; exec-sandbox snapshot restore 50-60 ms")
 

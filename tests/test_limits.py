@@ -141,7 +141,8 @@ async def test_vmm_is_filtered_has_no_core_dumps_and_none_of_our_descriptors(
         assert vmm_status(pid)["Seccomp"] == "2", "QEMU runs under its seccomp filter"
         limits = Path(f"/proc/{pid}/limits").read_text()
         assert any(line.startswith("Max core file size") and " 0 " in line for line in limits.splitlines())
-        # QEMU holds only what it opened itself: its box's files, the base disk, the guest files.
+        # QEMU holds only what it opened itself: its box's files, the base disk, the guest files,
+        # and, restored from the boot cache, that snapshot's memory and disk.
         box_dir = box.info().dir
         held = [os.readlink(f"/proc/{pid}/fd/{n}") for n in os.listdir(f"/proc/{pid}/fd")]
         assert not any(str(marker) in target for target in held), held
@@ -149,7 +150,16 @@ async def test_vmm_is_filtered_has_no_core_dumps_and_none_of_our_descriptors(
             target
             for target in held
             if not (
-                target.startswith((box_dir, str(runtime.home / "images" / "disks"), "anon_inode:", "socket:", "pipe:"))
+                target.startswith(
+                    (
+                        box_dir,
+                        str(runtime.home / "images" / "disks"),
+                        str(runtime.home / "snapshots"),
+                        "anon_inode:",
+                        "socket:",
+                        "pipe:",
+                    )
+                )
                 or target in ("/dev/null", "/dev/kvm", "/dev/urandom", "/dev/net/tun")
                 or target.endswith(("/vmlinux", "/initramfs.cpio"))
             )

@@ -187,7 +187,7 @@ fn redirect_stdio_to_console() {
     }
 }
 
-fn set_hostname(name: &str) {
+pub fn set_hostname(name: &str) {
     // SAFETY: pointer and length describe a live buffer.
     unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
 }

@@ -15,7 +15,10 @@ pub mod archive;
 pub mod files;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
+
+/// The longest hostname the guest kernel takes (`HOST_NAME_MAX`).
+pub const HOSTNAME_MAX: usize = 64;
 
 /// Name of the virtio-serial port the agent listens on (`/sys/class/virtio-ports/*/name`).
 pub const AGENT_PORT_NAME: &str = "boxlite.agent";
@@ -75,6 +78,10 @@ pub enum HostMessage {
     OutputAck { exec_id: u32, bytes: u64 },
     /// New terminal size of a TTY execution.
     ResizeTty { exec_id: u32, rows: u16, cols: u16 },
+    /// The box's hostname (at most [`HOSTNAME_MAX`] bytes), sent to a guest restored from a
+    /// snapshot before anything else it is asked: it booted as another box (the snapshot's),
+    /// whose hostname it still has.
+    SetHostname { hostname: String },
     /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
     Ping { token: u64 },
     /// Asks for [`GuestMessage::Metrics`].

@@ -157,6 +157,15 @@ impl AgentClient {
         self.send(&HostMessage::Signal { exec_id, signal }).await
     }
 
+    /// Gives a guest restored from a snapshot its box's hostname (it still has the
+    /// snapshot's); the agent applies it before anything asked after it.
+    pub async fn set_hostname(&self, hostname: &str) -> Result<(), AgentError> {
+        self.send(&HostMessage::SetHostname {
+            hostname: hostname.to_owned(),
+        })
+        .await
+    }
+
     pub async fn kill_tree(&self, exec_id: u32) -> Result<(), AgentError> {
         self.send(&HostMessage::KillTree { exec_id }).await
     }

@@ -1,5 +1,6 @@
 //! What a fork of a running box starts from: a snapshot of the box marked as a fork's
 //! ([`SnapshotInfo::fork_of`]), and each fork's options. `Runtime::fork` restores the forks.
+//! The boot cache's snapshots are marked the same way ([`SnapshotInfo::boot_key`]).
 
 use super::LiteBox;
 use crate::error::Result;
@@ -11,8 +12,28 @@ impl LiteBox {
     /// it is told apart from a user's snapshot and removed once no fork uses it. The box runs
     /// on (a paused box stays paused); refusals are those of [`LiteBox::snapshot`].
     pub(crate) async fn snapshot_for_fork(&self) -> Result<SnapshotInfo> {
-        let mut info = self.snapshot(None).await?;
-        info.fork_of = Some(self.id.clone());
+        self.snapshot_marked(None, |info| info.fork_of = Some(self.id.clone()))
+            .await
+    }
+
+    /// Snapshots the box as the boot cache's entry for `key` (see `runtime/boot_cache.rs`),
+    /// named after the key so that two processes caching one key make one entry.
+    pub(crate) async fn snapshot_for_boot_cache(&self, key: &str) -> Result<SnapshotInfo> {
+        self.snapshot_marked(Some(format!("boot-cache-{key}")), |info| {
+            info.boot_key = Some(key.to_owned())
+        })
+        .await
+    }
+
+    /// Takes a snapshot named `name` and records it changed by `mark`; on failure nothing of
+    /// it is left.
+    async fn snapshot_marked(
+        &self,
+        name: Option<String>,
+        mark: impl FnOnce(&mut SnapshotInfo),
+    ) -> Result<SnapshotInfo> {
+        let mut info = self.snapshot(name).await?;
+        mark(&mut info);
         let store = &self.platform.snapshots;
         let marked = super::snapshot::write_metadata(&info).and_then(|()| store.db.update(&info));
         if let Err(e) = marked {

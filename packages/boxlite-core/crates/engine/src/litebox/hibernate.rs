@@ -95,6 +95,7 @@ impl LiteBox {
                 prepared_image: self.image.clone(),
                 fork_of: None,
                 memory_checksum: None,
+                boot_key: None,
             };
             let path = dir.join(METADATA_FILE);
             let text = serde_json::to_vec_pretty(&info).expect("snapshot info serialises");
@@ -326,6 +327,7 @@ mod tests {
             prepared_image: litebox.image.clone(),
             fork_of: None,
             memory_checksum: None,
+            boot_key: None,
         };
         std::fs::write(dir.join(METADATA_FILE), serde_json::to_vec(&info).unwrap()).unwrap();
         dir

@@ -106,10 +106,8 @@ impl LiteBox {
         let socket = agent_socket::for_launch(&self.dir)?;
         let _ = std::fs::remove_file(&socket);
         let accel = self.platform.accel.accel;
-        let mut cmdline = boot::kernel_cmdline(
-            &self.id[..12.min(self.id.len())].to_ascii_lowercase(),
-            Some("/dev/vda"),
-        );
+        let hostname = self.id[..12.min(self.id.len())].to_ascii_lowercase();
+        let mut cmdline = boot::kernel_cmdline(&hostname, Some("/dev/vda"));
         // Each volume is a 9p device (its tag) and a mount the agent makes from the command line.
         let mut shares: Vec<(String, PathBuf, bool)> = Vec::new();
         let mut mounts: Vec<String> = Vec::new();
@@ -216,6 +214,12 @@ impl LiteBox {
                 });
             }
         };
+        if restore.is_some() {
+            // The guest still has the hostname of the box its snapshot was taken of.
+            if let Err(e) = agent.set_hostname(&hostname).await {
+                tracing::warn!(id = %self.id, error = %e, "the restored guest keeps its snapshot's hostname");
+            }
+        }
         let boot_ms = launched.elapsed().as_millis() as u64;
         tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, restored = restore.is_some(), "box started");
         if restore.is_some() {

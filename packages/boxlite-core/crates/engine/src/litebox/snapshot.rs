@@ -79,6 +79,7 @@ impl LiteBox {
                 prepared_image: self.image.clone(),
                 fork_of: None,
                 memory_checksum: None,
+                boot_key: None,
             };
             let info = match self.move_memory_to_file(&saved).await {
                 Ok(moved) => moved,

@@ -6,6 +6,7 @@
 //! `home.rs` finds and creates it; `recovery.rs` deals with the boxes of processes that died;
 //! `fork.rs` forks a running box (a snapshot restored into new boxes).
 
+mod boot_cache;
 mod fork;
 mod home;
 mod recovery;
@@ -115,9 +116,12 @@ impl Runtime {
                 digests.insert(d.to_owned());
             }
         }
-        // A snapshot's disk is an overlay on its image's base disk.
+        // A snapshot's disk is an overlay on its image's base disk. The boot cache's entries
+        // do not keep an image: one whose base disk is gone is removed when next met.
         for snapshot in self.snapshots.db.list().unwrap_or_default() {
-            digests.insert(snapshot.image_digest);
+            if snapshot.boot_key.is_none() {
+                digests.insert(snapshot.image_digest);
+            }
         }
         digests
     }
@@ -180,11 +184,11 @@ impl Runtime {
     /// `options.snapshot`, the box is restored from that snapshot instead of booted (see
     /// [`Runtime::restore_options`]).
     pub async fn create(&self, options: BoxOptions) -> Result<Arc<LiteBox>> {
-        let restoring = match &options.snapshot {
+        let mut restoring = match &options.snapshot {
             Some(name) => Some(self.snapshots.db.get(name)?),
             None => None,
         };
-        let options = match &restoring {
+        let mut options = match &restoring {
             Some(snapshot) => restore_options(options, snapshot)?,
             None => options,
         };
@@ -203,7 +207,7 @@ impl Runtime {
         }
         let platform = self.platform().await?;
         let image_started = Instant::now();
-        let prepared = match &restoring {
+        let mut prepared = match &restoring {
             Some(snapshot) => {
                 // Never run a snapshot whose versions or checksum do not match.
                 let (checked, versions) = (snapshot.clone(), platform.versions()?);
@@ -229,6 +233,22 @@ impl Runtime {
                 })??
             }
         };
+        // A cold box of an image and shape booted before is restored from the boot cache.
+        let boot_key = match &restoring {
+            None => Self::boot_cache_key(&options, &prepared, &platform),
+            Some(_) => None,
+        };
+        let mut cache_this_boot = None;
+        if let Some(key) = boot_key {
+            match self.cached_boot(&key, &platform).await {
+                Some(cached) => {
+                    options = restore_options(options, &cached)?;
+                    prepared = cached.prepared_image.clone();
+                    restoring = Some(cached);
+                }
+                None => cache_this_boot = Some(key),
+            }
+        }
         let image_ms = image_started.elapsed().as_millis() as u64;
 
         let id = ulid::Ulid::new().to_string();
@@ -249,6 +269,9 @@ impl Runtime {
         if let Err(e) = started.await {
             let _ = litebox.delete_files();
             return Err(e);
+        }
+        if let Some(key) = cache_this_boot {
+            self.cache_boot(&litebox, &key).await;
         }
         self.boxes
             .lock()
@@ -415,7 +438,14 @@ impl Runtime {
 
     /// Every snapshot of this home, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        self.snapshots.db.list()
+        // The boot cache's entries are the runtime's own (see `boot_cache.rs`).
+        Ok(self
+            .snapshots
+            .db
+            .list()?
+            .into_iter()
+            .filter(|s| s.boot_key.is_none())
+            .collect())
     }
 
     /// The snapshot with this name or id.

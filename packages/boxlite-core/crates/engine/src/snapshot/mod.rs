@@ -98,6 +98,10 @@ pub struct SnapshotInfo {
     /// hibernated box's state, or a snapshot whose memory file could not be made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_checksum: Option<String>,
+    /// The key of a cached post-boot snapshot (see `runtime/boot_cache.rs`), taken by
+    /// `create()` of a box right after it booted; such snapshots are not listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_key: Option<String>,
 }
 
 impl SnapshotInfo {
@@ -507,6 +511,7 @@ mod tests {
             },
             fork_of: None,
             memory_checksum: None,
+            boot_key: None,
         }
     }
 

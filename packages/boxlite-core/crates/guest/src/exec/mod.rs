@@ -82,6 +82,13 @@ impl Executions {
                 rows,
                 cols,
             } => self.resize_tty(exec_id, rows, cols),
+            HostMessage::SetHostname { hostname } => {
+                if hostname.is_empty() || hostname.len() > boxlite_protocol::HOSTNAME_MAX {
+                    log(&format!("hostname of {} bytes refused", hostname.len()));
+                } else {
+                    crate::system::set_hostname(&hostname);
+                }
+            }
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
             HostMessage::Metrics { token } => {
                 let running = self.table.lock().expect("table lock").by_id.len() as u64;

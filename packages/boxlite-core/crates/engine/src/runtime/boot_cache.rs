@@ -1,0 +1,145 @@
+//! Cached post-boot snapshots: a box created without a snapshot of its own, on an image and
+//! VM shape booted before, is restored from a snapshot of such a box taken right after it
+//! booted (before anything ran in it) instead of booting.
+//!
+//! An entry is keyed by everything the booted state depends on: the image (manifest digest
+//! and base disk), the guest kernel, agent and QEMU, the accelerator, the vCPUs and memory, and
+//! whether the VM has a network device and how the guest's network is configured. The first
+//! cold boot of a key only records that the key was seen; the second is snapshotted once it
+//! booted (a one-off box pays nothing); every later one restores. Entries are snapshots marked
+//! with their key ([`SnapshotInfo::boot_key`]), left out of `snapshots.list()`; one that can
+//! no longer be restored (another kernel, agent or QEMU, its image gone, damaged) is removed
+//! when met, unless a box restored from it remains. `BOXLITE_BOOT_CACHE=0` turns it off.
+//!
+//! Invariant: a box restored from an entry is as fresh as a booted one: the entry holds no
+//! execution's trace (taken inside `create`, before the box is returned), and every restore
+//! gets fresh kernel randomness, the host's clock and its own hostname.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Runtime;
+use crate::image::PreparedImage;
+use crate::litebox::{LiteBox, Platform};
+use crate::options::BoxOptions;
+use crate::snapshot::SnapshotInfo;
+
+/// The environment variable that turns the boot cache off (`0`).
+pub const BOOT_CACHE_ENV: &str = "BOXLITE_BOOT_CACHE";
+
+/// What a booted guest's state depends on (hashed into the key).
+#[derive(Serialize)]
+struct BootShape<'a> {
+    image_digest: &'a str,
+    base_disk: &'a PathBuf,
+    versions: &'a crate::snapshot::Versions,
+    accel: &'a str,
+    cpus: u32,
+    memory_mib: u32,
+    network: bool,
+    guest_network: Option<String>,
+}
+
+/// Whether the boot cache is on (`BOXLITE_BOOT_CACHE` is not `0`, `false` or `off`).
+fn enabled() -> bool {
+    !matches!(
+        std::env::var(BOOT_CACHE_ENV).as_deref().map(str::trim),
+        Ok("0" | "false" | "off")
+    )
+}
+
+impl Runtime {
+    /// The boot cache key of a box of `options` on `image`, or `None` when such a box does
+    /// not use the cache (it has volumes, which a snapshot cannot hold, or the cache is off).
+    pub(super) fn boot_cache_key(
+        options: &BoxOptions,
+        image: &PreparedImage,
+        platform: &Platform,
+    ) -> Option<String> {
+        if !enabled() || !options.volumes.is_empty() || options.snapshot.is_some() {
+            return None;
+        }
+        let versions = platform.versions().ok()?;
+        let network = options.network();
+        let shape = BootShape {
+            image_digest: &image.manifest_digest,
+            base_disk: &image.base_disk,
+            versions: &versions,
+            accel: platform.accel.accel.as_str(),
+            cpus: options.cpus,
+            memory_mib: options.memory_mib,
+            network,
+            guest_network: network
+                .then(crate::network::guest_config)
+                .flatten()
+                .map(|net| net.cmdline()),
+        };
+        let text = serde_json::to_vec(&shape).expect("boot shape serialises");
+        Some(hex::encode(&Sha256::digest(&text)[..16]))
+    }
+
+    /// The cached post-boot snapshot for `key`, checked restorable; a broken entry is removed
+    /// (when no box uses it) and `None` returned.
+    pub(super) async fn cached_boot(&self, key: &str, platform: &Platform) -> Option<SnapshotInfo> {
+        let entries: Vec<SnapshotInfo> = self
+            .snapshots
+            .db
+            .list()
+            .ok()?
+            .into_iter()
+            .filter(|s| s.boot_key.is_some())
+            .collect();
+        let versions = platform.versions().ok()?;
+        // Entries of another kernel, agent or QEMU are never met again (their keys differ):
+        // removed here once no box restored from them remains.
+        for stale in entries
+            .iter()
+            .filter(|s| s.versions.mismatch(&versions).is_some())
+        {
+            if self.remove_snapshot(&stale.id).is_ok() {
+                tracing::info!(snapshot = %stale.id, "removed a cached post-boot snapshot of other versions");
+            }
+        }
+        let entry = entries
+            .into_iter()
+            .find(|s| s.boot_key.as_deref() == Some(key))?;
+        let checked = entry.clone();
+        let restorable = tokio::task::spawn_blocking(move || {
+            checked.check_restorable(&versions)?;
+            super::snapshot_image(checked).map(|_| ())
+        })
+        .await;
+        match restorable {
+            Ok(Ok(())) => Some(entry),
+            Ok(Err(e)) => {
+                tracing::info!(snapshot = %entry.id, reason = %e, "a cached post-boot snapshot cannot be restored: removed");
+                let _ = self.remove_snapshot(&entry.id);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// After the cold boot of `litebox` (nothing has run in it yet): snapshots it as the
+    /// entry of `key` if a box of that key was booted before, or records that one was. A
+    /// failure is logged, never the create's: the box runs either way.
+    pub(super) async fn cache_boot(&self, litebox: &Arc<LiteBox>, key: &str) {
+        let seen_dir = self.home.join("snapshots").join(".boot-keys-seen");
+        let seen = seen_dir.join(key);
+        if !seen.exists() {
+            let _ = std::fs::create_dir_all(&seen_dir);
+            let _ = std::fs::write(&seen, b"");
+            return;
+        }
+        match litebox.snapshot_for_boot_cache(key).await {
+            Ok(info) => {
+                tracing::info!(snapshot = %info.id, key, "post-boot snapshot cached");
+                let _ = std::fs::remove_file(&seen);
+            }
+            Err(e) => tracing::debug!(key, error = %e, "post-boot snapshot not cached"),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+"""The boot cache on real VMs: a box created cold on an image and VM shape booted before is
+restored from a snapshot taken right after an earlier such box booted, instead of booting; it
+is as fresh as a booted box (no trace of the boxes before it, its own hostname, its own
+randomness, the host's clock). Another shape, ``BOXLITE_BOOT_CACHE=0`` and an entry of other
+versions boot cold.
+
+The tests use memory sizes no other test uses, so that their keys are theirs alone in the
+session's home."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import boxlite
+import pytest
+
+SHAPE_MIB = 208
+
+
+async def out(box: boxlite.Box, script: str) -> str:
+    result = await box.run("sh", ["-c", script])
+    assert result.exit_code == 0, result
+    return result.stdout.strip()
+
+
+def vmm_command_line(box: boxlite.Box) -> str:
+    pid = box.info().vmm_pid
+    assert pid is not None
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def boot_cache_entries(home: Path, memory_mib: int) -> list[dict[str, object]]:
+    """The recorded boot cache entries of boxes with ``memory_mib``."""
+    db = sqlite3.connect(home / "db" / "snapshots.db")
+    with db:
+        rows = [json.loads(text) for (text,) in db.execute("SELECT info FROM snapshots")]
+    db.close()
+    return [r for r in rows if r.get("boot_key") and r["memory_mib"] == memory_mib]
+
+
+async def test_a_shape_booted_before_is_restored_and_as_fresh_as_a_booted_box(
+    runtime: boxlite.Boxlite, busybox: str, home: Path
+) -> None:
+    shape = boxlite.BoxOptions(rootfs_path=busybox, memory_mib=SHAPE_MIB)
+    first = await runtime.create(shape)
+    second = await runtime.create(shape)
+    restored: list[boxlite.Box] = []
+    try:
+        # The first two boot; the second is snapshotted once booted, before it is returned.
+        for booted in (first, second):
+            assert "-incoming" not in vmm_command_line(booted)
+            await out(booted, "echo used > /root/trace; echo used > /tmp/trace")
+        (entry,) = boot_cache_entries(home, SHAPE_MIB)
+        assert entry["id"] not in {s.id for s in runtime.snapshots.list()}, "the cache is not listed"
+
+        with_env = boxlite.BoxOptions(rootfs_path=busybox, memory_mib=SHAPE_MIB, env={"WHO": "third"})
+        restored.append(await runtime.create(with_env))
+        restored.append(await runtime.create(shape))
+        third, fourth = restored
+        for box in restored:
+            command = vmm_command_line(box)
+            assert "-incoming defer" in command, command
+            assert f"mem-path={entry['dir']}/memory" in command, command
+        # Nothing the earlier boxes did is there; the box is its own.
+        assert await out(third, "cat /root/trace /tmp/trace 2>/dev/null; true") == ""
+        assert await out(third, "hostname") == third.id[:12].lower()
+        assert await out(fourth, "hostname") == fourth.id[:12].lower()
+        assert await out(third, "echo $WHO") == "third"
+        random_bytes = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"
+        assert await out(third, random_bytes) != await out(fourth, random_bytes)
+        assert abs(int(await out(third, "date +%s")) - time.time()) < 3
+        await out(third, "echo third > /root/mine")
+        assert await out(fourth, "cat /root/mine 2>/dev/null; true") == ""
+    finally:
+        for box in (first, second, *restored):
+            await box.stop()
+
+
+async def test_another_shape_and_the_switch_off_boot_cold(
+    runtime: boxlite.Boxlite, busybox: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert boot_cache_entries(home, SHAPE_MIB), "the first test cached this shape"
+    other = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=SHAPE_MIB + 8))
+    try:
+        assert "-incoming" not in vmm_command_line(other)
+    finally:
+        await other.stop()
+    monkeypatch.setenv("BOXLITE_BOOT_CACHE", "0")
+    switched_off = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=SHAPE_MIB))
+    try:
+        assert "-incoming" not in vmm_command_line(switched_off)
+    finally:
+        await switched_off.stop()
+
+
+async def test_an_entry_of_other_versions_is_removed_and_the_box_boots(
+    runtime: boxlite.Boxlite, busybox: str, home: Path
+) -> None:
+    (entry,) = boot_cache_entries(home, SHAPE_MIB)
+    db = sqlite3.connect(home / "db" / "snapshots.db")
+    with db:
+        entry["versions"]["agent"] = "0000000000000000"  # type: ignore[index]
+        db.execute("UPDATE snapshots SET info = ? WHERE id = ?", (json.dumps(entry), entry["id"]))
+    db.close()
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=SHAPE_MIB))
+    try:
+        assert "-incoming" not in vmm_command_line(box)
+        assert boot_cache_entries(home, SHAPE_MIB) == []
+        assert not Path(str(entry["dir"])).exists()
+    finally:
+        await box.stop()
