@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boxlite
@@ -122,6 +123,9 @@ async def test_a_paused_box_freezes_says_paused_outlives_the_liveness_probe_and_
         await until_counting(counter, frozen + 5, within=30)
         result = await box.run("echo", ["alive"])
         assert result.stdout == "alive\n"
+        # The guest's clock stood still while paused: resume() sets it to the host's again.
+        guest_now = int((await box.run("date", ["+%s"])).stdout)
+        assert abs(guest_now - time.time()) < 2, (guest_now, time.time())
         await box.resume()  # resuming a running box does nothing
         # The loop's execution survived the pause.
         await loop_exec.kill()

@@ -82,6 +82,9 @@ pub enum HostMessage {
     /// snapshot before anything else it is asked: it booted as another box (the snapshot's),
     /// whose hostname it still has.
     SetHostname { hostname: String },
+    /// The host's wall-clock time, sent when the vCPUs run again after a pause (`resume()`,
+    /// the end of a snapshot): the guest's clock stood still meanwhile.
+    SetClock { unix_time_ns: u64 },
     /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
     Ping { token: u64 },
     /// Asks for [`GuestMessage::Metrics`].

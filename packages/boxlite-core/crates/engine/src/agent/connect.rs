@@ -120,9 +120,7 @@ impl AgentClient {
                 &mut writer,
                 &HostMessage::Hello {
                     version: PROTOCOL_VERSION,
-                    unix_time_ns: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as u64),
+                    unix_time_ns: super::unix_time_ns_now(),
                     entropy: fresh_entropy().map_err(|e| {
                         ConnectError::Protocol(format!(
                             "cannot read fresh randomness for the guest from the host's getrandom: {e}"

@@ -166,6 +166,14 @@ impl AgentClient {
         .await
     }
 
+    /// Sets the guest's clock to the host's (after its vCPUs stood still).
+    pub async fn set_clock_now(&self) -> Result<(), AgentError> {
+        self.send(&HostMessage::SetClock {
+            unix_time_ns: unix_time_ns_now(),
+        })
+        .await
+    }
+
     pub async fn kill_tree(&self, exec_id: u32) -> Result<(), AgentError> {
         self.send(&HostMessage::KillTree { exec_id }).await
     }
@@ -252,4 +260,12 @@ impl AgentClient {
     pub async fn shutdown(&self) -> Result<(), AgentError> {
         self.send(&HostMessage::Shutdown).await
     }
+}
+
+/// The host's wall-clock time in nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn unix_time_ns_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }

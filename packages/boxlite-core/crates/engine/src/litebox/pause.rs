@@ -47,6 +47,10 @@ impl LiteBox {
         };
         self.control(&running, "cont").await?;
         running.agent.set_paused(false);
+        // The guest's clock stood still while paused.
+        if let Err(e) = running.agent.set_clock_now().await {
+            tracing::warn!(id = %self.id, error = %e, "the resumed guest's clock was not set");
+        }
         self.set_status_if_current(&running, BoxStatus::Running);
         tracing::info!(id = %self.id, "box resumed");
         Ok(())

@@ -147,6 +147,10 @@ impl LiteBox {
         };
         if !was_paused && resumed.is_ok() {
             running.agent.set_paused(false);
+            // The guest's clock stood still while its state was saved.
+            if let Err(e) = running.agent.set_clock_now().await {
+                tracing::warn!(id = %self.id, error = %e, "the snapshotted guest's clock was not set");
+            }
         }
         saved?;
         copied?;

@@ -89,6 +89,7 @@ impl Executions {
                     crate::system::set_hostname(&hostname);
                 }
             }
+            HostMessage::SetClock { unix_time_ns } => crate::system::set_clock(unix_time_ns),
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
             HostMessage::Metrics { token } => {
                 let running = self.table.lock().expect("table lock").by_id.len() as u64;
