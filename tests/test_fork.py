@@ -23,7 +23,12 @@ from netlab import free_port
 from test_network import connect, peer  # noqa: F401  (peer: a fixture, "another machine")
 
 # A counting loop, left running in its execution.
-COUNTER = "echo $$ > /tmp/counter.pid; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+# Each count is written to a new file and renamed over the last, so that a snapshot never
+# catches the file truncated and empty.
+COUNTER = (
+    "echo $$ > /tmp/counter.pid; i=0; "
+    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
+)
 
 # A Python process running across the fork: each time /tmp/ask appears it writes, to
 # /tmp/answer, random.random() (its generator seeded once, before the fork), os.urandom(16)

@@ -21,7 +21,12 @@ from boxlite.sync_api import SyncBox
 from conftest import pid_alive
 
 # A counting loop, left running in its execution (an execution's processes end with it).
-COUNTER = "echo $$ > /tmp/counter.pid; i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+# Each count is written to a new file and renamed over the last, so that a snapshot never
+# catches the file truncated and empty.
+COUNTER = (
+    "echo $$ > /tmp/counter.pid; i=0; "
+    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
+)
 
 # Run in another process: resumes the hibernated box, reads what survived, hibernates it again.
 RESUME_ELSEWHERE = r"""

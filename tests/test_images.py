@@ -102,21 +102,24 @@ async def test_base_disk_is_built_once_and_shared(runtime: boxlite.Boxlite, busy
     second = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
     try:
         assert sorted(disks.glob("*.ext4")) == bases_before
-        backing = set()
+        bottoms = set()
         for box in (first, second):
             overlay = Path(box.info().dir) / "disk.qcow2"
-            info = json.loads(
+            chain = json.loads(
                 subprocess.run(
-                    ["qemu-img", "info", "-U", "--output=json", str(overlay)],
+                    ["qemu-img", "info", "-U", "--backing-chain", "--output=json", str(overlay)],
                     check=True,
                     capture_output=True,
                     text=True,
                 ).stdout
             )
-            backing.add(info["backing-filename"])
+            # The base disk is the bottom of each box's chain (a box restored from the boot
+            # cache builds on that snapshot's disk, which builds on the base).
+            bottoms.add(chain[-1]["filename"])
+            assert chain[-1]["format"] == "raw" and len(chain) in (2, 3), chain
             # A new box's own disk holds next to nothing: the image stays in the base.
             assert overlay.stat().st_size < 2 * 1024 * 1024
-        assert len(backing) == 1 and Path(backing.pop()) in bases_before
+        assert len(bottoms) == 1 and Path(bottoms.pop()) in bases_before
         # Writes stay in each box's own overlay.
         assert (await sh(first, "echo mine > /root/only-here")).exit_code == 0
         assert (await sh(second, "test -e /root/only-here")).exit_code == 1

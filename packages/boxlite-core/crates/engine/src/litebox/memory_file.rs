@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::lifecycle::{connect_control, load_state};
-use super::snapshot::own_state_file;
+use super::snapshot::{file_for_vmm, own_state_file};
 use super::LiteBox;
 use crate::agent_socket;
 use crate::boot;
@@ -122,30 +122,22 @@ impl LiteBox {
             incoming: true,
             guest_memory: GuestMemory::WrittenToFile(saved.dir.join(MEMORY_FILE)),
         };
-        let vm = self.platform.hypervisor.launch(&spec)?;
+        // A jailed VMM writes the device state in its jail; it then moves beside the memory.
+        let (written, vmm_path) =
+            file_for_vmm(&confinement, JAILED_DEVICE_STATE, &scratch.join("devices"))?;
+        let vm = match self.platform.hypervisor.launch(&spec) {
+            Ok(vm) => vm,
+            Err(e) => {
+                let _ = std::fs::remove_file(&written);
+                return Err(e);
+            }
+        };
         let launched = Instant::now();
         let deadline = launched + MOVE_TIMEOUT;
-        // A jailed VMM writes the device state in its jail, as its own user (see
-        // `migrate_state_out`); it then moves beside the memory file.
-        let (written, vmm_path) = match &confinement.chroot {
-            Some(jail) => (
-                jail.join(JAILED_DEVICE_STATE),
-                Path::new("/").join(JAILED_DEVICE_STATE),
-            ),
-            None => (scratch.join("devices"), scratch.join("devices")),
-        };
         let moved = async {
             let mut qmp = connect_control(&spec, &*vm, deadline, "load the snapshot").await?;
             load_state(&mut qmp, &spec, saved, deadline).await?;
             tracing::debug!(id = %self.id, ms = launched.elapsed().as_millis() as u64, "snapshot loaded for its memory file");
-            if confinement.chroot.is_some() {
-                std::fs::File::create(&written)
-                    .map_err(|e| format!("create {}: {e}", written.display()))?;
-                if let Some((uid, gid)) = confinement.run_as {
-                    std::os::unix::fs::chown(&written, Some(uid), Some(gid))
-                        .map_err(|e| format!("hand {} to the VMM's user: {e}", written.display()))?;
-                }
-            }
             let saved_again = async {
                 qmp.set_migration_capabilities(DEVICE_STATE_CAPABILITIES)
                     .await?;

@@ -7,7 +7,7 @@
 //! The disk is copied, not frozen into a shared backing layer: the box's overlay holds only
 //! what the box wrote, and the copy keeps the running box's disk chain unchanged.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{BoxStatus, LiteBox, Running};
@@ -182,18 +182,7 @@ impl LiteBox {
         // file then moves into `dir` (one file system: a rename).
         let confinement = self.confinement()?;
         let target = dir.join(STATE_FILE);
-        let (written, vmm_path) = match &confinement.chroot {
-            Some(jail) => {
-                let file = jail.join(JAILED_STATE);
-                std::fs::File::create(&file).context(|| format!("create {}", file.display()))?;
-                if let Some((uid, gid)) = confinement.run_as {
-                    std::os::unix::fs::chown(&file, Some(uid), Some(gid))
-                        .context(|| format!("hand {} to the VMM's user", file.display()))?;
-                }
-                (file, Path::new("/").join(JAILED_STATE))
-            }
-            None => (target.clone(), target.clone()),
-        };
+        let (written, vmm_path) = file_for_vmm(&confinement, JAILED_STATE, &target)?;
         running.agent.set_paused(true);
         let mut qmp = running.qmp.lock().await;
         let saved = async {
@@ -253,6 +242,27 @@ async fn resume_vcpus(running: &Running) -> std::result::Result<(), QmpError> {
 
 /// The state file's name in a jailed VMM's jail, while it is written or read.
 pub(crate) const JAILED_STATE: &str = "snapshot.state";
+
+/// Where a VMM confined by `confinement` writes a file that belongs at `outside`: in its jail
+/// as `name`, created and handed to its user, when it has one (a jailed VMM sees only its
+/// jail, as its own user; [`own_state_file`] then moves the file out); else `outside` itself.
+/// Returns the file's path on the host and the path the VMM is given.
+pub(super) fn file_for_vmm(
+    confinement: &crate::hypervisor::Confinement,
+    name: &str,
+    outside: &Path,
+) -> Result<(PathBuf, PathBuf)> {
+    let Some(jail) = &confinement.chroot else {
+        return Ok((outside.to_owned(), outside.to_owned()));
+    };
+    let file = jail.join(name);
+    std::fs::File::create(&file).context(|| format!("create {}", file.display()))?;
+    if let Some((uid, gid)) = confinement.run_as {
+        std::os::unix::fs::chown(&file, Some(uid), Some(gid))
+            .context(|| format!("hand {} to the VMM's user", file.display()))?;
+    }
+    Ok((file, Path::new("/").join(name)))
+}
 
 /// Moves the state file a jailed VMM wrote from its jail to `to`, owned by this process's
 /// user, readable by the user a jailed VMM restoring it runs as (the home is private).
