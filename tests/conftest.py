@@ -3,6 +3,7 @@ machines), from OCI images built locally by ``tests/images/build_images.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -135,3 +136,26 @@ SPAWN_AND_SPIN = (
     "print('spawned', flush=True)\n"
     "while True: pass"
 )
+
+# A shell loop counting in /tmp/count ten times a second, its pid in /tmp/counter.pid, for the
+# tests of what a snapshot, fork or hibernation catches. It writes a new file and renames it: a
+# snapshot taken between a truncation and the write would catch /tmp/count empty.
+COUNTER = (
+    "echo $$ > /tmp/counter.pid; i=0; "
+    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
+)
+
+
+async def shell_output(box: boxlite.Box, script: str) -> str:
+    """The stripped stdout of ``sh -c script`` in ``box``; fails the test if it exits non-zero."""
+    result = await box.run("sh", ["-c", script])
+    assert result.exit_code == 0, result
+    return result.stdout.strip()
+
+
+async def start_counter(box: boxlite.Box) -> tuple[boxlite.Execution, str]:
+    """Starts :data:`COUNTER` in ``box``; its execution and its shell's pid, once it counts."""
+    counter = await box.exec("sh", ["-c", COUNTER])
+    while not (pid := await shell_output(box, "cat /tmp/counter.pid 2>/dev/null; true")):
+        await asyncio.sleep(0.1)
+    return counter, pid

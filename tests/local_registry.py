@@ -9,7 +9,6 @@ import hashlib
 import http.server
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -19,15 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from boxlite._ports import free_port
+
 REGISTRY_BIN = "docker-registry"
 SKOPEO_BIN = "skopeo"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def sha256_digest(data: bytes) -> str:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from boxlite._ports import free_port as free_port  # the tests' one free-port helper
 
 HOST_MAIN = "10.231.0.1"
 HOST_SECOND = "10.232.0.1"
@@ -286,9 +287,3 @@ def can_build() -> str | None:
     if shutil.which("ip") is None:
         return "the lab needs iproute2 (`ip`)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -16,14 +16,9 @@ from pathlib import Path
 
 import boxlite
 import pytest
+from conftest import shell_output
 
 SHAPE_MIB = 208
-
-
-async def out(box: boxlite.Box, script: str) -> str:
-    result = await box.run("sh", ["-c", script])
-    assert result.exit_code == 0, result
-    return result.stdout.strip()
 
 
 def vmm_command_line(box: boxlite.Box) -> str:
@@ -52,7 +47,7 @@ async def test_a_shape_booted_before_is_restored_and_as_fresh_as_a_booted_box(
         # The first two boot; the second is snapshotted once booted, before it is returned.
         for booted in (first, second):
             assert "-incoming" not in vmm_command_line(booted)
-            await out(booted, "echo used > /root/trace; echo used > /tmp/trace")
+            await shell_output(booted, "echo used > /root/trace; echo used > /tmp/trace")
         (entry,) = boot_cache_entries(home, SHAPE_MIB)
         assert entry["id"] not in {s.id for s in runtime.snapshots.list()}, "the cache is not listed"
 
@@ -65,15 +60,15 @@ async def test_a_shape_booted_before_is_restored_and_as_fresh_as_a_booted_box(
             assert "-incoming defer" in command, command
             assert f"mem-path={entry['dir']}/memory" in command, command
         # Nothing the earlier boxes did is there; the box is its own.
-        assert await out(third, "cat /root/trace /tmp/trace 2>/dev/null; true") == ""
-        assert await out(third, "hostname") == third.id[:12].lower()
-        assert await out(fourth, "hostname") == fourth.id[:12].lower()
-        assert await out(third, "echo $WHO") == "third"
+        assert await shell_output(third, "cat /root/trace /tmp/trace 2>/dev/null; true") == ""
+        assert await shell_output(third, "hostname") == third.id[:12].lower()
+        assert await shell_output(fourth, "hostname") == fourth.id[:12].lower()
+        assert await shell_output(third, "echo $WHO") == "third"
         random_bytes = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"
-        assert await out(third, random_bytes) != await out(fourth, random_bytes)
-        assert abs(int(await out(third, "date +%s")) - time.time()) < 3
-        await out(third, "echo third > /root/mine")
-        assert await out(fourth, "cat /root/mine 2>/dev/null; true") == ""
+        assert await shell_output(third, random_bytes) != await shell_output(fourth, random_bytes)
+        assert abs(int(await shell_output(third, "date +%s")) - time.time()) < 3
+        await shell_output(third, "echo third > /root/mine")
+        assert await shell_output(fourth, "cat /root/mine 2>/dev/null; true") == ""
     finally:
         for box in (first, second, *restored):
             await box.stop()

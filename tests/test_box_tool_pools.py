@@ -218,9 +218,16 @@ async def test_two_desktops_at_once_on_their_own_ports(
 def test_free_ports_are_never_handed_out_twice() -> None:
     first, second = _ports.reserve_port(), _ports.reserve_port()
     assert first != second
+    # Outside the kernel's ephemeral range, where no outgoing connection can take them before passt binds them.
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    assert not low <= first <= high and not low <= second <= high, (first, second, low, high)
+    named = _ports.free_port()
+    assert _ports.port_free(named), "free_port() does not reserve: the caller names it"
+    assert _ports.claim_port(named, owner="test", option="port") == named
+    assert not _ports.port_free(named)
     assert not _ports.port_free(first)
-    _ports.release_ports([first, second])
-    assert _ports.port_free(first)
+    _ports.release_ports([first, second, named])
+    assert _ports.port_free(first) and _ports.port_free(named)
 
 
 def test_computerbox_prefers_3000_and_falls_back_to_a_free_port() -> None:

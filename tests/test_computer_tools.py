@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 
 import boxlite
 import pytest
+from boxlite._ports import free_port
 from boxlite.tools import ActionResult, ComputerToolSession
 from boxlite_crewai import BoxLiteComputerTool as CrewComputerTool
 from boxlite_langchain import BoxLiteComputerTool
@@ -41,13 +41,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Under TCG on a busy 2-core machine the desktop takes far longer than the 60 s default.
 READY_TIMEOUT = 300
 DESKTOP_USER = "1000:1000"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
+from boxlite._ports import free_port
 from boxlite.errors import BoxStartError, ExecError, InvalidOptionError
 from build_images import build_images
 
@@ -51,13 +52,6 @@ asyncio.run(main())
 #: Under TCG on a busy 2-core machine the desktop takes far longer than the 60 s default.
 READY_TIMEOUT = 300
 DESKTOP_USER = "1000:1000"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def parse_png(png: bytes) -> tuple[int, int, bytes]:

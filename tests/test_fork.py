@@ -19,16 +19,9 @@ from pathlib import Path
 
 import boxlite
 import pytest
+from conftest import shell_output, start_counter
 from netlab import free_port
 from test_network import connect, peer  # noqa: F401  (peer: a fixture, "another machine")
-
-# A counting loop, left running in its execution.
-# Each count is written to a new file and renamed over the last, so that a snapshot never
-# catches the file truncated and empty.
-COUNTER = (
-    "echo $$ > /tmp/counter.pid; i=0; "
-    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
-)
 
 # A Python process running across the fork: each time /tmp/ask appears it writes, to
 # /tmp/answer, random.random() (its generator seeded once, before the fork), os.urandom(16)
@@ -52,17 +45,11 @@ Family = tuple[boxlite.Box, list[boxlite.Box], str, list[tuple[float, float, flo
 FRESH = "import os, random, uuid; print(random.random(), os.urandom(16).hex(), uuid.uuid4())"
 
 
-async def out(box: boxlite.Box, script: str) -> str:
-    result = await box.run("sh", ["-c", script])
-    assert result.exit_code == 0, result
-    return result.stdout.strip()
-
-
 async def ask(box: boxlite.Box) -> list[str]:
     """The running Python process's three values, asked for now."""
-    await out(box, "rm -f /tmp/answer; touch /tmp/ask")
+    await shell_output(box, "rm -f /tmp/answer; touch /tmp/ask")
     for _ in range(200):
-        answer = await out(box, "cat /tmp/answer 2>/dev/null; true")
+        answer = await shell_output(box, "cat /tmp/answer 2>/dev/null; true")
         if answer:
             return answer.split()
         await asyncio.sleep(0.1)
@@ -78,12 +65,10 @@ async def family(runtime: boxlite.Boxlite, python_image: str) -> AsyncIterator[F
     parent = await runtime.create(
         boxlite.BoxOptions(rootfs_path=python_image, memory_mib=256, ports=[(free_port(), 8000)])
     )
-    counter = await parent.exec("sh", ["-c", COUNTER])
+    counter, pid = await start_counter(parent)
     asked = await parent.exec("python3", ["-c", ASKED])
-    await out(parent, "echo in-memory > /tmp/note; echo on-disk > /root/disk-note; sync")
-    while not (pid := await out(parent, "cat /tmp/counter.pid 2>/dev/null; true")):
-        await asyncio.sleep(0.1)
-    while not await out(parent, "ls /tmp/asked.ready 2>/dev/null; true"):
+    await shell_output(parent, "echo in-memory > /tmp/note; echo on-disk > /root/disk-note; sync")
+    while not await shell_output(parent, "ls /tmp/asked.ready 2>/dev/null; true"):
         await asyncio.sleep(0.1)
     await parent.pause()
     await asyncio.sleep(3)  # the saved guest clock falls behind the host's
@@ -93,7 +78,7 @@ async def family(runtime: boxlite.Boxlite, python_image: str) -> AsyncIterator[F
     clocks = []
     for fork in forks:
         before = time.time()
-        guest = float(await out(fork, "python3 -c 'import time; print(time.time())'"))
+        guest = float(await shell_output(fork, "python3 -c 'import time; print(time.time())'"))
         clocks.append((before, guest, time.time()))
     await parent.resume()
     try:
@@ -115,19 +100,19 @@ async def test_forks_continue_from_the_parent_and_diverge(
     assert one.name is None and two.name is None
     for fork in (one, two):
         assert fork.info().status == "running"
-        assert await out(fork, "cat /tmp/note /root/disk-note") == "in-memory\non-disk"
+        assert await shell_output(fork, "cat /tmp/note /root/disk-note") == "in-memory\non-disk"
         # The counter started in the parent runs on in each fork, with its pid.
-        assert await out(fork, f"kill -0 {pid} && echo alive") == "alive"
-        first = int(await out(fork, "cat /tmp/count"))
+        assert await shell_output(fork, f"kill -0 {pid} && echo alive") == "alive"
+        first = int(await shell_output(fork, "cat /tmp/count"))
         await asyncio.sleep(0.6)
-        assert int(await out(fork, "cat /tmp/count")) > first
+        assert int(await shell_output(fork, "cat /tmp/count")) > first
     # A write in one box, in memory or on disk, is seen by none of the others.
-    await out(one, "echo one > /tmp/who; echo one > /root/who; sync")
+    await shell_output(one, "echo one > /tmp/who; echo one > /root/who; sync")
     for other in (two, parent):
-        assert await out(other, "cat /tmp/who /root/who 2>/dev/null; true") == ""
-    await out(parent, "echo parent > /tmp/after")
+        assert await shell_output(other, "cat /tmp/who /root/who 2>/dev/null; true") == ""
+    await shell_output(parent, "echo parent > /tmp/after")
     for fork in (one, two):
-        assert await out(fork, "cat /tmp/after 2>/dev/null; true") == ""
+        assert await shell_output(fork, "cat /tmp/after 2>/dev/null; true") == ""
 
 
 async def test_randomness_differs_between_forks_and_the_clock_is_the_hosts(
@@ -190,7 +175,7 @@ async def test_count_is_bounded_the_twins_fork_and_fork_snapshots_go_with_their_
 ) -> None:
     async with boxlite.SimpleBox(rootfs_path=busybox, memory_mib=128, runtime=runtime) as simple:
         box = simple.box
-        await out(box, "echo mark > /root/mark")
+        await shell_output(box, "echo mark > /root/mark")
         for bad in (0, 65):
             with pytest.raises(boxlite.InvalidOptionError, match="1 to 64"):
                 await box.fork(bad)

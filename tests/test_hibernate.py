@@ -18,15 +18,7 @@ from pathlib import Path
 import boxlite
 import pytest
 from boxlite.sync_api import SyncBox
-from conftest import pid_alive
-
-# A counting loop, left running in its execution (an execution's processes end with it).
-# Each count is written to a new file and renamed over the last, so that a snapshot never
-# catches the file truncated and empty.
-COUNTER = (
-    "echo $$ > /tmp/counter.pid; i=0; "
-    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
-)
+from conftest import pid_alive, shell_output, start_counter
 
 # Run in another process: resumes the hibernated box, reads what survived, hibernates it again.
 RESUME_ELSEWHERE = r"""
@@ -63,12 +55,6 @@ asyncio.run(main())
 """
 
 
-async def out(box: boxlite.Box, script: str) -> str:
-    result = await box.run("sh", ["-c", script])
-    assert result.exit_code == 0, result
-    return result.stdout.strip()
-
-
 async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_is_refused(
     busybox: str, tmp_path: Path
 ) -> None:
@@ -77,11 +63,9 @@ async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_
         boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, auto_remove=False, name="sleeper")
     )
     try:
-        await out(box, "echo in-memory > /tmp/note")
-        await box.exec("sh", ["-c", COUNTER])
-        while not (pid := await out(box, "cat /tmp/counter.pid 2>/dev/null; true")):
-            await asyncio.sleep(0.1)
-        uptime = float(await out(box, "cut -d' ' -f1 /proc/uptime"))
+        await shell_output(box, "echo in-memory > /tmp/note")
+        _, pid = await start_counter(box)
+        uptime = float(await shell_output(box, "cut -d' ' -f1 /proc/uptime"))
         vmm = box.info().vmm_pid
         assert vmm is not None
 
@@ -140,7 +124,7 @@ async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_
         await box.start(discard_state=True)
         assert box.info().status == "running" and not box.info().hibernated
         assert not state.parent.exists()
-        assert float(await out(box, "cut -d' ' -f1 /proc/uptime")) < report["uptime"], "booted afresh"
+        assert float(await shell_output(box, "cut -d' ' -f1 /proc/uptime")) < report["uptime"], "booted afresh"
     finally:
         await runtime.remove("sleeper", force=True)
     assert not (tmp_path / "boxes" / box.id).exists(), "removing the box removes its saved state"
@@ -166,7 +150,7 @@ async def test_keep_state_is_refused_before_anything_stops(
         with pytest.raises(boxlite.SnapshotError, match=r"volumes.*nothing was stopped"):
             SyncBox(box).stop(keep_state=True)  # the sync twin takes the same flag
         assert box.info().status == "running" and not box.info().hibernated
-        assert await out(box, "echo still-running") == "still-running"
+        assert await shell_output(box, "echo still-running") == "still-running"
     finally:
         await runtime.remove(box.id, force=True)
 

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from boxlite._ports import free_port
 from boxlite.contract import TIMEOUT_EXIT_CODE
 from boxlite.mcp.options import parse_options
 from boxlite.tools import descriptions
@@ -186,12 +186,6 @@ async def test_stdio_tools_sessions_files_lifecycle_and_disconnect(plot_image: s
         assert vmms_under(mcp_home), "the session's box and the pool's are running"
     # The client closed the connection: the server stopped every box it started and exited.
     assert wait_until(lambda: not vmms_under(mcp_home)), f"QEMU left running: {vmms_under(mcp_home)}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_http_bearer_token_volumes_session_disconnect_and_sigterm(

@@ -17,30 +17,15 @@ from pathlib import Path
 
 import boxlite
 import pytest
-
-# A counting loop, left running in its execution (an execution's processes end with it).
-# Each count is written to a new file and renamed over the last, so that a snapshot never
-# catches the file truncated and empty.
-COUNTER = (
-    "echo $$ > /tmp/counter.pid; i=0; "
-    "while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
-)
-
-
-async def out(box: boxlite.Box, script: str) -> str:
-    result = await box.run("sh", ["-c", script])
-    assert result.exit_code == 0, result
-    return result.stdout.strip()
+from conftest import shell_output, start_counter
 
 
 @pytest.fixture(scope="module")
 async def parent(runtime: boxlite.Boxlite, busybox: str) -> AsyncIterator[tuple[boxlite.Box, str]]:
     """A busybox box with a file in /tmp, one on its disk and a running counter; its pid."""
     box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
-    await out(box, "echo in-memory > /tmp/note; echo on-disk > /root/disk-note; sync")
-    counter = await box.exec("sh", ["-c", COUNTER])
-    while not (pid := await out(box, "cat /tmp/counter.pid 2>/dev/null; true")):
-        await asyncio.sleep(0.1)
+    await shell_output(box, "echo in-memory > /tmp/note; echo on-disk > /root/disk-note; sync")
+    counter, pid = await start_counter(box)
     yield box, pid
     await counter.kill()
     await box.stop()
@@ -59,23 +44,23 @@ async def test_files_and_a_running_process_survive_and_parent_and_restore_diverg
     box, pid = parent
     # The parent runs on after its snapshot.
     assert box.info().status == "running"
-    assert await out(box, "cat /tmp/note") == "in-memory"
+    assert await shell_output(box, "cat /tmp/note") == "in-memory"
     restored = await runtime.restore(snapshot.name)
     try:
         assert restored.id != box.id
-        assert await out(restored, "cat /tmp/note /root/disk-note") == "in-memory\non-disk"
+        assert await shell_output(restored, "cat /tmp/note /root/disk-note") == "in-memory\non-disk"
         # The counter started in the parent runs in the restored box, same pid.
-        assert await out(restored, f"kill -0 {pid} && echo alive") == "alive"
-        first = int(await out(restored, "cat /tmp/count"))
+        assert await shell_output(restored, f"kill -0 {pid} && echo alive") == "alive"
+        first = int(await shell_output(restored, "cat /tmp/count"))
         await asyncio.sleep(1)
-        assert int(await out(restored, "cat /tmp/count")) > first
+        assert int(await shell_output(restored, "cat /tmp/count")) > first
         # Writes after the snapshot stay in their own box, in memory and on disk.
-        await out(box, "echo parent > /tmp/later; echo parent > /root/later")
-        await out(restored, "echo child > /tmp/child; echo child > /root/child")
-        assert await out(restored, "ls /tmp/later /root/later 2>/dev/null; true") == ""
-        assert await out(box, "ls /tmp/child /root/child 2>/dev/null; true") == ""
-        assert await out(box, "cat /tmp/later") == "parent"
-        assert await out(restored, "cat /root/child") == "child"
+        await shell_output(box, "echo parent > /tmp/later; echo parent > /root/later")
+        await shell_output(restored, "echo child > /tmp/child; echo child > /root/child")
+        assert await shell_output(restored, "ls /tmp/later /root/later 2>/dev/null; true") == ""
+        assert await shell_output(box, "ls /tmp/child /root/child 2>/dev/null; true") == ""
+        assert await shell_output(box, "cat /tmp/later") == "parent"
+        assert await shell_output(restored, "cat /root/child") == "child"
     finally:
         await restored.stop()
 
@@ -89,12 +74,12 @@ async def test_two_restores_diverge_in_randomness_and_the_clock_is_the_hosts(
     two = await runtime.restore(snapshot.name)
     try:
         random_bytes = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"
-        a, b = await out(one, random_bytes), await out(two, random_bytes)
+        a, b = await shell_output(one, random_bytes), await shell_output(two, random_bytes)
         assert len(a) == 32 and a != b, (a, b)
-        guest = int(await out(one, "date +%s"))
+        guest = int(await shell_output(one, "date +%s"))
         assert abs(guest - time.time()) < 3, (guest, time.time())
-        await out(one, "echo one > /tmp/who")
-        assert await out(two, "cat /tmp/who 2>/dev/null; true") == ""
+        await shell_output(one, "echo one > /tmp/who")
+        assert await shell_output(two, "cat /tmp/who 2>/dev/null; true") == ""
     finally:
         await one.stop()
         await two.stop()
@@ -125,8 +110,8 @@ async def test_restored_boxes_share_the_snapshots_memory_and_never_write_it(
     try:
         # Each box writes 16 MiB of its own into its memory: pages copied on write, its own.
         digest = "dd if=/dev/urandom of=/tmp/big bs=1048576 count=16 2>/dev/null && md5sum < /tmp/big"
-        assert await out(one, digest) != await out(two, digest)
-        assert await out(one, "cat /tmp/note") == "in-memory"
+        assert await shell_output(one, digest) != await shell_output(two, digest)
+        assert await shell_output(one, "cat /tmp/note") == "in-memory"
         for box in (one, two):
             pid = box.info().vmm_pid
             assert pid is not None
@@ -163,7 +148,7 @@ async def test_list_get_and_remove_refused_while_a_box_uses_it(
         runtime.snapshots.remove(extra.id)
     # A kept restored box starts again from its own disk (a boot, not a restore).
     await kept.start()
-    assert await out(kept, "cat /root/disk-note") == "on-disk"
+    assert await shell_output(kept, "cat /root/disk-note") == "on-disk"
     await kept.stop()
     await runtime.remove("from-extra")
     runtime.snapshots.remove(extra.id)
@@ -229,7 +214,7 @@ async def test_a_box_with_a_volume_cannot_be_snapshotted(
         with pytest.raises(boxlite.SnapshotError, match="volumes"):
             await box.snapshot("with-volume")
         # The box runs on, and nothing was recorded.
-        assert await out(box, "echo ok") == "ok"
+        assert await shell_output(box, "echo ok") == "ok"
         assert "with-volume" not in {s.name for s in runtime.snapshots.list()}
     finally:
         await box.stop()

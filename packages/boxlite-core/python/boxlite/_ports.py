@@ -15,18 +15,23 @@ lapses by itself, and by then its forwarder has closed.
 from __future__ import annotations
 
 import errno
+import random
 import socket
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from .errors import InvalidOptionError
 
 #: Seconds a port handed to one box is not handed to another (a boot under emulation, with a
 #: base disk to build first, can take this long before passt binds it).
 RESERVATION_SECONDS = 300.0
-#: Tries at a kernel-chosen port that this process has not reserved already.
+#: Tries at a random port that is bindable and that this process has not reserved already.
 _PICK_TRIES = 64
+#: The lowest port handed out: below it live the well-known and registered services.
+_LOWEST_PORT = 20000
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 _lock = threading.Lock()
 _reserved: dict[int, float] = {}
@@ -56,6 +61,42 @@ def _held(port: int, now: float) -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections and ``bind(0)`` (Linux's default when unreadable)."""
+    try:
+        low, high = (int(field) for field in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _candidates() -> list[int]:
+    """Ports to try, in random order, outside the kernel's ephemeral range: a port chosen there could be
+    taken by any outgoing connection in the seconds before passt binds it; one outside it only by a
+    listener."""
+    low, high = _ephemeral_range()
+    pool = [*range(_LOWEST_PORT, low), *range(high + 1, 65536)]
+    if not pool:  # the whole range is ephemeral: nothing better than the kernel's choice
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return [int(s.getsockname()[1])]
+    return random.sample(pool, min(_PICK_TRIES, len(pool)))
+
+
+def _pick(now: float) -> int:
+    for port in _candidates():
+        if not _held(port, now) and _bindable(port):
+            return port
+    raise OSError(errno.EADDRINUSE, "no free host port on 127.0.0.1 found")
+
+
+def free_port() -> int:
+    """A host port free now (bindable on 127.0.0.1, not reserved by a box of this process), not reserved:
+    for a caller that will name it in an option, e.g. ``ComputerBox(gui_http_port=free_port())``."""
+    with _lock:
+        return _pick(time.monotonic())
+
+
 def port_free(port: int) -> bool:
     """Whether ``port`` on 127.0.0.1 is neither bound on the host nor reserved by a box of this process."""
     with _lock:
@@ -66,20 +107,15 @@ def port_free(port: int) -> bool:
 
 def reserve_port(preferred: int | None = None) -> int:
     """A free host port, reserved for a box of this process: ``preferred`` if it is free, else
-    one the kernel picks."""
+    a random free one outside the kernel's ephemeral range."""
     with _lock:
         now = time.monotonic()
         if preferred is not None and not _held(preferred, now) and _bindable(preferred):
             _reserved[preferred] = now + RESERVATION_SECONDS
             return preferred
-        for _ in range(_PICK_TRIES):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port: int = s.getsockname()[1]
-            if not _held(port, now):
-                _reserved[port] = now + RESERVATION_SECONDS
-                return port
-    raise OSError(errno.EADDRINUSE, "no free host port on 127.0.0.1 found")
+        port = _pick(now)
+        _reserved[port] = now + RESERVATION_SECONDS
+        return port
 
 
 def claim_port(port: int, *, owner: str, option: str) -> int:
@@ -103,4 +139,4 @@ def release_ports(ports: Iterable[int]) -> None:
             _reserved.pop(port, None)
 
 
-__all__ = ["RESERVATION_SECONDS", "claim_port", "port_free", "release_ports", "reserve_port"]
+__all__ = ["RESERVATION_SECONDS", "claim_port", "free_port", "port_free", "release_ports", "reserve_port"]

@@ -26,18 +26,17 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Unpack
 
 from ._ports import claim_port, release_ports, reserve_port
 from .errors import BoxliteError, InvalidOptionError
-from .options import BoxOptions, NetworkSpec, SecurityOptions
+from .options import BoxOptions, NetworkSpec
 from .runtime import Box, Boxlite, ExecResult, Execution
-from .simplebox import SimpleBox
+from .simplebox import SimpleBox, SizedBoxArgs
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Playwright
@@ -168,24 +167,9 @@ def _retrieve(done: asyncio.Future[ExecResult]) -> None:
         done.exception()
 
 
-class BrowserBoxArgs(TypedDict, total=False):
-    """Box keywords of :class:`BrowserBox` (those of :class:`~boxlite.SimpleBox` but ``runtime``,
-    which is a parameter of its own, as upstream; see :class:`~boxlite.BoxOptions`)."""
-
-    rootfs_path: str | None
-    cpus: int | None
-    memory_mib: int | None
-    cpu: int | None
-    memory: int | None
-    working_dir: str | None
-    env: Mapping[str, str] | list[tuple[str, str]] | None
-    name: str | None
-    auto_remove: bool
-    disk_size_gb: int | None
-    security: SecurityOptions | None
-    ports: list[tuple[int, int] | tuple[int, int, str]] | None
-    volumes: list[tuple[str, str] | tuple[str, str, str]] | None
-    max_output_bytes: int | None
+class BrowserBoxArgs(SizedBoxArgs, total=False):
+    """Box keywords of :class:`BrowserBox`: those of :class:`~boxlite.SimpleBox` but ``runtime``,
+    which is a parameter of its own, as upstream (see :class:`~boxlite.simplebox.BoxArgs`)."""
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,14 @@ import os
 import struct
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, SupportsIndex, TypedDict, overload
+from typing import Any, Literal, SupportsIndex, overload
 
 from typing_extensions import Unpack
 
 from ._ports import claim_port, release_ports, reserve_port
 from .errors import BoxStartError, ExecError, InvalidOptionError
-from .options import SecurityOptions
 from .runtime import Box, Boxlite, ExecResult, Execution
-from .simplebox import SimpleBox
+from .simplebox import BoxArgs, SimpleBox
 
 logger = logging.getLogger(__name__)
 
@@ -189,26 +188,10 @@ class Screenshot(bytes):
         return f"Screenshot({self.width}x{self.height} png, {len(self)} bytes)"
 
 
-class ComputerBoxArgs(TypedDict, total=False):
+class ComputerBoxArgs(BoxArgs, total=False):
     """The keyword arguments :class:`ComputerBox` passes on to :class:`~boxlite.SimpleBox`
-    (its own ``cpu``, ``memory`` and ``runtime`` are parameters; see :class:`~boxlite.BoxOptions`).
+    (its own ``cpu``, ``memory`` and ``runtime`` are parameters; see :class:`~boxlite.simplebox.BoxArgs`).
     At run time every keyword of :class:`~boxlite.simplebox.SimpleBoxArgs` is accepted."""
-
-    rootfs_path: str | None
-    cpus: int | None
-    memory_mib: int | None
-    working_dir: str | None
-    env: Mapping[str, str] | list[tuple[str, str]] | None
-    name: str | None
-    auto_remove: bool
-    disk_size_gb: int | None
-    security: SecurityOptions | None
-    ports: list[tuple[int, int] | tuple[int, int, str]] | None
-    volumes: list[tuple[str, str] | tuple[str, str, str]] | None
-    max_output_bytes: int | None
-    #: SimpleBox's aliases of ``disk_size_gb`` (in MB) and ``volumes``.
-    disk_size: int | None
-    mounts: list[tuple[str, str] | tuple[str, str, str]] | None
 
 
 def default_image() -> str:

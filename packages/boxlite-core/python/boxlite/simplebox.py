@@ -16,9 +16,10 @@ from .runtime import Box, Boxlite, BoxMetrics, ExecResult, Execution
 from .snapshots import SnapshotInfo
 
 
-class SimpleBoxArgs(TypedDict, total=False):
-    """Keyword arguments of :class:`SimpleBox` and the boxes built on it (see
-    :class:`~boxlite.BoxOptions` for their meaning).
+class BoxArgs(TypedDict, total=False):
+    """The box keywords every box class takes (see :class:`~boxlite.BoxOptions` for their
+    meaning); :class:`SimpleBoxArgs`, ``BrowserBoxArgs`` and ``ComputerBoxArgs`` add those
+    that are not parameters of their own.
 
     The spellings of upstream BoxLite's documentation are accepted as aliases, in its units:
     ``cpu`` for ``cpus``, ``memory`` (MiB) for ``memory_mib``, ``disk_size`` (MB, rounded up
@@ -34,20 +35,31 @@ class SimpleBoxArgs(TypedDict, total=False):
     name: str | None
     auto_remove: bool
     disk_size_gb: int | None
-    #: The runtime to create the box in (default: :meth:`Boxlite.default`).
-    runtime: Boxlite | None
     security: SecurityOptions | None
     ports: list[tuple[int, int] | tuple[int, int, str]] | None
     volumes: list[tuple[str, str] | tuple[str, str, str]] | None
     max_output_bytes: int | None
-    #: Alias of ``cpus``.
-    cpu: int | None
-    #: Alias of ``memory_mib`` (MiB).
-    memory: int | None
     #: Alias of ``disk_size_gb`` in MB (1024 MB to the GB), rounded up to whole GB.
     disk_size: int | None
     #: Alias of ``volumes``: ``(host_dir, guest_path)`` or ``(host_dir, guest_path, "ro"|"rw")``.
     mounts: list[tuple[str, str] | tuple[str, str, str]] | None
+
+
+class SizedBoxArgs(BoxArgs, total=False):
+    """:class:`BoxArgs` and upstream's aliases of the VM's size (``BrowserBox``'s keywords)."""
+
+    #: Alias of ``cpus``.
+    cpu: int | None
+    #: Alias of ``memory_mib`` (MiB).
+    memory: int | None
+
+
+class SimpleBoxArgs(SizedBoxArgs, total=False):
+    """Keyword arguments of :class:`SimpleBox` (and :class:`~boxlite.CodeBox`,
+    :class:`~boxlite.InteractiveBox`): :class:`BoxArgs`, the size aliases and ``runtime``."""
+
+    #: The runtime to create the box in (default: :meth:`Boxlite.default`).
+    runtime: Boxlite | None
 
 
 #: Each alias ``SimpleBox`` accepts and the option it stands for.
@@ -78,7 +90,7 @@ def box_options(owner: str, image: str | None, args: Mapping[str, object]) -> Bo
         TypeError: an unknown keyword, or one option given under both of its names.
         InvalidOptionError: ``disk_size`` is not a positive integer.
     """
-    unknown = sorted(set(args) - set(SimpleBoxArgs.__annotations__))
+    unknown = sorted(set(args) - SimpleBoxArgs.__optional_keys__)
     if unknown:
         raise TypeError(f"{owner}() got unexpected keyword arguments: {', '.join(unknown)}")
     fields: dict[str, object] = {}
