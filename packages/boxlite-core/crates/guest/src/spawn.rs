@@ -13,6 +13,11 @@ use std::os::unix::ffi::OsStrExt;
 
 const CHILD_STACK_LEN: usize = 64 * 1024;
 
+thread_local! {
+    /// The stack a spawned child runs on until it calls `execve` (see [`spawn`]).
+    static CHILD_STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHILD_STACK_LEN]);
+}
+
 /// What to start; every string is prepared before the clone.
 pub struct SpawnRequest {
     /// Candidate paths of the program, in PATH order (one when the program names a path).
@@ -227,19 +232,24 @@ fn await_start(pid: i32, error_rx: OwnedFd) -> Result<i32, SpawnError> {
 pub fn spawn(request: &SpawnRequest) -> Result<i32, SpawnError> {
     let (error_rx, error_tx) = error_pipe()?;
     let args = child_args(request, error_tx.as_raw_fd());
-    let mut stack = vec![0u8; CHILD_STACK_LEN];
-    // The stack grows down: hand clone its 16-byte aligned top.
-    let top = ((stack.as_mut_ptr() as usize + CHILD_STACK_LEN) & !15) as *mut libc::c_void;
-    // SAFETY: the child runs `child` on its own stack; CLONE_VFORK keeps this thread (and so
-    // `args` and `stack`) suspended until the child has exec'd or exited.
-    let pid = unsafe {
-        libc::clone(
-            child,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &args as *const ChildArgs as *mut libc::c_void,
-        )
-    };
+    // The child's stack is this thread's, kept from one spawn to the next: allocating and
+    // faulting in a new one each time is measurable under emulation. CLONE_VFORK suspends this
+    // thread until the child has exec'd or exited, so no two children share it.
+    let pid = CHILD_STACK.with(|stack| {
+        let mut stack = stack.borrow_mut();
+        // The stack grows down: hand clone its 16-byte aligned top.
+        let top = ((stack.as_mut_ptr() as usize + CHILD_STACK_LEN) & !15) as *mut libc::c_void;
+        // SAFETY: the child runs `child` on its own stack; CLONE_VFORK keeps this thread (and
+        // so `args` and `stack`) suspended until the child has exec'd or exited.
+        unsafe {
+            libc::clone(
+                child,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &args as *const ChildArgs as *mut libc::c_void,
+            )
+        }
+    });
     if pid < 0 {
         return Err(SpawnError {
             stage: 0,

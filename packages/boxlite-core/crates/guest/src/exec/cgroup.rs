@@ -5,6 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::log::log;
@@ -13,9 +14,18 @@ use crate::system;
 /// How long a killed execution's cgroup may take to empty before its exit is reported anyway.
 pub(super) const KILL_SETTLE: Duration = Duration::from_secs(2);
 
-/// Creates the cgroup of a new execution, under the parent that holds the box's memory limit
+/// An execution's cgroup: its directory and its `cgroup.procs`, open for the child to move
+/// itself in.
+type ExecCgroup = (PathBuf, OwnedFd);
+
+/// A cgroup made ahead of time (after the previous execution ended), so that creating one is
+/// off the exec round trip: under emulation `mkdir` in the cgroup file system costs about a
+/// millisecond.
+static SPARE: Mutex<Option<ExecCgroup>> = Mutex::new(None);
+
+/// Makes a new, empty execution cgroup under the parent that holds the box's memory limit
 /// (see `system::setup_cgroups`); `None` where cgroups are unavailable.
-pub(super) fn create_cgroup(max_processes: Option<u64>) -> Option<(PathBuf, OwnedFd)> {
+fn make_cgroup() -> Option<ExecCgroup> {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let dir = PathBuf::from(format!(
         "{}/exec-{}",
@@ -23,11 +33,6 @@ pub(super) fn create_cgroup(max_processes: Option<u64>) -> Option<(PathBuf, Owne
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir(&dir).ok()?;
-    if let Some(max) = max_processes {
-        if let Err(e) = std::fs::write(dir.join("pids.max"), max.to_string()) {
-            log(&format!("pids.max not set: {e}"));
-        }
-    }
     match std::fs::OpenOptions::new()
         .write(true)
         .open(dir.join("cgroup.procs"))
@@ -38,6 +43,27 @@ pub(super) fn create_cgroup(max_processes: Option<u64>) -> Option<(PathBuf, Owne
             None
         }
     }
+}
+
+/// Makes the spare cgroup the next execution takes, unless there is one.
+pub(super) fn prepare_spare_cgroup() {
+    let mut spare = SPARE.lock().expect("spare cgroup lock");
+    if spare.is_none() {
+        *spare = make_cgroup();
+    }
+}
+
+/// The cgroup of a new execution: the spare one when there is one (nothing ever ran in it),
+/// else a new one; `None` where cgroups are unavailable.
+pub(super) fn create_cgroup(max_processes: Option<u64>) -> Option<ExecCgroup> {
+    let taken = SPARE.lock().expect("spare cgroup lock").take();
+    let (dir, procs) = taken.or_else(make_cgroup)?;
+    if let Some(max) = max_processes {
+        if let Err(e) = std::fs::write(dir.join("pids.max"), max.to_string()) {
+            log(&format!("pids.max not set: {e}"));
+        }
+    }
+    Some((dir, procs))
 }
 
 pub(super) fn cgroup_is_empty(dir: &Path) -> bool {

@@ -54,7 +54,12 @@ impl Executions {
             spawned,
         };
         let reaper = executions.clone();
-        std::thread::spawn(move || reaper.reap_forever(wake));
+        std::thread::spawn(move || {
+            if has_rootfs {
+                cgroup::prepare_spare_cgroup();
+            }
+            reaper.reap_forever(wake)
+        });
         executions
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use boxlite_protocol::{ExitStatus, GuestMessage, OutputStream, OUTPUT_CHUNK_LEN, OUTPUT_WINDOW};
 
-use super::cgroup::{cgroup_is_empty, KILL_SETTLE};
+use super::cgroup::{cgroup_is_empty, prepare_spare_cgroup, KILL_SETTLE};
 use super::reaper::decode_wait_status;
 use super::table::Entry;
 use super::Executions;
@@ -197,6 +197,8 @@ impl Executions {
         {
             let _ = std::fs::remove_dir(dir);
         }
+        // The next execution's cgroup, made now rather than on its round trip.
+        prepare_spare_cgroup();
     }
 
     /// Reads what is available on one stream, up to `budget` bytes (the rest stays in the
