@@ -177,6 +177,21 @@ async def _same(desktop: boxlite.ComputerBox, before: bytes) -> bool:
     return not await _differs(desktop, before)
 
 
+async def settled_screenshot(desktop: boxlite.ComputerBox, timeout: float = 30) -> bytes:
+    """A screenshot once the screen stopped changing (two taken half a second apart agree): the
+    file a command writes can exist before the terminal has drawn its output and next prompt."""
+    shot = bytes(await desktop.screenshot())
+
+    async def unchanged() -> bool:
+        nonlocal shot
+        await asyncio.sleep(0.5)
+        previous, shot = shot, bytes(await desktop.screenshot())
+        return parse_png(shot)[2] == parse_png(previous)[2]
+
+    await eventually(unchanged, "the screen to settle", timeout=timeout)
+    return shot
+
+
 async def test_cursor_position_follows_the_mouse(desktop: boxlite.ComputerBox) -> None:
     await desktop.mouse_move(123, 456)
     assert await desktop.cursor_position() == (123, 456)
@@ -210,7 +225,7 @@ async def test_scroll_scrolls_a_terminal_back(desktop: boxlite.ComputerBox) -> N
     await desktop.type("seq 1 300; echo done > /tmp/scrolled")
     await desktop.key("Return")
     await eventually(lambda: _has(desktop, "/tmp/scrolled", "done\n"), "seq to finish")
-    bottom = await desktop.screenshot()
+    bottom = await settled_screenshot(desktop)
     await desktop.scroll(x + 60, y + 60, "up", amount=5)
     assert await desktop.cursor_position() == (x + 60, y + 60)
     await eventually(lambda: _differs(desktop, bottom), "the terminal to scroll back", timeout=30)
