@@ -7,7 +7,8 @@ Prints figures and ratios against baselines measured in the same run; asserts no
 Targets (DESIGN.md): create() to first exec result within 1.25x of the bare boot of the same
 kernel and initramfs; exec round trip of `true` within 1.2x of the guest's own spawn-and-wait of
 /bin/true (p50); 200 consecutive boots with zero hangs; VMM RSS of an idle 512 MiB box under
-64 MiB, and 16 idle boxes at once, all answering. Also: the exec round trip under a load of 8
+64 MiB, and 16 idle boxes at once, all answering; the RSS of a booted box after its guest used
+and freed 200 MiB, with free page reporting and without. Also: the exec round trip under a load of 8
 concurrent executions, and the time from an execution's timeout to its result, with every
 process it started dead.
 """
@@ -150,6 +151,52 @@ async def bench_idle_boxes(runtime: boxlite.Boxlite, layout: str, count: int) ->
     line(f"boxes answering (target {count})", f"{answering:8d}")
 
 
+FILL = "head -c {mib} /dev/zero > /dev/shm/fill"
+
+
+async def rss_after_fill_and_free(box: boxlite.Box, mib: int, settle_s: float) -> tuple[float, float, float]:
+    """The VMM's RSS (MiB) before, with ``mib`` MiB written into the guest's tmpfs, and
+    ``settle_s`` seconds after the file was deleted."""
+
+    async def rss() -> float:
+        return (await box.metrics()).vmm_rss / 2**20
+
+    before = await rss()
+    assert (await box.run("sh", ["-c", FILL.format(mib=mib * 2**20)])).exit_code == 0
+    filled = await rss()
+    assert (await box.run("rm", ["/dev/shm/fill"])).exit_code == 0
+    await asyncio.sleep(settle_s)
+    return before, filled, await rss()
+
+
+async def bench_freed_memory(runtime: boxlite.Boxlite, layout: str, mib: int = 200) -> None:
+    """A booted box's RSS after its guest used and freed ``mib`` MiB: with free page reporting
+    (the default) and, as the baseline, with reporting turned off in the guest (its balloon
+    driver unbound)."""
+    print(f"memory a booted 512 MiB box frees ({mib} MiB in its tmpfs, deleted; 6 s later)")
+    unbind = (
+        "d=$(basename $(dirname $(grep -l 0x0005 /sys/bus/virtio/devices/*/device))); "
+        "echo $d > /sys/bus/virtio/drivers/virtio_balloon/unbind"
+    )
+    previous = os.environ.get("BOXLITE_BOOT_CACHE")
+    os.environ["BOXLITE_BOOT_CACHE"] = "0"  # a restored box's RAM is the snapshot's file
+    try:
+        for label, setup in (("reporting", None), ("baseline, off", unbind)):
+            box = await runtime.create(boxlite.BoxOptions(rootfs_path=layout, memory_mib=512))
+            try:
+                if setup:
+                    assert (await box.run("sh", ["-c", setup])).exit_code == 0
+                before, filled, after = await rss_after_fill_and_free(box, mib, 6.0)
+            finally:
+                await box.stop()
+            line(f"RSS before / filled / freed: {label}", f"{before:8.1f} / {filled:.1f} / {after:.1f} MiB")
+    finally:
+        if previous is None:
+            del os.environ["BOXLITE_BOOT_CACHE"]
+        else:
+            os.environ["BOXLITE_BOOT_CACHE"] = previous
+
+
 async def bench_timeout(runtime: boxlite.Boxlite, layout: str, runs: int = 10) -> None:
     print(f"timeout to every process dead ({runs} runs, a shell with a background child and a setsid daemon)")
     timeout = 1.0
@@ -218,6 +265,7 @@ async def main() -> None:
         await bench_timeout(runtime, str(images["busybox"]))
         if args.idle_boxes:
             await bench_idle_boxes(runtime, str(images["busybox"]), args.idle_boxes)
+            await bench_freed_memory(runtime, str(images["busybox"]))
         if args.boots:
             await bench_boots(runtime, str(images["busybox"]), args.boots)
         await runtime.shutdown()

@@ -15,7 +15,7 @@ pub mod archive;
 pub mod files;
 
 /// Bumped on every incompatible change of the messages below.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// The longest hostname the guest kernel takes (`HOST_NAME_MAX`).
 pub const HOSTNAME_MAX: usize = 64;
@@ -85,6 +85,11 @@ pub enum HostMessage {
     /// The host's wall-clock time, sent when the vCPUs run again after a pause (`resume()`,
     /// the end of a snapshot): the guest's clock stood still meanwhile.
     SetClock { unix_time_ns: u64 },
+    /// Whether the guest hands the pages it frees back to the host (free page reporting of the
+    /// VM's balloon device), sent to a restored guest: its VMM can give back pages of anonymous
+    /// RAM (a booted or hibernated box), not of RAM mapped from a snapshot's memory file
+    /// (QEMU refuses to discard a read-only file's pages, and would log each refusal).
+    FreePageReporting { enabled: bool },
     /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
     Ping { token: u64 },
     /// Asks for [`GuestMessage::Metrics`].

@@ -174,6 +174,11 @@ impl AgentClient {
         .await
     }
 
+    /// Turns the guest's free page reporting on or off (see [`HostMessage::FreePageReporting`]).
+    pub async fn set_free_page_reporting(&self, enabled: bool) -> Result<(), AgentError> {
+        self.send(&HostMessage::FreePageReporting { enabled }).await
+    }
+
     pub async fn kill_tree(&self, exec_id: u32) -> Result<(), AgentError> {
         self.send(&HostMessage::KillTree { exec_id }).await
     }

@@ -2,10 +2,12 @@
 //!
 //! The guest has no ACPI (`acpi=off`: our module-free kernel fails ACPI setup on microvm, and
 //! QEMU then passes the virtio-mmio devices on the kernel command line itself), no PCI, one
-//! serial console on QEMU's stdout (a pipe the engine drains into a size-capped log), a virtio-serial port for the agent channel, a virtio-rng
-//! device, the box's qcow2 overlay as a virtio-blk disk, and optionally a virtio-net device (to
-//! passt) and 9p shares (volumes). Without ACPI a fifth virtio-mmio device gets the RTC's
-//! interrupt and fails to probe; boxes with more devices run without an RTC instead.
+//! serial console on QEMU's stdout (a pipe the engine drains into a size-capped log), a
+//! virtio-serial port for the agent channel, a virtio-rng device, a virtio-balloon device (only
+//! for free page reporting), the box's qcow2 overlay as a virtio-blk disk, and optionally a
+//! virtio-net device (to passt) and 9p shares (volumes). Without ACPI a fifth virtio-mmio device
+//! gets the RTC's interrupt and fails to probe; boxes with more devices run without an RTC
+//! instead (the agent sets the clock from the host's hello).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -63,16 +65,27 @@ impl QemuBackend {
     pub fn arguments(&self, spec: &VmSpec) -> Vec<String> {
         let mut args: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| args.extend(items.iter().map(|s| s.to_string()));
-        // Serial port, rng and disk, plus the network and the shares.
-        let devices = 3 + usize::from(spec.network_fd.is_some()) + spec.shares.len();
+        // Serial port, rng and disk, plus the network and the shares; then the balloon where a
+        // slot is left that keeps the RTC (a box with that many volumes goes without it).
+        let required = 3 + usize::from(spec.network_fd.is_some()) + spec.shares.len();
+        let balloon = required < MICROVM_SLOTS.len() - 1;
+        let devices = required + usize::from(balloon);
         let mut machine = if !cfg!(target_arch = "x86_64") {
             "virt".to_owned()
-        } else if devices > MAX_DEVICES_WITH_RTC {
-            // The fifth virtio-mmio device would take the RTC's interrupt: drop the RTC (the
-            // agent sets the guest's clock from the host's hello).
+        } else if devices >= MICROVM_SLOTS.len() {
+            // The last slot raises the RTC's interrupt: drop the RTC (the agent sets the guest's
+            // clock from the host's hello).
             "microvm,acpi=off,x-option-roms=off,rtc=off".to_owned()
         } else {
             "microvm,acpi=off,x-option-roms=off".to_owned()
+        };
+        // Each virtio-mmio device names its slot (`bus=`), in MICROVM_SLOTS' order.
+        let mut slots = MICROVM_SLOTS.iter();
+        let mut device = |model: &str| match slots.next() {
+            Some(slot) if cfg!(target_arch = "x86_64") => {
+                format!("{model},bus=virtio-mmio-bus.{slot}")
+            }
+            _ => model.to_owned(),
         };
         let memory = format!("{}M", spec.memory_mib);
         // A file-backed RAM takes the id of the machine's own RAM: a saved state names its RAM
@@ -144,7 +157,8 @@ impl QemuBackend {
             // The control channel: pause and resume (see `qmp.rs`).
             push(&["-qmp", &super::qmp::qmp_argument(qmp)]);
         }
-        push(&["-device", "virtio-serial-device,max_ports=2"]);
+        let serial = device("virtio-serial-device,max_ports=2");
+        push(&["-device", &serial]);
         let port = format!(
             "virtserialport,chardev=agent,name={}",
             boxlite_protocol::AGENT_PORT_NAME
@@ -152,14 +166,23 @@ impl QemuBackend {
         push(&["-device", &port]);
         // Entropy for the guest: without it the first blocking getrandom() waits about a second
         // under TCG.
-        push(&["-device", "virtio-rng-device"]);
+        let rng = device("virtio-rng-device");
+        push(&["-device", &rng]);
+        // Free page reporting: the guest hands back the memory it frees (2 MiB blocks), which
+        // QEMU drops from the VM's resident memory; without it a box keeps the peak of what it
+        // ever used. The balloon is never inflated.
+        if balloon {
+            let balloon = device("virtio-balloon-device,free-page-reporting=on");
+            push(&["-device", &balloon]);
+        }
         if spec.network_fd.is_some() {
             // The socket is placed at descriptor 3 when QEMU starts (see `launch`).
+            let net = device("virtio-net-device,netdev=net0");
             push(&[
                 "-netdev",
                 "stream,id=net0,addr.type=fd,addr.str=3",
                 "-device",
-                "virtio-net-device,netdev=net0",
+                &net,
             ]);
         }
         // Shares come last: with more than four virtio-mmio devices the guest loses its RTC
@@ -179,8 +202,8 @@ impl QemuBackend {
             if *readonly {
                 fsdev.push_str(",readonly=on");
             }
-            let device = format!("virtio-9p-device,fsdev=fs{i},mount_tag={tag}");
-            push(&["-fsdev", &fsdev, "-device", &device]);
+            let share = device(&format!("virtio-9p-device,fsdev=fs{i},mount_tag={tag}"));
+            push(&["-fsdev", &fsdev, "-device", &share]);
         }
         let confinement = &spec.confinement;
         if confinement.seccomp {
@@ -217,14 +240,18 @@ impl QemuBackend {
                 "id=root,if=none,format=qcow2,discard=unmap,auto-read-only=off,file={}",
                 escape(&disk.display().to_string())
             );
-            push(&["-drive", &drive, "-device", "virtio-blk-device,drive=root"]);
+            let disk = device("virtio-blk-device,drive=root");
+            push(&["-drive", &drive, "-device", &disk]);
         }
         args
     }
 }
 
-/// Without ACPI, virtio-mmio devices beyond this many share IRQ 8 with the RTC.
-const MAX_DEVICES_WITH_RTC: usize = 4;
+/// The virtio-mmio slots of `microvm` without ACPI, in the order devices take them. Slot `i`
+/// raises IRQ 5 + i; slot 3's IRQ 8 is the RTC's, where a device fails to probe unless the
+/// machine has no RTC (which costs the guest about 1.2 s of boot under TCG): it comes last.
+/// (Left to itself, QEMU fills the slots from the last down, slot 3 fifth.)
+const MICROVM_SLOTS: [usize; 8] = [7, 6, 5, 4, 2, 1, 0, 3];
 
 /// `RLIMIT_NOFILE` of the VMM process.
 const VMM_MAX_OPEN_FILES: u64 = 1024;
@@ -452,6 +479,7 @@ mod tests {
             "-nodefaults",
             "-kernel /k/vmlinux",
             "name=boxlite.agent",
+            "-device virtio-balloon-device,free-page-reporting=on",
             "-qmp unix:/boxes/a/qmp.sock,server=on,wait=off",
             // The console goes through a pipe into a capped log, never straight to a file.
             "-chardev stdio,id=console,signal=off -serial chardev:console",
@@ -468,6 +496,47 @@ mod tests {
             .arguments(&spec(Accel::Kvm))
             .join(" ")
             .contains("-cpu host"));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn devices_take_the_slots_that_keep_the_rtc_and_the_balloon_gives_way() {
+        let with = |shares: usize| {
+            let mut box_spec = spec(Accel::Tcg);
+            box_spec.network_fd = Some(3);
+            box_spec.shares = (0..shares)
+                .map(|i| (format!("vol{i}"), format!("/host/{i}").into(), false))
+                .collect();
+            QemuBackend::default().arguments(&box_spec).join(" ")
+        };
+        let slots = |args: &str| -> Vec<usize> {
+            args.split("bus=virtio-mmio-bus.")
+                .skip(1)
+                .map(|rest| rest[..1].parse().expect("a slot number"))
+                .collect()
+        };
+        // Serial, rng, balloon, network and disk: the first five slots, none of them IRQ 8's.
+        let plain = with(0);
+        assert!(
+            plain.contains(
+                "-device virtio-balloon-device,free-page-reporting=on,bus=virtio-mmio-bus.5"
+            ),
+            "{plain}"
+        );
+        assert_eq!(slots(&plain), [7, 6, 5, 4, 2], "{plain}");
+        assert!(!plain.contains("rtc=off"), "{plain}");
+        // Two volumes: seven devices, the RTC kept.
+        assert_eq!(slots(&with(2)), [7, 6, 5, 4, 2, 1, 0]);
+        assert!(!with(2).contains("rtc=off"));
+        // Three volumes: no slot left for the balloon but the RTC's; the box goes without it.
+        let three = with(3);
+        assert!(!three.contains("virtio-balloon"), "{three}");
+        assert!(!three.contains("rtc=off"), "{three}");
+        assert!(!slots(&three).contains(&3), "{three}");
+        // Four (the most with a network): every slot, the RTC's too, and no RTC.
+        let four = with(4);
+        assert_eq!(slots(&four).len(), 8, "{four}");
+        assert!(four.contains("rtc=off"), "{four}");
     }
 
     #[test]

@@ -219,6 +219,12 @@ impl LiteBox {
             if let Err(e) = agent.set_hostname(&hostname).await {
                 tracing::warn!(id = %self.id, error = %e, "the restored guest keeps its snapshot's hostname");
             }
+            // The snapshot's guest reported its free pages if it was booted; RAM mapped from a
+            // memory file cannot give them back (QEMU refuses, and logs every refusal).
+            let reporting = matches!(spec.guest_memory, GuestMemory::Anonymous);
+            if let Err(e) = agent.set_free_page_reporting(reporting).await {
+                tracing::warn!(id = %self.id, error = %e, reporting, "free page reporting of the restored guest unchanged");
+            }
         }
         let boot_ms = launched.elapsed().as_millis() as u64;
         tracing::info!(id = %self.id, boot_ms, guest_uptime_ms = hello.uptime_ms, %accel, restored = restore.is_some(), "box started");

@@ -174,7 +174,7 @@ impl BoxOptions {
         }
         check_max_output_bytes(self.max_output_bytes)?;
         validate_ports(&self.ports)?;
-        validate_volumes(&self.volumes)?;
+        validate_volumes(&self.volumes, self.network())?;
         if !self.ports.is_empty() && !self.network() {
             return invalid(
                 "ports need the network: remove ports=..., or enable the network (network_enabled and security.network_enabled)".into(),

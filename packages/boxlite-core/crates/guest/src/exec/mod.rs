@@ -95,6 +95,11 @@ impl Executions {
                 }
             }
             HostMessage::SetClock { unix_time_ns } => crate::system::set_clock(unix_time_ns),
+            HostMessage::FreePageReporting { enabled } => {
+                // Unbinding resets the device (some 10 ms under TCG): not in the way of the
+                // restored box's first request.
+                std::thread::spawn(move || crate::system::set_free_page_reporting(enabled));
+            }
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
             HostMessage::Metrics { token } => {
                 let running = self.table.lock().expect("table lock").by_id.len() as u64;
