@@ -65,6 +65,13 @@ async def test_a_shape_booted_before_is_restored_and_as_fresh_as_a_booted_box(
         assert await shell_output(fourth, "hostname") == fourth.id[:12].lower()
         assert await shell_output(third, "echo $WHO") == "third"
         random_bytes = "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"
+        # Each restored box is a boot of its own, not its snapshot's (whose boot id the kernel fixed).
+        boot_id = "cat /proc/sys/kernel/random/boot_id"
+        boot_ids = {await shell_output(box, boot_id) for box in (second, third, fourth)}
+        assert len(boot_ids) == 3, boot_ids
+        # It stays the box's: read-only, as the kernel's own.
+        forged = await third.run("sh", ["-c", "echo 00000000-0000-4000-8000-000000000000 > /proc/sys/kernel/random/boot_id"])
+        assert forged.exit_code != 0 and await shell_output(third, boot_id) in boot_ids
         assert await shell_output(third, random_bytes) != await shell_output(fourth, random_bytes)
         assert abs(int(await shell_output(third, "date +%s")) - time.time()) < 3
         await shell_output(third, "echo third > /root/mine")

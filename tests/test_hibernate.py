@@ -46,6 +46,7 @@ async def main():
         "second": int(await out(box, "cat /tmp/count")),
         "uptime": float(await out(box, "cut -d' ' -f1 /proc/uptime")),
         "clock_skew": float(await out(box, "date +%s")) - time.time(),
+        "boot_id": await out(box, "cat /proc/sys/kernel/random/boot_id"),
     }
     await box.stop(keep_state=True)
     report["hibernated_again"] = box.info().hibernated
@@ -66,6 +67,7 @@ async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_
         await shell_output(box, "echo in-memory > /tmp/note")
         _, pid = await start_counter(box)
         uptime = float(await shell_output(box, "cut -d' ' -f1 /proc/uptime"))
+        boot_id = await shell_output(box, "cat /proc/sys/kernel/random/boot_id")
         vmm = box.info().vmm_pid
         assert vmm is not None
 
@@ -99,6 +101,7 @@ async def test_a_hibernated_box_resumes_in_another_process_and_a_tampered_state_
         assert report["alive"] == "alive"
         assert report["second"] > report["first"], "the counter goes on counting"
         assert report["uptime"] >= uptime, "the guest's uptime goes on: it was not booted"
+        assert report["boot_id"] == boot_id, "the same box, the same boot"
         assert abs(report["clock_skew"]) < 2, "the resumed guest's clock is the host's"
         assert report["hibernated_again"] is True
 

@@ -192,6 +192,72 @@ pub fn set_hostname(name: &str) {
     unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) };
 }
 
+/// The boot id programs in the box read, and the agent's own file mounted over it once the
+/// box was restored from a snapshot (outside the box's root, so nothing in the box writes it).
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+const BOOT_ID_FILE: &str = "/boot_id";
+
+/// Gives the box a boot id of its own: a fresh random UUID written to [`BOOT_ID_FILE`], bound
+/// read-only over the box's [`BOOT_ID`] (the first time; a snapshot of a restored box keeps
+/// the mount, and the file is rewritten in place).
+pub fn new_boot_id() {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom fills the buffer it is given; the kernel was reseeded by the hello.
+    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if filled != bytes.len() as isize {
+        log(&format!(
+            "boot id not changed: {}",
+            io::Error::last_os_error()
+        ));
+        return;
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}\n",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    if let Err(e) = fs::write(BOOT_ID_FILE, uuid) {
+        log(&format!("boot id not changed: {e}"));
+        return;
+    }
+    let target = format!("{ROOTFS}{BOOT_ID}");
+    let mounted = fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|table| table.lines().any(|l| l.split(' ').nth(4) == Some(&*target)));
+    if mounted {
+        return;
+    }
+    let (source, target) = (cstr(BOOT_ID_FILE), cstr(&target));
+    // SAFETY: valid NUL-terminated paths; a bind mount takes no file system type or data.
+    let bound = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) == 0
+            && libc::mount(
+                std::ptr::null(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            ) == 0
+    };
+    if !bound {
+        log(&format!(
+            "boot id not mounted: {}",
+            io::Error::last_os_error()
+        ));
+    }
+}
+
 /// The virtio device id of a memory balloon (virtio spec 5.5).
 const VIRTIO_ID_BALLOON: &str = "0x0005";
 const BALLOON_DRIVER: &str = "/sys/bus/virtio/drivers/virtio_balloon";

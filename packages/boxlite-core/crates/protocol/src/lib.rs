@@ -90,6 +90,11 @@ pub enum HostMessage {
     /// RAM (a booted or hibernated box), not of RAM mapped from a snapshot's memory file
     /// (QEMU refuses to discard a read-only file's pages, and would log each refusal).
     FreePageReporting { enabled: bool },
+    /// Sent to a guest restored from a snapshot into a new box: the box gets a boot id of its
+    /// own (`/proc/sys/kernel/random/boot_id`, which the kernel fixes once per boot and so
+    /// every box restored from one snapshot would share), made from the guest's randomness
+    /// after its reseed.
+    NewBootId,
     /// Liveness probe; the agent answers with [`GuestMessage::Pong`].
     Ping { token: u64 },
     /// Asks for [`GuestMessage::Metrics`].

@@ -179,6 +179,11 @@ impl AgentClient {
         self.send(&HostMessage::FreePageReporting { enabled }).await
     }
 
+    /// Gives a guest restored into a new box its own boot id (see [`HostMessage::NewBootId`]).
+    pub async fn new_boot_id(&self) -> Result<(), AgentError> {
+        self.send(&HostMessage::NewBootId).await
+    }
+
     pub async fn kill_tree(&self, exec_id: u32) -> Result<(), AgentError> {
         self.send(&HostMessage::KillTree { exec_id }).await
     }

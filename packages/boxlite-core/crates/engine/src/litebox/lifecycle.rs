@@ -214,7 +214,13 @@ impl LiteBox {
                 });
             }
         };
-        if restore.is_some() {
+        if let Some(snapshot) = &restore {
+            // A new box (not this box resumed from hibernation) is a new boot.
+            if snapshot.source_box != self.id {
+                if let Err(e) = agent.new_boot_id().await {
+                    tracing::warn!(id = %self.id, error = %e, "the restored guest keeps its snapshot's boot id");
+                }
+            }
             // The guest still has the hostname of the box its snapshot was taken of.
             if let Err(e) = agent.set_hostname(&hostname).await {
                 tracing::warn!(id = %self.id, error = %e, "the restored guest keeps its snapshot's hostname");

@@ -100,6 +100,7 @@ impl Executions {
                 // restored box's first request.
                 std::thread::spawn(move || crate::system::set_free_page_reporting(enabled));
             }
+            HostMessage::NewBootId => crate::system::new_boot_id(),
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
             HostMessage::Metrics { token } => {
                 let running = self.table.lock().expect("table lock").by_id.len() as u64;
