@@ -27,7 +27,10 @@ pub enum ConnectError {
     /// The VM ended before the agent answered.
     VmExited(VmExit),
     TimedOut,
+    /// The guest spoke out of protocol (another version, no hello, a broken frame).
     Protocol(String),
+    /// A restore's saved state did not load into the VMM (the caller's, before connecting).
+    StateNotLoaded(String),
 }
 
 impl AgentClient {

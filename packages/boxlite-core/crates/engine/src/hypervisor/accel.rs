@@ -212,7 +212,9 @@ pub async fn boot_agent_only(
         }
         Err(ConnectError::VmExited(exit)) => Err(ProbeError::VmExited(exit)),
         Err(ConnectError::TimedOut) => Err(ProbeError::TimedOut(PROBE_TIMEOUT)),
-        Err(ConnectError::Protocol(p)) => Err(ProbeError::Protocol(p)),
+        Err(ConnectError::Protocol(p) | ConnectError::StateNotLoaded(p)) => {
+            Err(ProbeError::Protocol(p))
+        }
     };
     let mut exit = vm.exit_watch();
     if tokio::time::timeout(Duration::from_secs(5), exit.wait_for(|e| e.is_some()))

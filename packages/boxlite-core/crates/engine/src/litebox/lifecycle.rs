@@ -182,7 +182,7 @@ impl LiteBox {
             None => AgentClient::connect(&socket, deadline, vm.exit_watch()).await,
             Some(snapshot) => match self.load_snapshot(&spec, &*vm, snapshot, deadline).await {
                 Ok(()) => connect_resumed(&socket, deadline, &*vm).await,
-                Err(reason) => Err(ConnectError::Protocol(reason)),
+                Err(reason) => Err(ConnectError::StateNotLoaded(reason)),
             },
         };
         let (agent, hello) = match connected {
@@ -196,7 +196,7 @@ impl LiteBox {
                         "the guest agent did not answer within {} s on {accel} (set BOXLITE_BOOT_TIMEOUT to wait longer)",
                         boot::boot_timeout(accel).as_secs()
                     ),
-                    ConnectError::Protocol(p) => p,
+                    ConnectError::Protocol(p) | ConnectError::StateNotLoaded(p) => p,
                 };
                 let reason = format!(
                     "{why}\n--- VMM log ({}) ---\n{}\n--- console ({}) ---\n{}",
@@ -349,24 +349,12 @@ impl LiteBox {
         });
     }
 
+    /// The VM of a running box, for `action`; a paused one is refused ([`Error::BoxPaused`]).
     pub(super) fn running(&self, action: &str) -> Result<Arc<Running>> {
-        let state = self.state.lock().expect("state lock");
-        match (&state.running, state.status) {
-            (Some(r), BoxStatus::Running) => Ok(r.clone()),
-            (_, BoxStatus::Paused) => Err(Error::BoxPaused {
+        match self.running_or_paused(action)? {
+            (running, BoxStatus::Running) => Ok(running),
+            _ => Err(Error::BoxPaused {
                 id: self.id.clone(),
-                action: action.into(),
-            }),
-            (_, BoxStatus::Crashed) => Err(Error::BoxDied {
-                id: self.id.clone(),
-                reason: state
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "the VM ended".into()),
-            }),
-            (_, status) => Err(Error::BoxNotRunning {
-                id: self.id.clone(),
-                state: status.as_str().into(),
                 action: action.into(),
             }),
         }
@@ -489,7 +477,7 @@ impl LiteBox {
                 let why = match e {
                     ConnectError::VmExited(exit) => format!("its VM exited ({exit})"),
                     ConnectError::TimedOut => "its guest agent did not answer within 10 s".into(),
-                    ConnectError::Protocol(p) => p,
+                    ConnectError::Protocol(p) | ConnectError::StateNotLoaded(p) => p,
                 };
                 return Err(Error::Channel {
                     id: self.id.clone(),

@@ -15,8 +15,9 @@
 //! execution's trace (taken inside `create`, before the box is returned), and every restore
 //! gets fresh kernel randomness, the host's clock and its own hostname.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -26,6 +27,28 @@ use crate::image::PreparedImage;
 use crate::litebox::{LiteBox, Platform};
 use crate::options::BoxOptions;
 use crate::snapshot::SnapshotInfo;
+
+/// How long the marker of a key booted once is kept: a shape not booted again within it is
+/// a one-off, whose next box starts over as a first boot.
+const SEEN_MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the markers in `dir` older than [`SEEN_MARKER_TTL`] at `now`, so that one-off
+/// shapes do not pile up a file each for ever.
+fn prune_seen_markers(dir: &Path, now: SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let modified = entry.metadata().and_then(|m| m.modified());
+        let expired = modified
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > SEEN_MARKER_TTL);
+        if expired {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
 
 /// The environment variable that turns the boot cache off (`0`).
 pub const BOOT_CACHE_ENV: &str = "BOXLITE_BOOT_CACHE";
@@ -131,6 +154,7 @@ impl Runtime {
         let seen = seen_dir.join(key);
         if !seen.exists() {
             let _ = std::fs::create_dir_all(&seen_dir);
+            prune_seen_markers(&seen_dir, SystemTime::now());
             let _ = std::fs::write(&seen, b"");
             return;
         }
@@ -141,5 +165,28 @@ impl Runtime {
             }
             Err(e) => tracing::debug!(key, error = %e, "post-boot snapshot not cached"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_of_shapes_not_booted_again_within_a_week_are_pruned() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (old, recent) = (dir.path().join("old"), dir.path().join("recent"));
+        for marker in [&old, &recent] {
+            std::fs::write(marker, b"").expect("marker");
+        }
+        let eight_days_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .and_then(|f| f.set_modified(eight_days_ago))
+            .expect("age the marker");
+        prune_seen_markers(dir.path(), SystemTime::now());
+        assert!(!old.exists(), "a week-old marker is removed");
+        assert!(recent.exists(), "a recent one stays");
     }
 }
