@@ -6,7 +6,9 @@ side by side in one run, and what taking a snapshot costs (time, size on disk).
 Prints figures measured in one run; asserts nothing. "Cold boot" is `runtime.create()` of a
 busybox box until `run("true")` returns; "restore" is `runtime.restore()` of a snapshot of
 such a box (booted, one `true` run) until `run("true")` returns in the restored box. The
-restore includes checking the state file's checksum and the versions it was taken with.
+restore includes checking the state file's checksum and the versions it was taken with. Cold
+boots have the boot cache off (``BOXLITE_BOOT_CACHE=0``); a third line is `create()` of the
+same shape with it on (restored from the cached post-boot snapshot).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ def ms(samples: list[float]) -> str:
     return f"p50 {statistics.median(samples):.0f} ms, min {min(samples):.0f} ms, max {max(samples):.0f} ms"
 
 
-async def first_result(runtime: boxlite.Boxlite, options: boxlite.BoxOptions) -> float:
-    """Milliseconds from create() to the first `true`'s result; the box is stopped after."""
+async def first_result(runtime: boxlite.Boxlite, options: boxlite.BoxOptions, boot_cache: bool = True) -> float:
+    """Milliseconds from create() to the first `true`'s result; the box is stopped after.
+    Without ``boot_cache`` the box boots even when its shape was booted before."""
+    os.environ["BOXLITE_BOOT_CACHE"] = "1" if boot_cache else "0"
     started = time.perf_counter()
     box = await runtime.create(options)
     await box.run("true")
@@ -75,15 +79,19 @@ async def main() -> None:
 
         cold: list[float] = []
         restored: list[float] = []
+        cached: list[float] = []
+        await first_result(runtime, shape)  # the source booted the shape once: now it is cached
         for _ in range(args.rounds):
-            # Interleaved, so both see the same machine load.
-            cold.append(await first_result(runtime, shape))
+            # Interleaved, so all see the same machine load.
+            cold.append(await first_result(runtime, shape, boot_cache=False))
             restored.append(await first_result(runtime, boxlite.BoxOptions(snapshot="bench-0")))
+            cached.append(await first_result(runtime, shape))
 
         print(f"one {args.memory_mib} MiB busybox box, {args.rounds} rounds")
         line("cold boot to first exec result", ms(cold))
         line("restore to first exec result", ms(restored))
         line("restore / cold boot (p50)", f"{statistics.median(restored) / statistics.median(cold):.2f}")
+        line("create() from the boot cache to first result", ms(cached))
         line("snapshot() (saved, then memory moved to its file)", ms(takes))
         line("  of which the box was paused", ms(paused))
         line(
