@@ -56,6 +56,32 @@ pub fn create_overlay_on_qcow2(frozen: &Path, overlay: &Path) -> Result<(), Disk
     create_overlay_on(frozen, "qcow2", overlay)
 }
 
+/// Creates `target`, an empty qcow2 on the backing file of the qcow2 `overlay` (a box's disk,
+/// which its VMM may hold open: read without taking its lock).
+pub fn create_sibling_overlay(overlay: &Path, target: &Path) -> Result<(), DiskError> {
+    let out = Command::new(qemu_img()?)
+        .args(["info", "-U", "--output=json"])
+        .arg(overlay)
+        .output()
+        .map_err(DiskError::Run)?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let text = |key: &str| info.get(key).and_then(serde_json::Value::as_str);
+    let (Some(backing), Some(format)) = (
+        text("full-backing-filename"),
+        text("backing-filename-format"),
+    ) else {
+        return Err(DiskError::Create {
+            overlay: target.to_owned(),
+            stderr: format!(
+                "{} has no backing file ({})",
+                overlay.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    };
+    create_overlay_on(Path::new(backing), format, target)
+}
+
 fn create_overlay_on(base: &Path, format: &str, overlay: &Path) -> Result<(), DiskError> {
     let base = base.canonicalize().map_err(|source| DiskError::BaseDisk {
         path: base.to_owned(),

@@ -286,6 +286,86 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         }
     }
 
+    /// Starts copying the disk `device` as it is at this moment into the qcow2 file at
+    /// `target` (opened without its backing file, which it shares with the disk), in the
+    /// background while the guest runs on: QMP `blockdev-add` and `blockdev-backup` with
+    /// `sync: top` (the disk's own layer; copy-before-write keeps the moment). One at a time
+    /// per VMM, named [`DISK_BACKUP`]; see [`QmpClient::disk_backup_status`].
+    /// The disk is activated first (QMP `blockdev-set-active`, QEMU 10.0 and later): a
+    /// migration that completed leaves it inactive, handed over, until the vCPUs run again.
+    pub async fn start_disk_backup(&mut self, device: &str, target: &Path) -> Result<(), QmpError> {
+        self.execute("blockdev-set-active", Some(json!({ "active": true })))
+            .await?;
+        self.execute(
+            "blockdev-add",
+            Some(json!({
+                "driver": "qcow2",
+                "node-name": DISK_BACKUP,
+                "backing": null,
+                "file": { "driver": "file", "filename": target.display().to_string() },
+            })),
+        )
+        .await?;
+        let started = self
+            .execute(
+                "blockdev-backup",
+                Some(json!({
+                    "job-id": DISK_BACKUP,
+                    "device": device,
+                    "target": DISK_BACKUP,
+                    "sync": "top",
+                    "auto-dismiss": false,
+                })),
+            )
+            .await;
+        if started.is_err() {
+            let _ = self
+                .execute("blockdev-del", Some(json!({ "node-name": DISK_BACKUP })))
+                .await;
+        }
+        started.map(|_| ())
+    }
+
+    /// The disk backup's outcome once it has concluded (`Some(Err(QEMU's reason))` when it
+    /// failed), `None` while it runs (QMP `query-jobs`).
+    pub async fn disk_backup_status(&mut self) -> Result<Option<Result<(), String>>, QmpError> {
+        let jobs = self.execute("query-jobs", None).await?;
+        let job = jobs
+            .as_array()
+            .and_then(|jobs| {
+                jobs.iter()
+                    .find(|j| j.get("id") == Some(&json!(DISK_BACKUP)))
+            })
+            .ok_or_else(|| QmpError::Protocol("the disk backup job is gone".into()))?;
+        if job.get("status").and_then(Value::as_str) != Some("concluded") {
+            return Ok(None);
+        }
+        Ok(Some(match job.get("error").and_then(Value::as_str) {
+            Some(reason) => Err(clip(reason)),
+            None => Ok(()),
+        }))
+    }
+
+    /// Ends the disk backup: cancelled if it still runs, dismissed, its target closed.
+    pub async fn end_disk_backup(&mut self) -> Result<(), QmpError> {
+        if self.disk_backup_status().await?.is_none() {
+            let _ = self
+                .execute("job-cancel", Some(json!({ "id": DISK_BACKUP })))
+                .await;
+            for _ in 0..100 {
+                if self.disk_backup_status().await?.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.execute("job-dismiss", Some(json!({ "id": DISK_BACKUP })))
+            .await?;
+        self.execute("blockdev-del", Some(json!({ "node-name": DISK_BACKUP })))
+            .await
+            .map(|_| ())
+    }
+
     /// One line, parsed as a JSON object, at most [`MAX_QMP_LINE`] bytes.
     async fn read_object(&mut self) -> Result<Value, QmpError> {
         let mut line = Vec::new();
@@ -321,6 +401,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         Ok(value)
     }
 }
+
+/// The node and job name of a disk backup ([`QmpClient::start_disk_backup`]).
+pub const DISK_BACKUP: &str = "snapshot-disk";
 
 /// A migration channel to or from the file at `path` (its state starts at offset 0).
 fn file_channel(path: &Path) -> Value {
@@ -549,6 +632,61 @@ mod tests {
             serve
         );
         result.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_disk_backup_activates_the_disk_runs_and_reports_a_failure_with_qemus_reason() {
+        let (mut client, mut server) = connected().await;
+        let serve = async {
+            let ok = |id: &Value| format!(r#"{{"return": {{}}, "id": {id}}}"#);
+            let activate = next_command(&mut server).await;
+            assert_eq!(activate["execute"], "blockdev-set-active");
+            assert_eq!(activate["arguments"], json!({"active": true}));
+            answer(&mut server, ok(&activate["id"])).await;
+            let add = next_command(&mut server).await;
+            assert_eq!(add["execute"], "blockdev-add");
+            assert_eq!(
+                add["arguments"]["backing"],
+                Value::Null,
+                "the backing stays closed"
+            );
+            assert_eq!(add["arguments"]["file"]["filename"], "/snapshot.disk.qcow2");
+            answer(&mut server, ok(&add["id"])).await;
+            let backup = next_command(&mut server).await;
+            assert_eq!(backup["execute"], "blockdev-backup");
+            assert_eq!(backup["arguments"]["device"], "root");
+            assert_eq!(backup["arguments"]["sync"], "top");
+            answer(&mut server, ok(&backup["id"])).await;
+            for status in [
+                r#""status": "running""#,
+                r#""status": "concluded", "error": "No space left on device""#,
+            ] {
+                let query = next_command(&mut server).await;
+                assert_eq!(query["execute"], "query-jobs");
+                answer(
+                    &mut server,
+                    format!(
+                        r#"{{"return": [{{"id": "{DISK_BACKUP}", "type": "backup", {status}}}], "id": {}}}"#,
+                        query["id"]
+                    ),
+                )
+                .await;
+            }
+        };
+        let (result, ()) = tokio::join!(
+            async {
+                client
+                    .start_disk_backup("root", Path::new("/snapshot.disk.qcow2"))
+                    .await?;
+                let running = client.disk_backup_status().await?;
+                let concluded = client.disk_backup_status().await?;
+                Ok::<_, QmpError>((running, concluded))
+            },
+            serve
+        );
+        let (running, concluded) = result.unwrap();
+        assert_eq!(running, None);
+        assert_eq!(concluded, Some(Err("No space left on device".into())));
     }
 
     #[tokio::test]

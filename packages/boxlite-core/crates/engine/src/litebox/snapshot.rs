@@ -1,11 +1,14 @@
 //! Taking a snapshot of a running box ([`LiteBox::snapshot`]): its vCPUs stopped, its VMM's
 //! device and memory state saved into a file (a QEMU migration to a file, with `mapped-ram`:
-//! one sparse file, each guest page at its own offset), its disk copied while the VMM holds it
-//! flushed, and the box resumed. The memory then moves to a file of its own, which restored
-//! boxes share (`memory_file`). The restore is `lifecycle`'s start with a snapshot.
+//! one sparse file, each guest page at its own offset), a copy of its disk as it is at that
+//! moment started, and the box resumed; QEMU then copies the disk while the box runs on
+//! (`blockdev-backup`, copy-before-write: the box's writes meanwhile wait for the old data
+//! to be copied first). The memory then moves to a file of its own, which restored boxes
+//! share (`memory_file`). The restore is `lifecycle`'s start with a snapshot.
 //!
 //! The disk is copied, not frozen into a shared backing layer: the box's overlay holds only
-//! what the box wrote, and the copy keeps the running box's disk chain unchanged.
+//! what the box wrote (the copy is that layer alone, on the same backing file), and the
+//! running box's disk chain stays as it was, however many snapshots are taken of it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -53,11 +56,9 @@ impl LiteBox {
         let versions = self.platform.versions()?;
         let dir = store.root.join(&id);
         std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
-        let started = Instant::now();
         let taken = self.save(&running, status, &dir).await;
-        let took_ms = started.elapsed().as_millis() as u64;
         let recorded = async {
-            taken?;
+            let took_ms = taken?;
             let saved = SnapshotInfo {
                 id: id.clone(),
                 name,
@@ -106,7 +107,7 @@ impl LiteBox {
         };
         match recorded.await {
             Ok(info) => {
-                tracing::info!(id = %self.id, snapshot = %info.name, took_ms, size = info.size_bytes, "snapshot taken");
+                tracing::info!(id = %self.id, snapshot = %info.name, took_ms = info.took_ms, size = info.size_bytes, "snapshot taken");
                 Ok(info)
             }
             Err(e) => {
@@ -116,35 +117,64 @@ impl LiteBox {
         }
     }
 
-    /// Pauses `running` (unless `status` says it is), saves its state and disk into `dir`, and
-    /// resumes it, on failure too.
-    async fn save(&self, running: &Running, status: BoxStatus, dir: &Path) -> Result<()> {
+    /// Pauses `running` (unless `status` says it is), saves its state into `dir` and starts
+    /// copying its disk as it is at that moment, resumes it (on failure too), then waits for
+    /// the disk's copy. Returns how long the box was paused, in milliseconds.
+    async fn save(&self, running: &Running, status: BoxStatus, dir: &Path) -> Result<u64> {
         let error = |reason: String| Error::Snapshot(format!("box {}: {reason}", self.id));
         if running.qmp_socket.is_none() {
             return Err(error(
                 "its VMM has no control channel: it cannot be snapshotted".into(),
             ));
         }
+        // The disk's copy: an empty qcow2 on the disk's backing file, made before the pause,
+        // where the VMM can open it (in its jail, if it has one).
+        let confinement = self.confinement()?;
+        let disk = dir.join(DISK_FILE);
+        let (disk_written, disk_for_vmm) = file_for_vmm(&confinement, JAILED_DISK, &disk)?;
+        let (overlay, target) = (self.disk_path(), disk_written.clone());
+        tokio::task::spawn_blocking(move || crate::disk::create_sibling_overlay(&overlay, &target))
+            .await
+            .map_err(|e| error(e.to_string()))?
+            .map_err(|e| error(format!("cannot prepare its disk's copy: {e}")))?;
+
         let was_paused = status == BoxStatus::Paused;
+        let paused_at = Instant::now();
         let saved = self
             .migrate_state_out(running, was_paused, dir, "snapshotted")
             .await;
-        // The migration completed: QEMU flushed the disk and holds it unchanged until `cont`.
-        let copied = match &saved {
-            Ok(()) => {
-                let (from, to) = (self.disk_path(), dir.join(DISK_FILE));
-                tokio::task::spawn_blocking(move || std::fs::copy(&from, &to).map(|_| ()))
-                    .await
-                    .map_err(|e| error(e.to_string()))
-                    .and_then(|r| r.map_err(|e| error(format!("cannot copy its disk: {e}"))))
-            }
+        // The state is saved and the vCPUs stand still: the disk as it is now is the
+        // snapshot's. QEMU copies it while the box runs on.
+        let backup = match &saved {
+            Ok(()) => on_qmp(running, async |qmp| {
+                qmp.start_disk_backup(DISK_DEVICE, &disk_for_vmm).await
+            })
+            .await
+            .map_err(|e| e.to_string()),
             Err(_) => Ok(()),
+        };
+        // A VMM that cannot copy the disk while the box runs (QEMU before 10.0) holds it as it
+        // was since the migration: it is copied here, before the box resumes.
+        let copied_while_paused = match (&saved, &backup) {
+            (Ok(()), Err(why)) => {
+                tracing::info!(id = %self.id, why, "the disk is copied while the box is paused");
+                let _ = std::fs::remove_file(&disk_written);
+                let (from, to) = (self.disk_path(), disk.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || std::fs::copy(&from, &to).map(|_| ()))
+                        .await
+                        .map_err(|e| error(e.to_string()))
+                        .and_then(|r| r.map_err(|e| error(format!("cannot copy its disk: {e}")))),
+                )
+            }
+            _ => None,
         };
         let resumed = if was_paused {
             Ok(())
         } else {
             resume_vcpus(running).await
         };
+        let paused_ms = paused_at.elapsed().as_millis() as u64;
         if !was_paused && resumed.is_ok() {
             running.agent.set_paused(false);
             // The guest's clock stood still while its state was saved.
@@ -152,13 +182,31 @@ impl LiteBox {
                 tracing::warn!(id = %self.id, error = %e, "the snapshotted guest's clock was not set");
             }
         }
+        let copied = match (&saved, copied_while_paused) {
+            (_, Some(copied)) => copied,
+            (Ok(()), None) => wait_for_disk_backup(running)
+                .await
+                .map_err(|e| error(format!("copying its disk failed: {e}")))
+                .and_then(|()| {
+                    if disk_written == disk {
+                        return Ok(());
+                    }
+                    own_state_file(&disk_written, &disk)
+                        .map_err(|e| error(format!("cannot keep its disk's copy: {e}")))
+                }),
+            _ => Ok(()),
+        };
+        if copied.is_err() || saved.is_err() {
+            let _ = std::fs::remove_file(&disk_written);
+        }
         saved?;
         copied?;
         resumed.map_err(|e| {
             error(format!(
                 "the snapshot was saved, but the box could not be resumed: {e}"
             ))
-        })
+        })?;
+        Ok(paused_ms)
     }
 
     /// Stops `running`'s vCPUs (unless `was_paused`) and saves its device and memory state into
@@ -220,25 +268,53 @@ impl LiteBox {
     }
 }
 
-/// Runs `running`'s vCPUs again over its control channel (a new connection when the last one
-/// failed and was dropped).
-async fn resume_vcpus(running: &Running) -> std::result::Result<(), QmpError> {
+/// Runs `op` on `running`'s control channel (a new connection when the last one failed and
+/// was dropped; a failure drops it).
+async fn on_qmp<T>(
+    running: &Running,
+    op: impl AsyncFnOnce(&mut QmpClient) -> std::result::Result<T, QmpError>,
+) -> std::result::Result<T, QmpError> {
     let Some(socket) = &running.qmp_socket else {
         return Err(QmpError::Closed);
     };
     let mut qmp = running.qmp.lock().await;
-    let resumed = async {
-        if qmp.is_none() {
-            *qmp = Some(QmpClient::connect(socket).await?);
-        }
-        qmp.as_mut().expect("connected").cont().await
+    if qmp.is_none() {
+        *qmp = Some(QmpClient::connect(socket).await?);
     }
-    .await;
-    if resumed.is_err() {
+    let done = op(qmp.as_mut().expect("connected")).await;
+    if done.is_err() {
         *qmp = None;
     }
-    resumed
+    done
 }
+
+/// Runs `running`'s vCPUs again over its control channel.
+async fn resume_vcpus(running: &Running) -> std::result::Result<(), QmpError> {
+    on_qmp(running, async |qmp| qmp.cont().await).await
+}
+
+/// Waits (at most [`SAVE_TIMEOUT`]) for the disk backup [`LiteBox::save`] started, asking
+/// its status over a channel taken for each question (pause or resume may come between),
+/// then ends it; on failure it is cancelled.
+async fn wait_for_disk_backup(running: &Running) -> std::result::Result<(), String> {
+    let end = Instant::now() + SAVE_TIMEOUT;
+    let outcome = loop {
+        match on_qmp(running, async |qmp| qmp.disk_backup_status().await).await {
+            Ok(Some(outcome)) => break outcome,
+            Ok(None) if Instant::now() < end => tokio::time::sleep(POLL_EVERY).await,
+            Ok(None) => break Err(format!("not done within {} s", SAVE_TIMEOUT.as_secs())),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    let ended = on_qmp(running, async |qmp| qmp.end_disk_backup().await).await;
+    outcome?;
+    ended.map_err(|e| format!("the copy is done, but the VMM did not let it go: {e}"))
+}
+
+/// The VMM's name for the box's disk (`-drive id=root`).
+const DISK_DEVICE: &str = "root";
+/// The disk copy's name in a jailed VMM's jail, while it is written.
+const JAILED_DISK: &str = "snapshot.disk.qcow2";
 
 /// The state file's name in a jailed VMM's jail, while it is written or read.
 pub(crate) const JAILED_STATE: &str = "snapshot.state";
