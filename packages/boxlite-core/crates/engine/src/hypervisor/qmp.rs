@@ -222,7 +222,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
 
     /// Starts saving the VM's device and memory state into the file at `path` (QMP `migrate`
     /// on a file channel). It runs in the background: see [`QmpClient::wait_for_migration`].
+    /// Unthrottled: QEMU's default bandwidth limit (128 MiB/s, for networks) would keep a
+    /// stopped VM paused about 8 s per GiB of touched memory (2.5 s instead of 0.66 s for one
+    /// with 300 MiB measured under TCG).
     pub async fn migrate_to_file(&mut self, path: &Path) -> Result<(), QmpError> {
+        self.execute(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": UNTHROTTLED })),
+        )
+        .await?;
         self.execute("migrate", Some(json!({ "channels": [file_channel(path)] })))
             .await
             .map(|_| ())
@@ -401,6 +409,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         Ok(value)
     }
 }
+
+/// A migration's bandwidth limit that never limits (1 TiB/s).
+const UNTHROTTLED: u64 = 1 << 40;
 
 /// The node and job name of a disk backup ([`QmpClient::start_disk_backup`]).
 pub const DISK_BACKUP: &str = "snapshot-disk";
@@ -594,6 +605,14 @@ mod tests {
             answer(
                 &mut server,
                 format!(r#"{{"return": {{}}, "id": {}}}"#, caps["id"]),
+            )
+            .await;
+            let limit = next_command(&mut server).await;
+            assert_eq!(limit["execute"], "migrate-set-parameters");
+            assert_eq!(limit["arguments"]["max-bandwidth"], json!(UNTHROTTLED));
+            answer(
+                &mut server,
+                format!(r#"{{"return": {{}}, "id": {}}}"#, limit["id"]),
             )
             .await;
             let migrate = next_command(&mut server).await;
