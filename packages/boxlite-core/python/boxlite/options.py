@@ -173,6 +173,7 @@ class BoxOptions(BaseModel):
             ``rw``): a host directory shared into the box; ``ro`` is read-only for the box.
             Owners, modes and special files the box sets stay box-side (extended attributes):
             on the host, what the box creates is plain 0600/0700 files of the host user.
+            At most 4 (5 without the network): each is a device of the VM.
         copy_out_max_bytes: The most bytes one ``copy_out`` may write on the host (the box's
             archive: file contents plus 512 bytes per entry; default 4 GiB, at least 64 KiB).
             A larger copy fails with :class:`~boxlite.errors.CopyError` naming this option.
