@@ -196,32 +196,21 @@ pub fn set_hostname(name: &str) {
 /// box was restored from a snapshot (outside the box's root, so nothing in the box writes it).
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const BOOT_ID_FILE: &str = "/boot_id";
+const RANDOM_UUID: &str = "/proc/sys/kernel/random/uuid";
 
 /// Gives the box a boot id of its own: a fresh random UUID written to [`BOOT_ID_FILE`], bound
 /// read-only over the box's [`BOOT_ID`] (the first time; a snapshot of a restored box keeps
 /// the mount, and the file is rewritten in place).
 pub fn new_boot_id() {
-    let mut bytes = [0u8; 16];
-    // SAFETY: getrandom fills the buffer it is given; the kernel was reseeded by the hello.
-    let filled = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if filled != bytes.len() as isize {
-        log(&format!(
-            "boot id not changed: {}",
-            io::Error::last_os_error()
-        ));
-        return;
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
-    bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let uuid = format!(
-        "{}-{}-{}-{}-{}\n",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
+    // The kernel makes a fresh random (version 4) UUID on every read of this file, from its
+    // pool that the hello reseeded.
+    let uuid = match fs::read_to_string(RANDOM_UUID) {
+        Ok(uuid) => uuid,
+        Err(e) => {
+            log(&format!("boot id not changed: {e}"));
+            return;
+        }
+    };
     if let Err(e) = fs::write(BOOT_ID_FILE, uuid) {
         log(&format!("boot id not changed: {e}"));
         return;

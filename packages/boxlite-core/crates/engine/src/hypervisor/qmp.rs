@@ -354,9 +354,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         }))
     }
 
-    /// Ends the disk backup: cancelled if it still runs, dismissed, its target closed.
-    pub async fn end_disk_backup(&mut self) -> Result<(), QmpError> {
-        if self.disk_backup_status().await?.is_none() {
+    /// Ends the disk backup: cancelled unless it is known to have `concluded` and still
+    /// running, dismissed, its target closed.
+    pub async fn end_disk_backup(&mut self, concluded: bool) -> Result<(), QmpError> {
+        if !concluded && self.disk_backup_status().await?.is_none() {
             let _ = self
                 .execute("job-cancel", Some(json!({ "id": DISK_BACKUP })))
                 .await;
@@ -654,7 +655,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_disk_backup_activates_the_disk_runs_and_reports_a_failure_with_qemus_reason() {
+    async fn a_disk_backup_activates_the_disk_runs_reports_a_failure_with_qemus_reason_and_is_let_go(
+    ) {
         let (mut client, mut server) = connected().await;
         let serve = async {
             let ok = |id: &Value| format!(r#"{{"return": {{}}, "id": {id}}}"#);
@@ -691,6 +693,15 @@ mod tests {
                 )
                 .await;
             }
+            // Known to have concluded: dismissed and closed without asking again.
+            let dismiss = next_command(&mut server).await;
+            assert_eq!(dismiss["execute"], "job-dismiss");
+            assert_eq!(dismiss["arguments"]["id"], DISK_BACKUP);
+            answer(&mut server, ok(&dismiss["id"])).await;
+            let close = next_command(&mut server).await;
+            assert_eq!(close["execute"], "blockdev-del");
+            assert_eq!(close["arguments"]["node-name"], DISK_BACKUP);
+            answer(&mut server, ok(&close["id"])).await;
         };
         let (result, ()) = tokio::join!(
             async {
@@ -699,6 +710,7 @@ mod tests {
                     .await?;
                 let running = client.disk_backup_status().await?;
                 let concluded = client.disk_backup_status().await?;
+                client.end_disk_backup(true).await?;
                 Ok::<_, QmpError>((running, concluded))
             },
             serve

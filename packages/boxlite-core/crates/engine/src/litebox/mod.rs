@@ -33,7 +33,7 @@ use std::time::SystemTime;
 use crate::agent::AgentClient;
 use crate::assets::GuestAssets;
 use crate::hypervisor::accel::AccelChoice;
-use crate::hypervisor::qmp::QmpClient;
+use crate::hypervisor::qmp::{QmpClient, QmpError};
 use crate::hypervisor::{Hypervisor, VmHandle};
 use crate::image::PreparedImage;
 use crate::network::Passt;
@@ -58,6 +58,28 @@ struct Running {
     /// The VMM's control socket (QMP), connected on first use (see `pause`).
     qmp_socket: Option<PathBuf>,
     qmp: tokio::sync::Mutex<Option<QmpClient>>,
+}
+
+impl Running {
+    /// Runs `op` on the VMM's control channel (QMP), connecting it on first use and again
+    /// after a failure, which drops it.
+    async fn on_qmp<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut QmpClient) -> std::result::Result<T, QmpError>,
+    ) -> std::result::Result<T, QmpError> {
+        let Some(socket) = &self.qmp_socket else {
+            return Err(QmpError::Closed);
+        };
+        let mut qmp = self.qmp.lock().await;
+        if qmp.is_none() {
+            *qmp = Some(QmpClient::connect(socket).await?);
+        }
+        let done = op(qmp.as_mut().expect("connected")).await;
+        if done.is_err() {
+            *qmp = None;
+        }
+        done
+    }
 }
 
 struct State {

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use super::{BoxStatus, LiteBox, Running};
 use crate::error::{Error, Result};
-use crate::hypervisor::qmp::QmpClient;
 
 impl LiteBox {
     /// Stops the box's vCPUs (QMP `stop`). Pausing a paused box does nothing; a box that is
@@ -101,26 +100,17 @@ impl LiteBox {
             id: self.id.clone(),
             reason,
         };
-        let Some(path) = &running.qmp_socket else {
+        if running.qmp_socket.is_none() {
             return Err(error(format!(
                 "its VMM has no control channel: {command} is not possible"
             )));
-        };
-        let mut qmp = running.qmp.lock().await;
-        let result = async {
-            if qmp.is_none() {
-                *qmp = Some(QmpClient::connect(path).await?);
-            }
-            qmp.as_mut()
-                .expect("connected")
-                .execute(command, None)
-                .await
         }
-        .await;
+        let result = running
+            .on_qmp(async |qmp| qmp.execute(command, None).await)
+            .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) => {
-                *qmp = None;
                 if let Some(exit) = running.vm.exit_watch().borrow().clone() {
                     return Err(error(format!("its VM has ended ({exit})")));
                 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::{BoxStatus, LiteBox, Running};
 use crate::error::{Error, IoContext, Result};
-use crate::hypervisor::qmp::{QmpClient, QmpError};
+use crate::hypervisor::qmp::QmpError;
 use crate::snapshot::{self, SnapshotInfo, DISK_FILE, METADATA_FILE, STATE_FILE};
 
 /// How long saving the state may take (it writes the guest's touched memory).
@@ -146,11 +146,10 @@ impl LiteBox {
         // The state is saved and the vCPUs stand still: the disk as it is now is the
         // snapshot's. QEMU copies it while the box runs on.
         let backup = match &saved {
-            Ok(()) => on_qmp(running, async |qmp| {
-                qmp.start_disk_backup(DISK_DEVICE, &disk_for_vmm).await
-            })
-            .await
-            .map_err(|e| e.to_string()),
+            Ok(()) => running
+                .on_qmp(async |qmp| qmp.start_disk_backup(DISK_DEVICE, &disk_for_vmm).await)
+                .await
+                .map_err(|e| e.to_string()),
             Err(_) => Ok(()),
         };
         // A VMM that cannot copy the disk while the box runs (QEMU before 10.0) holds it as it
@@ -221,38 +220,28 @@ impl LiteBox {
         what: &str,
     ) -> Result<()> {
         let error = |reason: String| Error::Snapshot(format!("box {}: {reason}", self.id));
-        let Some(socket) = &running.qmp_socket else {
+        if running.qmp_socket.is_none() {
             return Err(error(format!(
                 "its VMM has no control channel: it cannot be {what}"
             )));
-        };
+        }
         // A jailed VMM sees only its jail (as its own user): it writes the state there, and the
         // file then moves into `dir` (one file system: a rename).
         let confinement = self.confinement()?;
         let target = dir.join(STATE_FILE);
         let (written, vmm_path) = file_for_vmm(&confinement, JAILED_STATE, &target)?;
         running.agent.set_paused(true);
-        let mut qmp = running.qmp.lock().await;
-        let saved = async {
-            if qmp.is_none() {
-                *qmp = Some(QmpClient::connect(socket).await?);
-            }
-            let client = qmp.as_mut().expect("connected");
-            if !was_paused {
-                client.stop().await?;
-            }
-            client
-                .set_migration_capabilities(snapshot::FULL_STATE_CAPABILITIES)
-                .await?;
-            client.migrate_to_file(&vmm_path).await?;
-            client.wait_for_migration(SAVE_TIMEOUT, POLL_EVERY).await?;
-            Ok::<(), QmpError>(())
-        }
-        .await;
-        if saved.is_err() {
-            *qmp = None;
-        }
-        drop(qmp);
+        let saved = running
+            .on_qmp(async |qmp| {
+                if !was_paused {
+                    qmp.stop().await?;
+                }
+                qmp.set_migration_capabilities(snapshot::FULL_STATE_CAPABILITIES)
+                    .await?;
+                qmp.migrate_to_file(&vmm_path).await?;
+                qmp.wait_for_migration(SAVE_TIMEOUT, POLL_EVERY).await
+            })
+            .await;
         match saved {
             Ok(()) if written != target => own_state_file(&written, &target)
                 .map_err(|e| error(format!("cannot keep its saved state: {e}"))),
@@ -268,29 +257,9 @@ impl LiteBox {
     }
 }
 
-/// Runs `op` on `running`'s control channel (a new connection when the last one failed and
-/// was dropped; a failure drops it).
-async fn on_qmp<T>(
-    running: &Running,
-    op: impl AsyncFnOnce(&mut QmpClient) -> std::result::Result<T, QmpError>,
-) -> std::result::Result<T, QmpError> {
-    let Some(socket) = &running.qmp_socket else {
-        return Err(QmpError::Closed);
-    };
-    let mut qmp = running.qmp.lock().await;
-    if qmp.is_none() {
-        *qmp = Some(QmpClient::connect(socket).await?);
-    }
-    let done = op(qmp.as_mut().expect("connected")).await;
-    if done.is_err() {
-        *qmp = None;
-    }
-    done
-}
-
 /// Runs `running`'s vCPUs again over its control channel.
 async fn resume_vcpus(running: &Running) -> std::result::Result<(), QmpError> {
-    on_qmp(running, async |qmp| qmp.cont().await).await
+    running.on_qmp(async |qmp| qmp.cont().await).await
 }
 
 /// Waits (at most [`SAVE_TIMEOUT`]) for the disk backup [`LiteBox::save`] started, asking
@@ -298,15 +267,25 @@ async fn resume_vcpus(running: &Running) -> std::result::Result<(), QmpError> {
 /// then ends it; on failure it is cancelled.
 async fn wait_for_disk_backup(running: &Running) -> std::result::Result<(), String> {
     let end = Instant::now() + SAVE_TIMEOUT;
-    let outcome = loop {
-        match on_qmp(running, async |qmp| qmp.disk_backup_status().await).await {
-            Ok(Some(outcome)) => break outcome,
+    let (outcome, concluded) = loop {
+        match running
+            .on_qmp(async |qmp| qmp.disk_backup_status().await)
+            .await
+        {
+            Ok(Some(outcome)) => break (outcome, true),
             Ok(None) if Instant::now() < end => tokio::time::sleep(POLL_EVERY).await,
-            Ok(None) => break Err(format!("not done within {} s", SAVE_TIMEOUT.as_secs())),
-            Err(e) => break Err(e.to_string()),
+            Ok(None) => {
+                break (
+                    Err(format!("not done within {} s", SAVE_TIMEOUT.as_secs())),
+                    false,
+                )
+            }
+            Err(e) => break (Err(e.to_string()), false),
         }
     };
-    let ended = on_qmp(running, async |qmp| qmp.end_disk_backup().await).await;
+    let ended = running
+        .on_qmp(async |qmp| qmp.end_disk_backup(concluded).await)
+        .await;
     outcome?;
     ended.map_err(|e| format!("the copy is done, but the VMM did not let it go: {e}"))
 }
