@@ -80,3 +80,29 @@ async def test_a_restored_box_reports_nothing_qemu_cannot_discard(
         assert await shell_output(box, BALLOON_BOUND) == "1", "the resumed guest does not report"
     finally:
         await runtime.remove(box.id, force=True)
+
+
+async def test_a_snapshotted_box_reports_again_and_its_restores_do_not(
+    runtime: boxlite.Boxlite, busybox: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot is saved with reporting off (its restores map its memory file); the box
+    # it was taken of turns it on again once it runs on.
+    monkeypatch.setenv("BOXLITE_BOOT_CACHE", "0")
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=488))
+    snapshot = None
+    try:
+        assert await shell_output(box, BALLOON_BOUND) == "1"
+        snapshot = await box.snapshot()
+        deadline = time.monotonic() + 30
+        while await shell_output(box, BALLOON_BOUND) != "1":
+            assert time.monotonic() < deadline, "the snapshotted box no longer reports"
+            await asyncio.sleep(0.2)
+        restored = await runtime.restore(snapshot.name)
+        try:
+            assert await shell_output(restored, BALLOON_BOUND) == "0", "the restored guest reports"
+        finally:
+            await restored.stop()
+    finally:
+        await box.stop()
+        if snapshot is not None:
+            runtime.snapshots.remove(snapshot.name)

@@ -6,6 +6,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::cmdline::{cmdline_value, kernel_cmdline};
@@ -215,33 +217,38 @@ pub fn new_boot_id() {
         log(&format!("boot id not changed: {e}"));
         return;
     }
-    let target = format!("{ROOTFS}{BOOT_ID}");
-    let mounted = fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|table| table.lines().any(|l| l.split(' ').nth(4) == Some(&*target)));
-    if mounted {
+    // Kept in the agent's memory, which a snapshot saves together with the kernel's mount
+    // table: a restore of a restored box finds both set.
+    static BOUND: AtomicBool = AtomicBool::new(false);
+    if BOUND.load(Ordering::Relaxed) {
         return;
     }
+    let target = format!("{ROOTFS}{BOOT_ID}");
     let (source, target) = (cstr(BOOT_ID_FILE), cstr(&target));
     // SAFETY: valid NUL-terminated paths; a bind mount takes no file system type or data.
-    let bound = unsafe {
+    let mount = |source: *const libc::c_char, flags| unsafe {
         libc::mount(
-            source.as_ptr(),
+            source,
             target.as_ptr(),
             std::ptr::null(),
-            libc::MS_BIND,
+            flags,
             std::ptr::null(),
         ) == 0
-            && libc::mount(
-                std::ptr::null(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                std::ptr::null(),
-            ) == 0
     };
-    if !bound {
+    if !mount(source.as_ptr(), libc::MS_BIND) {
         log(&format!(
             "boot id not mounted: {}",
+            io::Error::last_os_error()
+        ));
+        return;
+    }
+    BOUND.store(true, Ordering::Relaxed);
+    if !mount(
+        std::ptr::null(),
+        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+    ) {
+        log(&format!(
+            "boot id not made read-only: {}",
             io::Error::last_os_error()
         ));
     }
@@ -253,19 +260,48 @@ const BALLOON_DRIVER: &str = "/sys/bus/virtio/drivers/virtio_balloon";
 
 /// Turns free page reporting on or off by binding or unbinding the balloon's driver: bound
 /// (as at boot), it hands the host every free 2 MiB block of guest memory, which the host then
-/// drops from the VM's resident memory.
+/// drops from the VM's resident memory. One worker thread does it, in the order asked; this
+/// returns once it is off, but does not wait for it to be on (binding probes the device, tens
+/// of ms under TCG, which would hold up the agent's next request).
 pub fn set_free_page_reporting(enabled: bool) {
+    // The worker and what it last did live in the agent's memory, which a snapshot saves
+    // together with the driver's state: a restore that finds it as wanted costs nothing.
+    static WORKER: OnceLock<mpsc::Sender<(bool, mpsc::Sender<()>)>> = OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (requests, received) = mpsc::channel::<(bool, mpsc::Sender<()>)>();
+        std::thread::spawn(move || {
+            let mut reporting = true;
+            for (enabled, done) in received {
+                if reporting != enabled && switch_free_page_reporting(enabled) {
+                    reporting = enabled;
+                }
+                let _ = done.send(());
+            }
+        });
+        requests
+    });
+    let (done, finished) = mpsc::channel();
+    if worker.send((enabled, done)).is_ok() && !enabled {
+        let _ = finished.recv();
+    }
+}
+
+/// Binds (`enabled`) or unbinds the balloon's driver; whether it now is as asked.
+fn switch_free_page_reporting(enabled: bool) -> bool {
     let Some(device) = balloon_device() else {
         log("no balloon device: free page reporting unchanged");
-        return;
+        return false;
     };
-    let bound = Path::new(BALLOON_DRIVER).join(&device).exists();
-    if bound == enabled {
-        return;
+    if Path::new(BALLOON_DRIVER).join(&device).exists() == enabled {
+        return true;
     }
     let action = if enabled { "bind" } else { "unbind" };
-    if let Err(e) = fs::write(Path::new(BALLOON_DRIVER).join(action), &device) {
-        log(&format!("balloon {action} of {device} failed: {e}"));
+    match fs::write(Path::new(BALLOON_DRIVER).join(action), &device) {
+        Ok(()) => true,
+        Err(e) => {
+            log(&format!("balloon {action} of {device} failed: {e}"));
+            false
+        }
     }
 }
 

@@ -214,6 +214,7 @@ impl LiteBox {
                 });
             }
         };
+        let reporting = matches!(spec.guest_memory, GuestMemory::Anonymous);
         if let Some(snapshot) = &restore {
             // A new box (not this box resumed from hibernation) is a new boot.
             if snapshot.source_box != self.id {
@@ -225,9 +226,9 @@ impl LiteBox {
             if let Err(e) = agent.set_hostname(&hostname).await {
                 tracing::warn!(id = %self.id, error = %e, "the restored guest keeps its snapshot's hostname");
             }
-            // The snapshot's guest reported its free pages if it was booted; RAM mapped from a
-            // memory file cannot give them back (QEMU refuses, and logs every refusal).
-            let reporting = matches!(spec.guest_memory, GuestMemory::Anonymous);
+            // RAM mapped from a memory file cannot give pages back (QEMU refuses, and logs
+            // every refusal); anonymous RAM can. A running box's snapshot was saved with
+            // reporting off (a no-op here, then); a paused or hibernated box's may have it on.
             if let Err(e) = agent.set_free_page_reporting(reporting).await {
                 tracing::warn!(id = %self.id, error = %e, reporting, "free page reporting of the restored guest unchanged");
             }
@@ -247,6 +248,7 @@ impl LiteBox {
             stopping: stopping.clone(),
             qmp_socket: spec.qmp_socket.clone(),
             qmp: tokio::sync::Mutex::new(None),
+            reports_free_pages: reporting,
         });
         {
             let mut state = self.state.lock().expect("state lock");
@@ -494,6 +496,8 @@ impl LiteBox {
             stopping: Arc::new(AtomicBool::new(false)),
             qmp_socket: Some(qmp_socket),
             qmp: tokio::sync::Mutex::new(None),
+            // Not known here: left as it is around snapshots (their restores turn it off).
+            reports_free_pages: false,
         });
         {
             let mut state = self.state.lock().expect("state lock");

@@ -58,6 +58,9 @@ struct Running {
     /// The VMM's control socket (QMP), connected on first use (see `pause`).
     qmp_socket: Option<PathBuf>,
     qmp: tokio::sync::Mutex<Option<QmpClient>>,
+    /// Whether the guest hands the pages it frees back (its RAM is anonymous: booted, or
+    /// resumed from hibernation; not mapped from a snapshot's memory file).
+    reports_free_pages: bool,
 }
 
 impl Running {

@@ -139,6 +139,22 @@ impl LiteBox {
             .map_err(|e| error(format!("cannot prepare its disk's copy: {e}")))?;
 
         let was_paused = status == BoxStatus::Paused;
+        // A guest that hands its free pages back stops doing so before its state is saved:
+        // the boxes restored from the snapshot map its memory file, whose pages QEMU cannot
+        // take back, and would otherwise each turn reporting off in their first moments,
+        // when every code path of the guest is still cold under TCG (~50 ms of the first
+        // exec). The ping returns once the agent did it. A paused guest cannot: its
+        // restores turn it off.
+        let reporting = !was_paused && running.reports_free_pages;
+        if reporting {
+            let stopped = async {
+                running.agent.set_free_page_reporting(false).await?;
+                running.agent.ping().await
+            };
+            if let Err(e) = stopped.await {
+                tracing::warn!(id = %self.id, error = %e, "free page reporting not stopped before the snapshot");
+            }
+        }
         let paused_at = Instant::now();
         let saved = self
             .migrate_state_out(running, was_paused, dir, "snapshotted")
@@ -179,6 +195,11 @@ impl LiteBox {
             // The guest's clock stood still while its state was saved.
             if let Err(e) = running.agent.set_clock_now().await {
                 tracing::warn!(id = %self.id, error = %e, "the snapshotted guest's clock was not set");
+            }
+        }
+        if reporting {
+            if let Err(e) = running.agent.set_free_page_reporting(true).await {
+                tracing::warn!(id = %self.id, error = %e, "free page reporting not turned on again after the snapshot");
             }
         }
         let copied = match (&saved, copied_while_paused) {

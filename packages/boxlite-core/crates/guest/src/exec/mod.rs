@@ -95,10 +95,10 @@ impl Executions {
                 }
             }
             HostMessage::SetClock { unix_time_ns } => crate::system::set_clock(unix_time_ns),
+            // Off before the agent reads on (a `Ping` sent after it is answered once the guest
+            // no longer reports: the host's snapshots rely on it); on in the background.
             HostMessage::FreePageReporting { enabled } => {
-                // Unbinding resets the device (some 10 ms under TCG): not in the way of the
-                // restored box's first request.
-                std::thread::spawn(move || crate::system::set_free_page_reporting(enabled));
+                crate::system::set_free_page_reporting(enabled)
             }
             HostMessage::NewBootId => crate::system::new_boot_id(),
             HostMessage::Ping { token } => self.send(GuestMessage::Pong { token }),
