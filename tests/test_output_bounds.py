@@ -170,8 +170,9 @@ def varint(n):
             return bytes(out)
 
 def output(exec_id, data):
-    # GuestMessage::Output { exec_id, stream: Stdout, data } in postcard, length-prefixed.
-    payload = varint(2) + varint(exec_id) + varint(0) + varint(len(data)) + data
+    # GuestMessage::Output { exec_id, stream: Stdout, data } in postcard (variant 1, pinned by
+    # the protocol crate's `output_is_variant_1_on_the_wire`), length-prefixed.
+    payload = varint(1) + varint(exec_id) + varint(0) + varint(len(data)) + data
     return struct.pack("<I", len(payload)) + payload
 
 def send(frame):

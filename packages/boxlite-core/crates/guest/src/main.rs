@@ -16,6 +16,7 @@ mod network;
 mod spawn;
 mod system;
 mod users;
+mod workers;
 
 use std::sync::Arc;
 

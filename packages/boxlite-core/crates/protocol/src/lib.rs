@@ -199,8 +199,6 @@ pub enum GuestMessage {
         /// Guest uptime when the agent became ready, in milliseconds.
         uptime_ms: u64,
     },
-    /// The process of an execution is running.
-    Started { exec_id: u32, pid: u32 },
     /// A chunk of an execution's output.
     Output {
         exec_id: u32,
@@ -386,6 +384,19 @@ pub mod nonblocking {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `tests/test_output_bounds.py` forges this frame byte by byte from inside a box.
+    #[test]
+    fn output_is_variant_1_on_the_wire() {
+        let mut wire = Vec::new();
+        let output = GuestMessage::Output {
+            exec_id: 3,
+            stream: OutputStream::Stdout,
+            data: b"F".to_vec(),
+        };
+        blocking::write_message(&mut wire, &output).unwrap();
+        assert_eq!(wire, [5, 0, 0, 0, 1, 3, 0, 1, b'F']);
+    }
 
     #[test]
     fn frames_round_trip_through_a_byte_stream() {

@@ -34,9 +34,6 @@ pub use error::{AgentError, Closed};
 /// What happened to an execution, in order.
 #[derive(Debug, Clone)]
 pub enum ExecEvent {
-    Started {
-        pid: u32,
-    },
     Output {
         stream: OutputStream,
         data: Vec<u8>,

@@ -22,7 +22,6 @@ impl Shared {
     /// Routes one message from the guest; `Err` is a protocol violation.
     pub(super) fn route(&self, msg: GuestMessage) -> Result<(), AgentError> {
         let (exec_id, event, last) = match msg {
-            GuestMessage::Started { exec_id, pid } => (exec_id, ExecEvent::Started { pid }, false),
             GuestMessage::Output {
                 exec_id,
                 stream,

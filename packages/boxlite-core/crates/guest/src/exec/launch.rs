@@ -201,7 +201,7 @@ impl Executions {
             let (tx, rx) = mpsc::channel();
             let this = self.clone();
             let is_tty = tty_master.is_some();
-            std::thread::spawn(move || {
+            crate::workers::run(move || {
                 this.pump_stdin(exec_id, std::fs::File::from(stdin), rx, is_tty)
             });
             tx
@@ -222,12 +222,8 @@ impl Executions {
         drop(table);
         let _ = self.spawned.send(());
 
-        self.send(GuestMessage::Started {
-            exec_id,
-            pid: pid as u32,
-        });
         let this = self.clone();
-        std::thread::spawn(move || this.pump_output(exec_id, outputs, notify_rx, credit));
+        crate::workers::run(move || this.pump_output(exec_id, outputs, notify_rx, credit));
     }
 }
 

@@ -87,7 +87,6 @@ pub(super) async fn drive_execution(
         {
             let mut state = shared.state.lock().expect("exec state");
             match event {
-                ExecEvent::Started { .. } => {}
                 ExecEvent::Output { stream, data } => {
                     if state.abandoned {
                         ack = state.consumed(data.len() as u64);
