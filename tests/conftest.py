@@ -4,9 +4,11 @@ machines), from OCI images built locally by ``tests/images/build_images.py``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -105,6 +107,22 @@ def pid_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def vmm_command_line(box: boxlite.Box) -> str:
+    """The command line of the box's VMM (QEMU), its arguments joined by spaces."""
+    pid = box.info().vmm_pid
+    assert pid is not None
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def boot_cache_entries(home: Path, memory_mib: int) -> list[dict[str, object]]:
+    """The recorded boot cache entries of boxes with ``memory_mib``."""
+    db = sqlite3.connect(home / "db" / "snapshots.db")
+    with db:
+        rows = [json.loads(text) for (text,) in db.execute("SELECT info FROM snapshots")]
+    db.close()
+    return [r for r in rows if r.get("boot_key") and r["memory_mib"] == memory_mib]
 
 
 def vmms_under(home: Path) -> list[int]:

@@ -16,24 +16,9 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from conftest import shell_output
+from conftest import boot_cache_entries, shell_output, vmm_command_line
 
 SHAPE_MIB = 208
-
-
-def vmm_command_line(box: boxlite.Box) -> str:
-    pid = box.info().vmm_pid
-    assert pid is not None
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
-def boot_cache_entries(home: Path, memory_mib: int) -> list[dict[str, object]]:
-    """The recorded boot cache entries of boxes with ``memory_mib``."""
-    db = sqlite3.connect(home / "db" / "snapshots.db")
-    with db:
-        rows = [json.loads(text) for (text,) in db.execute("SELECT info FROM snapshots")]
-    db.close()
-    return [r for r in rows if r.get("boot_key") and r["memory_mib"] == memory_mib]
 
 
 async def test_a_shape_booted_before_is_restored_and_as_fresh_as_a_booted_box(

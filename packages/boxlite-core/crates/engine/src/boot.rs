@@ -20,8 +20,21 @@ pub fn boot_timeout(accel: Accel) -> Duration {
     }
 }
 
-/// The guest kernel command line. `root` is the agent's root disk device, if any.
-pub fn kernel_cmdline(hostname: &str, root: Option<&str>) -> String {
+/// The kernel flags that choose the guest's clock on `accel` (part of the boot cache key: a
+/// snapshot keeps the clock its guest booted with).
+///
+/// Under TCG the guest's TSC is the host's (QEMU reads the host counter), while its timer
+/// ticks arrive late whenever the host is busy: the kernel's watchdog then blames the TSC,
+/// marks it unstable and falls back to counting ticks, a 4 ms clock that loses time. A box
+/// booted on a busy host kept that clock for life, and so did every box restored from its
+/// snapshot.
+pub fn clock_flags(accel: Accel) -> Option<&'static str> {
+    (accel == Accel::Tcg).then_some("tsc=reliable")
+}
+
+/// The guest kernel command line of a VM on `accel`. `root` is the agent's root disk device,
+/// if any.
+pub fn kernel_cmdline(accel: Accel, hostname: &str, root: Option<&str>) -> String {
     let mut parts = vec![
         "console=ttyS0".to_owned(),
         "8250.nr_uarts=1".to_owned(),
@@ -38,6 +51,7 @@ pub fn kernel_cmdline(hostname: &str, root: Option<&str>) -> String {
     if let Some(khz) = tsc::host_tsc_khz() {
         parts.push(format!("tsc_early_khz={khz}"));
     }
+    parts.extend(clock_flags(accel).map(str::to_owned));
     parts.push(format!("boxlite.hostname={hostname}"));
     if let Some(root) = root {
         parts.push(format!("boxlite.root={root}"));

@@ -187,7 +187,7 @@ pub async fn boot_agent_only(
         accel,
         kernel: assets.kernel.clone(),
         initrd: assets.initrd.clone(),
-        cmdline: boot::kernel_cmdline("probe", None),
+        cmdline: boot::kernel_cmdline(accel, "probe", None),
         cpus: 1,
         memory_mib: 256,
         root_disk: None,

@@ -107,7 +107,7 @@ impl LiteBox {
         let _ = std::fs::remove_file(&socket);
         let accel = self.platform.accel.accel;
         let hostname = self.id[..12.min(self.id.len())].to_ascii_lowercase();
-        let mut cmdline = boot::kernel_cmdline(&hostname, Some("/dev/vda"));
+        let mut cmdline = boot::kernel_cmdline(accel, &hostname, Some("/dev/vda"));
         // Each volume is a 9p device (its tag) and a mount the agent makes from the command line.
         let mut shares: Vec<(String, PathBuf, bool)> = Vec::new();
         let mut mounts: Vec<String> = Vec::new();

@@ -105,7 +105,7 @@ impl LiteBox {
             accel: self.platform.accel.accel,
             kernel: self.platform.assets.kernel.clone(),
             initrd: self.platform.assets.initrd.clone(),
-            cmdline: boot::kernel_cmdline("memory", Some("/dev/vda")),
+            cmdline: boot::kernel_cmdline(self.platform.accel.accel, "memory", Some("/dev/vda")),
             cpus: saved.cpus,
             memory_mib: saved.memory_mib,
             root_disk: Some(overlay),

@@ -3,10 +3,10 @@
 //! booted (before anything ran in it) instead of booting.
 //!
 //! An entry is keyed by everything the booted state depends on: the image (manifest digest
-//! and base disk), the guest kernel, agent and QEMU, the accelerator, the vCPUs and memory, and
-//! whether the VM has a network device and how the guest's network is configured. The first
-//! cold boot of a key only records that the key was seen; the second is snapshotted once it
-//! booted (a one-off box pays nothing); every later one restores. Entries are snapshots marked
+//! and base disk), the guest kernel, agent and QEMU, the accelerator and the guest's clock, the
+//! vCPUs and memory, and whether the VM has a network device and how the guest's network is
+//! configured. The first cold boot of a key only records that the key was seen; the second is
+//! snapshotted once it booted (a one-off box pays nothing); every later one restores. Entries are snapshots marked
 //! with their key ([`SnapshotInfo::boot_key`]), left out of `snapshots.list()`; one that can
 //! no longer be restored (another kernel, agent or QEMU, its image gone, damaged) is removed
 //! when met, unless a box restored from it remains. `BOXLITE_BOOT_CACHE=0` turns it off.
@@ -60,6 +60,7 @@ struct BootShape<'a> {
     base_disk: &'a PathBuf,
     versions: &'a crate::snapshot::Versions,
     accel: &'a str,
+    clock: Option<&'static str>,
     cpus: u32,
     memory_mib: u32,
     network: bool,
@@ -92,6 +93,7 @@ impl Runtime {
             base_disk: &image.base_disk,
             versions: &versions,
             accel: platform.accel.accel.as_str(),
+            clock: crate::boot::clock_flags(platform.accel.accel),
             cpus: options.cpus,
             memory_mib: options.memory_mib,
             network,
