@@ -2,7 +2,8 @@
 restored from a snapshot taken right after an earlier such box booted, instead of booting; it
 is as fresh as a booted box (no trace of the boxes before it, its own hostname, its own
 randomness, the host's clock). Another shape, ``BOXLITE_BOOT_CACHE=0`` and an entry of other
-versions boot cold.
+versions boot cold; an entry no create used for a week goes once no box restored from it
+remains.
 
 The tests use memory sizes no other test uses, so that their keys are theirs alone in the
 session's home."""
@@ -10,6 +11,7 @@ session's home."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from conftest import boot_cache_entries, shell_output, vmm_command_line
 
 SHAPE_MIB = 208
+UNUSED_SHAPE_MIB = 224
 
 
 async def test_a_shape_booted_before_is_restored_and_as_fresh_as_a_booted_box(
@@ -100,3 +103,33 @@ async def test_an_entry_of_other_versions_is_removed_and_the_box_boots(
         assert not Path(str(entry["dir"])).exists()
     finally:
         await box.stop()
+
+
+def age(path: Path, days: float) -> None:
+    then = time.time() - days * 24 * 3600
+    os.utime(path, (then, then))
+
+
+async def test_an_entry_no_create_used_for_a_week_is_removed_once_no_box_uses_it(
+    runtime: boxlite.Boxlite, busybox: str, home: Path
+) -> None:
+    shape = boxlite.BoxOptions(rootfs_path=busybox, memory_mib=UNUSED_SHAPE_MIB)
+    other_shape = boxlite.BoxOptions(rootfs_path=busybox, memory_mib=UNUSED_SHAPE_MIB + 8)
+    for _ in range(2):
+        await (await runtime.create(shape)).stop()
+    (entry,) = boot_cache_entries(home, UNUSED_SHAPE_MIB)
+    entry_dir = Path(str(entry["dir"]))
+    age(entry_dir, 8)
+    restored = await runtime.create(shape)
+    try:
+        assert "-incoming defer" in vmm_command_line(restored)
+        assert time.time() - entry_dir.stat().st_mtime < 600, "a restore marks the entry used"
+        age(entry_dir, 8)
+        # Unused for a week by creates, but a box restored from it remains: kept.
+        await (await runtime.create(other_shape)).stop()
+        assert boot_cache_entries(home, UNUSED_SHAPE_MIB) == [entry]
+    finally:
+        await restored.stop()
+    await (await runtime.create(other_shape)).stop()
+    assert boot_cache_entries(home, UNUSED_SHAPE_MIB) == []
+    assert not entry_dir.exists()

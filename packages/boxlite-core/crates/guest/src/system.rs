@@ -266,23 +266,31 @@ const BALLOON_DRIVER: &str = "/sys/bus/virtio/drivers/virtio_balloon";
 pub fn set_free_page_reporting(enabled: bool) {
     // The worker and what it last did live in the agent's memory, which a snapshot saves
     // together with the driver's state: a restore that finds it as wanted costs nothing.
-    static WORKER: OnceLock<mpsc::Sender<(bool, mpsc::Sender<()>)>> = OnceLock::new();
+    // A request carries where to say it is done when the caller waits (turning it off).
+    type Request = (bool, Option<mpsc::Sender<()>>);
+    static WORKER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
     let worker = WORKER.get_or_init(|| {
-        let (requests, received) = mpsc::channel::<(bool, mpsc::Sender<()>)>();
+        let (requests, received) = mpsc::channel::<Request>();
         std::thread::spawn(move || {
             let mut reporting = true;
             for (enabled, done) in received {
                 if reporting != enabled && switch_free_page_reporting(enabled) {
                     reporting = enabled;
                 }
-                let _ = done.send(());
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
         });
         requests
     });
-    let (done, finished) = mpsc::channel();
-    if worker.send((enabled, done)).is_ok() && !enabled {
-        let _ = finished.recv();
+    if enabled {
+        let _ = worker.send((true, None));
+    } else {
+        let (done, finished) = mpsc::channel();
+        if worker.send((false, Some(done))).is_ok() {
+            let _ = finished.recv();
+        }
     }
 }
 

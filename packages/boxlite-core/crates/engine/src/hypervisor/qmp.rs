@@ -354,8 +354,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> QmpClient<S> {
         }))
     }
 
-    /// Ends the disk backup: cancelled unless it is known to have `concluded` and still
-    /// running, dismissed, its target closed.
+    /// Ends the disk backup: cancelled if it may still run (the caller does not know it
+    /// `concluded`), then dismissed, its target closed.
     pub async fn end_disk_backup(&mut self, concluded: bool) -> Result<(), QmpError> {
         if !concluded && self.disk_backup_status().await?.is_none() {
             let _ = self

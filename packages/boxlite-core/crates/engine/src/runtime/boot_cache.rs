@@ -6,10 +6,12 @@
 //! and base disk), the guest kernel, agent and QEMU, the accelerator and the guest's clock, the
 //! vCPUs and memory, and whether the VM has a network device and how the guest's network is
 //! configured. The first cold boot of a key only records that the key was seen; the second is
-//! snapshotted once it booted (a one-off box pays nothing); every later one restores. Entries are snapshots marked
-//! with their key ([`SnapshotInfo::boot_key`]), left out of `snapshots.list()`; one that can
-//! no longer be restored (another kernel, agent or QEMU, its image gone, damaged) is removed
-//! when met, unless a box restored from it remains. `BOXLITE_BOOT_CACHE=0` turns it off.
+//! snapshotted once it booted (a one-off box pays nothing); every later one restores. Entries
+//! are snapshots marked with their key ([`SnapshotInfo::boot_key`]), left out of
+//! `snapshots.list()`. An entry that can no longer be restored (another kernel, agent or QEMU,
+//! its image gone, damaged) is removed when a create meets it, and one no create used for a
+//! week when any create looks in the cache, unless a box restored from it remains.
+//! `BOXLITE_BOOT_CACHE=0` turns the cache off.
 //!
 //! Invariant: a box restored from an entry is as fresh as a booted one: the entry holds no
 //! execution's trace (taken inside `create`, before the box is returned), and every restore
@@ -28,23 +30,28 @@ use crate::litebox::{LiteBox, Platform};
 use crate::options::BoxOptions;
 use crate::snapshot::SnapshotInfo;
 
-/// How long the marker of a key booted once is kept: a shape not booted again within it is
-/// a one-off, whose next box starts over as a first boot.
-const SEEN_MARKER_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a key's marker or entry is kept unused: a shape not booted again within it is a
+/// one-off, whose next box starts over as a first boot; an entry no create restored within it
+/// is of a shape no longer used, or of a key an older engine made.
+const UNUSED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Removes the markers in `dir` older than [`SEEN_MARKER_TTL`] at `now`, so that one-off
-/// shapes do not pile up a file each for ever.
+/// Whether `path` was last modified more than [`UNUSED_TTL`] before `now`.
+fn unused_for_long(path: &Path, now: SystemTime) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|modified| now.duration_since(modified).ok())
+        .is_some_and(|age| age > UNUSED_TTL)
+}
+
+/// Removes the markers in `dir` unused for [`UNUSED_TTL`] at `now`, so that one-off shapes do
+/// not pile up a file each for ever.
 fn prune_seen_markers(dir: &Path, now: SystemTime) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let modified = entry.metadata().and_then(|m| m.modified());
-        let expired = modified
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > SEEN_MARKER_TTL);
-        if expired {
+        if unused_for_long(&entry.path(), now) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -118,14 +125,22 @@ impl Runtime {
             .filter(|s| s.boot_key.is_some())
             .collect();
         let versions = platform.versions().ok()?;
-        // Entries of another kernel, agent or QEMU are never met again (their keys differ):
-        // removed here once no box restored from them remains.
-        for stale in entries
-            .iter()
-            .filter(|s| s.versions.mismatch(&versions).is_some())
-        {
+        // Entries of another kernel, agent or QEMU are never met again (their keys differ), and
+        // those of other keys no create restored for a week likely not either: removed here
+        // once no box restored from them remains (an entry's directory is touched when used).
+        let now = SystemTime::now();
+        for stale in &entries {
+            let reason = match stale.versions.mismatch(&versions) {
+                Some(_) => "of other versions",
+                None if stale.boot_key.as_deref() != Some(key)
+                    && unused_for_long(&stale.dir, now) =>
+                {
+                    "unused for a week"
+                }
+                None => continue,
+            };
             if self.remove_snapshot(&stale.id).is_ok() {
-                tracing::info!(snapshot = %stale.id, "removed a cached post-boot snapshot of other versions");
+                tracing::info!(snapshot = %stale.id, reason, "removed a cached post-boot snapshot");
             }
         }
         let entry = entries
@@ -138,7 +153,13 @@ impl Runtime {
         })
         .await;
         match restorable {
-            Ok(Ok(())) => Some(entry),
+            Ok(Ok(())) => {
+                let touched = std::fs::File::open(&entry.dir).and_then(|d| d.set_modified(now));
+                if let Err(e) = touched {
+                    tracing::debug!(snapshot = %entry.id, error = %e, "boot cache entry not marked used");
+                }
+                Some(entry)
+            }
             Ok(Err(e)) => {
                 tracing::info!(snapshot = %entry.id, reason = %e, "a cached post-boot snapshot cannot be restored: removed");
                 let _ = self.remove_snapshot(&entry.id);
