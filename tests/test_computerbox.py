@@ -181,12 +181,14 @@ async def settled_screenshot(desktop: boxlite.ComputerBox, timeout: float = 30) 
     """A screenshot once the screen stopped changing (two taken half a second apart agree): the
     file a command writes can exist before the terminal has drawn its output and next prompt."""
     shot = bytes(await desktop.screenshot())
+    pixels = parse_png(shot)[2]
 
     async def unchanged() -> bool:
-        nonlocal shot
+        nonlocal shot, pixels
         await asyncio.sleep(0.5)
-        previous, shot = shot, bytes(await desktop.screenshot())
-        return parse_png(shot)[2] == parse_png(previous)[2]
+        shot = bytes(await desktop.screenshot())
+        previous, pixels = pixels, parse_png(shot)[2]
+        return pixels == previous
 
     await eventually(unchanged, "the screen to settle", timeout=timeout)
     return shot
