@@ -4,6 +4,8 @@ machines), from OCI images built locally by ``tests/images/build_images.py``."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -94,6 +96,36 @@ def registry(images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
         yield server
     finally:
         server.stop()
+
+
+def sparse_file_digest(path: Path) -> str:
+    """SHA-256 of a sparse file's contents, reading only its data: each data extent's bounds and
+    bytes, then the size. Holes read as zeros, so equal digests mean equal contents, and reading
+    a 4 GiB base disk this way takes milliseconds instead of half a minute."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no data after `offset`: the rest is a hole
+                    break
+                raise
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            digest.update(start.to_bytes(8, "little") + end.to_bytes(8, "little"))
+            file.seek(start)
+            while start < end:
+                chunk = file.read(min(end - start, 1 << 20))
+                if not chunk:
+                    raise AssertionError(f"{path} shrank while it was read")
+                digest.update(chunk)
+                start += len(chunk)
+            offset = end
+    digest.update(size.to_bytes(8, "little"))
+    return digest.hexdigest()
 
 
 def pid_alive(pid: int) -> bool:

@@ -5,7 +5,6 @@ process was killed are cleaned up (ephemeral) or reattached (kept) by the next r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from conftest import pid_alive
+from conftest import pid_alive, sparse_file_digest
 
 CREATE_KEPT_AND_EXIT = """
 import asyncio, json, sys, boxlite
@@ -209,15 +208,11 @@ async def test_a_stopped_box_is_taken_up_by_another_live_process_and_runs_in_one
     await runtime.remove("shared", force=True)
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 async def test_boxes_never_write_to_the_shared_base_disk(busybox: str, tmp_path: Path) -> None:
     runtime = boxlite.Boxlite(boxlite.Options(home_dir=str(tmp_path)))
     first = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256, auto_remove=False))
     [base] = (tmp_path / "images" / "disks").glob("*.ext4")
-    digest, mtime = file_digest(base), base.stat().st_mtime_ns
+    digest, mtime = sparse_file_digest(base), base.stat().st_mtime_ns
     try:
         # Root in the box rewrites, deletes and fills its file system.
         vandal = "echo owned > /etc/passwd && rm -rf /usr && dd if=/dev/urandom of=/big bs=1M count=8 && sync"
@@ -225,7 +220,7 @@ async def test_boxes_never_write_to_the_shared_base_disk(busybox: str, tmp_path:
         assert result.exit_code == 0, result
         assert os.stat(Path(first.info().dir) / "disk.qcow2").st_blocks * 512 > 8 << 20, "the box wrote its overlay"
         await first.stop()
-        assert (file_digest(base), base.stat().st_mtime_ns) == (digest, mtime)
+        assert (sparse_file_digest(base), base.stat().st_mtime_ns) == (digest, mtime)
         # A new box on the same image sees the image as it was.
         second = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
         try:
@@ -233,6 +228,6 @@ async def test_boxes_never_write_to_the_shared_base_disk(busybox: str, tmp_path:
             assert passwd.stdout.startswith("root:") and "usr-there" in passwd.stdout, passwd
         finally:
             await second.stop()
-        assert file_digest(base) == digest
+        assert sparse_file_digest(base) == digest
     finally:
         await runtime.remove(first.id, force=True)

@@ -7,7 +7,6 @@ name, removing a snapshot a box still uses."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import sqlite3
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import boxlite
 import pytest
-from conftest import shell_output, start_counter
+from conftest import shell_output, sparse_file_digest, start_counter
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +103,7 @@ async def test_restored_boxes_share_the_snapshots_memory_and_never_write_it(
 ) -> None:
     memory = snapshot.dir / "memory"
     assert snapshot.shares_memory and memory.is_file()
-    before = hashlib.sha256(memory.read_bytes()).hexdigest()
+    before = sparse_file_digest(memory)
     one = await runtime.restore(snapshot.name)
     two = await runtime.restore(snapshot.name)
     try:
@@ -118,7 +117,7 @@ async def test_restored_boxes_share_the_snapshots_memory_and_never_write_it(
             mapped = memory_mapping(pid, memory)
             # The pages both VMMs read from the file are one copy in the host's page cache.
             assert mapped["Shared_Clean"] >= 4096, mapped
-        assert hashlib.sha256(memory.read_bytes()).hexdigest() == before
+        assert sparse_file_digest(memory) == before
     finally:
         await one.stop()
         await two.stop()
