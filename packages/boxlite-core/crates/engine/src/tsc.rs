@@ -6,12 +6,30 @@
 //! its TSC's: its clock is as accurate as the figure. `/proc/cpuinfo`'s "cpu MHz" is not
 //! guaranteed to be the TSC rate, so we measure.
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
-/// The host TSC frequency in kHz, measured once per process; `None` off x86_64.
+/// The host TSC frequency in kHz, measured once per process; `None` off x86_64. The
+/// measurement takes 100 ms: a call while [`measure_in_background`] runs waits for its result.
 pub fn host_tsc_khz() -> Option<u64> {
     static KHZ: OnceLock<Option<u64>> = OnceLock::new();
     *KHZ.get_or_init(measure)
+}
+
+/// Starts the measurement on a thread of its own (once per process), so that the first box's
+/// command line does not wait for it on an async worker.
+pub fn measure_in_background() {
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new()
+            .name("tsc-measure".into())
+            .spawn(|| {
+                host_tsc_khz();
+            });
+        if let Err(e) = spawned {
+            // The first command line measures it instead.
+            tracing::debug!("no thread to measure the TSC on: {e}");
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]

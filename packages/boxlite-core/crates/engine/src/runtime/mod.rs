@@ -75,6 +75,7 @@ impl Runtime {
         }
         let state = Arc::new(BoxDb::open(home.join("db").join("boxes.db"))?);
         let snapshots = Arc::new(SnapshotStore::open(&home)?);
+        crate::tsc::measure_in_background();
         Ok(Runtime {
             state,
             snapshots,
