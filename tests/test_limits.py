@@ -3,6 +3,7 @@ limits are enforced inside the guest, and the VMM process is confined on the hos
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -85,6 +86,75 @@ async def test_an_execution_cannot_start_more_than_pids_max_processes(maximum_bo
     # pids.max is 100: the shell and at most 99 sleepers, and the limit refused forks.
     assert 90 <= int(counts["procs"]) <= 100, result.stdout
     assert int(counts["refused"]) > 0, result.stdout
+
+
+# Each execution's own cgroup has the pids controller (its process limit) and not the memory
+# controller: its memory counts towards the box's limit in the parent. Code that manages cgroups
+# of its own (a container runtime in the box) can still enable the memory controller for them:
+# it moves itself into a leaf, as such managers do, and enables it down to its own groups.
+NESTED_MEMORY = """
+own=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)
+echo own=$(tr ' ' , < $own/cgroup.controllers)
+mkdir $own/leaf $own/limited && echo $$ > $own/leaf/cgroup.procs
+echo +memory > $own/../cgroup.subtree_control && echo +memory > $own/cgroup.subtree_control
+echo 16777216 > $own/limited/memory.max && echo limited=$(cat $own/limited/memory.max)
+sh -c "echo \\$\\$ > $own/limited/cgroup.procs && exec dd if=/dev/zero of=/dev/null bs=64M count=1" 2>/dev/null
+echo dd=$?
+"""
+
+
+async def test_executions_cgroups_leave_memory_to_the_box_and_code_can_enable_it(
+    runtime: boxlite.Boxlite, busybox: str
+) -> None:
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+    try:
+        result = await box.run("sh", ["-c", NESTED_MEMORY])
+    finally:
+        await box.stop()
+    lines = dict(line.split("=", 1) for line in result.stdout.split())
+    assert lines["own"] == "pids", result
+    # The limit the code set in its own group holds: dd's 64 MiB buffer is killed at 16 MiB.
+    assert lines["limited"] == "16777216", result
+    assert lines["dd"] == "137", result
+
+
+OWN_CGROUP = "own=/sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup); "
+
+
+async def test_an_ended_executions_cgroup_serves_a_later_one_only_as_a_new_one_would(
+    runtime: boxlite.Boxlite, busybox: str
+) -> None:
+    """The agent keeps an ended execution's empty cgroup for a later execution (making and
+    removing one per execution costs the exec round trip over a millisecond under emulation),
+    with the settings the execution changed back at their defaults; a group the execution left
+    anything in (a daemon, groups of its own) is never handed on."""
+    box = await runtime.create(boxlite.BoxOptions(rootfs_path=busybox, memory_mib=256))
+
+    async def run(script: str) -> dict[str, str]:
+        result = await box.run("sh", ["-c", OWN_CGROUP + script])
+        assert result.exit_code == 0, result
+        # The group is released just after the exit is reported.
+        await asyncio.sleep(0.5)
+        return dict(line.split("=", 1) for line in result.stdout.split())
+
+    try:
+        # It lowers its own limits and leaves.
+        first = await run("echo 5 > $own/pids.max; echo 0 > $own/cgroup.max.depth; echo own=$own")
+        second = await run("echo own=$own pids=$(cat $own/pids.max) depth=$(cat $own/cgroup.max.depth)")
+        assert second["own"] == first["own"], "an empty group is kept for the next execution"
+        assert (second["pids"], second["depth"]) == ("max", "max"), second
+        # It leaves a daemon behind: its group stays with the daemon.
+        daemon = await run("sleep 1000 >/dev/null 2>&1 & echo own=$own")
+        after_daemon = await run("echo own=$own")
+        assert after_daemon["own"] != daemon["own"]
+        procs = await box.run("cat", [daemon["own"] + "/cgroup.procs"])
+        assert procs.stdout.strip(), "the daemon still runs in its execution's group"
+        # It makes a group of its own under its group: not handed on either.
+        nested = await run("mkdir $own/sub; echo own=$own")
+        after_nested = await run("echo own=$own")
+        assert after_nested["own"] != nested["own"]
+    finally:
+        await box.stop()
 
 
 @pytest.fixture(scope="module")

@@ -27,15 +27,19 @@ fn memory_reserve(mem_total: u64) -> u64 {
 /// Allocations succeed and the OOM killer ends the process that overcommitted (exit 137), as
 /// on a normal Linux host where swap usually hides the heuristic; and the executions'
 /// parent cgroup gets the memory and pids controllers.
+///
+/// Each execution's own cgroup gets the pids controller only (its process limit, `pids.max`).
+/// Its memory is charged to the parent, which holds the box's limit: nothing reads or limits an
+/// execution's memory on its own, and a memory controller per execution (made with the cgroup,
+/// taken offline and reparented after it) cost every exec round trip of `true` about 0.7 ms of
+/// ~14 ms under emulation. Code in the box that needs the memory controller in cgroups of its
+/// own can enable it (`+memory` in the parent's `cgroup.subtree_control`).
 fn setup_limits() -> io::Result<()> {
     let _ = fs::write("/proc/sys/vm/overcommit_memory", "1");
     let root = "/rootfs/sys/fs/cgroup";
     fs::write(format!("{root}/cgroup.subtree_control"), "+memory +pids")?;
     fs::create_dir_all(EXECS_CGROUP)?;
-    fs::write(
-        format!("{EXECS_CGROUP}/cgroup.subtree_control"),
-        "+memory +pids",
-    )?;
+    fs::write(format!("{EXECS_CGROUP}/cgroup.subtree_control"), "+pids")?;
     let meminfo = fs::read_to_string("/proc/meminfo")?;
     let total = meminfo
         .lines()

@@ -12,7 +12,7 @@ use boxlite_protocol::{
     EXIT_COMMAND_NOT_FOUND,
 };
 
-use super::cgroup::create_cgroup;
+use super::cgroup::{create_cgroup, release_cgroup};
 use super::output::Credit;
 use super::stdio::{pipe, ExecStdio};
 use super::table::Entry;
@@ -154,8 +154,8 @@ impl Executions {
             Ok(pid) => pid,
             Err(failure) => {
                 drop(table);
-                if let Some(dir) = &cgroup {
-                    let _ = std::fs::remove_dir(dir);
+                if let Some(dir) = cgroup {
+                    release_cgroup(dir);
                 }
                 let program = &req.program;
                 let (code, message) = match (failure.stage, failure.error.raw_os_error()) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use boxlite_protocol::{ExitStatus, GuestMessage, OutputStream, OUTPUT_CHUNK_LEN, OUTPUT_WINDOW};
 
-use super::cgroup::{cgroup_is_empty, prepare_spare_cgroup, KILL_SETTLE};
+use super::cgroup::{cgroup_is_empty, prepare_spare_cgroup, release_cgroup, KILL_SETTLE};
 use super::reaper::decode_wait_status;
 use super::table::Entry;
 use super::Executions;
@@ -189,15 +189,15 @@ impl Executions {
             exec_id,
             status: status.unwrap_or(ExitStatus::Signal(libc::SIGKILL)),
         });
-        // After the report, off the round trip. Fails while daemons the execution left are
-        // still running; they keep their group.
+        // After the report, off the round trip: the group is kept for a later execution or
+        // removed.
         if let Some(Entry {
             cgroup: Some(dir), ..
-        }) = &entry
+        }) = entry
         {
-            let _ = std::fs::remove_dir(dir);
+            release_cgroup(dir);
         }
-        // The next execution's cgroup, made now rather than on its round trip.
+        // The next execution's cgroup, made now (if none was kept) rather than on its round trip.
         prepare_spare_cgroup();
     }
 
